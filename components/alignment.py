@@ -1,0 +1,161 @@
+"""Residual feature alignment: feature taps, distances and forget targets (pure tensor code).
+
+Retain term (zero residual): the student's tapped features and logits equal the frozen teacher's
+on Dr. Forget term (shifted residual): on Df they move to a target built from the teacher.
+Targets live in the `FORGET_TARGETS` registry so they can be swapped and measured.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+EPS = 1e-8
+
+
+@contextmanager
+def feature_taps(model: nn.Module, names: tuple[str, ...]) -> Iterator[dict[str, torch.Tensor]]:
+    """Record the outputs of the named sub-modules during forward passes.
+
+    Names are module paths of the plain model (`block2`); a peft-wrapped model is searched by
+    suffix so the same names work for teacher and student.
+    """
+    modules = dict(model.named_modules())
+    found: dict[str, nn.Module] = {}
+    for name in names:
+        match = modules.get(name) or next((m for k, m in modules.items() if k.endswith("model." + name)), None)
+        if match is None:
+            raise KeyError(f"feature tap {name!r} is not a module of {type(model).__name__}")
+        found[name] = match
+    store: dict[str, torch.Tensor] = {}
+    handles = [m.register_forward_hook(lambda _m, _i, out, n=n: store.__setitem__(n, out)) for n, m in found.items()]
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def relative_sq_distance(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch of ||f - g||^2 / ||g||^2 per sample.
+
+    f, g: (B, ...) same shape. Scale-free, so taps of different width and magnitude weigh alike.
+    """
+    f2, g2 = f.flatten(1), g.flatten(1)
+    return ((f2 - g2).pow(2).sum(1) / (g2.pow(2).sum(1) + EPS)).mean()
+
+
+def pooled(f: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C) channel means; (B, C) passes through."""
+    return f.mean(dim=(2, 3)) if f.dim() == 4 else f
+
+
+def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """True-class margin z_y - max_{j != y} z_j. logits (B, K), labels (B,) -> (B,)."""
+    true = logits.gather(1, labels[:, None]).squeeze(1)
+    other = logits.scatter(1, labels[:, None], float("-inf")).amax(1)
+    return true - other
+
+
+@dataclass
+class ForgetTarget:
+    """Per-forget-sample targets: logits (Nf, K) and optional pooled tap features {tap: (Nf, C)}."""
+
+    logits: torch.Tensor
+    features: dict[str, torch.Tensor]
+
+
+@dataclass
+class TeacherView:
+    """Teacher outputs the targets are built from (all detached, CPU)."""
+
+    forget_logits: torch.Tensor            # (Nf, K)
+    forget_labels: torch.Tensor            # (Nf,)
+    retain_logits: torch.Tensor            # (Nr', K) a retain subsample
+    retain_labels: torch.Tensor            # (Nr',)
+    retain_pooled: dict[str, torch.Tensor]  # tap -> (Nr', C)
+    heldout_logits: torch.Tensor           # (Nh, K) non-member reference
+    heldout_labels: torch.Tensor           # (Nh,)
+    forget_classes: tuple[int, ...]
+
+
+def masked_nearest_class(view: TeacherView, min_per_class: int = 30) -> ForgetTarget:
+    """Class unlearning: map each forget sample onto the retained class the teacher ranks next.
+
+    A model that never saw class c would put an image of c on its most similar known class. So the
+    target logits are the teacher's with the forgotten classes pushed below every retained logit,
+    and the target pooled features of each tap are the teacher's mean features of that next class
+    (so the class is forgotten in the features, not only at the head).
+    """
+    z = view.forget_logits.clone()
+    forgotten = list(view.forget_classes)
+    keep = torch.ones(z.shape[1], dtype=torch.bool)
+    keep[forgotten] = False
+    lowest = z[:, keep].amin(1)
+    z[:, forgotten] = (lowest - 1.0)[:, None]
+    nearest = z.argmax(1)
+    feats: dict[str, torch.Tensor] = {}
+    for tap, pooled_r in view.retain_pooled.items():
+        means = torch.zeros(z.shape[1], pooled_r.shape[1])
+        for k in nearest.unique().tolist():
+            means[k] = pooled_r[view.retain_labels == k].mean(0)
+        feats[tap] = means[nearest]
+    return ForgetTarget(logits=z, features=feats)
+
+
+def _quantile_map(values: torch.Tensor, nonmembers: torch.Tensor) -> torch.Tensor:
+    """Monotone (rank-preserving) map of `values` onto the non-member distribution.
+
+    The i-th smallest of n values gets the non-member quantile (i + 0.5) / n: in one dimension
+    this is the optimal-transport map, so the edited values have the non-member distribution
+    (e.g. the same share of negative margins = the same error rate) while keeping their order.
+    """
+    n = len(values)
+    ranks = values.argsort().argsort().float()
+    return torch.quantile(nonmembers, (ranks + 0.5) / n)
+
+
+def margin_quantile(view: TeacherView, min_per_class: int = 30) -> ForgetTarget:
+    """Sample unlearning: give Df the true-class margins of non-members, rank for rank.
+
+    Df's teacher margins (z_y - max other) are mapped monotonically onto the heldout (non-member)
+    margin distribution, per class where both sides have `min_per_class` samples, else pooled.
+    Only the true-class logit is edited, so the ranking of the other classes is the teacher's.
+    Why not rank Df among all members: with a few dozen forget samples that leaves the count of
+    misclassified targets to chance; matching Df's own distribution fixes it at the non-member
+    error rate.
+    """
+    m_f = margins(view.forget_logits, view.forget_labels)
+    m_h = margins(view.heldout_logits, view.heldout_labels)
+    target = _quantile_map(m_f, m_h)
+    for c in view.forget_labels.unique().tolist():
+        sel_f, sel_h = view.forget_labels == c, view.heldout_labels == c
+        if int(sel_f.sum()) >= min_per_class and int(sel_h.sum()) >= min_per_class:
+            target[sel_f] = _quantile_map(m_f[sel_f], m_h[sel_h])
+    z = view.forget_logits.clone()
+    rows = torch.arange(len(z))
+    other = z.scatter(1, view.forget_labels[:, None], float("-inf")).amax(1)
+    z[rows, view.forget_labels] = other + target
+    return ForgetTarget(logits=z, features={})
+
+
+FORGET_TARGETS: dict[str, Callable[[TeacherView], ForgetTarget]] = {
+    "masked_nearest_class": masked_nearest_class,
+    "margin_quantile": margin_quantile,
+}
+
+
+def get_target(name: str) -> Callable[[TeacherView], ForgetTarget]:
+    try:
+        return FORGET_TARGETS[name]
+    except KeyError:
+        raise ValueError(f"unknown forget target {name!r}; choose one of {sorted(FORGET_TARGETS)}") from None
+
+
+def as_numpy(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy()

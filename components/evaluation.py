@@ -1,0 +1,57 @@
+"""Evaluation of one model on the batch's splits: every metric the gates and the report need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.data import Split
+from components.metrics import accuracy, loss_mia, mia_efficacy, predict, retain_leakage
+from components.settings import EvaluationSettings
+
+
+@dataclass(frozen=True)
+class EvalSplits:
+    """Df, a Dr sample, Dt (gates) and the heldout non-member split, plus the forgotten classes."""
+
+    forget: Split
+    retain: Split
+    test: Split
+    heldout: Split
+    forget_classes: tuple[int, ...] = ()
+
+    @classmethod
+    def build(cls, forget: Split, retain: Split, test: Split, heldout: Split, forget_classes: tuple[int, ...],
+              cfg: EvaluationSettings) -> "EvalSplits":
+        rng = np.random.default_rng(cfg.seed)
+        if len(retain) > cfg.retain_eval_max:
+            retain = retain.take(np.sort(rng.choice(len(retain), size=cfg.retain_eval_max, replace=False)))
+        return cls(forget, retain, test, heldout, tuple(forget_classes))
+
+
+def evaluate(model: nn.Module, s: EvalSplits, cfg: EvaluationSettings, device: torch.device) -> dict[str, float | None]:
+    """Accuracies (Dr, Df, Dt, Drt, Dft), MIA-efficacy (3 features) with its heldout baseline,
+    loss-MIA accuracy/AUC and retain leakage. Percentages 0-100, AUC 0-1."""
+    dr, df, dt, dh = (predict(model, sp, device) for sp in (s.retain, s.forget, s.test, s.heldout))
+    m: dict[str, float | None] = {"acc_dr": accuracy(dr), "acc_df": accuracy(df), "acc_dt": accuracy(dt),
+                                  "acc_drt": None, "acc_dft": None}
+    attack_test, attack_heldout = dt, dh
+    if s.forget_classes:
+        in_f = np.isin(dt.labels, np.array(s.forget_classes))
+        m["acc_drt"], m["acc_dft"] = accuracy(dt.take(~in_f)), accuracy(dt.take(in_f))
+        # Dr holds no forgotten class, so the attacks' non-member side must not either: otherwise
+        # the forgotten class's low confidence alone would look like membership signal.
+        attack_test = dt.take(~in_f)
+        attack_heldout = dh.take(~np.isin(dh.labels, np.array(s.forget_classes)))
+    for feature, suffix in (("confidence", ""), ("entropy", "_entropy"), ("modified_entropy", "_modified_entropy")):
+        eff = mia_efficacy(dr, attack_test, {"forget": df, "heldout": attack_heldout}, feature=feature, seed=cfg.seed)
+        m["mia_efficacy" + suffix] = eff.get("forget")
+        m["mia_heldout" + suffix] = eff.get("heldout")
+    lm = loss_mia(df, dt, folds=cfg.loss_mia_folds, seed=cfg.seed)
+    m["loss_mia_acc"], m["loss_mia_auc"], m["n_forget_test"] = lm["acc"], lm["auc"], lm["n_test"]
+    m["retain_leakage"] = retain_leakage(dr, attack_test, seed=cfg.seed)
+    m["n_forget"], m["n_retain_eval"], m["n_test"], m["n_heldout"] = float(len(df)), float(len(dr)), float(len(attack_test)), float(len(attack_heldout))
+    return m

@@ -1,0 +1,163 @@
+"""Unlearning methods behind one signature, in a registry (`METHODS`).
+
+Every method takes the frozen original model and an `UnlearnTask` and returns an
+`UnlearnResult` whose `model` is a plain, merged module ready to serve.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from components.alignment import TeacherView, feature_taps, get_target, pooled, relative_sq_distance
+from components.data import Split
+from components.lora import adapter_state, attach_lora, trainable_fraction
+from components.models import to_input
+from components.runtime import ProgressFn, no_progress, resolve_device, set_seed
+from components.settings import LoraSettings, RfaSettings
+
+Scenario = Literal["class", "sample"]
+
+
+@dataclass(frozen=True)
+class UnlearnTask:
+    """What to forget: Df, Dr, the non-member reference split and the scenario."""
+
+    scenario: Scenario
+    forget: Split
+    retain: Split
+    heldout: Split
+    forget_classes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.scenario == "class" and not self.forget_classes:
+            raise ValueError("class unlearning needs at least one forget class")
+
+
+@dataclass
+class UnlearnResult:
+    model: nn.Module                       # merged, plain module (eval mode, CPU)
+    adapter: dict[str, torch.Tensor]       # LoRA weights for audit; empty for full-weight methods
+    seconds: float
+    trainable_fraction: float
+    steps: int
+    device: str
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def _logits_and_taps(model: nn.Module, x: torch.Tensor, taps: tuple[str, ...], batch: int = 1024):
+    """No-grad teacher pass in chunks: logits (N, K) and pooled taps {tap: (N, C)} on CPU."""
+    outs, feats = [], {t: [] for t in taps}
+    with torch.no_grad(), feature_taps(model, taps) as store:
+        for i in range(0, len(x), batch):
+            outs.append(model(x[i:i + batch]).cpu())
+            for t in taps:
+                feats[t].append(pooled(store[t]).cpu())
+    return torch.cat(outs), {t: torch.cat(v) for t, v in feats.items()}
+
+
+def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSettings,
+        progress: ProgressFn = no_progress) -> UnlearnResult:
+    """Residual Feature Alignment with LoRA (method.md 1.2, our reconstruction).
+
+    L = L_r + lambda * L_f (+ optional CE on Dr), where
+      L_r = sum over taps and logits of relative_sq_distance(student(x_r), teacher(x_r))  (zero residual)
+      L_f = ||student logits(x_f) - target logits||^2 + w_feat * sum over taps of
+            relative_sq_distance(pooled student tap(x_f), target pooled tap)              (shifted residual)
+    The student runs in eval mode throughout (frozen BN statistics); only LoRA weights train.
+    Steps scale with |Df|: `forget_epochs` passes over Df (at least `min_steps`).
+    """
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    gen = set_seed(cfg.seed)
+    teacher = copy.deepcopy(original).to(device).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student = attach_lora(copy.deepcopy(original), lora).to(device)
+    student.eval()  # BN running statistics stay frozen: features cannot drift through them
+
+    taps = tuple(cfg.taps)
+    xf, yf = to_input(task.forget.x).to(device), torch.from_numpy(task.forget.y).to(device)
+    xr, yr = to_input(task.retain.x).to(device), torch.from_numpy(task.retain.y).to(device)
+    xh = to_input(task.heldout.x).to(device)
+
+    # Teacher view for the targets: one no-grad pass over Df, a retain subsample and the heldout split.
+    ref_idx = torch.randperm(len(yr), generator=gen)[: min(len(yr), 4000)].to(device)
+    f_logits, _ = _logits_and_taps(teacher, xf, taps)
+    r_logits, r_pooled = _logits_and_taps(teacher, xr[ref_idx], taps)
+    h_logits, _ = _logits_and_taps(teacher, xh, ())
+    view = TeacherView(f_logits, yf.cpu(), r_logits, yr[ref_idx].cpu(), r_pooled, h_logits,
+                       torch.from_numpy(task.heldout.y), task.forget_classes)
+    sc = cfg.scenario(task.scenario)
+    target = get_target(sc.target)(view)
+    t_logits = target.logits.to(device)
+    t_feats = {k: v.to(device) for k, v in target.features.items()}
+
+    params = [p for p in student.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    nf = len(yf)
+    steps = max(cfg.min_steps, sc.forget_epochs * math.ceil(nf / sc.forget_batch))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    history: list[dict[str, float]] = []
+    perm = torch.randperm(nf, generator=gen)
+    cursor = 0
+    with feature_taps(student, taps) as s_store, feature_taps(teacher, taps) as t_store:
+        for step in range(1, steps + 1):
+            if cursor + sc.forget_batch > nf:
+                perm, cursor = torch.randperm(nf, generator=gen), 0
+            fi = perm[cursor:cursor + sc.forget_batch].to(device)
+            cursor += sc.forget_batch
+            ri = torch.randint(len(yr), (cfg.retain_batch,), generator=gen).to(device)
+            nb = len(ri)
+            with torch.no_grad():
+                t_out = teacher(xr[ri])
+                t_taps = {t: t_store[t] for t in taps}
+            # One student pass over [retain; forget]: eval-mode BN does not mix the two halves.
+            s_out = student(torch.cat([xr[ri], xf[fi]]))
+            loss_r = relative_sq_distance(s_out[:nb], t_out)
+            for t in taps:
+                loss_r = loss_r + relative_sq_distance(s_store[t][:nb], t_taps[t])
+            loss_f = (s_out[nb:] - t_logits[fi]).pow(2).sum(1).mean()  # per-sample squared error: one edited logit must count fully
+            for t, tf in t_feats.items():
+                loss_f = loss_f + sc.feature_weight * relative_sq_distance(pooled(s_store[t][nb:]), tf[fi])
+            loss = loss_r + sc.forget_weight * loss_f
+            if cfg.retain_ce_weight > 0:
+                loss = loss + cfg.retain_ce_weight * F.cross_entropy(s_out[:nb], yr[ri])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if step % 10 == 0 or step == steps:
+                rec = {"step": float(step), "loss_retain": loss_r.item(), "loss_forget": loss_f.item()}
+                history.append(rec)
+                progress(step, steps, rec)
+
+    adapter = adapter_state(student)
+    share = trainable_fraction(student)
+    merged = student.merge_and_unload().to("cpu").eval()
+    return UnlearnResult(model=merged, adapter=adapter, seconds=time.perf_counter() - t0,
+                         trainable_fraction=share, steps=steps, device=str(device), history=history)
+
+
+Method = Callable[..., UnlearnResult]
+
+METHODS: dict[str, Method] = {"rfa": rfa}
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"unknown unlearning method {name!r}; choose one of {sorted(METHODS)}") from None
+
+
+def forget_classes_of(split: Split) -> tuple[int, ...]:
+    return tuple(int(c) for c in np.unique(split.y))

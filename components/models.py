@@ -1,0 +1,114 @@
+"""Model registry. A model is rebuilt from a JSON-able spec plus a safetensors state dict, so a
+registered version never needs pickle to load (`weights_only` in spirit)."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import nn
+
+from components.canonical import sha256_hex
+
+
+class ModelError(ValueError):
+    """A model spec or checkpoint cannot be built or loaded."""
+
+
+class Normalise(nn.Module):
+    """x in [0, 1] -> (x - mean) / std, with the statistics stored in the checkpoint."""
+
+    def __init__(self, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+def _block(cin: int, cout: int, pool: bool) -> nn.Sequential:
+    layers: OrderedDict[str, nn.Module] = OrderedDict(
+        conv=nn.Conv2d(cin, cout, 3, padding=1, bias=False), bn=nn.BatchNorm2d(cout), act=nn.ReLU()
+    )
+    if pool:
+        layers["pool"] = nn.MaxPool2d(2)
+    return nn.Sequential(layers)
+
+
+class SmallCNN(nn.Module):
+    """Three conv blocks (width, 2w, 4w channels), global average pool, linear head.
+
+    Feature taps: `block1`, `block2`, `block3` (B, C, H, W) and `pool` (B, 4w) penultimate.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, width: int, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.norm = Normalise(mean, std)
+        self.block1 = _block(in_channels, width, pool=False)
+        self.block2 = _block(width, 2 * width, pool=True)
+        self.block3 = _block(2 * width, 4 * width, pool=False)
+        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (B, C, H, W) in [0, 1] -> (B, K)
+        return self.head(self.pool(self.block3(self.block2(self.block1(self.norm(x))))))
+
+
+ARCHS: dict[str, Callable[..., nn.Module]] = {
+    "small_cnn": lambda spec: SmallCNN(spec["in_channels"], spec["num_classes"], spec["width"], spec["mean"], spec["std"]),
+}
+
+# Penultimate (pooled) feature module per architecture: what a linear probe reads.
+PENULTIMATE: dict[str, str] = {"small_cnn": "pool"}
+
+
+def make_spec(arch: str, x_train: np.ndarray, num_classes: int, width: int) -> dict:
+    """Architecture spec with per-channel input statistics of the training images (uint8 NCHW)."""
+    if arch not in ARCHS:
+        raise ModelError(f"unknown model.arch {arch!r}; choose one of {sorted(ARCHS)}")
+    xf = x_train.astype(np.float64) / 255.0
+    mean = xf.mean(axis=(0, 2, 3)).tolist()
+    std = [max(s, 1e-3) for s in xf.std(axis=(0, 2, 3)).tolist()]
+    return {"arch": arch, "in_channels": int(x_train.shape[1]), "num_classes": int(num_classes), "width": width,
+            "mean": mean, "std": std}
+
+
+def build_model(spec: dict) -> nn.Module:
+    try:
+        return ARCHS[spec["arch"]](spec)
+    except KeyError as err:
+        raise ModelError(f"model spec lacks or misnames {err}; known archs: {sorted(ARCHS)}") from None
+
+
+def state_bytes(model: nn.Module) -> bytes:
+    """Deterministic safetensors bytes of the state dict (sorted keys, contiguous CPU tensors)."""
+    sd = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return st_save(sd)
+
+
+def model_digest(model: nn.Module) -> str:
+    """sha256 of `state_bytes`: the identity of the weights, independent of file layout."""
+    return sha256_hex(state_bytes(model))
+
+
+def load_model(spec: dict, weights: bytes) -> nn.Module:
+    """Rebuild a model from spec + safetensors bytes. Raises ModelError on a corrupt checkpoint."""
+    model = build_model(spec)
+    try:
+        sd = st_load(weights)
+    except Exception as err:  # safetensors raises its own SafetensorError on truncated/garbled bytes
+        raise ModelError(f"corrupt checkpoint: {err}") from None
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise ModelError(f"checkpoint does not fit spec {spec['arch']}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+    return model.eval()
+
+
+def to_input(x: np.ndarray) -> torch.Tensor:
+    """uint8 NCHW -> float32 in [0, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(x)).float().div_(255.0)

@@ -1,0 +1,59 @@
+"""Promotion as a pure decision: may this model version become `champion`?"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class VersionFacts:
+    """What the registry and verification found about one model version."""
+
+    exists: bool
+    has_certificate: bool
+    certificate_problems: tuple[str, ...] = ()
+    gates_passed: bool = False
+    status: str = ""              # awaiting_approval | approved | rejected | base | ""
+    certificate_sha256: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def decide_approval(f: VersionFacts, certificate_sha256: str | None = None) -> Decision:
+    """Approve only a version that exists, awaits approval, passed its gates and whose certificate
+    verifies; if the reviewer names a certificate hash, it must be exactly the registered one."""
+    if not f.exists:
+        return Decision(False, ["model version does not exist"])
+    reasons: list[str] = []
+    if f.status == "approved":
+        reasons.append("already approved")
+    elif f.status == "rejected":
+        reasons.append("was rejected; run a new batch")
+    elif f.status != "awaiting_approval":
+        reasons.append(f"status is {f.status or 'unknown'!r}, not awaiting_approval")
+    if not f.has_certificate:
+        reasons.append("has no unlearning certificate")
+    reasons += [f"certificate: {p}" for p in f.certificate_problems]
+    if f.has_certificate and not f.gates_passed:
+        reasons.append("gates did not pass")
+    if certificate_sha256 and certificate_sha256 != f.certificate_sha256:
+        reasons.append(f"certificate hash {certificate_sha256[:12]}... is not the registered {f.certificate_sha256[:12]}...")
+    if reasons:
+        return Decision(False, reasons)
+    return Decision(True, [f"certificate {f.certificate_sha256[:12]}... verified; gates passed"])
+
+
+def decide_rejection(f: VersionFacts) -> Decision:
+    if not f.exists:
+        return Decision(False, ["model version does not exist"])
+    if f.status != "awaiting_approval":
+        return Decision(False, [f"status is {f.status or 'unknown'!r}, not awaiting_approval"])
+    return Decision(True, ["rejected by reviewer"])

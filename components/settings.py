@@ -1,0 +1,161 @@
+"""Typed settings: `params.yaml` parsed once into a frozen pydantic tree.
+
+Functions take the sub-model they need (e.g. `LoraSettings`), never the whole tree. An invalid
+file fails with `SettingsError`, whose message names every bad key by its dotted path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class SettingsError(ValueError):
+    """params.yaml is missing, unreadable or invalid; the message names the dotted key path."""
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataSettings(_Frozen):
+    source: Literal["digits", "npz", "fashion_mnist", "cifar10"] = "digits"
+    root: str | None = None
+    download: bool = False
+    test_fraction: float = Field(0.25, gt=0, lt=1)
+    heldout_fraction: float = Field(0.15, ge=0, lt=1)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _fractions_leave_training_data(self) -> "DataSettings":
+        if self.test_fraction + self.heldout_fraction >= 0.9:
+            raise ValueError("test_fraction + heldout_fraction must leave at least 10% for training")
+        return self
+
+
+class ModelSettings(_Frozen):
+    arch: str = "small_cnn"
+    width: int = Field(32, ge=4, le=512)
+
+
+class TrainSettings(_Frozen):
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = 0
+
+
+class LoraSettings(_Frozen):
+    rank: int = Field(4, ge=1, le=256)
+    alpha: float = Field(8, gt=0)
+    target_modules: str = r"block2\.conv|block3\.conv|head"
+
+
+class ScenarioSettings(_Frozen):
+    """How hard RFA pushes on Df in one scenario (steps scale with |Df|, not |D|)."""
+
+    target: str
+    forget_weight: float = Field(1.0, ge=0)      # lambda in L = L_r + lambda * L_f
+    feature_weight: float = Field(1.0, ge=0)     # weight of the intermediate-tap part of L_f
+    forget_batch: int = Field(32, ge=1)
+    forget_epochs: int = Field(15, ge=1)         # passes over Df
+
+
+class RfaSettings(_Frozen):
+    taps: tuple[str, ...] = ("block1", "block2", "block3")
+    class_unlearning: ScenarioSettings = ScenarioSettings(target="masked_nearest_class")
+    sample_unlearning: ScenarioSettings = ScenarioSettings(target="margin_quantile", forget_weight=10.0,
+                                                           feature_weight=0.0, forget_batch=16, forget_epochs=100)
+    retain_ce_weight: float = Field(0.0, ge=0)
+    lr: float = Field(1e-2, gt=0)
+    retain_batch: int = Field(128, ge=1)
+    min_steps: int = Field(60, ge=1)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def scenario(self, name: str) -> ScenarioSettings:
+        return {"class": self.class_unlearning, "sample": self.sample_unlearning}[name]
+
+
+class EvaluationSettings(_Frozen):
+    retain_eval_max: int = Field(2000, ge=10)
+    loss_mia_folds: int = Field(10, ge=2)
+    seed: int = 0
+
+
+class GateSettings(_Frozen):
+    retained_utility_drop_pt: float = Field(1.0, ge=0)
+    retain_fit_drop_pt: float = Field(1.0, ge=0)
+    class_forget_max_pct: float = Field(1.0, ge=0, le=100)
+    sample_forget_gap_pt: float = Field(2.5, ge=0)
+    class_mia_min: float = Field(95.0, ge=0, le=100)
+    sample_mia_tolerance_pt: float = Field(3.0, ge=0)
+    class_loss_mia_auc_max: float = Field(0.55, ge=0.5, le=1)
+    sample_loss_mia_auc_tolerance: float = Field(0.03, ge=0, le=0.5)
+    retain_leakage_rise_pt: float = Field(1.0, ge=0)
+    noise_z: float = Field(2.0, ge=0)
+
+
+class RequestSettings(_Frozen):
+    deadline_days: int = Field(30, ge=1, le=90)
+    max_forget_fraction: float = Field(0.5, gt=0, lt=1)
+
+
+class RegistrySettings(_Frozen):
+    model_name: str = Field("digits-cnn", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    experiment: str = "unlearning"
+
+
+class CertificateSettings(_Frozen):
+    key_env: str = Field("UNLEARN_CERT_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
+
+
+class Settings(_Frozen):
+    data: DataSettings = DataSettings()
+    model: ModelSettings = ModelSettings()
+    train: TrainSettings = TrainSettings()
+    lora: LoraSettings = LoraSettings()
+    rfa: RfaSettings = RfaSettings()
+    evaluation: EvaluationSettings = EvaluationSettings()
+    gates: GateSettings = GateSettings()
+    requests: RequestSettings = RequestSettings()
+    registry: RegistrySettings = RegistrySettings()
+    certificate: CertificateSettings = CertificateSettings()
+
+
+def _describe(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        path = ".".join(str(p) for p in e["loc"]) or "<root>"
+        parts.append(f"{path}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def parse_settings(raw: object, source: str = "params.yaml") -> Settings:
+    """Validate an already-parsed mapping. Raises SettingsError naming each bad dotted key."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise SettingsError(f"{source}: the top level must be a mapping of sections")
+    try:
+        return Settings.model_validate(raw)
+    except ValidationError as err:
+        raise SettingsError(f"invalid {source}: {_describe(err)}") from None
+
+
+def load_settings(path: str | Path) -> Settings:
+    """Read and validate a params.yaml file."""
+    p = Path(path)
+    if not p.is_file():
+        raise SettingsError(f"{p}: no such params file")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise SettingsError(f"{p}: not valid YAML{where}") from None
+    return parse_settings(raw, source=str(p))

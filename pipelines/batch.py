@@ -1,0 +1,230 @@
+"""The steps of a deletion batch, as plain functions (the Prefect flow in flow.py chains them).
+
+plan -> pin snapshot -> extract forget set -> unlearn -> evaluate -> gates -> publish | release
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+from torch import nn
+
+from components.canonical import canonical_json
+from components.certificate import build_certificate, certificate_digest, sign, signing_key, subject_digest
+from components.data import Split
+from components.evaluation import EvalSplits, evaluate
+from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
+from components.gates import GateReport, evaluate_gates
+from components.methods import UnlearnResult, UnlearnTask, get_method
+from components.models import model_digest
+from components.requests import RequestError, resolve
+from components.runtime import ProgressFn, no_progress, resolve_device
+from pipelines.base import registry_for
+from pipelines.provenance import code_version, package_versions
+from pipelines.registry import ALIAS_CANDIDATE, Registry, VersionRef
+from pipelines.snapshot import DataState, commit_files, commit_snapshot, read_state
+from pipelines.store import RequestStore, StoredRequest
+from pipelines.workspace import Workspace, WorkspaceError, utcnow
+
+METHOD = "rfa"
+
+
+class BatchError(RuntimeError):
+    """The batch cannot start or cannot proceed; its requests stay (or return to) pending."""
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    batch_id: str
+    scenario: str
+    requests: tuple[StoredRequest, ...]
+
+
+@dataclass
+class Pinned:
+    base: VersionRef
+    model: nn.Module
+    spec: dict
+    state: DataState
+
+
+@dataclass
+class Extraction:
+    split: ForgetSplit
+    manifest: dict
+    manifest_sha256: str
+    forget_classes: tuple[int, ...]
+    test: Split
+    heldout: Split
+
+
+@dataclass
+class Evaluation:
+    original: dict
+    unlearned: dict
+    gates: GateReport
+
+
+def plan_batch(ws: Workspace, store: RequestStore, reg: Registry) -> BatchPlan | None:
+    """Claim the pending requests of one scenario (class requests first). None if nothing pends."""
+    name = ws.settings.registry.model_name
+    if reg.has_alias(name, ALIAS_CANDIDATE):
+        v = reg.resolve(name, alias=ALIAS_CANDIDATE).version
+        raise BatchError(f"{name} version {v} awaits review; approve or reject it before the next batch")
+    pending = store.list("pending")
+    if not pending:
+        return None
+    by_class = [r for r in pending if r.scenario == "class"]
+    chosen = tuple(by_class or pending)
+    batch_id = f"batch-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+    store.claim([r.id for r in chosen], batch_id)
+    return BatchPlan(batch_id, chosen[0].scenario, chosen)
+
+
+def pin_snapshot(ws: Workspace, reg: Registry) -> Pinned:
+    """The champion and the data snapshot it was trained / certified on."""
+    name = ws.settings.registry.model_name
+    try:
+        mv = reg.champion(name)
+    except Exception:
+        raise BatchError(f"{name} has no champion model; run `unlearn train` (or `dvc repro`) first") from None
+    rev = mv.tags.get("data.after_rev") or mv.tags.get("data.rev")
+    if not rev:
+        raise BatchError(f"{name} version {mv.version} carries no data snapshot tag; cannot pin its training data")
+    ref = VersionRef(name, str(mv.version))
+    model, spec = reg.load_model(ref)
+    if model_digest(model) != mv.tags.get("model_digest"):
+        raise BatchError(f"{ref}: weights do not match their registered digest; refusing to unlearn from them")
+    return Pinned(ref, model, spec, read_state(ws, rev))
+
+
+def extract(ws: Workspace, pinned: Pinned, plan: BatchPlan) -> Extraction:
+    """Resolve every request to sample ids of the pinned snapshot; build Df, Dr and the manifest."""
+    st = pinned.state
+    num_classes = int(pinned.spec["num_classes"])
+    forgotten = {int(c) for c in st.forgotten_classes}
+    ids: set[str] = set()
+    for r in plan.requests:
+        try:
+            ids |= set(resolve(r.request, st.train, num_classes, st.subjects, st.erased, forgotten))
+        except RequestError as err:
+            raise BatchError(f"request {r.id}: {err}") from None
+    split = extract_forget_set(st.train, ids, ws.settings.requests.max_forget_fraction)
+    forget_classes = tuple(sorted(int(r.request.class_label) for r in plan.requests if r.request.kind == "class"))
+    # Dt and the heldout reference only cover classes still in scope: a class forgotten by an
+    # earlier batch is no longer something the model should (or can) get right.
+    keep_t = ~np.isin(st.test.y, np.array(sorted(forgotten), dtype=np.int64))
+    keep_h = ~np.isin(st.heldout.y, np.array(sorted(forgotten), dtype=np.int64))
+    manifest = forget_manifest(split.forget)
+    return Extraction(split, manifest, manifest_sha256(manifest), forget_classes, st.test.take(keep_t), st.heldout.take(keep_h))
+
+
+def unlearn(ws: Workspace, pinned: Pinned, ext: Extraction, scenario: str, progress: ProgressFn = no_progress) -> UnlearnResult:
+    s = ws.settings
+    task = UnlearnTask(scenario, ext.split.forget, ext.split.retain, ext.heldout, ext.forget_classes)
+    return get_method(METHOD)(pinned.model, task, s.lora, s.rfa, progress)
+
+
+def assess(ws: Workspace, pinned: Pinned, ext: Extraction, result: UnlearnResult, scenario: str) -> Evaluation:
+    s = ws.settings
+    splits = EvalSplits.build(ext.split.forget, ext.split.retain, ext.test, ext.heldout, ext.forget_classes, s.evaluation)
+    device = resolve_device(s.rfa.device)
+    original = evaluate(pinned.model, splits, s.evaluation, device)
+    unlearned = evaluate(result.model, splits, s.evaluation, device)
+    return Evaluation(original, unlearned, evaluate_gates(scenario, original, unlearned, s.gates))
+
+
+def _request_facts(plan: BatchPlan, salt: str) -> list[dict]:
+    out = []
+    for r in plan.requests:
+        fact = {"id": r.id, "kind": r.kind, "received_at": r.received_at, "deadline": r.deadline, "n_samples": r.n_samples}
+        if r.request.kind == "subject":
+            fact["subject_sha256"] = subject_digest(r.request.subject_id or "", salt)
+        if r.request.kind == "class":
+            fact["class_label"] = r.request.class_label
+        out.append(fact)
+    return out
+
+
+def record_failure(ws: Workspace, reg: Registry, plan: BatchPlan, ev: Evaluation) -> str:
+    """Log a failed-gates run (metrics and gate numbers, no model version); returns its run id."""
+    import mlflow
+
+    with mlflow.start_run(experiment_id=reg.experiment_id(), run_name=f"{plan.batch_id}-gates-failed") as run:
+        mlflow.set_tags({"batch_id": plan.batch_id, "scenario": plan.scenario, "status": "gates_failed"})
+        mlflow.log_metrics({f"unlearned.{k}": v for k, v in ev.unlearned.items() if v is not None and v == v})
+        mlflow.log_dict(ev.gates.to_dict(), "gates.json")
+        return run.info.run_id
+
+
+def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: Extraction, result: UnlearnResult,
+            ev: Evaluation) -> tuple[VersionRef, str]:
+    """Commit the data snapshot without Df, register the unlearned version with its certificate,
+    alias it `candidate`. A version that cannot be completed is deleted again."""
+    s = ws.settings
+    st = pinned.state
+    key = signing_key(s.certificate.key_env)  # before any write: no key, no certificate, no version
+    erased = {**st.erased, **{i: plan.batch_id for i in ext.split.forget.ids.tolist()}}
+    classes = {**st.forgotten_classes, **{str(c): plan.batch_id for c in ext.forget_classes}}
+    after = commit_snapshot(ws, st, ext.split.retain, erased, classes,
+                            f"{plan.batch_id}: erase {len(ext.split.forget)} samples ({plan.scenario} unlearning)")
+    digest = model_digest(result.model)
+    name = s.registry.model_name
+    tags = {"kind": "unlearned", "status": "awaiting_approval", "batch_id": plan.batch_id, "scenario": plan.scenario,
+            "base_version": pinned.base.version, "data.before_rev": st.info.git_rev, "data.after_rev": after.git_rev,
+            "data.dvc_md5": after.dvc_md5, "data.dataset_sha256": after.dataset_sha256, "model_digest": digest,
+            "forget_manifest_sha256": ext.manifest_sha256, "gates_passed": str(ev.gates.passed).lower(),
+            "requests": ",".join(r.id for r in plan.requests), "code_version": code_version()}
+    from safetensors.torch import save as st_save
+
+    files = {"adapter.safetensors": st_save(result.adapter) if result.adapter else b"",
+             "forget_manifest.json": canonical_json(ext.manifest), "gates.json": canonical_json(ev.gates.to_dict()),
+             "metrics.json": canonical_json({"original": ev.original, "unlearned": ev.unlearned, "history": result.history})}
+    params = {"method": METHOD, **{f"rfa.{k}": v for k, v in s.rfa.model_dump().items()},
+              **{f"lora.{k}": v for k, v in s.lora.model_dump().items()}}
+    metrics = {**{f"unlearned.{k}": v for k, v in ev.unlearned.items()}, **{f"original.{k}": v for k, v in ev.original.items()},
+               "unlearn_seconds": result.seconds, "trainable_fraction": result.trainable_fraction}
+    ref = reg.register(name, result.model, pinned.spec, files, metrics, params, tags, run_name=plan.batch_id)
+    try:
+        cert = build_certificate({
+            "batch": {"id": plan.batch_id, "scenario": plan.scenario, "created_at": utcnow()},
+            "requests": _request_facts(plan, ws.meta["subject_salt"]),
+            "forget_manifest": {"sha256": ext.manifest_sha256, "count": len(ext.split.forget)},
+            "data": {"before": st.info.to_dict(), "after": after.to_dict()},
+            "base_model": {"name": name, "version": pinned.base.version, "digest": model_digest(pinned.model)},
+            "unlearned_model": {"name": name, "version": ref.version, "digest": digest,
+                                "run_id": reg.resolve(name, ref.version).run_id},
+            "method": {"name": METHOD, "params": {"rfa": s.rfa.model_dump(mode="json"), "lora": s.lora.model_dump(mode="json")},
+                       "trainable_fraction": result.trainable_fraction, "steps": result.steps, "device": result.device,
+                       "seconds": round(result.seconds, 3)},
+            "code": {"version": code_version(), "packages": package_versions()},
+            "evaluation": {"original": ev.original, "unlearned": ev.unlearned,
+                           "attacks": ["SVC(C=3, rbf) on true-class confidence / entropy / modified entropy; retain vs test",
+                                       "logistic regression on per-example cross-entropy, Df vs class-matched test, stratified k-fold"]},
+            "gates": ev.gates.to_dict(),
+        })
+        cert_sha, sig = certificate_digest(cert), sign(cert, key)
+        mv = reg.resolve(name, ref.version)
+        reg.log_to_run(mv.run_id, {"certificate.json": canonical_json(cert), "certificate.sig": sig.encode()})
+        reg.set_tags(ref, {"certificate_sha256": cert_sha, "certificate_signature": sig})
+        cert_dir = ws.root / "audit" / "certificates" / name
+        cert_dir.mkdir(parents=True, exist_ok=True)
+        (cert_dir / f"v{ref.version}.json").write_bytes(canonical_json(cert))
+        commit_files(ws, [str(cert_dir / f"v{ref.version}.json")], f"{plan.batch_id}: certificate of {ref}")
+        reg.set_alias(ref, ALIAS_CANDIDATE)
+    except Exception:
+        reg.delete_version(ref)
+        raise
+    return ref, cert_sha
+
+
+def release(store: RequestStore, plan: BatchPlan, reason: str) -> int:
+    """Return a batch's requests to pending with the reason; they are never dropped."""
+    return store.transition(plan.batch_id, "pending", reason=reason)
+
+
+__all__ = ["BatchError", "BatchPlan", "plan_batch", "pin_snapshot", "extract", "unlearn", "assess", "publish",
+           "record_failure", "release", "registry_for", "WorkspaceError"]

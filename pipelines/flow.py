@@ -1,0 +1,83 @@
+"""The deletion-batch flow (Prefect). The body reads like a table of contents; the work is in
+pipelines/batch.py and the math in components/.
+
+Any failure after the requests are claimed returns them to `pending` with the reason: a request
+is never lost, whatever breaks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from pipelines import batch as steps
+from pipelines.store import RequestStore
+from pipelines.workspace import Workspace
+
+
+@dataclass
+class BatchOutcome:
+    status: str                                  # nothing_pending | awaiting_approval | gates_failed
+    batch_id: str = ""
+    scenario: str = ""
+    model_version: str = ""
+    certificate_sha256: str = ""
+    reason: str = ""
+    original: dict = field(default_factory=dict)
+    unlearned: dict = field(default_factory=dict)
+    gates: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+# Tasks take models and tensors: explicit NO_CACHE, results live in MLflow / DVC, not in Prefect.
+plan_task = task(steps.plan_batch, name="plan-batch", cache_policy=NO_CACHE)
+pin_task = task(steps.pin_snapshot, name="pin-snapshot", cache_policy=NO_CACHE)
+extract_task = task(steps.extract, name="extract-forget-set", cache_policy=NO_CACHE)
+assess_task = task(steps.assess, name="evaluate-and-gate", cache_policy=NO_CACHE)
+publish_task = task(steps.publish, name="register-candidate", cache_policy=NO_CACHE)
+
+
+@task(name="unlearn-rfa", cache_policy=NO_CACHE)
+def unlearn_task(ws: Workspace, pinned, ext, scenario: str):
+    logger = get_run_logger()
+
+    def progress(step: int, total: int, values: dict[str, float]) -> None:
+        if step == total or step % max(1, total // 4) == 0:
+            logger.info("RFA step %d/%d  retain-loss %.4f  forget-loss %.4f", step, total,
+                        values.get("loss_retain", 0.0), values.get("loss_forget", 0.0))
+
+    return steps.unlearn(ws, pinned, ext, scenario, progress)
+
+
+@flow(name="deletion-batch", log_prints=True)
+def deletion_batch(workspace: str) -> BatchOutcome:
+    ws = Workspace(Path(workspace))
+    reg = steps.registry_for(ws)
+    with RequestStore(ws.requests_db) as store:
+        plan = plan_task(ws, store, reg)
+        if plan is None:
+            return BatchOutcome("nothing_pending")
+        try:
+            pinned = pin_task(ws, reg)
+            ext = extract_task(ws, pinned, plan)
+            result = unlearn_task(ws, pinned, ext, plan.scenario)
+            ev = assess_task(ws, pinned, ext, result, plan.scenario)
+            outcome = BatchOutcome("", plan.batch_id, plan.scenario, original=ev.original, unlearned=ev.unlearned,
+                                   gates=ev.gates.to_dict(), seconds=result.seconds)
+            if not ev.gates.passed:
+                reason = "gates failed: " + "; ".join(ev.gates.failures)
+                steps.record_failure(ws, reg, plan, ev)
+                steps.release(store, plan, reason)
+                outcome.status, outcome.reason = "gates_failed", reason
+                return outcome
+            ref, cert_sha = publish_task(ws, reg, plan, pinned, ext, result, ev)
+            store.transition(plan.batch_id, "awaiting_approval", model_version=ref.version)
+            outcome.status, outcome.model_version, outcome.certificate_sha256 = "awaiting_approval", ref.version, cert_sha
+            return outcome
+        except Exception as err:
+            reason = f"batch {plan.batch_id} failed: {err}"
+            steps.release(store, plan, reason)
+            raise steps.BatchError(f"{reason} (its requests are pending again)") from err

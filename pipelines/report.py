@@ -1,0 +1,67 @@
+"""Rich renderings of batch outcomes and lineage chains."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+METRIC_ROWS = (("acc_dr", "Acc(Dr) %"), ("acc_df", "Acc(Df) %"), ("acc_dt", "Acc(Dt) %"), ("acc_drt", "Acc(Drt) %"),
+               ("acc_dft", "Acc(Dft) %"), ("mia_efficacy", "MIA-efficacy (Df)"), ("mia_heldout", "MIA on heldout"),
+               ("loss_mia_auc", "loss-MIA AUC"), ("retain_leakage", "retain leakage %"))
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.3f}" if isinstance(v, float) and abs(v) < 1 else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def metrics_table(title: str, original: dict, unlearned: dict) -> Table:
+    t = Table(title=title)
+    t.add_column("metric")
+    t.add_column("base", justify="right")
+    t.add_column("unlearned", justify="right")
+    for key, label in METRIC_ROWS:
+        if original.get(key) is None and unlearned.get(key) is None:
+            continue
+        t.add_row(label, _f(original.get(key)), _f(unlearned.get(key)))
+    return t
+
+
+def gates_table(title: str, gates: dict) -> Table:
+    t = Table(title=title)
+    for col in ("gate", "value", "threshold", "noise allowance", "verdict", "reference"):
+        t.add_column(col)
+    for g in gates.get("gates", []):
+        t.add_row(g["name"], _f(g["value"]), f"{g['comparator']} {_f(g['threshold'])}", _f(g["allowance"]) if g["allowance"] else "",
+                  "[green]pass[/]" if g["passed"] else "[red]FAIL[/]", g["reference"])
+    return t
+
+
+def gate_table(outcome) -> Table:
+    """Metrics of base vs unlearned, then every gate, stacked."""
+    grid = Table.grid()
+    grid.add_row(metrics_table(f"{outcome.batch_id} ({outcome.scenario})", outcome.original, outcome.unlearned))
+    grid.add_row(gates_table(f"gates ({'passed' if outcome.gates.get('passed') else 'FAILED'})", outcome.gates))
+    return grid
+
+
+def print_trace(console: Console, name: str, chain: list[dict]) -> None:
+    for e in chain:
+        head = f"[bold]{name}/{e['version']}[/] {e.get('kind', '')} status={e.get('status', '')} aliases={','.join(e.get('aliases', [])) or '-'}"
+        console.print(head)
+        console.print(f"  model digest {e.get('model_digest', '')[:16]}  code {e.get('code_version', '')[:16]}")
+        if e.get("kind") == "base":
+            console.print(f"  trained on data {e.get('data.rev', '')[:10]} (dvc {e.get('data.dvc_md5', '')[:10]}, dataset {e.get('data.dataset_sha256', '')[:10]})")
+            continue
+        cert = e.get("certificate", {})
+        console.print(f"  batch {e.get('batch_id')} ({e.get('scenario')}) from base version {e.get('base_version')}")
+        for r in cert.get("requests", []):
+            console.print(f"  request {r['id']} {r['kind']} n={r['n_samples']} received {r['received_at']} deadline {r['deadline'][:10]}")
+        console.print(f"  forget manifest {e.get('forget_manifest_sha256', '')[:16]} ({cert.get('forget_count')} samples)")
+        d = cert.get("data", {})
+        if d:
+            console.print(f"  data before {d['before']['git_rev'][:10]} -> after {d['after']['git_rev'][:10]} (dvc {d['after']['dvc_md5'][:10]})")
+        console.print(f"  certificate {cert.get('sha256', '')[:16]}")
+        for gname, value, thr, ok in cert.get("gates", []):
+            console.print(f"    gate {gname}: {_f(value)} vs {_f(thr)} {'pass' if ok else 'FAIL'}")
+        appr = e.get("approval")
+        console.print(f"  approved by {appr['reviewer']} at {appr['at']}" if appr else f"  not approved ({e.get('status')})")

@@ -1,0 +1,178 @@
+"""Durable request store (sqlite, WAL, one transaction per state change).
+
+Statuses: pending -> processing -> awaiting_approval -> certified, and back to pending (with a
+reason) when a batch fails its gates, crashes, or its model version is rejected. Every change is
+also appended to `events`, so the history of a request is never overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from components.requests import ForgetRequest
+
+STATUSES = ("pending", "processing", "awaiting_approval", "certified")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS requests (
+  id TEXT PRIMARY KEY,
+  dedup_key TEXT NOT NULL UNIQUE,
+  kind TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  n_samples INTEGER NOT NULL,
+  received_at TEXT NOT NULL,
+  deadline TEXT NOT NULL,
+  status TEXT NOT NULL CHECK (status IN ('pending','processing','awaiting_approval','certified')),
+  reason TEXT NOT NULL DEFAULT '',
+  batch_id TEXT NOT NULL DEFAULT '',
+  model_version TEXT NOT NULL DEFAULT '',
+  updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS events (
+  request_id TEXT NOT NULL REFERENCES requests(id),
+  at TEXT NOT NULL,
+  status TEXT NOT NULL,
+  note TEXT NOT NULL
+);
+"""
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class StoredRequest:
+    id: str
+    kind: str
+    request: ForgetRequest
+    n_samples: int
+    received_at: str
+    deadline: str
+    status: str
+    reason: str
+    batch_id: str
+    model_version: str
+
+    @property
+    def scenario(self) -> str:
+        return self.request.scenario
+
+
+class RequestStore:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> "RequestStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _row(self, r: tuple) -> StoredRequest:
+        return StoredRequest(r[0], r[1], ForgetRequest.model_validate_json(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+
+    _COLS = "id, kind, payload, n_samples, received_at, deadline, status, reason, batch_id, model_version"
+
+    def add(self, req: ForgetRequest, n_samples: int, deadline_days: int) -> tuple[StoredRequest, bool]:
+        """Store a validated request as pending. Returns (request, created); a duplicate of an
+        existing request returns that one with created=False."""
+        key = req.dedup_key()
+        existing = self._db.execute(f"SELECT {self._COLS} FROM requests WHERE dedup_key = ?", (key,)).fetchone()
+        if existing:
+            return self._row(existing), False
+        now = _now()
+        rid = f"req-{uuid.uuid4().hex[:12]}"
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO requests (id, dedup_key, kind, payload, n_samples, received_at, deadline, status, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                (rid, key, req.kind, req.model_dump_json(), n_samples, now.isoformat(),
+                 (now + timedelta(days=deadline_days)).isoformat(), now.isoformat()))
+            self._event(rid, "pending", "received")
+        return self.get(rid), True
+
+    def get(self, rid: str) -> StoredRequest:
+        row = self._db.execute(f"SELECT {self._COLS} FROM requests WHERE id = ?", (rid,)).fetchone()
+        if row is None:
+            raise KeyError(f"no request {rid!r}")
+        return self._row(row)
+
+    def list(self, status: str | None = None) -> list[StoredRequest]:
+        q = f"SELECT {self._COLS} FROM requests" + (" WHERE status = ?" if status else "") + " ORDER BY received_at, id"
+        return [self._row(r) for r in self._db.execute(q, (status,) if status else ())]
+
+    def by_batch(self, batch_id: str) -> list[StoredRequest]:
+        return [self._row(r) for r in self._db.execute(f"SELECT {self._COLS} FROM requests WHERE batch_id = ? ORDER BY id", (batch_id,))]
+
+    def history(self, rid: str) -> list[tuple[str, str, str]]:
+        return list(self._db.execute("SELECT at, status, note FROM events WHERE request_id = ? ORDER BY rowid", (rid,)))
+
+    def claim(self, ids: list[str], batch_id: str) -> None:
+        """pending -> processing, atomically: all of them or none."""
+        with self._tx():
+            for rid in ids:
+                cur = self._db.execute("UPDATE requests SET status='processing', batch_id=?, reason='', updated_at=?"
+                                       " WHERE id=? AND status='pending'", (batch_id, _now().isoformat(), rid))
+                if cur.rowcount != 1:
+                    raise RuntimeError(f"request {rid} is no longer pending")
+                self._event(rid, "processing", f"claimed by {batch_id}")
+
+    def transition(self, batch_id: str, status: str, reason: str = "", model_version: str = "",
+                   from_status: tuple[str, ...] = ("processing",)) -> int:
+        """Move every request of a batch (in one of `from_status`) to `status`."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        marks = ",".join("?" * len(from_status))
+        with self._tx():
+            rows = [r[0] for r in self._db.execute(
+                f"SELECT id FROM requests WHERE batch_id=? AND status IN ({marks})", (batch_id, *from_status))]
+            for rid in rows:
+                self._db.execute("UPDATE requests SET status=?, reason=?, model_version=COALESCE(NULLIF(?, ''), model_version),"
+                                 " batch_id=CASE WHEN ?='pending' THEN '' ELSE batch_id END, updated_at=? WHERE id=?",
+                                 (status, reason, model_version, status, _now().isoformat(), rid))
+                self._event(rid, status, reason or f"{batch_id} {model_version}".strip())
+        return len(rows)
+
+    def _event(self, rid: str, status: str, note: str) -> None:
+        self._db.execute("INSERT INTO events (request_id, at, status, note) VALUES (?, ?, ?, ?)",
+                         (rid, _now().isoformat(), status, note))
+
+    def _tx(self):
+        db = self._db
+
+        class _Tx:
+            def __enter__(self_inner):
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self_inner, exc_type, *rest):
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+                return False
+
+        return _Tx()
+
+
+def payload_summary(r: StoredRequest) -> str:
+    req = r.request
+    if req.kind == "class":
+        return f"class {req.class_label}"
+    if req.kind == "subject":
+        return f"subject {req.subject_id}"
+    ids = list(req.sample_ids)
+    return ", ".join(ids[:3]) + (f" (+{len(ids) - 3})" if len(ids) > 3 else "")
+
+
+def to_json(r: StoredRequest) -> str:
+    return json.dumps({"id": r.id, "kind": r.kind, "status": r.status, "reason": r.reason, "deadline": r.deadline})

@@ -1,0 +1,176 @@
+"""A workspace: one git + DVC repository holding a dataset's snapshots, its params.yaml and
+dvc.yaml, plus the (git-ignored) MLflow store and request store. Like git and dvc, commands find
+it from the current directory upwards, or from --workspace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import secrets
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from components.data import Dataset, load_dataset, save_split
+from components.settings import Settings, load_settings
+
+STATE_DIR = ".unlearn"
+MARKER = f"{STATE_DIR}/workspace.json"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+GITIGNORE = """\
+# local state: request store, MLflow store and artifacts, Prefect home, DVC remote
+/.unlearn/
+/mlflow.db
+/mlartifacts/
+"""
+
+
+class WorkspaceError(RuntimeError):
+    """No workspace here, or a workspace operation (git, DVC) failed."""
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @cached_property
+    def settings(self) -> Settings:
+        return load_settings(self.root / "params.yaml")
+
+    @property
+    def state(self) -> Path:
+        return self.root / STATE_DIR
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data" / "raw"
+
+    @property
+    def requests_db(self) -> Path:
+        return self.state / "requests.db"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state / "prefect"
+
+    @property
+    def meta(self) -> dict:
+        return json.loads((self.root / MARKER).read_text())
+
+    @property
+    def tracking_uri(self) -> str:
+        """MLFLOW_TRACKING_URI when set (e.g. a shared server), else a sqlite file in the workspace."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    @property
+    def artifact_location(self) -> str | None:
+        """Local artifact root for the sqlite store; a tracking server chooses its own."""
+        return None if os.environ.get("MLFLOW_TRACKING_URI") else (self.root / "mlartifacts").as_uri()
+
+    def git(self, *args: str, check: bool = True) -> str:
+        proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True)
+        if check and proc.returncode != 0:
+            raise WorkspaceError(f"git {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+        return proc.stdout.strip()
+
+
+def find_workspace(start: str | Path | None = None) -> Workspace:
+    """The workspace containing `start` (default: the current directory)."""
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        if (d / MARKER).is_file():
+            return Workspace(d)
+    hint = f"{start} is not" if start else "the current directory is not"
+    raise WorkspaceError(f"{hint} inside an unlearn workspace; run `unlearn init DIR` or pass --workspace DIR")
+
+
+def _project_file(name: str) -> str | None:
+    p = PROJECT_ROOT / name
+    return p.read_text() if p.is_file() else None
+
+
+def _synthetic_subjects(ds: Dataset, per_subject: int, seed: int) -> dict[str, list[str]]:
+    """Demo mapping subject -> sample ids: each training sample belongs to one synthetic subject."""
+    import numpy as np
+
+    ids = np.random.default_rng(seed).permutation(ds.train.ids)
+    return {f"subject-{i // per_subject:04d}": sorted(ids[i:i + per_subject].tolist()) for i in range(0, len(ids), per_subject)}
+
+
+def init_workspace(directory: str | Path, params_path: str | Path | None = None, remote: str | Path | None = None) -> Workspace:
+    """Create a workspace: git repo, DVC with a local remote, the raw data snapshot (dvc add,
+    commit, push), the request store. Validates params and data before writing anything."""
+    from dvc.repo import Repo
+
+    root = Path(directory).resolve()
+    if (root / MARKER).exists():
+        raise WorkspaceError(f"{root} is already an unlearn workspace")
+    if root.exists() and any(root.iterdir()):
+        raise WorkspaceError(f"{root} exists and is not empty; choose a new directory")
+    try:
+        params_text = Path(params_path).read_text() if params_path else _project_file("params.yaml")
+    except OSError as err:
+        raise WorkspaceError(f"cannot read params file {params_path}: {err.strerror}") from None
+    if params_text is None:
+        params_text = yaml.safe_dump(Settings().model_dump(mode="json"), sort_keys=False)
+    # Validate before touching the disk: a bad params file must leave nothing behind.
+    from components.settings import parse_settings
+
+    settings = parse_settings(yaml.safe_load(params_text), source=str(params_path or "params.yaml"))
+    ds = load_dataset(settings.data)
+
+    created = not root.exists()
+    try:
+        (root / STATE_DIR).mkdir(parents=True, exist_ok=True)
+        ws = Workspace(root)
+        (root / "params.yaml").write_text(params_text)
+        (root / "dvc.yaml").write_text(_project_file("dvc.yaml") or "stages: {}\n")
+        (root / ".gitignore").write_text(GITIGNORE)
+        for name, split in (("train", ds.train), ("heldout", ds.heldout), ("test", ds.test)):
+            save_split(split, ws.data_dir / f"{name}.npz")
+        (root / "data" / "subjects.json").write_text(json.dumps(_synthetic_subjects(ds, 4, settings.data.seed), indent=1))
+        (root / "data" / "tombstones.json").write_text(json.dumps({"erased": {}, "forgotten_classes": {}}, indent=1))
+        ws.git("init", "-q", "-b", "main")
+        ws.git("config", "user.name", "unlearn-pipeline")
+        ws.git("config", "user.email", "unlearn-pipeline@localhost")
+        ws.git("config", "commit.gpgsign", "false")
+        with contextlib.redirect_stdout(io.StringIO()):  # DVC prints "now commit..." hints; we commit ourselves
+            repo = Repo.init(str(root))
+        with repo.config.edit() as conf:
+            conf["core"]["analytics"] = "false"
+            conf["core"]["autostage"] = "true"
+            conf["core"]["remote"] = "local"
+            conf["remote"]["local"] = {"url": str(Path(remote).resolve() if remote else root / STATE_DIR / "dvc-remote")}
+        with contextlib.redirect_stdout(io.StringIO()):
+            repo.add(str(ws.data_dir))
+        ws.git("add", "-A")
+        ws.git("commit", "-q", "-m", f"init: raw {ds.name} snapshot ({len(ds.train)} train / {len(ds.heldout)} heldout / {len(ds.test)} test)")
+        repo.push()
+        repo.close()
+        (root / MARKER).write_text(json.dumps({"created_at": utcnow(), "dataset": ds.name,
+                                                "subject_salt": secrets.token_hex(16)}, indent=1))
+        from pipelines.store import RequestStore
+
+        RequestStore(ws.requests_db).close()
+        return ws
+    except Exception:
+        # Leave no half-made workspace behind.
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        else:
+            for child in root.iterdir():
+                shutil.rmtree(child, ignore_errors=True) if child.is_dir() else child.unlink()
+        raise
