@@ -1,0 +1,32 @@
+# The README's commands. A fresh machine needs only: `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+DEMO_ARGS ?=
+BENCH_ARGS ?=
+
+.PHONY: install demo test bench lint clean
+
+# pip (not uv): torch==2.14.1 / torchvision==0.29.1 come from this machine's local wheels.
+# The index warnings about local folders are noise; a failed install still fails the target.
+$(STAMP): pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	@echo "installing into $(VENV) (first time: about 3 minutes)"
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/unlearn demo $(DEMO_ARGS)
+
+test: install
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(VENV)/bin/python -m pytest -q tests/test_purity.py
+
+clean:
+	rm -rf .pytest_cache build *.egg-info

@@ -1,0 +1,97 @@
+"""Shared fixtures: a quiet, isolated environment; tiny settings; real workspaces.
+
+Everything real runs locally: git + DVC repos with a local remote in temp dirs, sqlite MLflow
+stores inside those workspaces, Prefect's test server (prefect_test_harness).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+_SESSION_TMP = Path(tempfile.mkdtemp(prefix="unlearn-tests-"))
+# Set before anything imports prefect / mlflow / dvc (they read these at import time).
+os.environ.update({
+    "DO_NOT_TRACK": "true",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "HF_HUB_OFFLINE": "1",
+    "PREFECT_HOME": str(_SESSION_TMP / "prefect-home"),
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "DVC_SITE_CACHE_DIR": str(_SESSION_TMP / "dvc-site"),
+    "UNLEARN_CERT_KEY": "test-signing-key-0123456789abcdef",
+})
+os.environ.pop("MLFLOW_TRACKING_URI", None)
+os.environ.pop("PREFECT_API_URL", None)
+
+from pipelines.env import quiet_environment  # noqa: E402
+
+quiet_environment()
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+
+# Smaller training for tests: the same code paths, a fraction of the epochs.
+FAST_PARAMS = {"train": {"epochs": 12}}
+
+
+def write_params(path: Path, overrides: dict | None = None) -> Path:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for section, values in {**FAST_PARAMS, **(overrides or {})}.items():
+        params.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from components.data import load_dataset
+    from components.settings import Settings
+
+    return load_dataset(Settings().data)
+
+
+@pytest.fixture(scope="session")
+def base_model(digits):
+    """A small CNN trained briefly on digits (shared, never mutated by tests)."""
+    import torch
+
+    from components.models import build_model, make_spec
+    from components.runtime import set_seed
+    from components.settings import TrainSettings
+    from components.training import train_classifier
+
+    set_seed(0)
+    model = build_model(make_spec("small_cnn", digits.train.x, digits.num_classes, 32))
+    train_classifier(model, digits.train, TrainSettings(epochs=12), torch.device("cpu"))
+    return model
+
+
+def make_workspace(tmp: Path, overrides: dict | None = None, train: bool = True):
+    from pipelines.base import train_base
+    from pipelines.workspace import init_workspace
+
+    params = write_params(tmp / "params-test.yaml", overrides)
+    ws = init_workspace(tmp / "ws", params)
+    if train:
+        train_base(ws)
+    return ws
+
+
+@pytest.fixture(scope="session")
+def trained_ws(tmp_path_factory):
+    """A workspace with a trained, registered base model and no batches (read-only use)."""
+    return make_workspace(tmp_path_factory.mktemp("trained"))

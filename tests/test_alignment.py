@@ -1,0 +1,60 @@
+import torch
+
+from components.alignment import (TeacherView, feature_taps, margin_quantile, margins, masked_nearest_class,
+                                  relative_sq_distance)
+
+
+def test_relative_distance_zero_iff_equal_and_scale_free():
+    g = torch.randn(4, 3, 5, 5)
+    assert relative_sq_distance(g, g).item() == 0.0
+    assert relative_sq_distance(g * 1.1, g).item() > 0
+    assert abs(relative_sq_distance(10 * g * 1.1, 10 * g).item() - relative_sq_distance(g * 1.1, g).item()) < 1e-5
+
+
+def test_margins():
+    z = torch.tensor([[3.0, 1.0, 0.0], [0.0, 2.0, 5.0]])
+    assert margins(z, torch.tensor([0, 1])).tolist() == [2.0, -3.0]
+
+
+def _view(forget_logits, forget_labels, heldout_logits=None, heldout_labels=None, classes=(0,)):
+    k = forget_logits.shape[1]
+    r_labels = torch.arange(40) % k
+    return TeacherView(forget_logits, forget_labels, torch.randn(40, k), r_labels,
+                       {"tap": torch.nn.functional.one_hot(r_labels, k).float()},
+                       heldout_logits if heldout_logits is not None else torch.randn(40, k),
+                       heldout_labels if heldout_labels is not None else r_labels, classes)
+
+
+def test_masked_nearest_class_pushes_forgotten_class_below_all_and_maps_features():
+    z = torch.tensor([[5.0, 1.0, 3.0], [4.0, 2.0, 0.0]])
+    t = masked_nearest_class(_view(z, torch.tensor([0, 0])))
+    assert (t.logits.argmax(1) == torch.tensor([2, 1])).all()
+    assert (t.logits[:, 0] < t.logits[:, 1:].min(1).values).all()
+    # Retained logits are the teacher's; features are the retain mean of the next class.
+    assert torch.equal(t.logits[:, 1:], z[:, 1:])
+    assert torch.equal(t.features["tap"], torch.eye(3)[[2, 1]])
+
+
+def test_margin_quantile_gives_forget_set_the_nonmember_margin_distribution():
+    torch.manual_seed(0)
+    n = 50
+    labels = torch.zeros(n, dtype=torch.long)
+    forget = torch.zeros(n, 3)
+    forget[:, 0] = torch.linspace(8, 12, n)  # confident members: margins 8..12
+    held_m = torch.linspace(-1, 5, 101)  # non-members: margins -1..5, ~1/6 negative
+    held = torch.zeros(101, 3)
+    held[:, 0] = held_m
+    t = margin_quantile(_view(forget, labels, held, torch.zeros(101, dtype=torch.long)))
+    new_m = margins(t.logits, labels)
+    assert torch.allclose(new_m.sort().values, torch.quantile(held_m, (torch.arange(n) + 0.5) / n), atol=1e-5)
+    assert (new_m.argsort() == margins(forget, labels).argsort()).all()  # rank preserved
+    assert abs((new_m < 0).float().mean().item() - (held_m < 0).float().mean().item()) < 0.03
+    assert torch.equal(t.logits[:, 1:], forget[:, 1:])  # only the true-class logit is edited
+
+
+def test_feature_taps_record_and_detach_hooks():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    with feature_taps(model, ("0", "2")) as store:
+        out = model(torch.randn(5, 3))
+        assert store["0"].shape == (5, 4) and torch.equal(store["2"], out)
+    assert all(not m._forward_hooks for m in model.modules())

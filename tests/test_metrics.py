@@ -1,0 +1,59 @@
+import numpy as np
+
+from components.metrics import (Predictions, accuracy, auc_standard_error, confidence, entropy, loss_mia, mia_efficacy,
+                                modified_entropy, rate_standard_error, retain_leakage, two_rate_standard_error)
+
+
+def _preds(conf_true, n_classes=3, seed=0):
+    """Predictions whose true class (0) has the given softmax probability, rest split evenly."""
+    conf_true = np.asarray(conf_true, dtype=float)
+    p = np.tile((1 - conf_true)[:, None] / (n_classes - 1), (1, n_classes))
+    p[:, 0] = conf_true
+    return Predictions(np.log(p), np.zeros(len(conf_true), dtype=np.int64))
+
+
+def test_accuracy_and_confidence():
+    p = _preds([0.9, 0.2, 0.6])
+    assert abs(accuracy(p) - 200 / 3) < 1e-9
+    assert np.allclose(confidence(p), [0.9, 0.2, 0.6])
+
+
+def test_modified_entropy_matches_song_mittal_formula():
+    p = _preds([0.7])
+    q = p.probs[0]
+    expected = -(1 - q[0]) * np.log(q[0]) - q[1] * np.log(1 - q[1]) - q[2] * np.log(1 - q[2])
+    assert np.isclose(modified_entropy(p)[0], expected)
+    # Unlike entropy it separates a confident right answer from a confident wrong one.
+    right, wrong = _preds([0.98]), Predictions(np.log(np.array([[0.01, 0.98, 0.01]])), np.array([0]))
+    assert np.isclose(entropy(right), entropy(wrong))
+    assert modified_entropy(wrong)[0] > 10 * modified_entropy(right)[0]
+
+
+def test_mia_efficacy_separates_member_like_from_nonmember_like():
+    rng = np.random.default_rng(0)
+    retain = _preds(rng.uniform(0.97, 1.0, 300))
+    test = _preds(rng.uniform(0.3, 0.9, 200))
+    out = mia_efficacy(retain, test, {"memberish": _preds(rng.uniform(0.97, 1.0, 50)),
+                                      "forgotten": _preds(rng.uniform(0.0, 0.3, 50))})
+    assert out["memberish"] < 10 and out["forgotten"] > 90
+
+
+def test_loss_mia_auc_is_chance_for_same_distribution_and_high_when_separable():
+    rng = np.random.default_rng(1)
+    same = loss_mia(_preds(rng.uniform(0.5, 0.9, 200)), _preds(rng.uniform(0.5, 0.9, 200)), seed=0)
+    assert abs(same["auc"] - 0.5) < 0.1
+    sep = loss_mia(_preds(rng.uniform(0.98, 1.0, 200)), _preds(rng.uniform(0.3, 0.6, 200)), seed=0)
+    assert sep["auc"] > 0.95 and sep["acc"] > 0.9
+
+
+def test_retain_leakage_near_chance_without_signal():
+    rng = np.random.default_rng(2)
+    v = retain_leakage(_preds(rng.uniform(0.5, 1.0, 400)), _preds(rng.uniform(0.5, 1.0, 400)))
+    assert 40 < v < 60
+
+
+def test_standard_errors_shrink_with_n_and_never_vanish():
+    assert rate_standard_error(0.0, 10) > 0
+    assert rate_standard_error(50.0, 1000) < rate_standard_error(50.0, 10)
+    assert auc_standard_error(0.5, 1000, 1000) < auc_standard_error(0.5, 30, 30)
+    assert two_rate_standard_error(0.0, 40, 10.0, 300) > 3.0

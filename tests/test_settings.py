@@ -1,0 +1,52 @@
+from pathlib import Path
+
+import pytest
+
+from components.settings import Settings, SettingsError, load_settings, parse_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_project_params_parse_and_are_frozen():
+    s = load_settings(ROOT / "params.yaml")
+    assert s.data.source == "digits"
+    assert s.rfa.scenario("class").target == "masked_nearest_class"
+    with pytest.raises(Exception):
+        s.lora.rank = 99  # frozen
+
+
+def test_bad_value_names_dotted_path():
+    with pytest.raises(SettingsError, match=r"lora\.rank"):
+        parse_settings({"lora": {"rank": 0}})
+
+
+def test_nested_bad_value_names_full_path():
+    with pytest.raises(SettingsError, match=r"rfa\.sample_unlearning\.forget_batch"):
+        parse_settings({"rfa": {"sample_unlearning": {"target": "margin_quantile", "forget_batch": -1}}})
+
+
+def test_unknown_key_is_refused():
+    with pytest.raises(SettingsError, match=r"train\.epoch"):
+        parse_settings({"train": {"epoch": 3}})
+
+
+def test_malformed_yaml_names_line(tmp_path):
+    p = tmp_path / "params.yaml"
+    p.write_text("train:\n  epochs: [1,\n")
+    with pytest.raises(SettingsError, match="not valid YAML"):
+        load_settings(p)
+
+
+def test_missing_file():
+    with pytest.raises(SettingsError, match="no such params file"):
+        load_settings("/nonexistent/params.yaml")
+
+
+def test_split_fractions_must_leave_training_data():
+    with pytest.raises(SettingsError, match="data"):
+        parse_settings({"data": {"test_fraction": 0.6, "heldout_fraction": 0.4}})
+
+
+def test_defaults_match_project_params():
+    # The code defaults and params.yaml agree, so a missing section means the documented value.
+    assert load_settings(ROOT / "params.yaml").gates == Settings().gates
