@@ -102,7 +102,7 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     t_feats = {k: v.to(device) for k, v in target.features.items()}
 
     params = [p for p in student.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=cfg.lr)
+    opt = torch.optim.Adam(params, lr=sc.lr)
     nf = len(yf)
     steps = max(cfg.min_steps, sc.forget_epochs * math.ceil(nf / sc.forget_batch))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)

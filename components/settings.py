@@ -26,7 +26,7 @@ class DataSettings(_Frozen):
     root: str | None = None
     download: bool = False
     test_fraction: float = Field(0.25, gt=0, lt=1)
-    heldout_fraction: float = Field(0.15, ge=0, lt=1)
+    heldout_fraction: float = Field(0.2, ge=0, lt=1)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -59,6 +59,7 @@ class ScenarioSettings(_Frozen):
     """How hard RFA pushes on Df in one scenario (steps scale with |Df|, not |D|)."""
 
     target: str
+    lr: float = Field(3e-3, gt=0)
     forget_weight: float = Field(1.0, ge=0)      # lambda in L = L_r + lambda * L_f
     feature_weight: float = Field(1.0, ge=0)     # weight of the intermediate-tap part of L_f
     forget_batch: int = Field(32, ge=1)
@@ -67,11 +68,10 @@ class ScenarioSettings(_Frozen):
 
 class RfaSettings(_Frozen):
     taps: tuple[str, ...] = ("block1", "block2", "block3")
-    class_unlearning: ScenarioSettings = ScenarioSettings(target="masked_nearest_class")
-    sample_unlearning: ScenarioSettings = ScenarioSettings(target="margin_quantile", forget_weight=10.0,
+    class_unlearning: ScenarioSettings = ScenarioSettings(target="masked_nearest_class", forget_epochs=40)
+    sample_unlearning: ScenarioSettings = ScenarioSettings(target="margin_quantile", lr=1e-2, forget_weight=10.0,
                                                            feature_weight=0.0, forget_batch=16, forget_epochs=100)
     retain_ce_weight: float = Field(0.0, ge=0)
-    lr: float = Field(1e-2, gt=0)
     retain_batch: int = Field(128, ge=1)
     min_steps: int = Field(60, ge=1)
     seed: int = 0

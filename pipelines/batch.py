@@ -153,6 +153,7 @@ def record_failure(ws: Workspace, reg: Registry, plan: BatchPlan, ev: Evaluation
     """Log a failed-gates run (metrics and gate numbers, no model version); returns its run id."""
     import mlflow
 
+    reg.activate()
     with mlflow.start_run(experiment_id=reg.experiment_id(), run_name=f"{plan.batch_id}-gates-failed") as run:
         mlflow.set_tags({"batch_id": plan.batch_id, "scenario": plan.scenario, "status": "gates_failed"})
         mlflow.log_metrics({f"unlearned.{k}": v for k, v in ev.unlearned.items() if v is not None and v == v})

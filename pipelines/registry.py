@@ -46,6 +46,21 @@ def parse_ref(text: str) -> tuple[str, str | None, str | None]:
     raise RegistryError(f"cannot read model reference {text!r}; use NAME@ALIAS or NAME/VERSION")
 
 
+def _set_fluent_uri(uri: str) -> None:
+    """mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; restore it, because that variable
+    is the user's choice of server (Workspace.tracking_uri reads it), not our process state."""
+    import os
+
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
 class Registry:
     def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None) -> None:
         self.tracking_uri = tracking_uri
@@ -71,13 +86,18 @@ class Registry:
     @property
     def client(self):
         if self._client is None:
-            import mlflow
             from mlflow import MlflowClient
 
             self.check_available()
-            mlflow.set_tracking_uri(self.tracking_uri)
+            _set_fluent_uri(self.tracking_uri)
             self._client = MlflowClient(self.tracking_uri)
         return self._client
+
+    def activate(self) -> None:
+        """Point mlflow's fluent API (start_run, download_artifacts) at this registry's store:
+        another Registry in the same process may have pointed it elsewhere."""
+        self.client  # connect / health check first
+        _set_fluent_uri(self.tracking_uri)
 
     def experiment_id(self) -> str:
         exp = self.client.get_experiment_by_name(self.experiment)
@@ -124,7 +144,7 @@ class Registry:
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        self.client  # connect / health check first
+        self.activate()
         exp_id = self.experiment_id()
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp) / "model"
@@ -174,6 +194,7 @@ class Registry:
         import mlflow
 
         mv = self.resolve(ref.name, ref.version)
+        self.activate()
         try:
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dst)))
         except Exception as err:

@@ -49,4 +49,4 @@ def test_split_fractions_must_leave_training_data():
 
 def test_defaults_match_project_params():
     # The code defaults and params.yaml agree, so a missing section means the documented value.
-    assert load_settings(ROOT / "params.yaml").gates == Settings().gates
+    assert load_settings(ROOT / "params.yaml") == Settings()

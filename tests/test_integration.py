@@ -1,0 +1,142 @@
+"""The whole deletion-batch flow against real local services: a git + DVC workspace with a local
+remote, a sqlite MLflow registry, and Prefect's test server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+from pipelines.audit import verify
+from pipelines.base import registry_for
+from pipelines.batch import BatchError
+from pipelines.flow import deletion_batch
+from pipelines.intake import submit
+from pipelines.review import ReviewError, approve, reject
+from pipelines.snapshot import read_split
+from pipelines.store import RequestStore
+from tests.conftest import make_workspace
+
+pytestmark = pytest.mark.integration
+
+
+def _artifact_dir(reg, name, version) -> Path:
+    return Path(urlparse(reg.resolve(name, version).source).path)
+
+
+def _statuses(ws):
+    with RequestStore(ws.requests_db) as s:
+        return {r.id: (r.status, r.reason) for r in s.list()}
+
+
+def test_class_batch_end_to_end_then_tamper_detection(tmp_path, prefect_server):
+    ws = make_workspace(tmp_path)
+    reg, name = registry_for(ws), ws.settings.registry.model_name
+    stored, created, n = submit(ws, {"kind": "class", "class_label": 4})
+    assert created and n > 50
+
+    outcome = deletion_batch(str(ws.root))
+    assert outcome.status == "awaiting_approval", outcome.reason
+    u, o = outcome.unlearned, outcome.original
+    assert u["acc_dft"] <= 1.0 and u["acc_df"] <= 1.0 and u["mia_efficacy"] >= 95
+    assert u["acc_drt"] >= o["acc_drt"] - 1.0
+    version = outcome.model_version
+    mv = reg.resolve(name, alias="candidate")
+    assert str(mv.version) == version and mv.tags["certificate_sha256"] == outcome.certificate_sha256
+    assert _statuses(ws)[stored.id][0] == "awaiting_approval"
+
+    # The new DVC snapshot lacks every forgotten sample, and it was pushed to the local remote.
+    before = read_split(ws, mv.tags["data.before_rev"], "train")
+    after = read_split(ws, mv.tags["data.after_rev"], "train")
+    assert (before.y == 4).sum() == n and (after.y == 4).sum() == 0 and len(after) == len(before) - n
+    remote = ws.state / "dvc-remote" / "files" / "md5"
+    md5 = mv.tags["data.dvc_md5"].removesuffix(".dir")
+    assert (remote / md5[:2] / (md5[2:] + ".dir")).is_file()
+
+    report = verify(ws, reg, name, version)
+    assert report.ok, report.problems
+    assert {c[0] for c in report.checks} >= {"certificate.sha256", "certificate.signature", "forget_manifest.dvc",
+                                             "data.before", "data.after", "model.weights"}
+
+    approve(ws, reg, name, version, "alice")
+    assert str(reg.champion(name).version) == version and not reg.has_alias(name, "candidate")
+    assert _statuses(ws)[stored.id][0] == "certified"
+    with pytest.raises(ReviewError, match="already approved"):
+        approve(ws, reg, name, version, "alice")
+    history = (ws.root / "audit" / "alias_history.jsonl").read_text().splitlines()
+    assert json.loads(history[-1])["actor"] == "alice" and ws.git("status", "--porcelain", "audit") == ""
+    assert verify(ws, reg, name, version).ok  # approval record verifies too
+
+    # One byte changed in the certificate: verify names the file and the changed field.
+    art = _artifact_dir(reg, name, version)
+    cert_path = art / "certificate.json"
+    original = cert_path.read_bytes()
+    cert_path.write_bytes(original.replace(b'"scenario":"class"', b'"scenario":"clasS"', 1))
+    bad = verify(ws, reg, name, version)
+    assert not bad.ok
+    text = " ".join(bad.problems)
+    assert "certificate.sha256" in text and "batch.scenario" in text and "certificate.signature" in text
+    cert_path.write_bytes(original)
+
+    # One byte changed in the forget manifest.
+    man_path = art / "forget_manifest.json"
+    man = man_path.read_bytes()
+    i = man.index(b'"sha256":"') + len(b'"sha256":"')
+    man_path.write_bytes(man[:i] + (b"0" if man[i:i + 1] != b"0" else b"1") + man[i + 1:])
+    bad = verify(ws, reg, name, version)
+    assert [p.split(":")[0] for p in bad.problems] == ["forget_manifest.artifact"]
+    assert "samples[0].sha256" in bad.problems[0]
+    man_path.write_bytes(man)
+    assert verify(ws, reg, name, version).ok
+
+
+def test_failed_gates_register_nothing_and_return_requests_to_pending(tmp_path, prefect_server):
+    # A learning rate too small to change anything: forgetting gates must fail.
+    ws = make_workspace(tmp_path, {"rfa": {"min_steps": 5, "class_unlearning": {
+        "target": "masked_nearest_class", "lr": 1e-7, "forget_epochs": 1}}})
+    reg, name = registry_for(ws), ws.settings.registry.model_name
+    stored, _, _ = submit(ws, {"kind": "class", "class_label": 2})
+    commits = ws.git("rev-list", "--count", "HEAD")
+    outcome = deletion_batch(str(ws.root))
+    assert outcome.status == "gates_failed" and "forget_train" in outcome.reason
+    assert [str(v.version) for v in reg.versions(name)] == ["1"]
+    status, reason = _statuses(ws)[stored.id]
+    assert status == "pending" and "forget_train" in reason
+    assert ws.git("rev-list", "--count", "HEAD") == commits  # no data snapshot for a failed batch
+    import mlflow
+
+    runs = mlflow.search_runs(experiment_names=[ws.settings.registry.experiment], filter_string="tags.status = 'gates_failed'")
+    assert len(runs) == 1
+
+
+def test_crashing_batch_loses_no_request_and_leaves_no_version(tmp_path, prefect_server, monkeypatch):
+    ws = make_workspace(tmp_path)
+    reg, name = registry_for(ws), ws.settings.registry.model_name
+    stored, _, _ = submit(ws, {"kind": "samples", "sample_ids": list(read_split(ws, "HEAD", "train").ids[:30])})
+    monkeypatch.delenv("UNLEARN_CERT_KEY")
+    with pytest.raises(BatchError, match="UNLEARN_CERT_KEY"):
+        deletion_batch(str(ws.root))
+    status, reason = _statuses(ws)[stored.id]
+    assert status == "pending" and "UNLEARN_CERT_KEY" in reason
+    assert [str(v.version) for v in reg.versions(name)] == ["1"] and not reg.has_alias(name, "candidate")
+
+
+def test_rejection_returns_requests_and_unblocks_the_next_batch(tmp_path, prefect_server):
+    ws = make_workspace(tmp_path)
+    reg, name = registry_for(ws), ws.settings.registry.model_name
+    stored, _, _ = submit(ws, {"kind": "class", "class_label": 7})
+    first = deletion_batch(str(ws.root))
+    assert first.status == "awaiting_approval", first.reason
+    with pytest.raises(BatchError, match="awaits review"):
+        deletion_batch(str(ws.root))
+    assert _statuses(ws)[stored.id][0] == "awaiting_approval"
+    reject(ws, reg, name, first.model_version, "bob", "wrong class")
+    assert _statuses(ws)[stored.id] == ("pending", "rejected by bob: wrong class")
+    assert str(reg.champion(name).version) == "1" and reg.resolve(name, first.model_version).tags["status"] == "rejected"
+    with pytest.raises(ReviewError, match="was rejected"):
+        approve(ws, reg, name, first.model_version, "bob")
+    second = deletion_batch(str(ws.root))  # re-run from the champion's own snapshot
+    assert second.status == "awaiting_approval", second.reason
+    assert second.model_version != first.model_version
