@@ -104,7 +104,7 @@ def request_list(status: Optional[str] = typer.Option(None, help="Only this stat
         rows = store.list(status)
     if as_json:
         for r in rows:
-            out.print(to_json(r))
+            typer.echo(to_json(r))  # plain: rich would wrap long lines and break the JSON
         return
     t = Table(title=f"{len(rows)} requests")
     for col in ("id", "kind", "target", "samples", "status", "deadline", "model", "reason"):
@@ -173,7 +173,7 @@ def audit_trace(ref: str = typer.Argument(..., help="MODEL@ALIAS or MODEL/VERSIO
     name, version, alias = parse_ref(ref)
     chain = trace(ws, _reg(ws), name, version, alias)
     if as_json:
-        out.print_json(json.dumps(chain, default=str))
+        typer.echo(json.dumps(chain, default=str, indent=1))
     else:
         print_trace(out, name, chain)
 

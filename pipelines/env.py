@@ -20,6 +20,9 @@ QUIET_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_LEVEL": "WARNING",
+    # Task failures are already turned into one-line errors by the CLI; their tracebacks still
+    # reach the Prefect server (API handler) for the UI, just not the terminal.
+    "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
     "DVC_NO_ANALYTICS": "1",
     "HF_HUB_OFFLINE": "1",
     "GIT_TERMINAL_PROMPT": "0",

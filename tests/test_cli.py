@@ -1,0 +1,119 @@
+"""Bad input through the real CLI: one clear line on stderr, exit code 2, nothing changed."""
+
+from __future__ import annotations
+
+import json
+import socket
+from urllib.parse import urlparse
+
+import pytest
+
+from pipelines.cli import main
+from pipelines.snapshot import read_split
+from pipelines.store import RequestStore
+from tests.conftest import make_workspace, write_params
+
+
+def run(capsys, *args):
+    code = main(list(args))
+    cap = capsys.readouterr()
+    return code, cap.out, cap.err
+
+
+def _one_line_error(err: str, needle: str) -> None:
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+
+
+def _request_count(ws) -> int:
+    with RequestStore(ws.requests_db) as s:
+        return len(s.list())
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["request", "submit", "--samples", "dtrain-99999"], "unknown sample id 'dtrain-99999'"),
+    (["request", "submit", "--class", "42"], "unknown class 42"),
+    (["request", "submit", "--samples", " , "], "needs its target"),
+    (["request", "submit"], "exactly one of"),
+    (["request", "submit", "--class", "1", "--subject", "x"], "exactly one of"),
+    (["request", "submit", "--subject", "nobody"], "unknown subject 'nobody'"),
+    (["review", "approve", "digits-cnn", "99", "--reviewer", "r"], "does not exist"),
+    (["review", "approve", "digits-cnn", "1", "--reviewer", "r"], "has no unlearning certificate"),
+    (["review", "approve", "digits-cnn", "1", "--reviewer", " "], "--reviewer"),
+    (["review", "reject", "digits-cnn", "1", "--reviewer", "r", "--reason", "no"], "not awaiting_approval"),
+    (["audit", "verify", "digits-cnn", "99"], "has no version 99"),
+    (["audit", "trace", "digits-cnn@nope"], "has no alias 'nope'"),
+    (["audit", "trace", "digits-cnn"], "NAME@ALIAS or NAME/VERSION"),
+])
+def test_bad_input_is_one_line_and_changes_nothing(trained_ws, capsys, args, needle):
+    before = (_request_count(trained_ws), trained_ws.git("rev-parse", "HEAD"))
+    code, _, err = run(capsys, "--workspace", str(trained_ws.root), *args)
+    assert code == 2
+    _one_line_error(err, needle)
+    assert (_request_count(trained_ws), trained_ws.git("rev-parse", "HEAD")) == before
+
+
+def test_forget_set_covering_the_whole_training_set_is_refused(trained_ws, capsys):
+    ids = read_split(trained_ws, "HEAD", "train").ids.tolist()
+    code, _, err = run(capsys, "-w", str(trained_ws.root), "request", "submit", "--samples", ",".join(ids))
+    assert code == 2
+    _one_line_error(err, "whole training set")
+    assert _request_count(trained_ws) == 0
+
+
+def test_submit_list_and_dedup(tmp_path, capsys):
+    ws = make_workspace(tmp_path)
+    ids = read_split(ws, "HEAD", "train").ids[:3].tolist()
+    code, out, _ = run(capsys, "-w", str(ws.root), "request", "submit", "--samples", ",".join(ids))
+    assert code == 0 and "stored req-" in out
+    code, out, _ = run(capsys, "-w", str(ws.root), "request", "submit", "--samples", ",".join(reversed(ids)))
+    assert code == 0 and "already known as" in out
+    code, out, _ = run(capsys, "-w", str(ws.root), "request", "list", "--json")
+    rows = [json.loads(line) for line in out.strip().splitlines()]
+    assert len(rows) == 1 and rows[0]["status"] == "pending"
+
+
+def test_malformed_params_leave_no_workspace(tmp_path, capsys):
+    bad = write_params(tmp_path / "bad.yaml", {"lora": {"rank": 0}})
+    target = tmp_path / "ws"
+    code, _, err = run(capsys, "init", str(target), "--params", str(bad))
+    assert code == 2
+    _one_line_error(err, "lora.rank")
+    assert not target.exists()
+
+
+def test_no_workspace_is_a_clear_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "request", "list")
+    assert code == 2
+    _one_line_error(err, "not inside an unlearn workspace")
+
+
+def test_tracking_server_down_is_one_line(trained_ws, capsys, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once the socket closes
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    code, _, err = run(capsys, "-w", str(trained_ws.root), "audit", "verify", "digits-cnn", "1")
+    assert code == 2
+    _one_line_error(err, "is unreachable")
+
+
+def test_corrupt_checkpoint_fails_verify_and_blocks_batches(tmp_path, capsys, prefect_server):
+    ws = make_workspace(tmp_path)
+    from pipelines.base import registry_for
+
+    reg = registry_for(ws)
+    weights = urlparse(reg.resolve("digits-cnn", "1").source).path + "/weights.safetensors"
+    with open(weights, "r+b") as f:
+        f.truncate(100)
+    code, out, err = run(capsys, "-w", str(ws.root), "audit", "verify", "digits-cnn", "1")
+    assert code == 1 and "FAIL model.weights" in out and "corrupt checkpoint" in out
+    code, _, _ = run(capsys, "-w", str(ws.root), "request", "submit", "--class", "3")
+    assert code == 0
+    code, _, err = run(capsys, "-w", str(ws.root), "batch", "run")
+    assert code == 2
+    _one_line_error(err, "corrupt checkpoint")
+    with RequestStore(ws.requests_db) as s:
+        (req,) = s.list()
+    assert req.status == "pending" and "corrupt checkpoint" in req.reason
