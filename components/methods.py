@@ -22,7 +22,8 @@ from components.data import Split
 from components.lora import adapter_state, attach_lora, trainable_fraction
 from components.models import to_input
 from components.runtime import ProgressFn, no_progress, resolve_device, set_seed
-from components.settings import LoraSettings, RfaSettings
+from components.baselines import BASELINES, BaselineSettings
+from components.settings import LoraSettings, RfaSettings, TrainSettings
 
 Scenario = Literal["class", "sample"]
 
@@ -147,9 +148,32 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
                          trainable_fraction=share, steps=steps, device=str(device), history=history)
 
 
-Method = Callable[..., UnlearnResult]
+@dataclass(frozen=True)
+class MethodConfig:
+    """Everything any registered method may read; each takes only its own part."""
 
-METHODS: dict[str, Method] = {"rfa": rfa}
+    lora: LoraSettings = LoraSettings()
+    rfa: RfaSettings = RfaSettings()
+    baseline: BaselineSettings = BaselineSettings()
+    train: TrainSettings = TrainSettings()     # the Retrain oracle's schedule
+
+
+Method = Callable[[nn.Module, UnlearnTask, MethodConfig, ProgressFn], UnlearnResult]
+
+
+def _rfa(original: nn.Module, task: UnlearnTask, cfg: MethodConfig, progress: ProgressFn = no_progress) -> UnlearnResult:
+    return rfa(original, task, cfg.lora, cfg.rfa, progress)
+
+
+def _baseline(fn) -> Method:
+    def run(original: nn.Module, task: UnlearnTask, cfg: MethodConfig, progress: ProgressFn = no_progress) -> UnlearnResult:
+        return fn(original, task, cfg.baseline, cfg.train, progress)
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+METHODS: dict[str, Method] = {"rfa": _rfa, **{name: _baseline(fn) for name, fn in BASELINES.items()}}
 
 
 def get_method(name: str) -> Method:

@@ -4,6 +4,7 @@ registered version never needs pickle to load (`weights_only` in spirit)."""
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -59,12 +60,38 @@ class SmallCNN(nn.Module):
         return self.head(self.pool(self.block3(self.block2(self.block1(self.norm(x))))))
 
 
-ARCHS: dict[str, Callable[..., nn.Module]] = {
+def _resnet(depth_name: str) -> Callable[[dict], nn.Module]:
+    def build(spec: dict) -> nn.Module:
+        from components.resnet_cifar import DEPTHS, ResNetCifar
+
+        return ResNetCifar(DEPTHS[depth_name], spec["num_classes"], spec["mean"], spec["std"])
+
+    return build
+
+
+ARCHS: dict[str, Callable[[dict], nn.Module]] = {
     "small_cnn": lambda spec: SmallCNN(spec["in_channels"], spec["num_classes"], spec["width"], spec["mean"], spec["std"]),
+    "resnet20": _resnet("resnet20"),
+    "resnet32": _resnet("resnet32"),
 }
 
-# Penultimate (pooled) feature module per architecture: what a linear probe reads.
-PENULTIMATE: dict[str, str] = {"small_cnn": "pool"}
+
+@dataclass(frozen=True)
+class ArchProfile:
+    """Per-architecture defaults: feature taps, LoRA targets (peft regex) and the penultimate
+    (pooled) module a linear probe reads."""
+
+    taps: tuple[str, ...]
+    lora_targets: str
+    penultimate: str
+
+
+PROFILES: dict[str, ArchProfile] = {
+    "small_cnn": ArchProfile(("block1", "block2", "block3"), r"block2\.conv|block3\.conv|head", "pool"),
+    # layer3 convs + the head: about 5 % of ResNet-20 at rank 4 (method.md section 6).
+    "resnet20": ArchProfile(("layer1", "layer2", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"),
+    "resnet32": ArchProfile(("layer1", "layer2", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"),
+}
 
 
 def make_spec(arch: str, x_train: np.ndarray, num_classes: int, width: int) -> dict:

@@ -18,7 +18,7 @@ from components.data import Split
 from components.evaluation import EvalSplits, evaluate
 from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
 from components.gates import GateReport, evaluate_gates
-from components.methods import UnlearnResult, UnlearnTask, get_method
+from components.methods import MethodConfig, UnlearnResult, UnlearnTask, get_method
 from components.models import model_digest
 from components.requests import RequestError, resolve
 from components.runtime import ProgressFn, no_progress, resolve_device
@@ -125,7 +125,7 @@ def extract(ws: Workspace, pinned: Pinned, plan: BatchPlan) -> Extraction:
 def unlearn(ws: Workspace, pinned: Pinned, ext: Extraction, scenario: str, progress: ProgressFn = no_progress) -> UnlearnResult:
     s = ws.settings
     task = UnlearnTask(scenario, ext.split.forget, ext.split.retain, ext.heldout, ext.forget_classes)
-    return get_method(METHOD)(pinned.model, task, s.lora, s.rfa, progress)
+    return get_method(METHOD)(pinned.model, task, MethodConfig(lora=s.lora, rfa=s.rfa), progress)
 
 
 def assess(ws: Workspace, pinned: Pinned, ext: Extraction, result: UnlearnResult, scenario: str) -> Evaluation:

@@ -107,8 +107,9 @@ def request_list(status: Optional[str] = typer.Option(None, help="Only this stat
             typer.echo(to_json(r))  # plain: rich would wrap long lines and break the JSON
         return
     t = Table(title=f"{len(rows)} requests")
-    for col in ("id", "kind", "target", "samples", "status", "deadline", "model", "reason"):
-        t.add_column(col)
+    for col in ("id", "kind", "target", "samples", "status", "deadline", "model"):
+        t.add_column(col, no_wrap=col in ("id", "status", "deadline"))
+    t.add_column("reason", overflow="fold")
     for r in rows:
         t.add_row(r.id, r.kind, payload_summary(r), str(r.n_samples), r.status, r.deadline[:10], r.model_version, r.reason[:80])
     out.print(t)
@@ -204,6 +205,43 @@ def demo(workspace: Optional[Path] = typer.Option(None, help="Workspace director
     result = run_demo(workspace or _state["workspace"], summary, forget_class, sample_fraction, out)
     if not result["ok"]:
         raise typer.Exit(1)
+
+
+@app.command()
+def bench(dataset: str = typer.Option("digits", help="digits | fashion_mnist | cifar10"),
+          data_dir: Optional[Path] = typer.Option(None, help="Folder with train*.npz / test.npz (fashion_mnist, cifar10)."),
+          model: str = typer.Option("small_cnn", help="small_cnn | resnet20 | resnet32"),
+          checkpoint: Optional[Path] = typer.Option(None, help="Pre-trained checkpoint (resnet20/32)."),
+          scenario: str = typer.Option("class", help="class | sample"),
+          forget_class: int = typer.Option(0, help="Class forgotten (class scenario)."),
+          fraction: float = typer.Option(0.1, help="Share of D forgotten at random (sample scenario)."),
+          seeds: str = typer.Option("0", help="Comma-separated seeds: each fixes the forget set and the training randomness."),
+          methods: str = typer.Option("rfa,ft,neggrad,rl,salun,scrub,retrain"),
+          out: Path = typer.Option(Path("benchmarks/results/run"), help="Output folder for results.json / results.md."),
+          params: Path = typer.Option(Path("params.yaml"), help="params.yaml with the rfa / lora / train settings."),
+          oracle_epochs: Optional[int] = typer.Option(None, help="Epochs of the Retrain oracle (default: train.epochs).")) -> None:
+    """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
+    from components.methods import METHODS
+    from components.settings import load_settings
+    from pipelines.bench import run_bench
+
+    if scenario not in ("class", "sample"):
+        raise typer.BadParameter("--scenario must be class or sample")
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown:
+        raise typer.BadParameter(f"unknown methods {unknown}; known: {sorted(METHODS)}")
+    quiet_environment()
+    result = run_bench(dataset, str(data_dir) if data_dir else None, model, str(checkpoint) if checkpoint else None,
+                       scenario, forget_class if scenario == "class" else None, fraction if scenario == "sample" else None,
+                       [int(s) for s in seeds.split(",")], names, out, Path(".cache") / "bench", load_settings(params),
+                       out_console(), oracle_epochs)
+    out_console().print((out / "results.md").read_text())
+    out_console().print(f"{len(result['records'])} records -> {out}/results.json")
+
+
+def out_console() -> Console:
+    return out
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

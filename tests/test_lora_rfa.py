@@ -10,7 +10,7 @@ from safetensors.torch import save as st_save
 from components.evaluation import EvalSplits, evaluate
 from components.forget import extract_forget_set
 from components.lora import apply_adapter, attach_lora, trainable_fraction
-from components.methods import UnlearnTask, get_method, rfa
+from components.methods import MethodConfig, UnlearnTask, get_method, rfa
 from components.models import load_model, model_digest, state_bytes, to_input
 from components.settings import EvaluationSettings, LoraSettings, RfaSettings
 
@@ -75,7 +75,7 @@ def test_rfa_sample_unlearning_moves_forget_margins_toward_nonmembers(base_model
     rng = np.random.default_rng(0)
     ids = set(rng.choice(digits.train.ids, size=50, replace=False).tolist())
     fs = extract_forget_set(digits.train, ids)
-    result = get_method("rfa")(base_model, UnlearnTask("sample", fs.forget, fs.retain, digits.heldout), LoraSettings(), RfaSettings())
+    result = get_method("rfa")(base_model, UnlearnTask("sample", fs.forget, fs.retain, digits.heldout), MethodConfig())
 
     def med_margin(model, split):
         with torch.no_grad():

@@ -1,0 +1,229 @@
+"""Baselines behind the same method signature as RFA (method.md section 2).
+
+retrain (the oracle), ft, neggrad (NegGrad+), rl (random labels), salun (RL on a saliency mask),
+scrub (teacher-student KL, max-steps on Df, min-steps on Dr). Unlearning is learning-rate
+sensitive: each takes `lr` from `BaselineSettings`, and the benchmark sweeps a small grid.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from components.data import Split
+from components.models import to_input
+from components.runtime import ProgressFn, no_progress, resolve_device, set_seed
+from components.training import train_classifier
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    lr: float = 0.01
+    epochs: int = 1                 # passes over Dr (ft) or Df-driven epochs (others)
+    batch_size: int = 128
+    alpha: float = 0.9              # NegGrad+: weight of the retain loss
+    forget_cap: float = 5.0         # NegGrad+: the ascent term is capped, else it diverges
+    saliency_fraction: float = 0.5  # SalUn: share of weights updated
+    scrub_max_steps: int = 2        # SCRUB: epochs with a max-step on Df
+    temperature: float = 4.0        # SCRUB: KL temperature
+    device: str = "auto"
+    seed: int = 0
+
+
+def _batches(split: Split, batch: int, gen: torch.Generator, device):
+    perm = torch.randperm(len(split), generator=gen)
+    x, y = to_input(split.x), torch.from_numpy(split.y)
+    for i in range(0, len(perm), batch):
+        idx = perm[i:i + batch]
+        yield x[idx].to(device), y[idx].to(device)
+
+
+def _cycle(split: Split, batch: int, gen: torch.Generator, device):
+    while True:
+        yield from _batches(split, batch, gen, device)
+
+
+def _frozen_bn_train(model: nn.Module) -> nn.Module:
+    """Weights train; BatchNorm statistics stay those of the original (same policy as RFA)."""
+    model.train()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+    return model
+
+
+def _result(model: nn.Module, t0: float, steps: int, device, trainable: float = 1.0):
+    from components.methods import UnlearnResult
+
+    return UnlearnResult(model=model.to("cpu").eval(), adapter={}, seconds=time.perf_counter() - t0,
+                         trainable_fraction=trainable, steps=steps, device=str(device))
+
+
+def retrain(original: nn.Module, task, cfg: BaselineSettings, train_cfg, progress: ProgressFn = no_progress):
+    """Train the same architecture from scratch on Dr: the gold standard (oracle)."""
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    set_seed(cfg.seed)
+    model = copy.deepcopy(original)
+    for m in model.modules():
+        if hasattr(m, "reset_parameters") and m is not model:
+            m.reset_parameters()
+    info = train_classifier(model, task.retain, train_cfg, device, progress)
+    return _result(model, t0, int(info.get("steps", 0)), device)
+
+
+def ft(original: nn.Module, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress):
+    """Fine-tune all weights on Dr for `epochs` passes."""
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    gen = set_seed(cfg.seed)
+    model = _frozen_bn_train(copy.deepcopy(original).to(device))
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+    steps = 0
+    for _ in range(cfg.epochs):
+        for x, y in _batches(task.retain, cfg.batch_size, gen, device):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+    return _result(model, t0, steps, device)
+
+
+def _paired_loop(original, task, cfg, step_fn, params=None):
+    """Shared loop: `epochs` passes over Df, each forget batch paired with a retain batch."""
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    gen = set_seed(cfg.seed)
+    model = _frozen_bn_train(copy.deepcopy(original).to(device))
+    opt = torch.optim.SGD(params(model) if params else model.parameters(), lr=cfg.lr, momentum=0.9)
+    retain = _cycle(task.retain, cfg.batch_size, gen, device)
+    steps = 0
+    fb = max(1, min(cfg.batch_size, math.ceil(len(task.forget) / 4)))
+    for _ in range(cfg.epochs):
+        for xf, yf in _batches(task.forget, fb, gen, device):
+            xr, yr = next(retain)
+            loss = step_fn(model, xf, yf, xr, yr, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+    return model, t0, steps, device
+
+
+def neggrad(original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress):
+    """NegGrad+: alpha * CE(Dr) - (1 - alpha) * min(CE(Df), cap)."""
+    def step(model, xf, yf, xr, yr, gen):
+        ascent = torch.clamp(F.cross_entropy(model(xf), yf), max=cfg.forget_cap)
+        return cfg.alpha * F.cross_entropy(model(xr), yr) - (1 - cfg.alpha) * ascent
+
+    model, t0, steps, device = _paired_loop(original, task, cfg, step)
+    return _result(model, t0, steps, device)
+
+
+def _random_wrong(y: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
+    shift = torch.randint(1, k, y.shape, generator=gen).to(y.device)
+    return (y + shift) % k
+
+
+def _rl_step(num_classes: int):
+    def step(model, xf, yf, xr, yr, gen):
+        return F.cross_entropy(model(xf), _random_wrong(yf, num_classes, gen)) + F.cross_entropy(model(xr), yr)
+
+    return step
+
+
+def rl(original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress):
+    """Random labels: Df relabelled to a random wrong class, trained together with Dr."""
+    k = _num_classes(original)
+    model, t0, steps, device = _paired_loop(original, task, cfg, _rl_step(k))
+    return _result(model, t0, steps, device)
+
+
+def _num_classes(model: nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return last.out_features
+
+
+def saliency_mask(model: nn.Module, forget: Split, fraction: float, device) -> dict[str, torch.Tensor]:
+    """SalUn (Fan et al., ICLR'24): weights whose forget-loss gradient magnitude is in the top
+    `fraction` (one global threshold)."""
+    model = model.to(device).eval()
+    model.zero_grad(set_to_none=True)
+    x, y = to_input(forget.x).to(device), torch.from_numpy(forget.y).to(device)
+    for i in range(0, len(y), 256):
+        F.cross_entropy(model(x[i:i + 256]), y[i:i + 256], reduction="sum").backward()
+    grads = {n: p.grad.abs() for n, p in model.named_parameters() if p.grad is not None}
+    flat = torch.cat([g.flatten() for g in grads.values()])
+    k = max(1, int(fraction * flat.numel()))
+    threshold = flat.kthvalue(flat.numel() - k + 1).values
+    model.zero_grad(set_to_none=True)
+    return {n: (g >= threshold).float() for n, g in grads.items()}
+
+
+def salun(original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress):
+    """Random-label unlearning restricted to the salient weights."""
+    device = resolve_device(cfg.device)
+    mask = saliency_mask(copy.deepcopy(original), task.forget, cfg.saliency_fraction, device)
+    k = _num_classes(original)
+    rl_step = _rl_step(k)
+
+    def step(model, xf, yf, xr, yr, gen):
+        loss = rl_step(model, xf, yf, xr, yr, gen)
+        for n, p in model.named_parameters():  # zero the gradient of non-salient weights
+            if n in mask and p.requires_grad and not hasattr(p, "_salun_hook"):
+                p.register_hook(lambda g, m=mask[n]: g * m)
+                p._salun_hook = True
+        return loss
+
+    model, t0, steps, device = _paired_loop(original, task, cfg, step)
+    share = sum(float(m.sum()) for m in mask.values()) / max(1, sum(m.numel() for m in mask.values()))
+    return _result(model, t0, steps, device, trainable=share)
+
+
+def scrub(original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress):
+    """SCRUB (Kurmanji et al. 2023): student starts at the teacher; max-steps push its outputs on
+    Df away from the teacher (KL up), min-steps keep Dr close (KL + CE down)."""
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    gen = set_seed(cfg.seed)
+    teacher = copy.deepcopy(original).to(device).eval()
+    student = _frozen_bn_train(copy.deepcopy(original).to(device))
+    opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=0.9)
+    t = cfg.temperature
+
+    def kl(s_logits, t_logits):
+        return F.kl_div(F.log_softmax(s_logits / t, 1), F.softmax(t_logits / t, 1), reduction="batchmean") * t * t
+
+    steps = 0
+    retain = _cycle(task.retain, cfg.batch_size, gen, device)
+    for epoch in range(cfg.epochs):
+        if epoch < cfg.scrub_max_steps:
+            for xf, _ in _batches(task.forget, cfg.batch_size, gen, device):
+                with torch.no_grad():
+                    tl = teacher(xf)
+                loss = -kl(student(xf), tl)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                steps += 1
+        for _ in range(max(1, math.ceil(len(task.forget) / cfg.batch_size))):
+            xr, yr = next(retain)
+            with torch.no_grad():
+                tl = teacher(xr)
+            out = student(xr)
+            loss = kl(out, tl) + F.cross_entropy(out, yr)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            steps += 1
+    return _result(student, t0, steps, device)
+
+
+BASELINES = {"retrain": retrain, "ft": ft, "neggrad": neggrad, "rl": rl, "salun": salun, "scrub": scrub}

@@ -1,0 +1,55 @@
+"""Metrics against a reference model (the Retrain oracle) and the feature probe (method.md 3)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+from torch import nn
+
+from components.alignment import feature_taps
+from components.data import Split
+from components.metrics import Predictions
+from components.models import to_input
+
+
+def activation_distance(p: Predictions, ref: Predictions) -> float:
+    """Mean L2 distance between the softmax outputs of a model and the reference, per example."""
+    return float(np.linalg.norm(p.probs - ref.probs, axis=1).mean())
+
+
+def js_divergence(p: Predictions, ref: Predictions) -> float:
+    """Mean Jensen-Shannon divergence (natural log) between softmax outputs."""
+    a, b = np.clip(p.probs, 1e-12, 1), np.clip(ref.probs, 1e-12, 1)
+    m = (a + b) / 2
+    return float((0.5 * (a * np.log(a / m)).sum(1) + 0.5 * (b * np.log(b / m)).sum(1)).mean())
+
+
+@torch.no_grad()
+def pooled_features(model: nn.Module, split: Split, module: str, device: torch.device, batch: int = 512) -> np.ndarray:
+    """Penultimate pooled features (N, C) read from `module` by a forward hook."""
+    model = model.to(device).eval()
+    out = []
+    with feature_taps(model, (module,)) as store:
+        for i in range(0, len(split), batch):
+            model(to_input(split.x[i:i + batch]).to(device))
+            f = store[module]
+            out.append((f.mean(dim=(2, 3)) if f.dim() == 4 else f).cpu().numpy())
+    return np.concatenate(out)
+
+
+def feature_probe(model: nn.Module, probe_train: Split, forgotten_test: Split, module: str, device: torch.device,
+                  seed: int = 0) -> float:
+    """Is the forgotten class still decodable from the features?
+
+    A logistic-regression probe is trained on the evaluated model's penultimate features of a
+    labelled sample of all classes (`probe_train`, never trained on by the model), then scored on
+    the forgotten class's test data: the share recognised as their true class, in percent.
+    Head-only forgetting leaves this near the original's value.
+    """
+    xtr = pooled_features(model, probe_train, module, device)
+    xte = pooled_features(model, forgotten_test, module, device)
+    scaler = StandardScaler().fit(xtr)
+    clf = LogisticRegression(max_iter=2000, random_state=seed).fit(scaler.transform(xtr), probe_train.y)
+    return float(100.0 * (clf.predict(scaler.transform(xte)) == forgotten_test.y).mean())

@@ -1,0 +1,208 @@
+"""`unlearn bench`: RFA side by side with the baselines on one dataset / model / scenario.
+
+Writes `results.json` (config + one record per method and seed, plus `original`) and
+`results.md` (mean ± std, gaps to Retrain, time ratios to Retrain and FT from the same run).
+Oracles and trained base models are cached under the project's `.cache/` (never in ../shared).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from components.baselines import BaselineSettings
+from components.canonical import canonical_json, sha256_hex
+from components.data import Dataset, Split, dataset_hash, load_dataset
+from components.evaluation import EvalSplits, evaluate
+from components.forget import extract_forget_set, forget_manifest, manifest_sha256
+from components.methods import MethodConfig, UnlearnTask, get_method
+from components.metrics import predict
+from components.models import PROFILES, build_model, load_model, make_spec, model_digest, state_bytes
+from components.reference import activation_distance, feature_probe, js_divergence
+from components.runtime import resolve_device, set_seed
+from components.settings import DataSettings, EvaluationSettings, Settings, TrainSettings
+from components.training import train_classifier
+from pipelines.provenance import package_versions
+
+KEYS = ("acc_dr", "acc_df", "acc_dt", "acc_drt", "acc_dft", "mia_efficacy", "loss_mia_auc")
+# Small learning-rate grids (method.md 2: unlearning is lr-sensitive); the chosen one is reported.
+GRIDS: dict[str, tuple[float, ...]] = {"ft": (0.01, 0.04), "neggrad": (0.005, 0.02), "rl": (0.005, 0.02),
+                                       "salun": (0.005, 0.02), "scrub": (0.002, 0.01)}
+BASELINE_EPOCHS = {"ft": 1, "neggrad": 2, "rl": 2, "salun": 2, "scrub": 3}
+CHECKPOINTS = {"resnet20": "resnet20-12fca82f.th", "resnet32": "resnet32-d509ac18.th"}
+
+
+def load_bench_data(name: str, data_dir: str | None) -> Dataset:
+    """digits: the pipeline's own splits. npz datasets: the model trains on the whole official
+    train split (as the pre-trained checkpoints did), so the non-member `heldout` reference is
+    half of the official test split, stratified, and the other half is Dt."""
+    if name == "digits":
+        return load_dataset(DataSettings())
+    ds = load_dataset(DataSettings(source="npz", root=data_dir, heldout_fraction=0.0))
+    rng = np.random.default_rng(12345)
+    held = np.zeros(len(ds.test), dtype=bool)
+    for c in np.unique(ds.test.y):
+        idx = np.flatnonzero(ds.test.y == c)
+        held[rng.choice(idx, size=len(idx) // 2, replace=False)] = True
+    return replace(ds, name=name, heldout=ds.test.take(held), test=ds.test.take(~held))
+
+
+def _cached_model(path: Path, spec: dict):
+    if path.with_suffix(".safetensors").exists():
+        meta = json.loads(path.with_suffix(".json").read_text())
+        return load_model(spec, path.with_suffix(".safetensors").read_bytes()), meta
+    return None, None
+
+
+def _save_model(path: Path, model, meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".safetensors").write_bytes(state_bytes(model))
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+
+
+def original_model(ds: Dataset, arch: str, checkpoint: str | None, cache: Path, train_cfg: TrainSettings, device):
+    if arch in CHECKPOINTS:
+        from components.resnet_cifar import load_akamaster
+
+        model = load_akamaster(checkpoint, arch)
+        spec = {"arch": arch, "num_classes": 10, "mean": model.norm.mean.flatten().tolist(), "std": model.norm.std.flatten().tolist()}
+        return model, spec
+    spec = make_spec(arch, ds.train.x, ds.num_classes, 32)
+    key = sha256_hex(canonical_json({"data": dataset_hash(ds.train), "spec": spec, "train": train_cfg.model_dump()}))[:16]
+    model, _ = _cached_model(cache / "base" / f"{ds.name}-{arch}-{key}", spec)
+    if model is None:
+        set_seed(train_cfg.seed)
+        model = build_model(spec)
+        info = train_classifier(model, ds.train, train_cfg, device)
+        _save_model(cache / "base" / f"{ds.name}-{arch}-{key}", model, {"seconds": info["seconds"]})
+    return model.eval(), spec
+
+
+def _forget_ids(ds: Dataset, scenario: str, forget_class: int | None, fraction: float | None, seed: int) -> set[str]:
+    if scenario == "class":
+        return set(ds.train.ids[ds.train.y == forget_class].tolist())
+    rng = np.random.default_rng(seed)
+    return set(rng.choice(ds.train.ids, size=int(round(fraction * len(ds.train))), replace=False).tolist())
+
+
+@torch.no_grad()
+def _finite(model, split: Split, device) -> bool:
+    """A diverged baseline (NaN / inf outputs) is reported as such, not scored."""
+    from components.models import to_input
+
+    return bool(torch.isfinite(model.to(device).eval()(to_input(split.x[:256]).to(device))).all())
+
+
+def _record(method: str, seed: int, m: dict, extra: dict) -> dict:
+    return {"method": method, "seed": seed, **{k: m.get(k) for k in KEYS}, **extra}
+
+
+def avg_gap(rec: dict, oracle: dict) -> float | None:
+    """Average absolute gap to Retrain over UA, RA, TA and MIA-efficacy (SalUn's summary)."""
+    pairs = [(100 - rec["acc_df"], 100 - oracle["acc_df"]), (rec["acc_dr"], oracle["acc_dr"]),
+             (rec["acc_dt"], oracle["acc_dt"]), (rec["mia_efficacy"], oracle["mia_efficacy"])]
+    return float(np.mean([abs(a - b) for a, b in pairs]))
+
+
+def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | None, scenario: str,
+              forget_class: int | None, fraction: float | None, seeds: list[int], methods: list[str], out: Path,
+              cache: Path, settings: Settings, console: Console, oracle_epochs: int | None = None) -> dict:
+    device = resolve_device(settings.rfa.device)
+    ds = load_bench_data(dataset, data_dir)
+    train_cfg = settings.train if oracle_epochs is None else settings.train.model_copy(update={"epochs": oracle_epochs})
+    original, spec = original_model(ds, arch, checkpoint, cache, train_cfg, device)
+    profile = PROFILES[arch]
+    lora = settings.lora.model_copy(update={"target_modules": profile.lora_targets})
+    rfa_cfg = settings.rfa.model_copy(update={"taps": profile.taps})
+    ev_cfg = EvaluationSettings(retain_eval_max=5000)
+    records: list[dict] = []
+    chosen: dict[str, float] = {}
+    with Progress(console=console, transient=False) as bar:
+        job = bar.add_task("bench", total=len(seeds) * (len(methods) + 1))
+        for seed in seeds:
+            fs = extract_forget_set(ds.train, _forget_ids(ds, scenario, forget_class, fraction, seed), max_fraction=0.5)
+            classes = (forget_class,) if scenario == "class" else ()
+            task = UnlearnTask(scenario, fs.forget, fs.retain, ds.heldout, classes)
+            splits = EvalSplits.build(fs.forget, fs.retain, ds.test, ds.heldout, classes, ev_cfg)
+            forgotten_test = ds.test.take(np.isin(ds.test.y, np.array(classes))) if classes else None
+
+            def measure(model) -> dict:
+                m = evaluate(model, splits, ev_cfg, device)
+                if forgotten_test is not None:
+                    m["probe_acc_dft"] = feature_probe(model, ds.heldout, forgotten_test, profile.penultimate, device, seed)
+                return m
+
+            base_cfg = BaselineSettings(seed=seed, device=settings.rfa.device)
+            cfg = MethodConfig(lora=lora, rfa=rfa_cfg.model_copy(update={"seed": seed}), baseline=base_cfg,
+                               train=train_cfg.model_copy(update={"seed": seed}))
+            m0 = measure(original)
+            records.append(_record("original", seed, m0, {"probe_acc_dft": m0.get("probe_acc_dft"), "seconds": 0.0,
+                                                         "trainable_fraction": 0.0, "act_dist_dt": None, "js_df": None}))
+            bar.advance(job)
+            oracle_preds = None
+            ordered = (["retrain"] if "retrain" in methods else []) + [m for m in methods if m != "retrain"]
+            for name in ordered:
+                bar.update(job, description=f"seed {seed}: {name}")
+                if name == "retrain":
+                    key = f"{ds.name}-{arch}-{manifest_sha256(forget_manifest(fs.forget))[:16]}-s{seed}-e{train_cfg.epochs}"
+                    model, meta = _cached_model(cache / "oracles" / key, spec)
+                    if model is None:
+                        res = get_method("retrain")(original, task, cfg)
+                        model, meta = res.model, {"seconds": res.seconds, "trainable_fraction": 1.0, "measured_at": time.time()}
+                        _save_model(cache / "oracles" / key, model, meta)
+                    result_seconds, share, extra = meta["seconds"], 1.0, {"oracle_cached": True}
+                else:
+                    grid = GRIDS.get(name, (None,))
+                    best = None
+                    for lr in grid:
+                        c = cfg if lr is None else replace(cfg, baseline=replace(base_cfg, lr=lr, epochs=BASELINE_EPOCHS[name]))
+                        res = get_method(name)(original, task, c)
+                        if not _finite(res.model, ds.test, device):
+                            console.print(f"seed {seed}: {name} diverged at lr={lr}; skipped")
+                            continue
+                        m = measure(res.model)
+                        gap = avg_gap(_record(name, seed, m, {}), oracle_rec) if oracle_preds is not None else None
+                        if best is None or (gap is not None and gap < best[0]):
+                            best = (gap if gap is not None else 0.0, res, m, lr)
+                    if best is None:
+                        records.append({"method": name, "seed": seed, **{k: None for k in KEYS}, "diverged": True,
+                                        "probe_acc_dft": None, "seconds": None, "trainable_fraction": None,
+                                        "act_dist_dt": None, "js_df": None})
+                        bar.advance(job)
+                        continue
+                    _, res, m_best, lr = best
+                    model, result_seconds, share = res.model, res.seconds, res.trainable_fraction
+                    extra = {"lr": lr}
+                    if lr is not None:
+                        chosen[f"{name}@seed{seed}"] = lr
+                m = measure(model) if name == "retrain" else m_best
+                preds = {k: predict(model, sp, device) for k, sp in (("dt", ds.test), ("df", fs.forget))}
+                if name == "retrain":
+                    oracle_preds = preds
+                rec = _record(name, seed, m, {"probe_acc_dft": m.get("probe_acc_dft"), "seconds": result_seconds,
+                                              "trainable_fraction": share, **extra})
+                rec["act_dist_dt"] = activation_distance(preds["dt"], oracle_preds["dt"]) if oracle_preds else None
+                rec["js_df"] = js_divergence(preds["df"], oracle_preds["df"]) if oracle_preds else None
+                if name == "retrain":
+                    oracle_rec = rec
+                records.append(rec)
+                bar.advance(job)
+    config = {"dataset": dataset, "model": arch, "scenario": scenario, "forget_class": forget_class,
+              "fraction": fraction, "seeds": seeds, "methods": methods, "device": str(device),
+              "torch_threads": torch.get_num_threads(), "packages": package_versions(),
+              "original_digest": model_digest(original), "lr_chosen": chosen,
+              "rfa": rfa_cfg.model_dump(mode="json"), "lora": lora.model_dump(mode="json")}
+    result = {"config": config, "records": records}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    from pipelines.bench_report import render_markdown
+
+    (out / "results.md").write_text(render_markdown(result))
+    return result

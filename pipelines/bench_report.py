@@ -1,0 +1,105 @@
+"""results.json -> results.md: mean ± std per method, gaps to Retrain, time ratios, targets met."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+COLUMNS = (("acc_df", "Acc(Df)"), ("acc_dr", "Acc(Dr)"), ("acc_dt", "Acc(Dt)"), ("acc_drt", "Acc(Drt)"),
+           ("acc_dft", "Acc(Dft)"), ("mia_efficacy", "MIA-eff."), ("loss_mia_auc", "loss-MIA AUC"),
+           ("probe_acc_dft", "probe Dft"), ("act_dist_dt", "act.dist Dt"), ("js_df", "JS Df"),
+           ("seconds", "seconds"), ("trainable_fraction", "trainable"))
+
+
+def _ms(values: list) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "–"
+    m, s = float(np.mean(vals)), float(np.std(vals))
+    fmt = "{:.3f}" if abs(m) < 1 else "{:.2f}"
+    return fmt.format(m) + (f" ± {fmt.format(s)}" if len(vals) > 1 else "")
+
+
+def _gap(rec: dict, oracle: dict) -> float:
+    pairs = [(100 - rec["acc_df"], 100 - oracle["acc_df"]), (rec["acc_dr"], oracle["acc_dr"]),
+             (rec["acc_dt"], oracle["acc_dt"]), (rec["mia_efficacy"], oracle["mia_efficacy"])]
+    return float(np.mean([abs(a - b) for a, b in pairs]))
+
+
+def summarise(result: dict) -> dict[str, dict]:
+    by_method: dict[str, list[dict]] = defaultdict(list)
+    for r in result["records"]:
+        by_method[r["method"]].append(r)
+    oracle = {r["seed"]: r for r in by_method.get("retrain", []) if not r.get("diverged")}
+    ft = {r["seed"]: r for r in by_method.get("ft", []) if not r.get("diverged")}
+    out = {}
+    for method, recs in by_method.items():
+        row_diverged = sum(1 for r in recs if r.get("diverged"))
+        recs = [r for r in recs if not r.get("diverged")]
+        row = {k: [r.get(k) for r in recs] for k, _ in COLUMNS}
+        row["gap"] = [_gap(r, oracle[r["seed"]]) for r in recs if r["seed"] in oracle]
+        row["t_retrain"] = [r["seconds"] / oracle[r["seed"]]["seconds"] for r in recs if r["seed"] in oracle and oracle[r["seed"]]["seconds"]]
+        row["t_ft"] = [r["seconds"] / ft[r["seed"]]["seconds"] for r in recs if r["seed"] in ft and ft[r["seed"]]["seconds"]]
+        row["diverged"] = row_diverged
+        out[method] = row
+    return out
+
+
+def targets(result: dict, rows: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
+    """Issue-3 targets for RFA, each (target, met?, measured). None = cannot be judged here."""
+    if "rfa" not in rows:
+        return []
+    r, o = rows["rfa"], rows.get("original", {})
+    mean = lambda xs: float(np.mean([x for x in xs if x is not None])) if xs and any(x is not None for x in xs) else None  # noqa: E731
+    out: list[tuple[str, bool | None, str]] = []
+    share = mean(r["trainable_fraction"])
+    out.append(("RFA trains ≤ 5 % of the parameters", share is not None and share <= 0.05, f"{100 * share:.2f} %"))
+    if result["config"]["scenario"] == "class":
+        dft, drt, mia = mean(r["acc_dft"]), mean(r["acc_drt"]), mean(r["mia_efficacy"])
+        out.append(("Acc(Dft) ≤ 1 %", dft is not None and dft <= 1, f"{dft:.2f}"))
+        out.append(("Acc(Drt) ≥ original − 1", drt is not None and drt >= mean(o["acc_drt"]) - 1, f"{drt:.2f} vs {mean(o['acc_drt']):.2f}"))
+        out.append(("MIA-efficacy ≥ 95", mia is not None and mia >= 95, f"{mia:.2f}"))
+        if "retrain" in rows:
+            p, po = mean(r["probe_acc_dft"]), mean(rows["retrain"]["probe_acc_dft"])
+            out.append(("feature probe on Dft within 5 pt of the oracle's", abs(p - po) <= 5, f"{p:.2f} vs oracle {po:.2f}"))
+    else:
+        if r["gap"]:
+            g = mean(r["gap"])
+            out.append(("average gap to Retrain ≤ 2.0", g <= 2.0, f"{g:.2f}"))
+            for other in ("ft", "neggrad"):
+                if rows.get(other, {}).get("gap"):
+                    go = mean(rows[other]["gap"])
+                    out.append((f"gap smaller than {other}'s", g < go, f"{g:.2f} vs {go:.2f}"))
+    if r["t_retrain"]:
+        t = mean(r["t_retrain"])
+        out.append(("time ≤ 5 % of Retrain's", t <= 0.05, f"{100 * t:.2f} %"))
+    if r["t_ft"]:
+        t = mean(r["t_ft"])
+        out.append(("time ≤ 50 % of FT's", t <= 0.5, f"{100 * t:.1f} %"))
+    return out
+
+
+def render_markdown(result: dict) -> str:
+    cfg = result["config"]
+    rows = summarise(result)
+    what = f"class {cfg['forget_class']}" if cfg["scenario"] == "class" else f"{100 * cfg['fraction']:.0f} % random samples"
+    lines = [f"# {cfg['dataset']} / {cfg['model']} — {what}", "",
+             f"Seeds {cfg['seeds']}, device {cfg['device']} ({cfg['torch_threads']} threads). Mean ± std over seeds; "
+             "accuracies, MIA-efficacy and the probe in percent. Gap = mean |Δ| to Retrain over UA, RA, TA, MIA-efficacy. "
+             "Time ratios use the same seed's Retrain and FT.", ""]
+    header = ["method"] + [label for _, label in COLUMNS] + ["gap to Retrain", "time / Retrain", "time / FT"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    order = ["original", "retrain", "rfa"] + sorted(m for m in rows if m not in ("original", "retrain", "rfa"))
+    for m in [m for m in order if m in rows]:
+        r = rows[m]
+        cells = [m + (f" ({r['diverged']} diverged)" if r["diverged"] else "")] + [_ms(r[k]) for k, _ in COLUMNS] + [_ms(r["gap"]), _ms(r["t_retrain"]), _ms(r["t_ft"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    if cfg.get("lr_chosen"):
+        lines += ["", "Baseline learning rates chosen from the grid (closest to Retrain): " +
+                  ", ".join(f"{k} = {v}" for k, v in sorted(cfg["lr_chosen"].items()))]
+    t = targets(result, rows)
+    if t:
+        lines += ["", "## Targets (issue 3) for RFA", "", "| target | met | measured |", "|---|---|---|"]
+        lines += [f"| {name} | {'yes' if ok else 'MISSED' if ok is False else '–'} | {val} |" for name, ok, val in t]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,90 @@
+"""Benchmark plumbing on digits, the CIFAR ResNet loader on the real checkpoint, baselines."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from components.baselines import BASELINES, BaselineSettings, saliency_mask
+from components.forget import extract_forget_set
+from components.methods import METHODS, MethodConfig, UnlearnTask
+from components.models import ModelError, model_digest, to_input
+from components.settings import Settings, TrainSettings
+from tests.conftest import SHARED
+
+CKPT = SHARED / "models" / "resnet_cifar10_akamaster" / "resnet20-12fca82f.th"
+CIFAR_TEST = SHARED / "datasets" / "cifar10" / "test.npz"
+
+
+def test_every_method_is_registered_with_one_signature():
+    assert set(METHODS) == {"rfa", *BASELINES}
+
+
+@pytest.mark.parametrize("name", sorted(BASELINES))
+def test_baselines_run_and_leave_the_original_untouched(name, base_model, digits):
+    fs = extract_forget_set(digits.train, set(digits.train.ids[:40].tolist()))
+    task = UnlearnTask("sample", fs.forget, fs.retain, digits.heldout)
+    digest = model_digest(base_model)
+    cfg = MethodConfig(baseline=BaselineSettings(lr=0.005), train=TrainSettings(epochs=1))
+    res = METHODS[name](base_model, task, cfg)
+    assert model_digest(base_model) == digest
+    with torch.no_grad():
+        out = res.model(to_input(digits.test.x[:64]))
+    assert torch.isfinite(out).all() and res.steps > 0 and res.seconds > 0
+    assert model_digest(res.model) != digest
+
+
+def test_salun_mask_keeps_the_requested_share(base_model, digits):
+    fs = extract_forget_set(digits.train, set(digits.train.ids[:40].tolist()))
+    mask = saliency_mask(base_model, fs.forget, 0.3, torch.device("cpu"))
+    share = sum(float(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+    assert 0.28 <= share <= 0.32
+
+
+def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
+    from pipelines.bench import run_bench
+
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.model_validate({"train": {"epochs": 3}})
+    result = run_bench("digits", None, "small_cnn", None, "class", 2, None, [0], ["rfa", "ft", "retrain"],
+                       tmp_path / "out", tmp_path / "cache", settings, Console(quiet=True), oracle_epochs=3)
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    assert [r["method"] for r in saved["records"]] == ["original", "retrain", "rfa", "ft"]
+    keys = {"method", "seed", "acc_dr", "acc_df", "acc_dt", "acc_drt", "acc_dft", "mia_efficacy", "loss_mia_auc",
+            "probe_acc_dft", "act_dist_dt", "js_df", "seconds", "trainable_fraction"}
+    for r in saved["records"]:
+        assert keys <= set(r)
+    rfa = saved["records"][2]
+    assert rfa["acc_dft"] <= 1.0 and rfa["act_dist_dt"] is not None and 0 < rfa["trainable_fraction"] < 0.05
+    assert saved["records"][0]["seconds"] == 0.0 and saved["records"][1]["act_dist_dt"] == 0.0
+    assert saved["config"]["scenario"] == "class" and saved["config"]["packages"]["torch"]
+    md = (tmp_path / "out" / "results.md").read_text()
+    assert "| rfa |" in md and "time / Retrain" in md and "## Targets" in md
+    # The oracle is cached: a second run reuses it instead of retraining.
+    assert any((tmp_path / "cache" / "oracles").glob("*.safetensors"))
+
+
+@pytest.mark.skipif(not CKPT.exists() or not CIFAR_TEST.exists(), reason="../shared model or data absent")
+def test_resnet20_checkpoint_loads_with_its_published_accuracy():
+    from components.resnet_cifar import load_akamaster
+
+    model = load_akamaster(CKPT, "resnet20")
+    d = np.load(CIFAR_TEST)
+    x, y = d["x"][:1000].transpose(0, 3, 1, 2), d["y"][:1000]
+    with torch.no_grad():
+        acc = (model(to_input(x)).argmax(1).numpy() == y).mean()
+    assert 0.89 <= acc <= 0.95  # 91.73 % on the full test set
+
+
+def test_corrupt_resnet_checkpoint_is_a_clear_error(tmp_path):
+    from components.resnet_cifar import load_akamaster
+
+    bad = tmp_path / "bad.th"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match="cannot read checkpoint"):
+        load_akamaster(bad, "resnet20")
