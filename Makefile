@@ -30,3 +30,6 @@ lint: install
 
 clean:
 	rm -rf .pytest_cache build *.egg-info
+
+bench: install
+	bash benchmarks/run.sh $(BENCH_ARGS)
