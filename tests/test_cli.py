@@ -55,10 +55,26 @@ def test_bad_input_is_one_line_and_changes_nothing(trained_ws, capsys, args, nee
 
 def test_forget_set_covering_the_whole_training_set_is_refused(trained_ws, capsys):
     ids = read_split(trained_ws, "HEAD", "train").ids.tolist()
+    before = _request_count(trained_ws)
     code, _, err = run(capsys, "-w", str(trained_ws.root), "request", "submit", "--samples", ",".join(ids))
     assert code == 2
     _one_line_error(err, "whole training set")
-    assert _request_count(trained_ws) == 0
+    assert _request_count(trained_ws) == before
+
+
+def test_subject_request_with_a_mapping_file_freezes_its_sample_ids(trained_ws, capsys, tmp_path):
+    ids = read_split(trained_ws, "HEAD", "train").ids[100:103].tolist()
+    mapping = tmp_path / "subjects.json"
+    mapping.write_text(json.dumps({"user-42": ids}))
+    code, out, _ = run(capsys, "-w", str(trained_ws.root), "request", "submit", "--subject", "user-42", "--mapping", str(mapping))
+    assert code == 0 and "3 samples" in out
+    with RequestStore(trained_ws.requests_db) as s:
+        (req,) = [r for r in s.list() if r.kind == "subject"]
+    assert req.request.subject_id == "user-42" and list(req.request.sample_ids) == sorted(ids)
+    mapping.write_text("[1, 2]")
+    code, _, err = run(capsys, "-w", str(trained_ws.root), "request", "submit", "--subject", "user-43", "--mapping", str(mapping))
+    assert code == 2
+    _one_line_error(err, "must be a JSON object")
 
 
 def test_submit_list_and_dedup(tmp_path, capsys):
