@@ -44,6 +44,7 @@ def _request_count(ws) -> int:
     (["audit", "verify", "digits-cnn", "99"], "has no version 99"),
     (["audit", "trace", "digits-cnn@nope"], "has no alias 'nope'"),
     (["audit", "trace", "digits-cnn"], "NAME@ALIAS or NAME/VERSION"),
+    (["train"], "already has a champion (version 1)"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(trained_ws, capsys, args, needle):
     before = (_request_count(trained_ws), trained_ws.git("rev-parse", "HEAD"))
