@@ -22,12 +22,11 @@ from components.methods import MethodConfig, UnlearnResult, UnlearnTask, get_met
 from components.models import model_digest
 from components.requests import RequestError, resolve
 from components.runtime import ProgressFn, no_progress, resolve_device
-from pipelines.base import registry_for
 from pipelines.provenance import code_version, package_versions
 from pipelines.registry import ALIAS_CANDIDATE, Registry, VersionRef
 from pipelines.snapshot import DataState, commit_files, commit_snapshot, read_state
 from pipelines.store import RequestStore, StoredRequest
-from pipelines.workspace import Workspace, WorkspaceError, utcnow
+from pipelines.workspace import Workspace, utcnow
 
 METHOD = "rfa"
 
@@ -225,7 +224,3 @@ def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: 
 def release(store: RequestStore, plan: BatchPlan, reason: str) -> int:
     """Return a batch's requests to pending with the reason; they are never dropped."""
     return store.transition(plan.batch_id, "pending", reason=reason)
-
-
-__all__ = ["BatchError", "BatchPlan", "plan_batch", "pin_snapshot", "extract", "unlearn", "assess", "publish",
-           "record_failure", "release", "registry_for", "WorkspaceError"]

@@ -111,6 +111,34 @@ def avg_gap(rec: dict, oracle: dict) -> float | None:
     return float(np.mean([abs(a - b) for a, b in pairs]))
 
 
+def _oracle(original, task, cfg: MethodConfig, spec: dict, cache: Path, key: str):
+    """The Retrain oracle for this forget set and seed, from the cache when it was trained before."""
+    model, meta = _cached_model(cache / "oracles" / key, spec)
+    if model is not None:
+        return model, {**meta, "oracle_cached": True}
+    res = get_method("retrain")(original, task, cfg)
+    meta = {"seconds": res.seconds, "measured_at": time.time()}
+    _save_model(cache / "oracles" / key, res.model, meta)
+    return res.model, {**meta, "oracle_cached": False}
+
+
+def _best_of_grid(name: str, original, task, cfg: MethodConfig, measure, oracle_rec: dict | None, is_finite, log):
+    """Run a method over its lr grid; keep the setting closest to Retrain (the first one without
+    an oracle). Diverged settings are skipped; None if all diverged."""
+    best = None
+    for lr in GRIDS.get(name, (None,)):
+        c = cfg if lr is None else replace(cfg, baseline=replace(cfg.baseline, lr=lr, epochs=BASELINE_EPOCHS[name]))
+        res = get_method(name)(original, task, c)
+        if not is_finite(res.model):
+            log(f"{name} diverged at lr={lr}; skipped")
+            continue
+        m = measure(res.model)
+        gap = avg_gap(_record(name, 0, m, {}), oracle_rec) if oracle_rec is not None else 0.0
+        if best is None or gap < best[0]:
+            best = (gap, res, m, lr)
+    return None if best is None else best[1:]
+
+
 def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | None, scenario: str,
               forget_class: int | None, fraction: float | None, seeds: list[int], methods: list[str], out: Path,
               cache: Path, settings: Settings, console: Console, oracle_epochs: int | None = None) -> dict:
@@ -124,6 +152,7 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
     ev_cfg = EvaluationSettings(retain_eval_max=5000)
     records: list[dict] = []
     chosen: dict[str, float] = {}
+    ordered = (["retrain"] if "retrain" in methods else []) + [m for m in methods if m != "retrain"]
     with Progress(console=console, transient=False) as bar:
         job = bar.add_task("bench", total=len(seeds) * (len(methods) + 1))
         for seed in seeds:
@@ -135,63 +164,44 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
 
             def measure(model) -> dict:
                 m = evaluate(model, splits, ev_cfg, device)
-                if forgotten_test is not None:
-                    m["probe_acc_dft"] = feature_probe(model, ds.heldout, forgotten_test, profile.penultimate, device, seed)
+                m["probe_acc_dft"] = (feature_probe(model, ds.heldout, forgotten_test, profile.penultimate, device, seed)
+                                      if forgotten_test is not None else None)
                 return m
 
-            base_cfg = BaselineSettings(seed=seed, device=settings.rfa.device)
-            cfg = MethodConfig(lora=lora, rfa=rfa_cfg.model_copy(update={"seed": seed}), baseline=base_cfg,
+            cfg = MethodConfig(lora=lora, rfa=rfa_cfg.model_copy(update={"seed": seed}),
+                               baseline=BaselineSettings(seed=seed, device=settings.rfa.device),
                                train=train_cfg.model_copy(update={"seed": seed}))
             m0 = measure(original)
-            records.append(_record("original", seed, m0, {"probe_acc_dft": m0.get("probe_acc_dft"), "seconds": 0.0,
+            records.append(_record("original", seed, m0, {"probe_acc_dft": m0["probe_acc_dft"], "seconds": 0.0,
                                                          "trainable_fraction": 0.0, "act_dist_dt": None, "js_df": None}))
             bar.advance(job)
-            oracle_preds = None
-            ordered = (["retrain"] if "retrain" in methods else []) + [m for m in methods if m != "retrain"]
+            oracle_rec = oracle_preds = None
             for name in ordered:
                 bar.update(job, description=f"seed {seed}: {name}")
                 if name == "retrain":
                     key = f"{ds.name}-{arch}-{manifest_sha256(forget_manifest(fs.forget))[:16]}-s{seed}-e{train_cfg.epochs}"
-                    model, meta = _cached_model(cache / "oracles" / key, spec)
-                    if model is None:
-                        res = get_method("retrain")(original, task, cfg)
-                        model, meta = res.model, {"seconds": res.seconds, "trainable_fraction": 1.0, "measured_at": time.time()}
-                        _save_model(cache / "oracles" / key, model, meta)
-                    result_seconds, share, extra = meta["seconds"], 1.0, {"oracle_cached": True}
+                    model, meta = _oracle(original, task, cfg, spec, cache, key)
+                    m, seconds, share, extra = measure(model), meta["seconds"], 1.0, {"oracle_cached": meta["oracle_cached"]}
                 else:
-                    grid = GRIDS.get(name, (None,))
-                    best = None
-                    for lr in grid:
-                        c = cfg if lr is None else replace(cfg, baseline=replace(base_cfg, lr=lr, epochs=BASELINE_EPOCHS[name]))
-                        res = get_method(name)(original, task, c)
-                        if not _finite(res.model, ds.test, device):
-                            console.print(f"seed {seed}: {name} diverged at lr={lr}; skipped")
-                            continue
-                        m = measure(res.model)
-                        gap = avg_gap(_record(name, seed, m, {}), oracle_rec) if oracle_preds is not None else None
-                        if best is None or (gap is not None and gap < best[0]):
-                            best = (gap if gap is not None else 0.0, res, m, lr)
-                    if best is None:
-                        records.append({"method": name, "seed": seed, **{k: None for k in KEYS}, "diverged": True,
+                    found = _best_of_grid(name, original, task, cfg, measure, oracle_rec,
+                                          lambda mdl: _finite(mdl, ds.test, device), lambda msg: console.print(f"seed {seed}: {msg}"))
+                    if found is None:
+                        records.append({"method": name, "seed": seed, "diverged": True, **{k: None for k in KEYS},
                                         "probe_acc_dft": None, "seconds": None, "trainable_fraction": None,
                                         "act_dist_dt": None, "js_df": None})
                         bar.advance(job)
                         continue
-                    _, res, m_best, lr = best
-                    model, result_seconds, share = res.model, res.seconds, res.trainable_fraction
-                    extra = {"lr": lr}
+                    res, m, lr = found
+                    model, seconds, share, extra = res.model, res.seconds, res.trainable_fraction, {"lr": lr}
                     if lr is not None:
                         chosen[f"{name}@seed{seed}"] = lr
-                m = measure(model) if name == "retrain" else m_best
                 preds = {k: predict(model, sp, device) for k, sp in (("dt", ds.test), ("df", fs.forget))}
-                if name == "retrain":
-                    oracle_preds = preds
-                rec = _record(name, seed, m, {"probe_acc_dft": m.get("probe_acc_dft"), "seconds": result_seconds,
+                rec = _record(name, seed, m, {"probe_acc_dft": m["probe_acc_dft"], "seconds": seconds,
                                               "trainable_fraction": share, **extra})
+                if name == "retrain":
+                    oracle_rec, oracle_preds = rec, preds
                 rec["act_dist_dt"] = activation_distance(preds["dt"], oracle_preds["dt"]) if oracle_preds else None
                 rec["js_df"] = js_divergence(preds["df"], oracle_preds["df"]) if oracle_preds else None
-                if name == "retrain":
-                    oracle_rec = rec
                 records.append(rec)
                 bar.advance(job)
     config = {"dataset": dataset, "model": arch, "scenario": scenario, "forget_class": forget_class,

@@ -217,7 +217,7 @@ def bench(dataset: str = typer.Option("digits", help="digits | fashion_mnist | c
           fraction: float = typer.Option(0.1, help="Share of D forgotten at random (sample scenario)."),
           seeds: str = typer.Option("0", help="Comma-separated seeds: each fixes the forget set and the training randomness."),
           methods: str = typer.Option("rfa,ft,neggrad,rl,salun,scrub,retrain"),
-          out: Path = typer.Option(Path("benchmarks/results/run"), help="Output folder for results.json / results.md."),
+          out_dir: Path = typer.Option(Path("benchmarks/results/run"), "--out", help="Output folder for results.json / results.md."),
           params: Path = typer.Option(Path("params.yaml"), help="params.yaml with the rfa / lora / train settings."),
           oracle_epochs: Optional[int] = typer.Option(None, help="Epochs of the Retrain oracle (default: train.epochs).")) -> None:
     """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
@@ -234,14 +234,10 @@ def bench(dataset: str = typer.Option("digits", help="digits | fashion_mnist | c
     quiet_environment()
     result = run_bench(dataset, str(data_dir) if data_dir else None, model, str(checkpoint) if checkpoint else None,
                        scenario, forget_class if scenario == "class" else None, fraction if scenario == "sample" else None,
-                       [int(s) for s in seeds.split(",")], names, out, Path(".cache") / "bench", load_settings(params),
-                       out_console(), oracle_epochs)
-    out_console().print((out / "results.md").read_text())
-    out_console().print(f"{len(result['records'])} records -> {out}/results.json")
-
-
-def out_console() -> Console:
-    return out
+                       [int(s) for s in seeds.split(",")], names, out_dir, Path(".cache") / "bench", load_settings(params),
+                       out, oracle_epochs)
+    typer.echo((out_dir / "results.md").read_text())
+    out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

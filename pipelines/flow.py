@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import batch as steps
+from pipelines.base import registry_for
 from pipelines.store import RequestStore
 from pipelines.workspace import Workspace
 
@@ -55,7 +56,7 @@ def unlearn_task(ws: Workspace, pinned, ext, scenario: str):
 @flow(name="deletion-batch", log_prints=True)
 def deletion_batch(workspace: str) -> BatchOutcome:
     ws = Workspace(Path(workspace))
-    reg = steps.registry_for(ws)
+    reg = registry_for(ws)
     with RequestStore(ws.requests_db) as store:
         plan = plan_task(ws, store, reg)
         if plan is None:
