@@ -44,4 +44,4 @@ def train_classifier(model: nn.Module, data: Split, cfg: TrainSettings, device: 
             if step % steps_per_epoch == 0:
                 progress(step, total, {"loss": loss.item()})
     model.eval()
-    return {"final_loss": float(loss), "seconds": time.perf_counter() - t0, "steps": step}
+    return {"final_loss": loss.item(), "seconds": time.perf_counter() - t0, "steps": step}
