@@ -16,7 +16,7 @@ import yaml
 
 from components.canonical import sha256_hex
 from components.data import Split, dataset_hash, load_split, save_split
-from pipelines.workspace import Workspace, WorkspaceError
+from pipelines.workspace import Workspace, WorkspaceError, quiet_dvc
 
 SPLITS = ("train", "heldout", "test")
 
@@ -95,7 +95,7 @@ def commit_snapshot(ws: Workspace, before: DataState, train: Split, erased: dict
         save_split(split, ws.data_dir / f"{name}.npz")
     (ws.root / "data" / "tombstones.json").write_text(
         json.dumps({"erased": dict(sorted(erased.items())), "forgotten_classes": dict(sorted(forgotten_classes.items()))}, indent=1))
-    with Repo(str(ws.root)) as repo:
+    with Repo(str(ws.root)) as repo, quiet_dvc():
         repo.add(str(ws.data_dir))
         ws.git("add", "data/raw.dvc", "data/tombstones.json")
         ws.git("commit", "-q", "-m", message)

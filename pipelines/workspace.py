@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -87,6 +88,18 @@ class Workspace:
         return proc.stdout.strip()
 
 
+@contextlib.contextmanager
+def quiet_dvc():
+    """DVC's API prints "now commit / enable autostage" hints (logger and stdout); the pipeline
+    commits itself, so they are noise here. Warnings and errors still show."""
+    logging.disable(logging.INFO)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def find_workspace(start: str | Path | None = None) -> Workspace:
     """The workspace containing `start` (default: the current directory)."""
     here = Path(start or Path.cwd()).resolve()
@@ -147,14 +160,14 @@ def init_workspace(directory: str | Path, params_path: str | Path | None = None,
         ws.git("config", "user.name", "unlearn-pipeline")
         ws.git("config", "user.email", "unlearn-pipeline@localhost")
         ws.git("config", "commit.gpgsign", "false")
-        with contextlib.redirect_stdout(io.StringIO()):  # DVC prints "now commit..." hints; we commit ourselves
+        with quiet_dvc():
             repo = Repo.init(str(root))
         with repo.config.edit() as conf:
             conf["core"]["analytics"] = "false"
             conf["core"]["autostage"] = "true"
             conf["core"]["remote"] = "local"
             conf["remote"]["local"] = {"url": str(Path(remote).resolve() if remote else root / STATE_DIR / "dvc-remote")}
-        with contextlib.redirect_stdout(io.StringIO()):
+        with quiet_dvc():
             repo.add(str(ws.data_dir))
         ws.git("add", "-A")
         ws.git("commit", "-q", "-m", f"init: raw {ds.name} snapshot ({len(ds.train)} train / {len(ds.heldout)} heldout / {len(ds.test)} test)")
