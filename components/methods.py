@@ -74,7 +74,7 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
       L_f = ||student logits(x_f) - target logits||^2 + w_feat * sum over taps of
             relative_sq_distance(pooled student tap(x_f), target pooled tap)              (shifted residual)
     The student runs in eval mode throughout (frozen BN statistics); only LoRA weights train.
-    Steps scale with |Df|: `forget_epochs` passes over Df (at least `min_steps`).
+    Steps scale with |Df|: `forget_epochs` passes over Df, within [`min_steps`, `max_steps`].
     """
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -105,7 +105,7 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=sc.lr)
     nf = len(yf)
-    steps = max(cfg.min_steps, sc.forget_epochs * math.ceil(nf / sc.forget_batch))
+    steps = min(cfg.max_steps, max(cfg.min_steps, sc.forget_epochs * math.ceil(nf / sc.forget_batch)))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     history: list[dict[str, float]] = []
     perm = torch.randperm(nf, generator=gen)

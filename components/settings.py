@@ -74,6 +74,7 @@ class RfaSettings(_Frozen):
     retain_ce_weight: float = Field(0.0, ge=0)
     retain_batch: int = Field(128, ge=1)
     min_steps: int = Field(60, ge=1)
+    max_steps: int = Field(600, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

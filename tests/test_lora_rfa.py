@@ -56,8 +56,9 @@ def test_rfa_class_unlearning_forgets_class_keeps_rest_and_freezes_bn(base_model
 
 def test_adapter_save_load_round_trip_reproduces_the_unlearned_model(base_model, digits):
     _, task = _class_task(digits, c=5)
-    cfg = RfaSettings(min_steps=20, class_unlearning={"target": "masked_nearest_class", "forget_epochs": 1})
+    cfg = RfaSettings(min_steps=20, max_steps=15, class_unlearning={"target": "masked_nearest_class", "forget_epochs": 1})
     result = rfa(base_model, task, LoraSettings(), cfg)
+    assert result.steps == 15  # the cap wins over min_steps and |Df|
     restored_state = st_load(st_save(result.adapter))
     rebuilt = apply_adapter(copy.deepcopy(base_model), LoraSettings(), restored_state)
     x = to_input(digits.test.x[:128])
