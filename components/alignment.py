@@ -11,7 +11,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -155,7 +154,3 @@ def get_target(name: str) -> Callable[[TeacherView], ForgetTarget]:
         return FORGET_TARGETS[name]
     except KeyError:
         raise ValueError(f"unknown forget target {name!r}; choose one of {sorted(FORGET_TARGETS)}") from None
-
-
-def as_numpy(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy()

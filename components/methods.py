@@ -12,7 +12,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -181,7 +180,3 @@ def get_method(name: str) -> Method:
         return METHODS[name]
     except KeyError:
         raise ValueError(f"unknown unlearning method {name!r}; choose one of {sorted(METHODS)}") from None
-
-
-def forget_classes_of(split: Split) -> tuple[int, ...]:
-    return tuple(int(c) for c in np.unique(split.y))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from components.canonical import canonical_json, sha256_hex
@@ -100,7 +99,3 @@ def resolve(req: ForgetRequest, train: Split, num_classes: int, subjects: dict[s
     if len(set(ids)) >= len(known):
         raise RequestError("the request covers the whole training set: nothing would remain; retrain instead")
     return sorted(set(ids))
-
-
-def forget_mask(train: Split, ids: list[str]) -> np.ndarray:
-    return np.isin(train.ids, np.array(ids))

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import random
-from typing import Callable, Protocol
+from typing import Callable
 
 import numpy as np
 import torch
-
-
-class Progress(Protocol):
-    def __call__(self, step: int, total: int, values: dict[str, float]) -> None: ...
 
 
 def no_progress(step: int, total: int, values: dict[str, float]) -> None:

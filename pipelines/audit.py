@@ -12,7 +12,7 @@ from components.canonical import canonical_json, sha256_hex
 from components.certificate import CertificateError, certificate_digest, flat_diff, signing_key, verify_signature
 from components.data import sample_hash
 from components.forget import manifest_sha256
-from components.models import ModelError, model_digest
+from components.models import ModelError, load_model, model_digest
 from pipelines.registry import Registry, RegistryError, VersionRef
 from pipelines.snapshot import commit_files, read_split, snapshot_info
 from pipelines.workspace import Workspace, WorkspaceError, utcnow
@@ -72,11 +72,12 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
     with tempfile.TemporaryDirectory() as tmp:
         d = reg.download(ref, Path(tmp))
         try:
-            model, _ = reg.load_model(ref)
+            spec = json.loads((d / "spec.json").read_text())
+            model = load_model(spec, (d / "weights.safetensors").read_bytes())
             digest = model_digest(model)
             report.add("model.weights", digest == tags.get("model_digest"), f"sha256 {digest[:12]} vs registered {tags.get('model_digest', '')[:12]}")
-        except ModelError as err:
-            report.add("model.weights", False, str(err))
+        except (ModelError, OSError, json.JSONDecodeError) as err:
+            report.add("model.weights", False, f"{ref}: {err}")
             digest = ""
         if tags.get("kind") == "base":
             _check_snapshot(ws, report, "trained_on", {"git_rev": tags.get("data.rev", ""), "dvc_md5": tags.get("data.dvc_md5"),
