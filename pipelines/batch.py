@@ -23,7 +23,7 @@ from components.models import model_digest
 from components.requests import RequestError, resolve
 from components.runtime import ProgressFn, no_progress, resolve_device
 from pipelines.provenance import code_version, package_versions
-from pipelines.registry import ALIAS_CANDIDATE, Registry, VersionRef
+from pipelines.registry import ALIAS_CANDIDATE, Registry, VersionRef, data_rev
 from pipelines.snapshot import DataState, commit_files, commit_snapshot, read_state
 from pipelines.store import RequestStore, StoredRequest
 from pipelines.workspace import Workspace, utcnow
@@ -90,7 +90,7 @@ def pin_snapshot(ws: Workspace, reg: Registry) -> Pinned:
         mv = reg.champion(name)
     except Exception:
         raise BatchError(f"{name} has no champion model; run `unlearn train` (or `dvc repro`) first") from None
-    rev = mv.tags.get("data.after_rev") or mv.tags.get("data.rev")
+    rev = data_rev(mv.tags)
     if not rev:
         raise BatchError(f"{name} version {mv.version} carries no data snapshot tag; cannot pin its training data")
     ref = VersionRef(name, str(mv.version))
@@ -189,6 +189,7 @@ def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: 
                "unlearn_seconds": result.seconds, "trainable_fraction": result.trainable_fraction}
     ref = reg.register(name, result.model, pinned.spec, files, metrics, params, tags, run_name=plan.batch_id)
     try:
+        run_id = reg.resolve(name, ref.version).run_id
         cert = build_certificate({
             "batch": {"id": plan.batch_id, "scenario": plan.scenario, "created_at": utcnow()},
             "requests": _request_facts(plan, ws.meta["subject_salt"]),
@@ -196,7 +197,7 @@ def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: 
             "data": {"before": st.info.to_dict(), "after": after.to_dict()},
             "base_model": {"name": name, "version": pinned.base.version, "digest": model_digest(pinned.model)},
             "unlearned_model": {"name": name, "version": ref.version, "digest": digest,
-                                "run_id": reg.resolve(name, ref.version).run_id},
+                                "run_id": run_id},
             "method": {"name": METHOD, "params": {"rfa": s.rfa.model_dump(mode="json"), "lora": s.lora.model_dump(mode="json")},
                        "trainable_fraction": result.trainable_fraction, "steps": result.steps, "device": result.device,
                        "seconds": round(result.seconds, 3)},
@@ -207,8 +208,7 @@ def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: 
             "gates": ev.gates.to_dict(),
         })
         cert_sha, sig = certificate_digest(cert), sign(cert, key)
-        mv = reg.resolve(name, ref.version)
-        reg.log_to_run(mv.run_id, {"certificate.json": canonical_json(cert), "certificate.sig": sig.encode()})
+        reg.log_to_run(run_id, {"certificate.json": canonical_json(cert), "certificate.sig": sig.encode()})
         reg.set_tags(ref, {"certificate_sha256": cert_sha, "certificate_signature": sig})
         cert_dir = ws.root / "audit" / "certificates" / name
         cert_dir.mkdir(parents=True, exist_ok=True)

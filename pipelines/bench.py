@@ -29,6 +29,7 @@ from components.reference import activation_distance, feature_probe, js_divergen
 from components.runtime import resolve_device, set_seed
 from components.settings import DataSettings, EvaluationSettings, Settings, TrainSettings
 from components.training import train_classifier
+from pipelines.bench_report import avg_gap, render_markdown
 from pipelines.provenance import package_versions
 
 KEYS = ("acc_dr", "acc_df", "acc_dt", "acc_drt", "acc_dft", "mia_efficacy", "loss_mia_auc")
@@ -105,13 +106,6 @@ def _finite(model, split: Split, device) -> bool:
 
 def _record(method: str, seed: int, m: dict, extra: dict) -> dict:
     return {"method": method, "seed": seed, **{k: m.get(k) for k in KEYS}, **extra}
-
-
-def avg_gap(rec: dict, oracle: dict) -> float | None:
-    """Average absolute gap to Retrain over UA, RA, TA and MIA-efficacy (SalUn's summary)."""
-    pairs = [(100 - rec["acc_df"], 100 - oracle["acc_df"]), (rec["acc_dr"], oracle["acc_dr"]),
-             (rec["acc_dt"], oracle["acc_dt"]), (rec["mia_efficacy"], oracle["mia_efficacy"])]
-    return float(np.mean([abs(a - b) for a, b in pairs]))
 
 
 def _oracle(original, task, cfg: MethodConfig, spec: dict, cache: Path, key: str):
@@ -215,7 +209,5 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
     result = {"config": config, "records": records}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    from pipelines.bench_report import render_markdown
-
     (out / "results.md").write_text(render_markdown(result))
     return result

@@ -21,7 +21,8 @@ def _ms(values: list) -> str:
     return fmt.format(m) + (f" ± {fmt.format(s)}" if len(vals) > 1 else "")
 
 
-def _gap(rec: dict, oracle: dict) -> float:
+def avg_gap(rec: dict, oracle: dict) -> float:
+    """Average absolute gap to Retrain over UA, RA, TA and MIA-efficacy (SalUn's summary)."""
     pairs = [(100 - rec["acc_df"], 100 - oracle["acc_df"]), (rec["acc_dr"], oracle["acc_dr"]),
              (rec["acc_dt"], oracle["acc_dt"]), (rec["mia_efficacy"], oracle["mia_efficacy"])]
     return float(np.mean([abs(a - b) for a, b in pairs]))
@@ -38,7 +39,7 @@ def summarise(result: dict) -> dict[str, dict]:
         row_diverged = sum(1 for r in recs if r.get("diverged"))
         recs = [r for r in recs if not r.get("diverged")]
         row = {k: [r.get(k) for r in recs] for k, _ in COLUMNS}
-        row["gap"] = [_gap(r, oracle[r["seed"]]) for r in recs if r["seed"] in oracle]
+        row["gap"] = [avg_gap(r, oracle[r["seed"]]) for r in recs if r["seed"] in oracle]
         row["t_retrain"] = [r["seconds"] / oracle[r["seed"]]["seconds"] for r in recs if r["seed"] in oracle and oracle[r["seed"]]["seconds"]]
         row["t_ft"] = [r["seconds"] / ft[r["seed"]]["seconds"] for r in recs if r["seed"] in ft and ft[r["seed"]]["seconds"]]
         row["diverged"] = row_diverged

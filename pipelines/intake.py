@@ -10,7 +10,7 @@ from pathlib import Path
 
 from components.requests import ForgetRequest, RequestError, parse_request, resolve
 from pipelines.base import registry_for
-from pipelines.registry import ALIAS_CHAMPION
+from pipelines.registry import ALIAS_CHAMPION, data_rev
 from pipelines.snapshot import DataState, head_rev, read_state
 from pipelines.store import RequestStore, StoredRequest
 from pipelines.workspace import Workspace
@@ -22,8 +22,7 @@ def current_state(ws: Workspace) -> DataState:
     name = ws.settings.registry.model_name
     rev = head_rev(ws)
     if reg.has_alias(name, ALIAS_CHAMPION):
-        tags = reg.champion(name).tags
-        rev = tags.get("data.after_rev") or tags.get("data.rev") or rev
+        rev = data_rev(reg.champion(name).tags) or rev
     return read_state(ws, rev)
 
 

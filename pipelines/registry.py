@@ -34,6 +34,12 @@ class VersionRef:
         return f"{self.name}/{self.version}"
 
 
+def data_rev(tags: dict) -> str | None:
+    """The data snapshot a version stands on: the one its batch left (unlearned versions) or the
+    one it was trained on (base versions)."""
+    return tags.get("data.after_rev") or tags.get("data.rev")
+
+
 def parse_ref(text: str) -> tuple[str, str | None, str | None]:
     """'name@alias' -> (name, None, alias); 'name/3' or 'name:3' -> (name, '3', None)."""
     if "@" in text:
