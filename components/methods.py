@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.alignment import TeacherView, feature_taps, get_target, pooled, relative_sq_distance
+from components.alignment import NEEDS_HELDOUT, TeacherView, feature_taps, get_target, pooled, relative_sq_distance
 from components.data import Split
 from components.lora import adapter_state, attach_lora, trainable_fraction
 from components.models import to_input
@@ -87,16 +87,18 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     taps = tuple(cfg.taps)
     xf, yf = to_input(task.forget.x).to(device), torch.from_numpy(task.forget.y).to(device)
     xr, yr = to_input(task.retain.x).to(device), torch.from_numpy(task.retain.y).to(device)
-    xh = to_input(task.heldout.x).to(device)
 
     # Teacher view for the targets: one no-grad pass over Df, a retain subsample and the heldout split.
     ref_idx = torch.randperm(len(yr), generator=gen)[: min(len(yr), 4000)].to(device)
     f_logits, _ = _logits_and_taps(teacher, xf, taps)
     r_logits, r_pooled = _logits_and_taps(teacher, xr[ref_idx], taps)
-    h_logits, _ = _logits_and_taps(teacher, xh, ())
-    view = TeacherView(f_logits, yf.cpu(), r_logits, yr[ref_idx].cpu(), r_pooled, h_logits,
-                       torch.from_numpy(task.heldout.y), task.forget_classes)
     sc = cfg.scenario(task.scenario)
+    h_logits, h_labels = f_logits[:0], yf.cpu()[:0]  # class targets never read the non-member reference
+    if sc.target in NEEDS_HELDOUT:
+        h_logits = _logits_and_taps(teacher, to_input(task.heldout.x).to(device), ())[0]
+        h_labels = torch.from_numpy(task.heldout.y)
+    view = TeacherView(f_logits, yf.cpu(), r_logits, yr[ref_idx].cpu(), r_pooled, h_logits, h_labels,
+                       task.forget_classes)
     target = get_target(sc.target)(view)
     t_logits = target.logits.to(device)
     t_feats = {k: v.to(device) for k, v in target.features.items()}
@@ -109,6 +111,10 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     history: list[dict[str, float]] = []
     perm = torch.randperm(nf, generator=gen)
     cursor = 0
+    # A fixed subset, not the running batch accuracy, which is too noisy to stop on (method.md 6).
+    check = perm[: min(nf, 256)].to(device)
+    check_target = 100.0 * (t_logits[check].argmax(1) == yf[check]).float().mean().item()
+    done = steps
     with feature_taps(student, taps) as s_store, feature_taps(teacher, taps) as t_store:
         for step in range(1, steps + 1):
             if cursor + sc.forget_batch > nf:
@@ -139,12 +145,19 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
                 rec = {"step": float(step), "loss_retain": loss_r.item(), "loss_forget": loss_f.item()}
                 history.append(rec)
                 progress(step, steps, rec)
+            if cfg.stop_check_every and step >= cfg.min_steps and step % cfg.stop_check_every == 0:
+                with torch.no_grad():
+                    acc = 100.0 * (student(xf[check]).argmax(1) == yf[check]).float().mean().item()
+                history.append({"step": float(step), "check_acc": acc, "check_target": check_target})
+                if acc <= check_target + cfg.stop_tolerance_pt:
+                    done = step
+                    break
 
     adapter = adapter_state(student)
     share = trainable_fraction(student)
     merged = student.merge_and_unload().to("cpu").eval()
     return UnlearnResult(model=merged, adapter=adapter, seconds=time.perf_counter() - t0,
-                         trainable_fraction=share, steps=steps, device=str(device), history=history)
+                         trainable_fraction=share, steps=done, device=str(device), history=history)
 
 
 @dataclass(frozen=True)

@@ -46,6 +46,11 @@ class TrainSettings(_Frozen):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
+    # adam | sgd (Nesterov momentum 0.9; what CIFAR ResNets are trained with). Registry in training.py.
+    optimizer: Literal["adam", "sgd"] = "adam"
+    # Random 4-pixel-shift crop + horizontal flip: the recipe of the pre-trained CIFAR ResNets,
+    # so a Retrain oracle trained here is comparable to the original. Off for digits (flips change digits).
+    augment: bool = False
     seed: int = 0
 
 
@@ -75,6 +80,10 @@ class RfaSettings(_Frozen):
     retain_batch: int = Field(128, ge=1)
     min_steps: int = Field(60, ge=1)
     max_steps: int = Field(600, ge=1)
+    # Early stop (method.md 6): every N steps past min_steps, score a fixed forget subset; stop once
+    # its accuracy is within `stop_tolerance_pt` of what the target itself scores there. 0 = off.
+    stop_check_every: int = Field(0, ge=0)
+    stop_tolerance_pt: float = Field(1.0, ge=0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 

@@ -70,6 +70,12 @@ def _save_model(path: Path, model, meta: dict) -> None:
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
 
 
+def train_key(cfg: TrainSettings) -> str:
+    """Short hash of the training recipe (seed excluded: it is part of the key on its own), so a
+    changed schedule never reuses an oracle trained under another one."""
+    return sha256_hex(canonical_json(cfg.model_dump(exclude={"seed"})))[:8]
+
+
 def original_model(ds: Dataset, arch: str, checkpoint: str | None, cache: Path, train_cfg: TrainSettings, device,
                    width: int = 32):
     if arch in CHECKPOINTS:
@@ -176,7 +182,8 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
             for name in ordered:
                 bar.update(job, description=f"seed {seed}: {name}")
                 if name == "retrain":
-                    key = f"{ds.name}-{arch}-{manifest_sha256(forget_manifest(fs.forget))[:16]}-s{seed}-e{train_cfg.epochs}"
+                    key = (f"{ds.name}-{arch}-{manifest_sha256(forget_manifest(fs.forget))[:16]}-s{seed}"
+                           f"-e{train_cfg.epochs}-t{train_key(train_cfg)}")
                     model, meta = _oracle(original, task, cfg, spec, cache, key)
                     m, seconds, share, extra = measure(model), meta["seconds"], 1.0, {"oracle_cached": meta["oracle_cached"]}
                 else:

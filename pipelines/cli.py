@@ -240,6 +240,27 @@ def bench(dataset: str = typer.Option("digits", help="digits | fashion_mnist | c
     out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
 
 
+@app.command("bench-report")
+def bench_report(out_dir: Path = typer.Argument(..., help="A bench output folder (with results.json)."),
+                 notes: Optional[Path] = typer.Option(None, help="Markdown appended as the Notes section: "
+                                                                  "what was tried for a missed target.")) -> None:
+    """Re-render results.md from results.json (e.g. after writing the notes of a run)."""
+    import json
+
+    from pipelines.bench_report import render_markdown
+
+    src = out_dir / "results.json"
+    if not src.exists():
+        raise CliError(f"{src} not found; run `unlearn bench --out {out_dir}` first")
+    text = notes.read_text() if notes else ""
+    (out_dir / "results.md").write_text(render_markdown(json.loads(src.read_text()), text))
+    typer.echo((out_dir / "results.md").read_text())
+
+
+class CliError(Exception):
+    """A bad argument found by a command itself (reported as one `error:` line, exit 2)."""
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     from components.certificate import CertificateError
     from components.data import DataError
@@ -252,7 +273,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.review import ReviewError
     from pipelines.workspace import WorkspaceError
 
-    return (CertificateError, DataError, ForgetSetError, ModelError, RequestError, SettingsError, BatchError,
+    return (CliError, CertificateError, DataError, ForgetSetError, ModelError, RequestError, SettingsError, BatchError,
             RegistryError, ReviewError, WorkspaceError)
 
 

@@ -88,3 +88,12 @@ def test_corrupt_resnet_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ModelError, match="cannot read checkpoint"):
         load_akamaster(bad, "resnet20")
+
+
+def test_oracle_cache_key_changes_with_the_training_recipe_not_the_seed():
+    from pipelines.bench import train_key
+
+    base = TrainSettings()
+    assert train_key(base) == train_key(TrainSettings(seed=7))  # the seed is a key part of its own
+    for change in ({"lr": 0.1}, {"epochs": 3}, {"optimizer": "sgd"}, {"augment": True}):
+        assert train_key(TrainSettings(**change)) != train_key(base), change

@@ -134,3 +134,22 @@ def test_corrupt_checkpoint_fails_verify_and_blocks_batches(tmp_path, capsys, pr
     with RequestStore(ws.requests_db) as s:
         (req,) = s.list()
     assert req.status == "pending" and "corrupt checkpoint" in req.reason
+
+
+def test_bench_report_rerenders_with_notes_and_refuses_a_folder_without_results(capsys, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "digits-class0" / "results.json"
+    out = tmp_path / "run"
+    out.mkdir()
+    shutil.copy(src, out / "results.json")
+    notes = tmp_path / "notes.md"
+    notes.write_text("Tried forget_epochs 20 and 40.")
+    code, stdout, _ = run(capsys, "bench-report", str(out), "--notes", str(notes))
+    md = (out / "results.md").read_text()
+    assert code == 0 and "## Notes" in md and "Tried forget_epochs 20 and 40." in md and "| rfa |" in md
+    assert "gap to Retrain ≤ every baseline's" in md
+    code, _, err = run(capsys, "bench-report", str(tmp_path / "empty"))
+    assert code == 2
+    _one_line_error(err, "results.json not found")

@@ -88,3 +88,16 @@ def test_rfa_sample_unlearning_moves_forget_margins_toward_nonmembers(base_model
     with torch.no_grad():
         xr = to_input(fs.retain.x[:256])
         assert (result.model(xr).argmax(1) == base_model(xr).argmax(1)).float().mean() > 0.99
+
+
+def test_early_stop_ends_once_the_forget_check_reaches_the_target_and_still_forgets(base_model, digits):
+    _, task = _class_task(digits, c=3)
+    cfg = RfaSettings(min_steps=20, max_steps=600, stop_check_every=10, stop_tolerance_pt=1.0)
+    result = rfa(base_model, task, LoraSettings(), cfg)
+    checks = [h for h in result.history if "check_acc" in h]
+    assert 20 <= result.steps < 600 and checks[-1]["step"] == result.steps
+    assert checks[-1]["check_acc"] <= checks[-1]["check_target"] + 1.0 == 1.0  # class target scores 0 %
+    assert all(c["check_acc"] > 1.0 for c in checks[:-1])  # it did not stop before reaching it
+    x = to_input(task.forget.x)
+    with torch.no_grad():
+        assert (result.model(x).argmax(1).numpy() == task.forget.y).mean() <= 0.02
