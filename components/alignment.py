@@ -74,6 +74,7 @@ class TeacherView:
     """Teacher outputs the targets are built from (all detached, CPU)."""
 
     forget_logits: torch.Tensor            # (Nf, K)
+    forget_pooled: dict[str, torch.Tensor]  # tap -> (Nf, C)
     forget_labels: torch.Tensor            # (Nf,)
     retain_logits: torch.Tensor            # (Nr', K) a retain subsample
     retain_labels: torch.Tensor            # (Nr',)
@@ -127,6 +128,25 @@ def masked_class_sample(view: TeacherView, min_per_class: int = 30, seed: int = 
     return ForgetTarget(logits=base.logits, features={t: f[pick] for t, f in view.retain_pooled.items()})
 
 
+def masked_nearest_neighbour(view: TeacherView, min_per_class: int = 30) -> ForgetTarget:
+    """Class unlearning, on the retained feature manifold: logits as `masked_nearest_class`; each
+    forget sample's target features (every tap) are those of its nearest retained neighbour in the
+    teacher's last-tap feature space, restricted to retained classes.
+
+    A class mean is one point off the data: forget features pulled onto it stay a separate cluster
+    that a linear probe still decodes. The nearest retained neighbour is the closest point that a
+    model which never saw the class could produce, and similar forget images get similar targets,
+    so the map is smooth enough for a low-rank adapter to learn.
+    """
+    base = masked_nearest_class(view, min_per_class)
+    last = list(view.retain_pooled)[-1]
+    keep = ~torch.isin(view.retain_labels, torch.tensor(view.forget_classes))
+    pool = torch.nonzero(keep).flatten()
+    ref = view.retain_pooled[last][pool]
+    nn_idx = pool[torch.cdist(view.forget_pooled[last], ref).argmin(1)]
+    return ForgetTarget(logits=base.logits, features={t: f[nn_idx] for t, f in view.retain_pooled.items()})
+
+
 def _quantile_map(values: torch.Tensor, nonmembers: torch.Tensor) -> torch.Tensor:
     """Monotone (rank-preserving) map of `values` onto the non-member distribution.
 
@@ -166,6 +186,7 @@ def margin_quantile(view: TeacherView, min_per_class: int = 30) -> ForgetTarget:
 FORGET_TARGETS: dict[str, Callable[[TeacherView], ForgetTarget]] = {
     "masked_nearest_class": masked_nearest_class,
     "masked_class_sample": masked_class_sample,
+    "masked_nearest_neighbour": masked_nearest_neighbour,
     "margin_quantile": margin_quantile,
 }
 

@@ -90,14 +90,14 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
 
     # Teacher view for the targets: one no-grad pass over Df, a retain subsample and the heldout split.
     ref_idx = torch.randperm(len(yr), generator=gen)[: min(len(yr), 4000)].to(device)
-    f_logits, _ = _logits_and_taps(teacher, xf, taps)
+    f_logits, f_pooled = _logits_and_taps(teacher, xf, taps)
     r_logits, r_pooled = _logits_and_taps(teacher, xr[ref_idx], taps)
     sc = cfg.scenario(task.scenario)
     h_logits, h_labels = f_logits[:0], yf.cpu()[:0]  # class targets never read the non-member reference
     if sc.target in NEEDS_HELDOUT:
         h_logits = _logits_and_taps(teacher, to_input(task.heldout.x).to(device), ())[0]
         h_labels = torch.from_numpy(task.heldout.y)
-    view = TeacherView(f_logits, yf.cpu(), r_logits, yr[ref_idx].cpu(), r_pooled, h_logits, h_labels,
+    view = TeacherView(f_logits, f_pooled, yf.cpu(), r_logits, yr[ref_idx].cpu(), r_pooled, h_logits, h_labels,
                        task.forget_classes)
     target = get_target(sc.target)(view)
     t_logits = target.logits.to(device)

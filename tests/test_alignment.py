@@ -19,7 +19,8 @@ def test_margins():
 def _view(forget_logits, forget_labels, heldout_logits=None, heldout_labels=None, classes=(0,)):
     k = forget_logits.shape[1]
     r_labels = torch.arange(40) % k
-    return TeacherView(forget_logits, forget_labels, torch.randn(40, k), r_labels,
+    f_pooled = {"tap": torch.nn.functional.one_hot(forget_labels, k).float()}
+    return TeacherView(forget_logits, f_pooled, forget_labels, torch.randn(40, k), r_labels,
                        {"tap": torch.nn.functional.one_hot(r_labels, k).float()},
                        heldout_logits if heldout_logits is not None else torch.randn(40, k),
                        heldout_labels if heldout_labels is not None else r_labels, classes)
@@ -58,3 +59,20 @@ def test_feature_taps_record_and_detach_hooks():
         out = model(torch.randn(5, 3))
         assert store["0"].shape == (5, 4) and torch.equal(store["2"], out)
     assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_masked_nearest_neighbour_targets_the_closest_retained_sample_features():
+    from components.alignment import masked_nearest_neighbour
+
+    z = torch.tensor([[5.0, 1.0, 3.0], [4.0, 2.0, 0.0]])
+    r_feats = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.9, 0.1]])
+    r_labels = torch.tensor([0, 1, 2, 2])
+    view = TeacherView(z, {"tap": torch.tensor([[1.0, 0.05], [0.1, 0.0]])}, torch.tensor([0, 0]), torch.randn(4, 3),
+                       r_labels, {"tap": r_feats}, torch.randn(4, 3), r_labels, (0,))
+    t = masked_nearest_neighbour(view)
+    assert t.logits.argmax(1).tolist() == [2, 1]              # logits as masked_nearest_class
+    # [1, .05] is nearest to retained [1, 0]; [.1, 0] would be nearest to [0, 0], but that one is of
+    # the forgotten class, so it goes to the closest point of a retained class.
+    assert torch.equal(t.features["tap"][0], r_feats[1])
+    d = torch.cdist(torch.tensor([[0.1, 0.0]]), r_feats[1:]).flatten()
+    assert torch.equal(t.features["tap"][1], r_feats[1:][d.argmin()])
