@@ -50,8 +50,15 @@ def relative_sq_distance(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 def pooled(f: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C) channel means; (B, C) passes through."""
-    return f.mean(dim=(2, 3)) if f.dim() == 4 else f
+    """(B, C, H, W) -> (B, C) channel means; (B, T, D) tokens -> (B, D) token means; (B, C) as is."""
+    return POOLS[f.dim()](f)
+
+
+POOLS: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
+    2: lambda f: f,
+    3: lambda f: f.mean(dim=1),       # transformer blocks: (B, tokens, hidden)
+    4: lambda f: f.mean(dim=(2, 3)),  # conv blocks
+}
 
 
 def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -49,13 +49,11 @@ def _cycle(split: Split, batch: int, gen: torch.Generator, device):
         yield from _batches(split, batch, gen, device)
 
 
-def _frozen_bn_train(model: nn.Module) -> nn.Module:
-    """Weights train; BatchNorm statistics stay those of the original (same policy as RFA)."""
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.eval()
-    return model
+def _train_mode(model: nn.Module) -> nn.Module:
+    """Full-weight baselines train as their reference implementations do: BatchNorm in train mode.
+    Frozen BN statistics (RFA's policy, right for a low-rank adapter) made plain SGD diverge to NaN
+    within 100 steps on the Fashion-MNIST CNN at both FT learning rates of the grid (0.01, 0.04)."""
+    return model.train()
 
 
 def _result(model: nn.Module, t0: float, steps: int, device, trainable: float = 1.0):
@@ -83,7 +81,7 @@ def ft(original: nn.Module, task, cfg: BaselineSettings, train_cfg=None, progres
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
-    model = _frozen_bn_train(copy.deepcopy(original).to(device))
+    model = _train_mode(copy.deepcopy(original).to(device))
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
     steps = 0
     for _ in range(cfg.epochs):
@@ -101,7 +99,7 @@ def _paired_loop(original, task, cfg, step_fn, params=None):
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
-    model = _frozen_bn_train(copy.deepcopy(original).to(device))
+    model = _train_mode(copy.deepcopy(original).to(device))
     opt = torch.optim.SGD(params(model) if params else model.parameters(), lr=cfg.lr, momentum=0.9)
     retain = _cycle(task.retain, cfg.batch_size, gen, device)
     steps = 0
@@ -194,7 +192,7 @@ def scrub(original, task, cfg: BaselineSettings, train_cfg=None, progress: Progr
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
     teacher = copy.deepcopy(original).to(device).eval()
-    student = _frozen_bn_train(copy.deepcopy(original).to(device))
+    student = _train_mode(copy.deepcopy(original).to(device))
     opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=0.9)
     t = cfg.temperature
 

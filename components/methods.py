@@ -20,7 +20,7 @@ from components.alignment import NEEDS_HELDOUT, TeacherView, feature_taps, get_t
 from components.data import Split
 from components.lora import adapter_state, attach_lora, trainable_fraction
 from components.models import to_input
-from components.runtime import ProgressFn, no_progress, resolve_device, set_seed
+from components.runtime import ProgressFn, device_policy, no_progress, resolve_device, set_seed
 from components.baselines import BASELINES, BaselineSettings
 from components.settings import LoraSettings, RfaSettings, TrainSettings
 
@@ -78,15 +78,16 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
-    teacher = copy.deepcopy(original).to(device).eval()
+    policy = device_policy(device)  # CUDA: bf16 autocast + channels_last; CPU: plain fp32
+    teacher = policy.prepare(copy.deepcopy(original).to(device)).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    student = attach_lora(copy.deepcopy(original), lora).to(device)
+    student = policy.prepare(attach_lora(copy.deepcopy(original), lora).to(device))
     student.eval()  # BN running statistics stay frozen: features cannot drift through them
 
     taps = tuple(cfg.taps)
-    xf, yf = to_input(task.forget.x).to(device), torch.from_numpy(task.forget.y).to(device)
-    xr, yr = to_input(task.retain.x).to(device), torch.from_numpy(task.retain.y).to(device)
+    xf, yf = policy.layout(to_input(task.forget.x).to(device)), torch.from_numpy(task.forget.y).to(device)
+    xr, yr = policy.layout(to_input(task.retain.x).to(device)), torch.from_numpy(task.retain.y).to(device)
 
     # Teacher view for the targets: one no-grad pass over Df, a retain subsample and the heldout split.
     ref_idx = torch.randperm(len(yr), generator=gen)[: min(len(yr), 4000)].to(device)
@@ -123,17 +124,20 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
             cursor += sc.forget_batch
             ri = torch.randint(len(yr), (cfg.retain_batch,), generator=gen).to(device)
             nb = len(ri)
-            with torch.no_grad():
-                t_out = teacher(xr[ri])
-                t_taps = {t: t_store[t] for t in taps}
+            with torch.no_grad(), policy.autocast(device):
+                t_out = teacher(xr[ri]).float()
+                t_taps = {t: t_store[t].float() for t in taps}
             # One student pass over [retain; forget]: eval-mode BN does not mix the two halves.
-            s_out = student(torch.cat([xr[ri], xf[fi]]))
+            # The losses are computed in fp32 whatever precision the forward ran in.
+            with policy.autocast(device):
+                s_out = student(torch.cat([xr[ri], xf[fi]])).float()
+            s_taps = {t: s_store[t].float() for t in taps}
             loss_r = relative_sq_distance(s_out[:nb], t_out)
             for t in taps:
-                loss_r = loss_r + relative_sq_distance(s_store[t][:nb], t_taps[t])
+                loss_r = loss_r + relative_sq_distance(s_taps[t][:nb], t_taps[t])
             loss_f = (s_out[nb:] - t_logits[fi]).pow(2).sum(1).mean()  # per-sample squared error: one edited logit must count fully
             for t, tf in t_feats.items():
-                loss_f = loss_f + sc.feature_weight * relative_sq_distance(pooled(s_store[t][nb:]), tf[fi])
+                loss_f = loss_f + sc.feature_weight * relative_sq_distance(pooled(s_taps[t][nb:]), tf[fi])
             loss = loss_r + sc.forget_weight * loss_f
             if cfg.retain_ce_weight > 0:
                 loss = loss + cfg.retain_ce_weight * F.cross_entropy(s_out[:nb], yr[ri])
@@ -146,7 +150,7 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
                 history.append(rec)
                 progress(step, steps, rec)
             if cfg.stop_check_every and step >= cfg.min_steps and step % cfg.stop_check_every == 0:
-                with torch.no_grad():
+                with torch.no_grad(), policy.autocast(device):
                     acc = 100.0 * (student(xf[check]).argmax(1) == yf[check]).float().mean().item()
                 history.append({"step": float(step), "check_acc": acc, "check_target": check_target})
                 if acc <= check_target + cfg.stop_tolerance_pt:
@@ -155,7 +159,7 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
 
     adapter = adapter_state(student)
     share = trainable_fraction(student)
-    merged = student.merge_and_unload().to("cpu").eval()
+    merged = student.merge_and_unload().to("cpu").to(memory_format=torch.contiguous_format).eval()
     return UnlearnResult(model=merged, adapter=adapter, seconds=time.perf_counter() - t0,
                          trainable_fraction=share, steps=done, device=str(device), history=history)
 

@@ -69,10 +69,47 @@ def _resnet(depth_name: str) -> Callable[[dict], nn.Module]:
     return build
 
 
+class Normalised(nn.Module):
+    """A torchvision network behind the input normalisation (same [0, 1] input as every model here)."""
+
+    def __init__(self, net: nn.Module, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.norm = Normalise(mean, std)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(self.norm(x))
+
+
+def _resnet18(spec: dict) -> nn.Module:
+    """torchvision ResNet-18 (random init; no download), for users with a GPU and larger images."""
+    from torchvision.models import resnet18
+
+    net = resnet18(num_classes=spec["num_classes"])
+    if spec["in_channels"] != 3:
+        net.conv1 = nn.Conv2d(spec["in_channels"], 64, 7, 2, 3, bias=False)
+    return Normalised(net, spec["mean"], spec["std"])
+
+
+def _vit(spec: dict) -> nn.Module:
+    """A small torchvision VisionTransformer (patch 4; width from spec) for GPU users. LoRA goes on
+    the attention blocks (peft adapts nn.MultiheadAttention) and the head."""
+    from torchvision.models import VisionTransformer
+
+    hidden = 8 * spec["width"]
+    net = VisionTransformer(image_size=spec["image_size"], patch_size=4, num_layers=6, num_heads=4, hidden_dim=hidden,
+                            mlp_dim=2 * hidden, num_classes=spec["num_classes"])
+    if spec["in_channels"] != 3:
+        net.conv_proj = nn.Conv2d(spec["in_channels"], hidden, 4, 4)
+    return Normalised(net, spec["mean"], spec["std"])
+
+
 ARCHS: dict[str, Callable[[dict], nn.Module]] = {
     "small_cnn": lambda spec: SmallCNN(spec["in_channels"], spec["num_classes"], spec["width"], spec["mean"], spec["std"]),
     "resnet20": _resnet("resnet20"),
     "resnet32": _resnet("resnet32"),
+    "resnet18": _resnet18,
+    "vit": _vit,
 }
 
 
@@ -93,6 +130,11 @@ PROFILES: dict[str, ArchProfile] = {
     # construction and tapping them only costs memory.
     "resnet20": ArchProfile(("layer3.0", "layer3.1", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"),
     "resnet32": ArchProfile(("layer3.1", "layer3.3", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"),
+    # torchvision ResNet-18: the last stage's convs + fc (layer4 is 75 % of the weights: rank 4 keeps it small).
+    "resnet18": ArchProfile(("net.layer4.0", "net.layer4"), r"net\.layer4\.\d+\.conv[12]|net\.fc", "net.avgpool"),
+    # ViT: attention of the last three encoder blocks + the head; taps on block outputs (token means).
+    "vit": ArchProfile(("net.encoder.layers.encoder_layer_4", "net.encoder.layers.encoder_layer_5"),
+                       r".*encoder_layer_[345]\.self_attention|net\.heads\.head", "net.encoder.ln"),
 }
 
 
@@ -104,7 +146,7 @@ def make_spec(arch: str, x_train: np.ndarray, num_classes: int, width: int) -> d
     mean = xf.mean(axis=(0, 2, 3)).tolist()
     std = [max(s, 1e-3) for s in xf.std(axis=(0, 2, 3)).tolist()]
     return {"arch": arch, "in_channels": int(x_train.shape[1]), "num_classes": int(num_classes), "width": width,
-            "mean": mean, "std": std}
+            "image_size": int(x_train.shape[2]), "mean": mean, "std": std}
 
 
 def build_model(spec: dict) -> nn.Module:

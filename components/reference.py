@@ -8,7 +8,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from components.alignment import feature_taps
+from components.alignment import feature_taps, pooled
 from components.data import Split
 from components.metrics import Predictions
 from components.models import to_input
@@ -34,8 +34,7 @@ def pooled_features(model: nn.Module, split: Split, module: str, device: torch.d
     with feature_taps(model, (module,)) as store:
         for i in range(0, len(split), batch):
             model(to_input(split.x[i:i + batch]).to(device))
-            f = store[module]
-            out.append((f.mean(dim=(2, 3)) if f.dim() == 4 else f).cpu().numpy())
+            out.append(pooled(store[module]).cpu().numpy())
     return np.concatenate(out)
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import random
-from typing import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable, ContextManager
 
 import numpy as np
 import torch
@@ -30,3 +32,33 @@ def set_seed(seed: int) -> torch.Generator:
     np.random.seed(seed)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@dataclass(frozen=True)
+class DevicePolicy:
+    """How a device runs the unlearning loop. CUDA: bf16 autocast (no loss scaling needed, unlike
+    fp16) and channels_last convolutions (the layout tensor cores want). CPU: plain fp32."""
+
+    memory_format: torch.memory_format
+    autocast_dtype: torch.dtype | None
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(memory_format=self.memory_format)
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
+
+    def autocast(self, device: torch.device) -> ContextManager:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
+
+
+DEVICE_POLICIES: dict[str, DevicePolicy] = {
+    "cpu": DevicePolicy(torch.contiguous_format, None),
+    "cuda": DevicePolicy(torch.channels_last, torch.bfloat16),
+}
+
+
+def device_policy(device: torch.device) -> DevicePolicy:
+    return DEVICE_POLICIES.get(device.type, DEVICE_POLICIES["cpu"])

@@ -101,3 +101,21 @@ def test_early_stop_ends_once_the_forget_check_reaches_the_target_and_still_forg
     x = to_input(task.forget.x)
     with torch.no_grad():
         assert (result.model(x).argmax(1).numpy() == task.forget.y).mean() <= 0.02
+
+
+def test_rfa_under_the_cuda_policy_bf16_and_channels_last_still_forgets(base_model, digits, monkeypatch):
+    """No GPU here: run the CUDA policy (bf16 autocast + channels_last) on the CPU, which supports
+    both, so the mixed-precision code path itself is exercised."""
+    from components import runtime
+
+    cuda_policy = runtime.DEVICE_POLICIES["cuda"]
+    assert cuda_policy.autocast_dtype == torch.bfloat16 and cuda_policy.memory_format == torch.channels_last
+    assert runtime.device_policy(torch.device("cpu")).autocast_dtype is None
+    monkeypatch.setitem(runtime.DEVICE_POLICIES, "cpu", cuda_policy)
+    _, task = _class_task(digits, c=4)
+    result = rfa(base_model, task, LoraSettings(), RfaSettings(max_steps=200))
+    x = to_input(task.forget.x)
+    with torch.no_grad():
+        out = result.model(x)
+    assert torch.isfinite(out).all() and (out.argmax(1).numpy() == task.forget.y).mean() <= 0.05
+    assert all(p.is_contiguous() for p in result.model.parameters())  # served in the plain layout
