@@ -16,12 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.alignment import NEEDS_HELDOUT, TeacherView, feature_taps, get_target, pooled, relative_sq_distance
+from components.alignment import (
+    NEEDS_HELDOUT,
+    TeacherView,
+    feature_taps,
+    get_target,
+    pooled,
+    relative_sq_distance,
+)
+from components.baselines import BASELINES, BaselineSettings
 from components.data import Split
 from components.lora import adapter_state, attach_lora, trainable_fraction
 from components.models import to_input
 from components.runtime import ProgressFn, device_policy, no_progress, resolve_device, set_seed
-from components.baselines import BASELINES, BaselineSettings
 from components.settings import LoraSettings, RfaSettings, TrainSettings
 
 Scenario = Literal["class", "sample"]

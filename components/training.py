@@ -14,7 +14,6 @@ from components.models import to_input
 from components.runtime import ProgressFn, no_progress, set_seed
 from components.settings import TrainSettings
 
-
 OPTIMIZERS = {
     "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
     "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True,

@@ -24,7 +24,14 @@ from components.evaluation import EvalSplits, evaluate
 from components.forget import extract_forget_set, forget_manifest, manifest_sha256
 from components.methods import MethodConfig, UnlearnTask, get_method
 from components.metrics import predict
-from components.models import PROFILES, build_model, load_model, make_spec, model_digest, state_bytes
+from components.models import (
+    PROFILES,
+    build_model,
+    load_model,
+    make_spec,
+    model_digest,
+    state_bytes,
+)
 from components.reference import activation_distance, feature_probe, js_divergence
 from components.runtime import resolve_device, set_seed
 from components.settings import DataSettings, EvaluationSettings, Settings, TrainSettings

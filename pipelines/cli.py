@@ -210,7 +210,7 @@ def demo(workspace: Optional[Path] = typer.Option(None, help="Workspace director
 @app.command()
 def bench(dataset: str = typer.Option("digits", help="digits | fashion_mnist | cifar10"),
           data_dir: Optional[Path] = typer.Option(None, help="Folder with train*.npz / test.npz (fashion_mnist, cifar10)."),
-          model: str = typer.Option("small_cnn", help="small_cnn | resnet20 | resnet32"),
+          model: str = typer.Option("small_cnn", help="small_cnn | resnet20 | resnet32 (pre-trained checkpoint) | resnet18 | vit (trained here; GPU advised)"),
           checkpoint: Optional[Path] = typer.Option(None, help="Pre-trained checkpoint (resnet20/32)."),
           scenario: str = typer.Option("class", help="class | sample"),
           forget_class: int = typer.Option(0, help="Class forgotten (class scenario)."),

@@ -1,7 +1,13 @@
 import torch
 
-from components.alignment import (TeacherView, feature_taps, margin_quantile, margins, masked_nearest_class,
-                                  relative_sq_distance)
+from components.alignment import (
+    TeacherView,
+    feature_taps,
+    margin_quantile,
+    margins,
+    masked_nearest_class,
+    relative_sq_distance,
+)
 
 
 def test_relative_distance_zero_iff_equal_and_scale_free():

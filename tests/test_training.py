@@ -1,6 +1,5 @@
 """The training engine behind the base model and the Retrain oracle."""
 
-import numpy as np
 import torch
 
 from components.settings import TrainSettings
