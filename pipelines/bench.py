@@ -151,6 +151,14 @@ def _best_of_grid(name: str, original, task, cfg: MethodConfig, measure, oracle_
     return None if best is None else best[1:]
 
 
+def write_results(out: Path, config: dict, records: list[dict]) -> dict:
+    result = {"config": config, "records": records}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "results.md").write_text(render_markdown(result))
+    return result
+
+
 def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | None, scenario: str,
               forget_class: int | None, fraction: float | None, seeds: list[int], methods: list[str], out: Path,
               cache: Path, settings: Settings, console: Console, oracle_epochs: int | None = None) -> dict:
@@ -165,6 +173,12 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
     records: list[dict] = []
     chosen: dict[str, float] = {}
     ordered = (["retrain"] if "retrain" in methods else []) + [m for m in methods if m != "retrain"]
+    config = {"dataset": dataset, "model": arch, "scenario": scenario, "forget_class": forget_class,
+              "fraction": fraction, "seeds": seeds, "methods": methods, "device": str(device),
+              "torch_threads": torch.get_num_threads(), "packages": package_versions(),
+              "original_digest": model_digest(original), "lr_chosen": chosen,
+              "rfa": rfa_cfg.model_dump(mode="json"), "lora": lora.model_dump(mode="json"),
+              "oracle_train": train_cfg.model_dump(mode="json")}
     with Progress(console=console, transient=False) as bar:
         job = bar.add_task("bench", total=len(seeds) * (len(methods) + 1))
         for seed in seeds:
@@ -216,14 +230,6 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
                 rec["act_dist_dt"] = activation_distance(preds["dt"], oracle_preds["dt"]) if oracle_preds else None
                 rec["js_df"] = js_divergence(preds["df"], oracle_preds["df"]) if oracle_preds else None
                 records.append(rec)
+                write_results(out, config, records)  # a run stopped later keeps what it measured
                 bar.advance(job)
-    config = {"dataset": dataset, "model": arch, "scenario": scenario, "forget_class": forget_class,
-              "fraction": fraction, "seeds": seeds, "methods": methods, "device": str(device),
-              "torch_threads": torch.get_num_threads(), "packages": package_versions(),
-              "original_digest": model_digest(original), "lr_chosen": chosen,
-              "rfa": rfa_cfg.model_dump(mode="json"), "lora": lora.model_dump(mode="json")}
-    result = {"config": config, "records": records}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "results.md").write_text(render_markdown(result))
-    return result
+    return write_results(out, config, records)
