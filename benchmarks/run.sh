@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The committed benchmark configurations. Needs ../shared (datasets, the ResNet checkpoint).
-# Seeds default to 0,1,2; pass e.g. SEEDS=0 for a quicker run. Oracles are cached in .cache/bench.
+# Seeds default to 0,1,2 and methods to all; pass e.g. SEEDS=0 METHODS=retrain,rfa,ft,neggrad for a
+# quicker run (benchmarks/README.md says what each committed table ran). Oracles are cached in .cache/bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS="${SEEDS:-0,1,2}"
+METHODS="${METHODS:-retrain,rfa,ft,neggrad,rl,salun,scrub}"
 SHARED="${SHARED:-../shared}"
 U=.venv/bin/unlearn
 FM=(--dataset fashion_mnist --data-dir "$SHARED/datasets/fashion_mnist" --model small_cnn --params benchmarks/params/fashion_mnist.yaml)
 CF=(--dataset cifar10 --data-dir "$SHARED/datasets/cifar10" --model resnet20
     --checkpoint "$SHARED/models/resnet_cifar10_akamaster/resnet20-12fca82f.th" --params benchmarks/params/cifar10.yaml)
-$U bench "${FM[@]}" --scenario class --forget-class 0 --seeds "$SEEDS" --out benchmarks/results/fashion_mnist-class0
-$U bench "${FM[@]}" --scenario sample --fraction 0.1 --seeds "$SEEDS" --out benchmarks/results/fashion_mnist-sample10
-$U bench "${CF[@]}" --scenario class --forget-class 0 --seeds "$SEEDS" --out benchmarks/results/cifar10-resnet20-class0
-$U bench "${CF[@]}" --scenario sample --fraction 0.1 --seeds "$SEEDS" --out benchmarks/results/cifar10-resnet20-sample10
+$U bench "${FM[@]}" --scenario class --forget-class 0 --seeds "$SEEDS" --methods "$METHODS" --out benchmarks/results/fashion_mnist-class0
+$U bench "${FM[@]}" --scenario sample --fraction 0.1 --seeds "$SEEDS" --methods "$METHODS" --out benchmarks/results/fashion_mnist-sample10
+$U bench "${CF[@]}" --scenario class --forget-class 0 --seeds "$SEEDS" --methods "$METHODS" --out benchmarks/results/cifar10-resnet20-class0
+$U bench "${CF[@]}" --scenario sample --fraction 0.1 --seeds "$SEEDS" --methods "$METHODS" --out benchmarks/results/cifar10-resnet20-sample10
