@@ -115,6 +115,12 @@ def masked_nearest_class(view: TeacherView, min_per_class: int = 30) -> ForgetTa
     return ForgetTarget(logits=z, features=feats)
 
 
+def _retained_features(view: TeacherView, base: ForgetTarget, idx: torch.Tensor) -> ForgetTarget:
+    """`base`'s logits with every tap's target set to the teacher features of retained samples `idx`
+    (one per forget sample): the shared tail of the sample-pairing class targets."""
+    return ForgetTarget(logits=base.logits, features={t: f[idx] for t, f in view.retain_pooled.items()})
+
+
 def masked_class_sample(view: TeacherView, min_per_class: int = 30, seed: int = 0) -> ForgetTarget:
     """Class unlearning, distribution version: logits as `masked_nearest_class`, but each forget
     sample's target features are those of one random retained sample of its next class.
@@ -132,7 +138,7 @@ def masked_class_sample(view: TeacherView, min_per_class: int = 30, seed: int = 
         pool = torch.nonzero(view.retain_labels == k).flatten()
         sel = nearest == k
         pick[sel] = pool[torch.randint(len(pool), (int(sel.sum()),), generator=gen)]
-    return ForgetTarget(logits=base.logits, features={t: f[pick] for t, f in view.retain_pooled.items()})
+    return _retained_features(view, base, pick)
 
 
 def masked_nearest_neighbour(view: TeacherView, min_per_class: int = 30) -> ForgetTarget:
@@ -151,7 +157,7 @@ def masked_nearest_neighbour(view: TeacherView, min_per_class: int = 30) -> Forg
     pool = torch.nonzero(keep).flatten()
     ref = view.retain_pooled[last][pool]
     nn_idx = pool[torch.cdist(view.forget_pooled[last], ref).argmin(1)]
-    return ForgetTarget(logits=base.logits, features={t: f[nn_idx] for t, f in view.retain_pooled.items()})
+    return _retained_features(view, base, nn_idx)
 
 
 def _quantile_map(values: torch.Tensor, nonmembers: torch.Tensor) -> torch.Tensor:
