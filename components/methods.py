@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from components.adversary import FeatureBank, ForgetProbe, fit_probe, recognition_penalty
 from components.alignment import (
     NEEDS_HELDOUT,
     TeacherView,
@@ -29,7 +30,7 @@ from components.data import Split
 from components.lora import adapter_state, attach_lora, trainable_fraction
 from components.models import to_input
 from components.runtime import ProgressFn, device_policy, no_progress, resolve_device, set_seed
-from components.settings import LoraSettings, RfaSettings, TrainSettings
+from components.settings import LoraSettings, RfaSettings, ScenarioSettings, TrainSettings
 
 Scenario = Literal["class", "sample"]
 
@@ -111,6 +112,8 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     t_logits = target.logits.to(device)
     t_feats = {k: v.to(device) for k, v in target.features.items()}
 
+    probe = _warm_probe(view, taps[-1], device, sc) if sc.probe_weight > 0 else None
+
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=sc.lr)
     nf = len(yf)
@@ -145,6 +148,13 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
             loss_f = (s_out[nb:] - t_logits[fi]).pow(2).sum(1).mean()  # per-sample squared error: one edited logit must count fully
             for t, tf in t_feats.items():
                 loss_f = loss_f + sc.feature_weight * relative_sq_distance(pooled(s_taps[t][nb:]), tf[fi])
+            if probe is not None:  # the probe learns the current features, then Df is pushed away from it
+                feats = pooled(s_taps[taps[-1]])  # (nb + bf, C): the stage the head pools
+                probe_net, probe_opt, bank = probe
+                bank.add(feats, torch.cat([yr[ri], yf[fi]]))
+                probe_fit = fit_probe(probe_net, probe_opt, bank.feats, bank.labels, steps=sc.probe_steps)
+                loss_p = recognition_penalty(probe_net, feats[nb:], task.forget_classes)
+                loss_f = loss_f + sc.probe_weight * loss_p
             loss = loss_r + sc.forget_weight * loss_f
             if cfg.retain_ce_weight > 0:
                 loss = loss + cfg.retain_ce_weight * F.cross_entropy(s_out[:nb], yr[ri])
@@ -154,6 +164,8 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
             sched.step()
             if step % 10 == 0 or step == steps:
                 rec = {"step": float(step), "loss_retain": loss_r.item(), "loss_forget": loss_f.item()}
+                if probe is not None:
+                    rec |= {"probe_fit": probe_fit, "probe_penalty": loss_p.item()}
                 history.append(rec)
                 progress(step, steps, rec)
             if cfg.stop_check_every and step >= cfg.min_steps and step % cfg.stop_check_every == 0:
@@ -169,6 +181,22 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     merged = student.merge_and_unload().to("cpu").to(memory_format=torch.contiguous_format).eval()
     return UnlearnResult(model=merged, adapter=adapter, seconds=time.perf_counter() - t0,
                          trainable_fraction=share, steps=done, device=str(device), history=history)
+
+
+def _warm_probe(view: TeacherView, tap: str, device: torch.device, sc: ScenarioSettings,
+                warm_steps: int = 200) -> tuple[ForgetProbe, torch.optim.Optimizer, FeatureBank]:
+    """The adversarial probe, first fitted on the teacher's features of the retain subsample plus
+    as many Df samples as one retained class has (so the forgotten class is not over-weighted);
+    its bank starts from those features and fills with the student's as RFA runs."""
+    k = view.retain_logits.shape[1]
+    per_class = max(1, len(view.retain_labels) // max(1, k - len(view.forget_classes)))
+    feats = torch.cat([view.retain_pooled[tap], view.forget_pooled[tap][:per_class]]).to(device)
+    labels = torch.cat([view.retain_labels, view.forget_labels[:per_class]]).to(device)
+    probe = ForgetProbe(feats, k).to(device)
+    opt = torch.optim.Adam(probe.parameters(), lr=sc.probe_lr)
+    fit_probe(probe, opt, feats, labels, steps=warm_steps)
+    shuffle = torch.randperm(len(labels), device=device)  # the bank drops its oldest entries first
+    return probe, opt, FeatureBank(feats[shuffle], labels[shuffle], sc.probe_bank)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,12 @@ class ScenarioSettings(_Frozen):
     feature_weight: float = Field(1.0, ge=0)     # weight of the intermediate-tap part of L_f
     forget_batch: int = Field(32, ge=1)
     forget_epochs: int = Field(15, ge=1)         # passes over Df
+    # Class unlearning only: weight of the in-loop adversarial probe (components/adversary.py) that
+    # penalises Df features a linear probe still recognises as their class. 0 = off.
+    probe_weight: float = Field(0.0, ge=0)
+    probe_lr: float = Field(1e-2, gt=0)
+    probe_steps: int = Field(5, ge=1)            # probe updates per RFA step, on the feature bank
+    probe_bank: int = Field(4096, ge=64)         # recent (feature, label) pairs the probe is fitted on
 
 
 class RfaSettings(_Frozen):
@@ -86,6 +92,13 @@ class RfaSettings(_Frozen):
     stop_tolerance_pt: float = Field(1.0, ge=0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _probe_is_for_classes(self) -> "RfaSettings":
+        if self.sample_unlearning.probe_weight > 0:
+            raise ValueError("sample_unlearning.probe_weight must be 0: the adversarial probe recognises a "
+                             "forgotten class, and sample unlearning forgets no class")
+        return self
 
     def scenario(self, name: str) -> ScenarioSettings:
         return {"class": self.class_unlearning, "sample": self.sample_unlearning}[name]
