@@ -27,7 +27,7 @@ from components.alignment import (
 )
 from components.baselines import BASELINES, BaselineSettings
 from components.data import Split
-from components.lora import adapter_state, attach_lora, trainable_fraction
+from components.lora import adapter_state, attach_lora, frozen_split, trainable_fraction
 from components.models import to_input
 from components.runtime import ProgressFn, device_policy, no_progress, resolve_device, set_seed
 from components.settings import LoraSettings, RfaSettings, ScenarioSettings, TrainSettings
@@ -61,12 +61,15 @@ class UnlearnResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
-def _logits_and_taps(model: nn.Module, x: torch.Tensor, taps: tuple[str, ...], batch: int = 1024):
-    """No-grad teacher pass in chunks: logits (N, K) and pooled taps {tap: (N, C)} on CPU."""
+def _logits_and_taps(model: nn.Module, x: torch.Tensor, taps: tuple[str, ...], batch: int = 1024,
+                     run: Callable | None = None):
+    """No-grad teacher pass in chunks: logits (N, K) and pooled taps {tap: (N, C)} on CPU.
+    `run` replaces model(x) (the suffix, when x holds cached prefix activations)."""
+    run = run or model
     outs, feats = [], {t: [] for t in taps}
     with torch.no_grad(), feature_taps(model, taps) as store:
         for i in range(0, len(x), batch):
-            outs.append(model(x[i:i + batch]).cpu())
+            outs.append(run(x[i:i + batch]).float().cpu())
             for t in taps:
                 feats[t].append(pooled(store[t]).cpu())
     return torch.cat(outs), {t: torch.cat(v) for t, v in feats.items()}
@@ -96,11 +99,20 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     taps = tuple(cfg.taps)
     xf, yf = policy.layout(to_input(task.forget.x).to(device)), torch.from_numpy(task.forget.y).to(device)
     xr, yr = policy.layout(to_input(task.retain.x).to(device)), torch.from_numpy(task.retain.y).to(device)
+    run_t, run_s = teacher, student
+    if cfg.retain_pool and (split := frozen_split(student)) is not None:
+        # The layers below every adapter are frozen, so their output is a pure function of the
+        # image: compute it once for Df and a retain pool, then every pass runs the rest only.
+        t_prefix, run_t = frozen_split(teacher)
+        pool = torch.randperm(len(yr), generator=gen)[: cfg.retain_pool].to(device)
+        xr, yr = _prefix_pass(t_prefix, xr[pool], policy, device), yr[pool]
+        xf = _prefix_pass(t_prefix, xf, policy, device)
+        run_s = split[1]
 
     # Teacher view for the targets: one no-grad pass over Df, a retain subsample and the heldout split.
     ref_idx = torch.randperm(len(yr), generator=gen)[: min(len(yr), 4000)].to(device)
-    f_logits, f_pooled = _logits_and_taps(teacher, xf, taps)
-    r_logits, r_pooled = _logits_and_taps(teacher, xr[ref_idx], taps)
+    f_logits, f_pooled = _logits_and_taps(teacher, xf, taps, run=run_t)
+    r_logits, r_pooled = _logits_and_taps(teacher, xr[ref_idx], taps, run=run_t)
     sc = cfg.scenario(task.scenario)
     h_logits, h_labels = f_logits[:0], yf.cpu()[:0]  # class targets never read the non-member reference
     if sc.target in NEEDS_HELDOUT:
@@ -135,12 +147,12 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
             ri = torch.randint(len(yr), (cfg.retain_batch,), generator=gen).to(device)
             nb = len(ri)
             with torch.no_grad(), policy.autocast(device):
-                t_out = teacher(xr[ri]).float()
+                t_out = run_t(xr[ri]).float()
                 t_taps = {t: t_store[t].float() for t in taps}
             # One student pass over [retain; forget]: eval-mode BN does not mix the two halves.
             # The losses are computed in fp32 whatever precision the forward ran in.
             with policy.autocast(device):
-                s_out = student(torch.cat([xr[ri], xf[fi]])).float()
+                s_out = run_s(torch.cat([xr[ri], xf[fi]])).float()
             s_taps = {t: s_store[t].float() for t in taps}
             loss_r = relative_sq_distance(s_out[:nb], t_out)
             for t in taps:
@@ -170,7 +182,7 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
                 progress(step, steps, rec)
             if cfg.stop_check_every and step >= cfg.min_steps and step % cfg.stop_check_every == 0:
                 with torch.no_grad(), policy.autocast(device):
-                    acc = 100.0 * (student(xf[check]).argmax(1) == yf[check]).float().mean().item()
+                    acc = 100.0 * (run_s(xf[check]).argmax(1) == yf[check]).float().mean().item()
                 history.append({"step": float(step), "check_acc": acc, "check_target": check_target})
                 if acc <= check_target + cfg.stop_tolerance_pt:
                     done = step
@@ -181,6 +193,13 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     merged = student.merge_and_unload().to("cpu").to(memory_format=torch.contiguous_format).eval()
     return UnlearnResult(model=merged, adapter=adapter, seconds=time.perf_counter() - t0,
                          trainable_fraction=share, steps=done, device=str(device), history=history)
+
+
+@torch.no_grad()
+def _prefix_pass(prefix: Callable, x: torch.Tensor, policy, device: torch.device, batch: int = 1024) -> torch.Tensor:
+    """The frozen prefix's activations for x (N, ...) in chunks, kept on the device."""
+    with policy.autocast(device):
+        return torch.cat([prefix(x[i:i + batch]).float() for i in range(0, len(x), batch)])
 
 
 def _warm_probe(view: TeacherView, tap: str, device: torch.device, sc: ScenarioSettings,

@@ -59,9 +59,18 @@ class ResNetCifar(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
 
+    # The modules `prefix` runs. LoRA lives in layer3 + linear, so for RFA this part is frozen and a
+    # pure function of the image: it is computed once per image and cached (components/lora.py).
+    PREFIX_MODULES = ("norm", "conv1", "bn1", "layer1", "layer2")
+
+    def prefix(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) -> (B, 32, 16, 16)
+        return self.layer2(self.layer1(F.relu(self.bn1(self.conv1(self.norm(x))))))
+
+    def suffix(self, h: torch.Tensor) -> torch.Tensor:  # (B, 32, 16, 16) -> (B, K)
+        return self.linear(self.pool(self.layer3(h)))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(self.norm(x))))
-        return self.linear(self.pool(self.layer3(self.layer2(self.layer1(x)))))
+        return self.suffix(self.prefix(x))
 
 
 def load_akamaster(path: str | Path, arch: str) -> ResNetCifar:

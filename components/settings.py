@@ -84,6 +84,10 @@ class RfaSettings(_Frozen):
                                                            feature_weight=0.0, forget_batch=16, forget_epochs=100)
     retain_ce_weight: float = Field(0.0, ge=0)
     retain_batch: int = Field(128, ge=1)
+    # Models whose first stages carry no adapter (ResNetCifar: LoRA in layer3 + head) have those
+    # stages' output cached once for Df and for this many retain samples, which the retain batches
+    # are then drawn from. 0 = off: every step runs the whole network on fresh draws from Dr.
+    retain_pool: int = Field(8192, ge=0)
     min_steps: int = Field(60, ge=1)
     max_steps: int = Field(600, ge=1)
     # Early stop (method.md 6): every N steps past min_steps, score a fixed forget subset; stop once
