@@ -83,8 +83,11 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
       L_r = sum over taps and logits of relative_sq_distance(student(x_r), teacher(x_r))  (zero residual)
       L_f = ||student logits(x_f) - target logits||^2 + w_feat * sum over taps of
             relative_sq_distance(pooled student tap(x_f), target pooled tap)              (shifted residual)
+      (+ probe_weight * recognition_penalty of an in-loop linear probe on the last tap; class only)
     The student runs in eval mode throughout (frozen BN statistics); only LoRA weights train.
     Steps scale with |Df|: `forget_epochs` passes over Df, within [`min_steps`, `max_steps`].
+    On models with a frozen prefix (no adapter below a stage) and `retain_pool` > 0, the prefix
+    runs once per image and retain batches come from that pool (components/lora.frozen_split).
     """
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
