@@ -101,15 +101,17 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
 
     taps = tuple(cfg.taps)
     xf, yf = policy.layout(to_input(task.forget.x).to(device)), torch.from_numpy(task.forget.y).to(device)
-    xr, yr = policy.layout(to_input(task.retain.x).to(device)), torch.from_numpy(task.retain.y).to(device)
+    retain = task.retain
     run_t, run_s = teacher, student
-    if cfg.retain_pool and (split := frozen_split(student)) is not None:
+    split = frozen_split(student) if cfg.retain_pool else None
+    if split is not None:  # only the pool is ever read: convert and move that, not all of Dr
+        retain = retain.take(torch.randperm(len(retain), generator=gen)[: cfg.retain_pool].numpy())
+    xr, yr = policy.layout(to_input(retain.x).to(device)), torch.from_numpy(retain.y).to(device)
+    if split is not None:
         # The layers below every adapter are frozen, so their output is a pure function of the
-        # image: compute it once for Df and a retain pool, then every pass runs the rest only.
+        # image: compute it once for Df and the retain pool, then every pass runs the rest only.
         t_prefix, run_t = frozen_split(teacher)
-        pool = torch.randperm(len(yr), generator=gen)[: cfg.retain_pool].to(device)
-        xr, yr = _prefix_pass(t_prefix, xr[pool], policy, device), yr[pool]
-        xf = _prefix_pass(t_prefix, xf, policy, device)
+        xr, xf = _prefix_pass(t_prefix, xr, policy, device), _prefix_pass(t_prefix, xf, policy, device)
         run_s = split[1]
 
     # Teacher view for the targets: one no-grad pass over Df, a retain subsample and the heldout split.
