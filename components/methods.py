@@ -59,6 +59,9 @@ class UnlearnResult:
     steps: int
     device: str
     history: list[dict[str, float]] = field(default_factory=list)
+    # Why training ended: "steps" (ran its schedule), "target" (the forget subset reached the
+    # target's accuracy), "stalled" (no progress for stop_patience checks). Shown to reviewers.
+    stop_reason: str = "steps"
 
 
 def _logits_and_taps(model: nn.Module, x: torch.Tensor, taps: tuple[str, ...], batch: int = 1024,
@@ -142,7 +145,8 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     # A fixed subset, not the running batch accuracy, which is too noisy to stop on (method.md 6).
     check = perm[: min(nf, 256)].to(device)
     check_target = 100.0 * (t_logits[check].argmax(1) == yf[check]).float().mean().item()
-    done = steps
+    done, stop_reason = steps, "steps"
+    best, stale = math.inf, 0
     with feature_taps(student, taps) as s_store, feature_taps(teacher, taps) as t_store:
         for step in range(1, steps + 1):
             if cursor + sc.forget_batch > nf:
@@ -189,15 +193,21 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
                 with torch.no_grad(), policy.autocast(device):
                     acc = 100.0 * (run_s(xf[check]).argmax(1) == yf[check]).float().mean().item()
                 history.append({"step": float(step), "check_acc": acc, "check_target": check_target})
+                improved = best - acc > cfg.stop_tolerance_pt
+                best, stale = (acc, 0) if improved else (best, stale + 1)
                 if acc <= check_target + cfg.stop_tolerance_pt:
-                    done = step
+                    done, stop_reason = step, "target"
+                    break
+                if cfg.stop_patience and stale >= cfg.stop_patience:
+                    done, stop_reason = step, "stalled"
                     break
 
     adapter = adapter_state(student)
     share = trainable_fraction(student)
     merged = student.merge_and_unload().to("cpu").to(memory_format=torch.contiguous_format).eval()
     return UnlearnResult(model=merged, adapter=adapter, seconds=time.perf_counter() - t0,
-                         trainable_fraction=share, steps=done, device=str(device), history=history)
+                         trainable_fraction=share, steps=done, device=str(device), history=history,
+                         stop_reason=stop_reason)
 
 
 @torch.no_grad()

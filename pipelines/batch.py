@@ -199,7 +199,7 @@ def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: 
             "unlearned_model": {"name": name, "version": ref.version, "digest": digest,
                                 "run_id": run_id},
             "method": {"name": METHOD, "params": {"rfa": s.rfa.model_dump(mode="json"), "lora": s.lora.model_dump(mode="json")},
-                       "trainable_fraction": result.trainable_fraction, "steps": result.steps, "device": result.device,
+                       "trainable_fraction": result.trainable_fraction, "steps": result.steps, "stop_reason": result.stop_reason, "device": result.device,
                        "seconds": round(result.seconds, 3)},
             "code": {"version": code_version(), "packages": package_versions()},
             "evaluation": {"original": ev.original, "unlearned": ev.unlearned,

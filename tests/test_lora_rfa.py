@@ -95,12 +95,30 @@ def test_early_stop_ends_once_the_forget_check_reaches_the_target_and_still_forg
     cfg = RfaSettings(min_steps=20, max_steps=600, stop_check_every=10, stop_tolerance_pt=1.0)
     result = rfa(base_model, task, LoraSettings(), cfg)
     checks = [h for h in result.history if "check_acc" in h]
-    assert 20 <= result.steps < 600 and checks[-1]["step"] == result.steps
+    assert 20 <= result.steps < 600 and checks[-1]["step"] == result.steps and result.stop_reason == "target"
     assert checks[-1]["check_acc"] <= checks[-1]["check_target"] + 1.0 == 1.0  # class target scores 0 %
     assert all(c["check_acc"] > 1.0 for c in checks[:-1])  # it did not stop before reaching it
     x = to_input(task.forget.x)
     with torch.no_grad():
         assert (result.model(x).argmax(1).numpy() == task.forget.y).mean() <= 0.02
+
+
+def test_stall_stop_ends_a_run_that_no_longer_moves_the_forget_set(base_model, digits):
+    """An adapter that cannot move Df (here: a learning rate of 1e-9) must not burn its whole step
+    budget: after `stop_patience` checks without progress it stops and says so."""
+    from components.settings import ScenarioSettings
+
+    stuck = ScenarioSettings(target="masked_nearest_class", lr=1e-9, forget_epochs=40)
+    cfg = RfaSettings(class_unlearning=stuck, min_steps=10, max_steps=200, stop_check_every=10,
+                      stop_tolerance_pt=0.5, stop_patience=3)
+    _, task = _class_task(digits, c=5)
+    result = rfa(base_model, task, LoraSettings(), cfg)
+    checks = [h for h in result.history if "check_acc" in h]
+    assert checks[0]["check_acc"] > 90 and checks[0]["check_target"] == 0.0  # the target is out of reach
+    assert result.stop_reason == "stalled" and result.steps == 40  # first check at 10, three stale ones after
+    assert [c["step"] for c in checks] == [10, 20, 30, 40]
+    off = rfa(base_model, task, LoraSettings(), cfg.model_copy(update={"stop_patience": 0, "max_steps": 60}))
+    assert off.stop_reason == "steps" and off.steps == 60
 
 
 def test_rfa_under_the_cuda_policy_bf16_and_channels_last_still_forgets(base_model, digits, monkeypatch):
