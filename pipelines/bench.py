@@ -104,7 +104,7 @@ def original_model(ds: Dataset, arch: str, checkpoint: str | None, cache: Path, 
     return model.eval(), spec
 
 
-def _forget_ids(ds: Dataset, scenario: str, forget_class: int | None, fraction: float | None, seed: int) -> set[str]:
+def forget_ids(ds: Dataset, scenario: str, forget_class: int | None, fraction: float | None, seed: int) -> set[str]:
     if scenario == "class":
         return set(ds.train.ids[ds.train.y == forget_class].tolist())
     rng = np.random.default_rng(seed)
@@ -163,6 +163,10 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
               forget_class: int | None, fraction: float | None, seeds: list[int], methods: list[str], out: Path,
               cache: Path, settings: Settings, console: Console, oracle_epochs: int | None = None) -> dict:
     device = resolve_device(settings.rfa.device)
+    # peft imports transformers (~8 s on this CPU): a once-per-process cost like torch's own import,
+    # which no method's seconds should carry (it used to land on whichever seed ran RFA first).
+    import peft  # noqa: F401
+
     ds = load_bench_data(dataset, data_dir)
     train_cfg = settings.train if oracle_epochs is None else settings.train.model_copy(update={"epochs": oracle_epochs})
     original, spec = original_model(ds, arch, checkpoint, cache, train_cfg, device, settings.model.width)
@@ -182,7 +186,7 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
     with Progress(console=console, transient=False) as bar:
         job = bar.add_task("bench", total=len(seeds) * (len(methods) + 1))
         for seed in seeds:
-            fs = extract_forget_set(ds.train, _forget_ids(ds, scenario, forget_class, fraction, seed), max_fraction=0.5)
+            fs = extract_forget_set(ds.train, forget_ids(ds, scenario, forget_class, fraction, seed), max_fraction=0.5)
             classes = (forget_class,) if scenario == "class" else ()
             task = UnlearnTask(scenario, fs.forget, fs.retain, ds.heldout, classes)
             splits = EvalSplits.build(fs.forget, fs.retain, ds.test, ds.heldout, classes, ev_cfg)
@@ -219,7 +223,8 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
                         bar.advance(job)
                         continue
                     res, m, lr = found
-                    model, seconds, share, extra = res.model, res.seconds, res.trainable_fraction, {"lr": lr}
+                    model, seconds, share, extra = (res.model, res.seconds, res.trainable_fraction,
+                                                    {"lr": lr, "steps": res.steps, "stop_reason": res.stop_reason})
                     if lr is not None:
                         chosen[f"{name}@seed{seed}"] = lr
                 preds = {k: predict(model, sp, device) for k, sp in (("dt", ds.test), ("df", fs.forget))}

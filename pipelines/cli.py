@@ -257,6 +257,31 @@ def bench_report(out_dir: Path = typer.Argument(..., help="A bench output folder
     typer.echo((out_dir / "results.md").read_text())
 
 
+@app.command("bench-merge")
+def bench_merge(out_dir: Path = typer.Argument(..., help="Folder for the merged results.json / results.md."),
+                runs: list[Path] = typer.Argument(..., help="Bench output folders of one configuration, other seeds."),
+                notes: Optional[Path] = typer.Option(None, help="Markdown appended as the Notes section.")) -> None:
+    """Merge bench runs that covered different seeds of one configuration into one table."""
+    import json
+
+    from pipelines.bench_report import MergeError, merge_results, render_markdown
+
+    loaded = []
+    for run in runs:
+        src = run / "results.json"
+        if not src.exists():
+            raise CliError(f"{src} not found; each folder must hold a bench run's results.json")
+        loaded.append((str(run), json.loads(src.read_text())))
+    try:
+        merged = merge_results(loaded)
+    except MergeError as e:
+        raise CliError(str(e)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(merged, indent=1) + "\n")
+    (out_dir / "results.md").write_text(render_markdown(merged, notes.read_text() if notes else ""))
+    typer.echo((out_dir / "results.md").read_text())
+
+
 class CliError(Exception):
     """A bad argument found by a command itself (reported as one `error:` line, exit 2)."""
 

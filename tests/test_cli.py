@@ -153,3 +153,38 @@ def test_bench_report_rerenders_with_notes_and_refuses_a_folder_without_results(
     code, _, err = run(capsys, "bench-report", str(tmp_path / "empty"))
     assert code == 2
     _one_line_error(err, "results.json not found")
+
+
+def test_bench_merge_joins_seed_runs_and_refuses_mismatched_or_overlapping_ones(capsys, tmp_path):
+    import json
+    from pathlib import Path
+
+    full = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "digits-class0"
+                       / "results.json").read_text())
+    runs = []
+    for seeds in ([2], [0, 1]):  # split the committed 3-seed run as two parallel processes would write it
+        part = {"config": {**full["config"], "seeds": seeds,
+                           "lr_chosen": {k: v for k, v in full["config"]["lr_chosen"].items() if int(k[-1]) in seeds}},
+                "records": [r for r in full["records"] if r["seed"] in seeds]}
+        d = tmp_path / f"run{seeds[0]}"
+        d.mkdir()
+        (d / "results.json").write_text(json.dumps(part))
+        runs.append(d)
+    code, _, _ = run(capsys, "bench-merge", str(tmp_path / "merged"), *map(str, runs))
+    merged = json.loads((tmp_path / "merged" / "results.json").read_text())
+    assert code == 0 and merged["config"]["seeds"] == [0, 1, 2]
+    assert merged["config"]["lr_chosen"] == full["config"]["lr_chosen"]
+    key = lambda r: (r["seed"], r["method"])
+    assert sorted(merged["records"], key=key) == sorted(full["records"], key=key)
+    assert "| rfa |" in (tmp_path / "merged" / "results.md").read_text()
+    # The same seed twice, and a run of another configuration, are refused with one line each.
+    code, _, err = run(capsys, "bench-merge", str(tmp_path / "x"), str(runs[0]), str(runs[0]))
+    assert code == 2
+    _one_line_error(err, "repeats method")
+    other = json.loads((runs[1] / "results.json").read_text())
+    other["config"]["scenario"] = "sample"
+    (runs[1] / "results.json").write_text(json.dumps(other))
+    code, _, err = run(capsys, "bench-merge", str(tmp_path / "y"), str(runs[0]), str(runs[1]))
+    assert code == 2
+    _one_line_error(err, "differs in scenario")
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
