@@ -119,12 +119,13 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
 
     # Teacher view for the targets: one no-grad pass over Df, a retain subsample and the heldout split.
     ref_idx = torch.randperm(len(yr), generator=gen)[: min(len(yr), 4000)].to(device)
-    f_logits, f_pooled = _logits_and_taps(teacher, xf, taps, run=run_t)
-    r_logits, r_pooled = _logits_and_taps(teacher, xr[ref_idx], taps, run=run_t)
+    chunk = policy.infer_batch
+    f_logits, f_pooled = _logits_and_taps(teacher, xf, taps, chunk, run=run_t)
+    r_logits, r_pooled = _logits_and_taps(teacher, xr[ref_idx], taps, chunk, run=run_t)
     sc = cfg.scenario(task.scenario)
     h_logits, h_labels = f_logits[:0], yf.cpu()[:0]  # class targets never read the non-member reference
     if sc.target in NEEDS_HELDOUT:
-        h_logits = _logits_and_taps(teacher, to_input(task.heldout.x).to(device), ())[0]
+        h_logits = _logits_and_taps(teacher, to_input(task.heldout.x).to(device), (), chunk)[0]
         h_labels = torch.from_numpy(task.heldout.y)
     view = TeacherView(f_logits, f_pooled, yf.cpu(), r_logits, yr[ref_idx].cpu(), r_pooled, h_logits, h_labels,
                        task.forget_classes)
@@ -211,8 +212,9 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
 
 
 @torch.no_grad()
-def _prefix_pass(prefix: Callable, x: torch.Tensor, policy, device: torch.device, batch: int = 1024) -> torch.Tensor:
+def _prefix_pass(prefix: Callable, x: torch.Tensor, policy, device: torch.device) -> torch.Tensor:
     """The frozen prefix's activations for x (N, ...) in chunks, kept on the device."""
+    batch = policy.infer_batch
     with policy.autocast(device):
         return torch.cat([prefix(x[i:i + batch]).float() for i in range(0, len(x), batch)])
 

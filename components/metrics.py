@@ -17,6 +17,7 @@ from torch import nn
 
 from components.data import Split
 from components.models import to_input
+from components.runtime import device_policy
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,8 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, device: torch.device, batch: int = 1024) -> Predictions:
+def predict(model: nn.Module, split: Split, device: torch.device, batch: int | None = None) -> Predictions:
+    batch = batch or device_policy(device).infer_batch
     model = model.to(device).eval()
     out = [model(to_input(split.x[i:i + batch]).to(device)).double().cpu().numpy() for i in range(0, len(split), batch)]
     logits = np.concatenate(out) if out else np.zeros((0, 0))

@@ -12,6 +12,7 @@ from components.alignment import feature_taps, pooled
 from components.data import Split
 from components.metrics import Predictions
 from components.models import to_input
+from components.runtime import device_policy
 
 
 def activation_distance(p: Predictions, ref: Predictions) -> float:
@@ -27,8 +28,10 @@ def js_divergence(p: Predictions, ref: Predictions) -> float:
 
 
 @torch.no_grad()
-def pooled_features(model: nn.Module, split: Split, module: str, device: torch.device, batch: int = 512) -> np.ndarray:
+def pooled_features(model: nn.Module, split: Split, module: str, device: torch.device,
+                    batch: int | None = None) -> np.ndarray:
     """Penultimate pooled features (N, C) read from `module` by a forward hook."""
+    batch = batch or device_policy(device).infer_batch
     model = model.to(device).eval()
     out = []
     with feature_taps(model, (module,)) as store:

@@ -41,6 +41,10 @@ class DevicePolicy:
 
     memory_format: torch.memory_format
     autocast_dtype: torch.dtype | None
+    # Chunk size of no-grad passes (teacher targets, frozen prefix, evaluation). On the CPU small
+    # chunks stay in cache: one thread ran the small CNN 2x and ResNet-20 2.1x faster per image at
+    # 64 than at 1024 (measured 2026-11-30); a GPU wants large ones.
+    infer_batch: int = 1024
 
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(memory_format=self.memory_format)
@@ -55,8 +59,8 @@ class DevicePolicy:
 
 
 DEVICE_POLICIES: dict[str, DevicePolicy] = {
-    "cpu": DevicePolicy(torch.contiguous_format, None),
-    "cuda": DevicePolicy(torch.channels_last, torch.bfloat16),
+    "cpu": DevicePolicy(torch.contiguous_format, None, infer_batch=64),
+    "cuda": DevicePolicy(torch.channels_last, torch.bfloat16, infer_batch=1024),
 }
 
 
