@@ -39,12 +39,19 @@ def summarise(result: dict) -> dict[str, dict]:
         row_diverged = sum(1 for r in recs if r.get("diverged"))
         recs = [r for r in recs if not r.get("diverged")]
         row = {k: [r.get(k) for r in recs] for k, _ in COLUMNS}
+        row["seed"] = [r["seed"] for r in recs]
         row["gap"] = [avg_gap(r, oracle[r["seed"]]) for r in recs if r["seed"] in oracle]
         row["t_retrain"] = [r["seconds"] / oracle[r["seed"]]["seconds"] for r in recs if r["seed"] in oracle and oracle[r["seed"]]["seconds"]]
         row["t_ft"] = [r["seconds"] / ft[r["seed"]]["seconds"] for r in recs if r["seed"] in ft and ft[r["seed"]]["seconds"]]
         row["diverged"] = row_diverged
         out[method] = row
     return out
+
+
+def _seeds(xs: list, fmt: str = "{:.1f}", scale: float = 1.0) -> str:
+    """' (a / b / c by seed)' when more than one seed: a mean can hide one seed that misses."""
+    vals = [x for x in xs if x is not None]
+    return f" ({' / '.join(fmt.format(scale * v) for v in vals)} by seed)" if len(vals) > 1 else ""
 
 
 def targets(result: dict, rows: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
@@ -59,11 +66,16 @@ def targets(result: dict, rows: dict[str, dict]) -> list[tuple[str, bool | None,
     if result["config"]["scenario"] == "class":
         dft, drt, mia = mean(r["acc_dft"]), mean(r["acc_drt"]), mean(r["mia_efficacy"])
         out.append(("Acc(Dft) ≤ 1 %", dft is not None and dft <= 1, f"{dft:.2f}"))
-        out.append(("Acc(Drt) ≥ original − 1", drt is not None and drt >= mean(o["acc_drt"]) - 1, f"{drt:.2f} vs {mean(o['acc_drt']):.2f}"))
+        out.append(("Acc(Drt) ≥ original − 1", drt is not None and drt >= mean(o["acc_drt"]) - 1,
+                    f"{drt:.2f} vs {mean(o['acc_drt']):.2f}" + _seeds(r["acc_drt"], "{:.2f}")))
         out.append(("MIA-efficacy ≥ 95", mia is not None and mia >= 95, f"{mia:.2f}"))
         if "retrain" in rows:
             p, po = mean(r["probe_acc_dft"]), mean(rows["retrain"]["probe_acc_dft"])
-            out.append(("feature probe on Dft within 5 pt of the oracle's", abs(p - po) <= 5, f"{p:.2f} vs oracle {po:.2f}"))
+            oracle_probe = dict(zip(rows["retrain"]["seed"], rows["retrain"]["probe_acc_dft"]))
+            diffs = [a - oracle_probe[s] for s, a in zip(r["seed"], r["probe_acc_dft"])
+                     if a is not None and oracle_probe.get(s) is not None]
+            out.append(("feature probe on Dft within 5 pt of the oracle's", abs(p - po) <= 5,
+                        f"{p:.2f} vs oracle {po:.2f}" + _seeds(diffs, "{:+.1f} pt")))
     else:
         if r["gap"]:
             g = mean(r["gap"])
@@ -78,10 +90,10 @@ def targets(result: dict, rows: dict[str, dict]) -> list[tuple[str, bool | None,
         out.append(("gap to Retrain ≤ every baseline's", g <= others[best], f"{g:.2f} vs {best} {others[best]:.2f}"))
     if r["t_retrain"]:
         t = mean(r["t_retrain"])
-        out.append(("time ≤ 5 % of Retrain's", t <= 0.05, f"{100 * t:.2f} %"))
+        out.append(("time ≤ 5 % of Retrain's", t <= 0.05, f"{100 * t:.2f} %" + _seeds(r["t_retrain"], "{:.1f} %", 100)))
     if r["t_ft"]:
         t = mean(r["t_ft"])
-        out.append(("time ≤ 50 % of FT's", t <= 0.5, f"{100 * t:.1f} %"))
+        out.append(("time ≤ 50 % of FT's", t <= 0.5, f"{100 * t:.1f} %" + _seeds(r["t_ft"], "{:.1f} %", 100)))
     return out
 
 
