@@ -64,9 +64,9 @@ class UnlearnResult:
     stop_reason: str = "steps"
 
 
-def _logits_and_taps(model: nn.Module, x: torch.Tensor, taps: tuple[str, ...], batch: int = 1024,
+def _logits_and_taps(model: nn.Module, x: torch.Tensor, taps: tuple[str, ...], batch: int,
                      run: Callable | None = None):
-    """No-grad teacher pass in chunks: logits (N, K) and pooled taps {tap: (N, C)} on CPU.
+    """No-grad teacher pass in chunks of `batch`: logits (N, K) and pooled taps {tap: (N, C)} on CPU.
     `run` replaces model(x) (the suffix, when x holds cached prefix activations)."""
     run = run or model
     outs, feats = [], {t: [] for t in taps}
@@ -88,7 +88,8 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
             relative_sq_distance(pooled student tap(x_f), target pooled tap)              (shifted residual)
       (+ probe_weight * recognition_penalty of an in-loop linear probe on the last tap; class only)
     The student runs in eval mode throughout (frozen BN statistics); only LoRA weights train.
-    Steps scale with |Df|: `forget_epochs` passes over Df, within [`min_steps`, `max_steps`].
+    Steps scale with |Df|: `forget_epochs` passes over Df, within [`min_steps`, `max_steps`];
+    with checks on, it stops early on reaching the target or after `stop_patience` stale checks.
     On models with a frozen prefix (no adapter below a stage) and `retain_pool` > 0, the prefix
     runs once per image and retain batches come from that pool (components/lora.frozen_split).
     """
