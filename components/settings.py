@@ -94,7 +94,7 @@ class RfaSettings(_Frozen):
     # its accuracy is within `stop_tolerance_pt` of what the target itself scores there. 0 = off.
     stop_check_every: int = Field(0, ge=0)
     stop_tolerance_pt: float = Field(1.0, ge=0)
-    # Stall stop: after this many checks in a row without the check accuracy falling at least
+    # Stall stop: after this many checks in a row without the check accuracy falling more than
     # `stop_tolerance_pt` below its best so far, stop too. The adapter has stopped moving Df, and
     # more steps only cost time (measured: Fashion-MNIST 10 % sat within 0.8 pt for 190 steps);
     # what it reached is then judged by the gates like any result. 0 = off (run to max_steps).
