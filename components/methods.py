@@ -19,6 +19,7 @@ from torch import nn
 from components.adversary import FeatureBank, ForgetProbe, fit_probe, recognition_penalty
 from components.alignment import (
     NEEDS_HELDOUT,
+    NEEDS_RETAIN_REFERENCE,
     TeacherView,
     feature_taps,
     get_target,
@@ -71,7 +72,7 @@ def _logits_and_taps(model: nn.Module, x: torch.Tensor, taps: tuple[str, ...], b
     run = run or model
     outs, feats = [], {t: [] for t in taps}
     with torch.no_grad(), feature_taps(model, taps) as store:
-        for i in range(0, len(x), batch):
+        for i in range(0, max(len(x), 1), batch):  # an empty x still runs once: (0, K) outputs
             outs.append(run(x[i:i + batch]).float().cpu())
             for t in taps:
                 feats[t].append(pooled(store[t]).cpu())
@@ -121,9 +122,13 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     # Teacher view for the targets: one no-grad pass over Df, a retain subsample and the heldout split.
     ref_idx = torch.randperm(len(yr), generator=gen)[: min(len(yr), 4000)].to(device)
     chunk = policy.infer_batch
+    sc = cfg.scenario(task.scenario)
+    if sc.target not in NEEDS_RETAIN_REFERENCE and sc.probe_weight == 0:
+        # Nothing reads the retain reference: skip its pass (4,000 images), but keep the index
+        # draw above, so later draws (batches, the check subset) are those of a full run.
+        ref_idx = ref_idx[:0]
     f_logits, f_pooled = _logits_and_taps(teacher, xf, taps, chunk, run=run_t)
     r_logits, r_pooled = _logits_and_taps(teacher, xr[ref_idx], taps, chunk, run=run_t)
-    sc = cfg.scenario(task.scenario)
     h_logits, h_labels = f_logits[:0], yf.cpu()[:0]  # class targets never read the non-member reference
     if sc.target in NEEDS_HELDOUT:
         h_logits = _logits_and_taps(teacher, to_input(task.heldout.x).to(device), (), chunk)[0]

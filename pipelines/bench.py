@@ -123,13 +123,25 @@ def _record(method: str, seed: int, m: dict, extra: dict) -> dict:
     return {"method": method, "seed": seed, **{k: m.get(k) for k in KEYS}, **extra}
 
 
+def _run_timed(name: str, original, task, cfg: MethodConfig):
+    """Run a method; also return the CPU seconds it used (all threads of this process).
+
+    Wall seconds on a shared machine grow with whatever else runs; CPU seconds do not, so ratios
+    of them compare methods fairly when the load changed between (or during) their runs. On CUDA
+    they count host work only: there the wall seconds are the measure."""
+    c0 = time.process_time()
+    res = get_method(name)(original, task, cfg)
+    return res, time.process_time() - c0
+
+
 def _oracle(original, task, cfg: MethodConfig, spec: dict, cache: Path, key: str):
-    """The Retrain oracle for this forget set and seed, from the cache when it was trained before."""
+    """The Retrain oracle for this forget set and seed, from the cache when it was trained before.
+    Oracles cached before CPU seconds were recorded carry none (their ratios show as missing)."""
     model, meta = _cached_model(cache / "oracles" / key, spec)
     if model is not None:
-        return model, {**meta, "oracle_cached": True}
-    res = get_method("retrain")(original, task, cfg)
-    meta = {"seconds": res.seconds, "measured_at": time.time()}
+        return model, {"cpu_seconds": None, **meta, "oracle_cached": True}
+    res, cpu = _run_timed("retrain", original, task, cfg)
+    meta = {"seconds": res.seconds, "cpu_seconds": cpu, "measured_at": time.time()}
     _save_model(cache / "oracles" / key, res.model, meta)
     return res.model, {**meta, "oracle_cached": False}
 
@@ -140,14 +152,14 @@ def _best_of_grid(name: str, original, task, cfg: MethodConfig, measure, oracle_
     best = None
     for lr in GRIDS.get(name, (None,)):
         c = cfg if lr is None else replace(cfg, baseline=replace(cfg.baseline, lr=lr, epochs=BASELINE_EPOCHS[name]))
-        res = get_method(name)(original, task, c)
+        res, cpu = _run_timed(name, original, task, c)
         if not is_finite(res.model):
             log(f"{name} diverged at lr={lr}; skipped")
             continue
         m = measure(res.model)
         gap = avg_gap(_record(name, 0, m, {}), oracle_rec) if oracle_rec is not None else 0.0
         if best is None or gap < best[0]:
-            best = (gap, res, m, lr)
+            best = (gap, res, m, lr, cpu)
     return None if best is None else best[1:]
 
 
@@ -202,7 +214,7 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
                                baseline=BaselineSettings(seed=seed, device=settings.rfa.device),
                                train=train_cfg.model_copy(update={"seed": seed}))
             m0 = measure(original)
-            records.append(_record("original", seed, m0, {"probe_acc_dft": m0["probe_acc_dft"], "seconds": 0.0,
+            records.append(_record("original", seed, m0, {"probe_acc_dft": m0["probe_acc_dft"], "seconds": 0.0, "cpu_seconds": 0.0,
                                                          "trainable_fraction": 0.0, "act_dist_dt": None, "js_df": None}))
             bar.advance(job)
             oracle_rec = oracle_preds = None
@@ -212,19 +224,21 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
                     key = (f"{ds.name}-{arch}-{manifest_sha256(forget_manifest(fs.forget))[:16]}-s{seed}"
                            f"-e{train_cfg.epochs}-t{train_key(train_cfg)}")
                     model, meta = _oracle(original, task, cfg, spec, cache, key)
-                    m, seconds, share, extra = measure(model), meta["seconds"], 1.0, {"oracle_cached": meta["oracle_cached"]}
+                    m, seconds, share = measure(model), meta["seconds"], 1.0
+                    extra = {"cpu_seconds": meta["cpu_seconds"], "oracle_cached": meta["oracle_cached"]}
                 else:
                     found = _best_of_grid(name, original, task, cfg, measure, oracle_rec,
                                           lambda mdl: _finite(mdl, ds.test, device), lambda msg: console.print(f"seed {seed}: {msg}"))
                     if found is None:
                         records.append({"method": name, "seed": seed, "diverged": True, **{k: None for k in KEYS},
-                                        "probe_acc_dft": None, "seconds": None, "trainable_fraction": None,
+                                        "probe_acc_dft": None, "seconds": None, "cpu_seconds": None, "trainable_fraction": None,
                                         "act_dist_dt": None, "js_df": None})
                         bar.advance(job)
                         continue
-                    res, m, lr = found
+                    res, m, lr, cpu = found
                     model, seconds, share, extra = (res.model, res.seconds, res.trainable_fraction,
-                                                    {"lr": lr, "steps": res.steps, "stop_reason": res.stop_reason})
+                                                    {"cpu_seconds": cpu, "lr": lr, "steps": res.steps,
+                                                     "stop_reason": res.stop_reason})
                     if lr is not None:
                         chosen[f"{name}@seed{seed}"] = lr
                 preds = {k: predict(model, sp, device) for k, sp in (("dt", ds.test), ("df", fs.forget))}

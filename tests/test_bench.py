@@ -62,9 +62,12 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
     rfa = saved["records"][2]
     assert rfa["acc_dft"] <= 1.0 and rfa["act_dist_dt"] is not None and 0 < rfa["trainable_fraction"] < 0.05
     assert saved["records"][0]["seconds"] == 0.0 and saved["records"][1]["act_dist_dt"] == 0.0
+    assert saved["records"][0]["cpu_seconds"] == 0.0
+    assert all(r["cpu_seconds"] > 0 for r in saved["records"][1:])  # CPU seconds beside the wall seconds
     assert saved["config"]["scenario"] == "class" and saved["config"]["packages"]["torch"]
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| rfa |" in md and "time / Retrain" in md and "## Targets" in md
+    assert "time ≤ 5 % of Retrain's, CPU seconds" in md
     # The oracle is cached: a second run reuses it instead of retraining.
     assert any((tmp_path / "cache" / "oracles").glob("*.safetensors"))
 
@@ -97,3 +100,28 @@ def test_oracle_cache_key_changes_with_the_training_recipe_not_the_seed():
     assert train_key(base) == train_key(TrainSettings(seed=7))  # the seed is a key part of its own
     for change in ({"lr": 0.1}, {"epochs": 3}, {"optimizer": "sgd"}, {"augment": True}):
         assert train_key(TrainSettings(**change)) != train_key(base), change
+
+
+def test_time_ratios_use_each_unit_only_where_both_runs_measured_it():
+    """A cached oracle from before CPU seconds were recorded has none: its CPU ratios are left out
+    (not computed against zero or a wall time), while the wall ratios stand."""
+    from pipelines.bench_report import summarise, targets
+
+    def rec(method, seed, seconds, cpu):
+        return {"method": method, "seed": seed, "acc_dr": 90.0, "acc_df": 0.0, "acc_dt": 88.0, "acc_drt": 90.0,
+                "acc_dft": 0.0, "mia_efficacy": 100.0, "loss_mia_auc": 0.5, "probe_acc_dft": 80.0,
+                "act_dist_dt": 0.1, "js_df": 0.01, "seconds": seconds, "cpu_seconds": cpu,
+                "trainable_fraction": 0.04 if method == "rfa" else 1.0}
+
+    result = {"config": {"scenario": "class"},
+              "records": [rec("original", 0, 0.0, 0.0), rec("retrain", 0, 1000.0, None), rec("rfa", 0, 40.0, 20.0),
+                          rec("ft", 0, 100.0, 80.0),
+                          rec("original", 1, 0.0, 0.0), rec("retrain", 1, 1000.0, 800.0), rec("rfa", 1, 30.0, 24.0),
+                          rec("ft", 1, 100.0, 60.0)]}
+    rows = summarise(result)
+    assert rows["rfa"]["t_retrain"] == [0.04, 0.03] and rows["rfa"]["c_retrain"] == [0.03]
+    assert rows["rfa"]["c_ft"] == [0.25, 0.4]
+    got = {name: (ok, val) for name, ok, val in targets(result, rows)}
+    assert got["time ≤ 5 % of Retrain's"] == (True, "3.50 % (4.0 % / 3.0 % by seed)")
+    assert got["time ≤ 5 % of Retrain's, CPU seconds"] == (True, "3.00 %")
+    assert got["time ≤ 50 % of FT's, CPU seconds"] == (True, "32.50 % (25.0 % / 40.0 % by seed)")

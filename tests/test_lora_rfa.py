@@ -90,6 +90,28 @@ def test_rfa_sample_unlearning_moves_forget_margins_toward_nonmembers(base_model
         assert (result.model(xr).argmax(1) == base_model(xr).argmax(1)).float().mean() > 0.99
 
 
+def test_sample_rfa_skips_the_unread_retain_reference_pass_without_changing_its_result(base_model, digits, monkeypatch):
+    """margin_quantile reads Df and the heldout split only: the teacher must not run over the
+    retain reference, and skipping it must leave every random draw, so the adapter, unchanged."""
+    from components import alignment, methods
+
+    seen: list[int] = []
+    real = methods._logits_and_taps
+    monkeypatch.setattr(methods, "_logits_and_taps", lambda model, x, *a, **k: (seen.append(len(x)), real(model, x, *a, **k))[1])
+    rng = np.random.default_rng(1)
+    fs = extract_forget_set(digits.train, set(rng.choice(digits.train.ids, size=40, replace=False).tolist()))
+    task = UnlearnTask("sample", fs.forget, fs.retain, digits.heldout)
+    cfg = RfaSettings(max_steps=30, min_steps=30)
+    skipped = rfa(base_model, task, LoraSettings(), cfg)
+    assert seen == [40, 0, len(digits.heldout)]
+    seen.clear()
+    monkeypatch.setattr(methods, "NEEDS_RETAIN_REFERENCE", alignment.NEEDS_RETAIN_REFERENCE | {"margin_quantile"})
+    full = rfa(base_model, task, LoraSettings(), cfg)
+    assert seen == [40, min(len(fs.retain), 4000), len(digits.heldout)]
+    assert skipped.adapter.keys() == full.adapter.keys()
+    assert all(torch.equal(skipped.adapter[k], full.adapter[k]) for k in full.adapter)
+
+
 def test_early_stop_ends_once_the_forget_check_reaches_the_target_and_still_forgets(base_model, digits):
     _, task = _class_task(digits, c=3)
     cfg = RfaSettings(min_steps=20, max_steps=600, stop_check_every=10, stop_tolerance_pt=1.0)
