@@ -114,10 +114,10 @@ def render_markdown(result: dict, notes: str = "") -> str:
     rows = summarise(result)
     what = f"class {cfg['forget_class']}" if cfg["scenario"] == "class" else f"{100 * cfg['fraction']:.0f} % random samples"
     lines = [f"# {cfg['dataset']} / {cfg['model']} — {what}", "",
-             f"Seeds {cfg['seeds']}, device {cfg['device']} ({cfg['torch_threads']} threads). Mean ± std over seeds; "
-             "accuracies, MIA-efficacy and the probe in percent. Gap = mean |Δ| to Retrain over UA, RA, TA, MIA-efficacy. "
-             "Time ratios use the same seed's Retrain and FT; wall seconds, and CPU seconds of the "
-             "process (load-independent) where recorded.", ""]
+             (f"Seeds {cfg['seeds']}, device {cfg['device']} ({cfg['torch_threads']} threads). Mean ± std over seeds; "
+              "accuracies, MIA-efficacy and the probe in percent. Gap = mean |Δ| to Retrain over UA, RA, TA, MIA-efficacy. "
+              "Time ratios use the same seed's Retrain and FT; wall seconds, and CPU seconds of the "
+              "process (load-independent) where recorded."), ""]
     header = ["method"] + [label for _, label in COLUMNS] + ["gap to Retrain", "time / Retrain", "time / FT",
                                                               "CPU / Retrain", "CPU / FT"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
