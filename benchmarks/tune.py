@@ -1,10 +1,12 @@
-"""One RFA tuning run on CIFAR-10 / ResNet-20 (seed 0's forget set): the sweeps behind
-benchmarks/notes/cifar10-resnet20-*.md.
+"""One RFA tuning run on CIFAR-10 / ResNet-20 or Fashion-MNIST / small CNN (seed 0's forget set):
+the sweeps behind benchmarks/notes/*.md.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune_cifar.py '{"probe_weight": 15, "lr": 0.005}'
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune_cifar.py '{"scenario": "sample", "forget_batch": 64}'
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune.py '{"probe_weight": 15, "lr": 0.005}'
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune.py '{"scenario": "sample", "forget_batch": 64}'
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune.py '{"dataset": "fashion_mnist", "retain_batch": 8}'
 
-The JSON overrides `benchmarks/params/cifar10.yaml` keys of the scenario's `rfa.*_unlearning`, of
+`dataset` is cifar10 (the default) or fashion_mnist; the rest of the JSON overrides
+`benchmarks/params/<dataset>.yaml` keys of the scenario's `rfa.*_unlearning`, of
 `rfa` and of `lora` (`rank`, and `targets` for the peft regex); `scenario` is class (forget class
 0, the default) or sample (10 % random). Prints one JSON line: seconds, steps, trainable share and
 the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe scored as the benchmark scores it;
