@@ -184,8 +184,8 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
                 loss_p = recognition_penalty(probe_net, feats[nb:], task.forget_classes)
                 loss_f = loss_f + sc.probe_weight * loss_p
             loss = loss_r + sc.forget_weight * loss_f
-            if cfg.retain_ce_weight > 0:
-                loss = loss + cfg.retain_ce_weight * F.cross_entropy(s_out[:nb], yr[ri])
+            if sc.retain_ce_weight > 0:
+                loss = loss + sc.retain_ce_weight * F.cross_entropy(s_out[:nb], yr[ri])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

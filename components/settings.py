@@ -75,6 +75,9 @@ class ScenarioSettings(_Frozen):
     probe_lr: float = Field(1e-2, gt=0)
     probe_steps: int = Field(5, ge=1)            # probe updates per RFA step, on the feature bank
     probe_bank: int = Field(4096, ge=64)         # recent (feature, label) pairs the probe is fitted on
+    # Optional cross-entropy on the retain batch (method.md 1.2). With the adversarial probe on
+    # CIFAR-10 it lets the head re-fit the retained classes the feature edit disturbed (notes).
+    retain_ce_weight: float = Field(0.0, ge=0)
 
 
 class RfaSettings(_Frozen):
@@ -82,7 +85,6 @@ class RfaSettings(_Frozen):
     class_unlearning: ScenarioSettings = ScenarioSettings(target="masked_nearest_class", forget_epochs=40)
     sample_unlearning: ScenarioSettings = ScenarioSettings(target="margin_quantile", lr=1e-2, forget_weight=10.0,
                                                            feature_weight=0.0, forget_batch=16, forget_epochs=100)
-    retain_ce_weight: float = Field(0.0, ge=0)
     retain_batch: int = Field(128, ge=1)
     # Models whose first stages carry no adapter (ResNetCifar: LoRA in layer3 + head) have those
     # stages' output cached once for Df and for this many retain samples, which the retain batches

@@ -3,6 +3,7 @@
 import copy
 
 import numpy as np
+import pytest
 import torch
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
@@ -110,6 +111,23 @@ def test_sample_rfa_skips_the_unread_retain_reference_pass_without_changing_its_
     assert seen == [40, min(len(fs.retain), 4000), len(digits.heldout)]
     assert skipped.adapter.keys() == full.adapter.keys()
     assert all(torch.equal(skipped.adapter[k], full.adapter[k]) for k in full.adapter)
+
+
+def test_retain_cross_entropy_is_a_per_scenario_setting_that_steers_the_adapter(base_model, digits):
+    """CE on Dr belongs to a scenario (CIFAR-10 class unlearning uses it, sample unlearning not):
+    set on class_unlearning it changes the class run's adapter; the old rfa-level key is refused."""
+    import pydantic
+
+    from components.settings import ScenarioSettings
+
+    _, task = _class_task(digits, c=6)
+    base = RfaSettings(min_steps=20, max_steps=20, stop_check_every=0)
+    with_ce = base.model_copy(update={"class_unlearning": ScenarioSettings(
+        target="masked_nearest_class", forget_epochs=40, retain_ce_weight=5.0)})
+    a, b = rfa(base_model, task, LoraSettings(), base), rfa(base_model, task, LoraSettings(), with_ce)
+    assert any(not torch.equal(a.adapter[k], b.adapter[k]) for k in a.adapter)
+    with pytest.raises(pydantic.ValidationError, match="retain_ce_weight"):
+        RfaSettings.model_validate({"retain_ce_weight": 1.0})
 
 
 def test_early_stop_ends_once_the_forget_check_reaches_the_target_and_still_forgets(base_model, digits):
