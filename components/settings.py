@@ -169,12 +169,22 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
+# Keys that moved: an older params file gets told where its setting lives now, not only that
+# the key is unknown.
+MOVED_KEYS: dict[tuple[str, str], str] = {
+    ("rfa", "retain_ce_weight"): "rfa.class_unlearning.retain_ce_weight and rfa.sample_unlearning.retain_ce_weight",
+}
+
+
 def parse_settings(raw: object, source: str = "params.yaml") -> Settings:
     """Validate an already-parsed mapping. Raises SettingsError naming each bad dotted key."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise SettingsError(f"{source}: the top level must be a mapping of sections")
+    for (section, key), now in MOVED_KEYS.items():
+        if isinstance(raw.get(section), dict) and key in raw[section]:
+            raise SettingsError(f"invalid {source}: {section}.{key} has moved; set {now} (one per scenario)")
     try:
         return Settings.model_validate(raw)
     except ValidationError as err:

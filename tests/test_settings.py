@@ -50,3 +50,11 @@ def test_split_fractions_must_leave_training_data():
 def test_defaults_match_project_params():
     # The code defaults and params.yaml agree, so a missing section means the documented value.
     assert load_settings(ROOT / "params.yaml") == Settings()
+
+
+def test_a_moved_key_says_where_it_lives_now():
+    """rfa.retain_ce_weight became per scenario: an older params file is told where to put it."""
+    with pytest.raises(SettingsError, match=r"rfa\.retain_ce_weight has moved; set rfa\.class_unlearning\.retain_ce_weight"):
+        parse_settings({"rfa": {"retain_ce_weight": 1.0}})
+    ok = parse_settings({"rfa": {"class_unlearning": {"target": "masked_nearest_class", "retain_ce_weight": 1.0}}})
+    assert ok.rfa.class_unlearning.retain_ce_weight == 1.0 and ok.rfa.sample_unlearning.retain_ce_weight == 0.0
