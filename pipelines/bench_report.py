@@ -98,11 +98,10 @@ def targets(result: dict, rows: dict[str, dict]) -> list[tuple[str, bool | None,
     # Wall seconds are the target's measure; CPU seconds (same runs) are shown beside them because
     # on a shared machine the wall ratio also measures how the load changed between two runs.
     for key, unit in (("t", ""), ("c", ", CPU seconds")):
-        for ref, limit in (("retrain", 0.05), ("ft", 0.5)):
+        for ref, name, limit in (("retrain", "Retrain", 0.05), ("ft", "FT", 0.5)):
             ratios = r[f"{key}_{ref}"]
             if ratios:
                 t = mean(ratios)
-                name = {"retrain": "Retrain", "ft": "FT"}[ref]
                 out.append((f"time ≤ {100 * limit:.0f} % of {name}'s{unit}", t <= limit,
                             f"{100 * t:.2f} %" + _seeds(ratios, "{:.1f} %", 100)))
     return out
