@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 EPS = 1e-8
@@ -210,6 +211,36 @@ NEEDS_HELDOUT = frozenset({"margin_quantile"})
 # Targets built from the teacher's view of a retain subsample (class means, paired or nearest
 # retained samples). margin_quantile never reads it: skipping that pass saves 4,000 images.
 NEEDS_RETAIN_REFERENCE = frozenset({"masked_nearest_class", "masked_class_sample", "masked_nearest_neighbour"})
+
+
+def logit_mse(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample squared logit error, summed over classes (one edited logit counts fully)."""
+    return (student - target).pow(2).sum(1).mean()
+
+
+def target_kl(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(target) || softmax(student)), mean over the batch.
+
+    Why for sample unlearning: most Df samples are confident both before and after (margin 20 or
+    10 is the same probability 1.0), yet squared logit error is dominated by exactly those large
+    margin cuts, while the few samples whose target is a wrong prediction (the ones that decide
+    Acc(Df) and the attacks) weigh little. In probability space those saturated samples contribute
+    ~0 and the flips carry the loss.
+    """
+    return F.kl_div(F.log_softmax(student, 1), F.log_softmax(target, 1), log_target=True, reduction="batchmean")
+
+
+FORGET_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "logit_mse": logit_mse,
+    "kl": target_kl,
+}
+
+
+def get_forget_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    try:
+        return FORGET_LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown forget loss {name!r}; choose one of {sorted(FORGET_LOSSES)}") from None
 
 
 def get_target(name: str) -> Callable[[TeacherView], ForgetTarget]:

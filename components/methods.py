@@ -22,6 +22,7 @@ from components.alignment import (
     NEEDS_RETAIN_REFERENCE,
     TeacherView,
     feature_taps,
+    get_forget_loss,
     get_target,
     pooled,
     relative_sq_distance,
@@ -85,7 +86,7 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
 
     L = L_r + lambda * L_f (+ optional CE on Dr), where
       L_r = sum over taps and logits of relative_sq_distance(student(x_r), teacher(x_r))  (zero residual)
-      L_f = ||student logits(x_f) - target logits||^2 + w_feat * sum over taps of
+      L_f = forget_loss(student logits(x_f), target logits) + w_feat * sum over taps of
             relative_sq_distance(pooled student tap(x_f), target pooled tap)              (shifted residual)
       (+ probe_weight * recognition_penalty of an in-loop linear probe on the last tap; class only)
     The student runs in eval mode throughout (frozen BN statistics); only LoRA weights train.
@@ -123,6 +124,7 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     ref_idx = torch.randperm(len(yr), generator=gen)[: min(len(yr), 4000)].to(device)
     chunk = policy.infer_batch
     sc = cfg.scenario(task.scenario)
+    forget_loss = get_forget_loss(sc.forget_loss)  # before any pass: a misspelt name fails at once
     if sc.target not in NEEDS_RETAIN_REFERENCE and sc.probe_weight == 0:
         # Nothing reads the retain reference: skip its pass (4,000 images), but keep the index
         # draw above, so later draws (batches, the check subset) are those of a full run.
@@ -173,7 +175,7 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
             loss_r = relative_sq_distance(s_out[:nb], t_out)
             for t in taps:
                 loss_r = loss_r + relative_sq_distance(s_taps[t][:nb], t_taps[t])
-            loss_f = (s_out[nb:] - t_logits[fi]).pow(2).sum(1).mean()  # per-sample squared error: one edited logit must count fully
+            loss_f = forget_loss(s_out[nb:], t_logits[fi])
             for t, tf in t_feats.items():
                 loss_f = loss_f + sc.feature_weight * relative_sq_distance(pooled(s_taps[t][nb:]), tf[fi])
             if probe is not None:  # the probe learns the current features, then Df is pushed away from it

@@ -78,6 +78,10 @@ class ScenarioSettings(_Frozen):
     # Optional cross-entropy on the retain batch (method.md 1.2). With the adversarial probe on
     # CIFAR-10 it lets the head re-fit the retained classes the feature edit disturbed (notes).
     retain_ce_weight: float = Field(0.0, ge=0)
+    # How the student's Df logits are pulled to the target's (components/alignment.FORGET_LOSSES):
+    # `logit_mse` (squared logit error) or `kl` (KL from the target's softmax, which only weighs
+    # where the output probabilities differ: accuracy and every attack read probabilities).
+    forget_loss: str = "logit_mse"
 
 
 class RfaSettings(_Frozen):

@@ -3,10 +3,13 @@ import torch
 from components.alignment import (
     TeacherView,
     feature_taps,
+    get_forget_loss,
+    logit_mse,
     margin_quantile,
     margins,
     masked_nearest_class,
     relative_sq_distance,
+    target_kl,
 )
 
 
@@ -82,3 +85,30 @@ def test_masked_nearest_neighbour_targets_the_closest_retained_sample_features()
     assert torch.equal(t.features["tap"][0], r_feats[1])
     d = torch.cdist(torch.tensor([[0.1, 0.0]]), r_feats[1:]).flatten()
     assert torch.equal(t.features["tap"][1], r_feats[1:][d.argmin()])
+
+
+def test_kl_forget_loss_weighs_the_flips_that_squared_logit_error_drowns():
+    """Sample targets cut big margins (20 -> 10: both predict with probability ~1) and flip a few
+    (1 -> -1). Squared logit error is dominated by the cuts; KL to the target's softmax sees only
+    the flip, which is what accuracy and the attacks read."""
+    def logits(m):  # true class 0 at margin m over two other classes
+        return torch.tensor([[m, 0.0, 0.0]])
+
+    cut_s, cut_t = logits(20.0), logits(10.0)
+    flip_s, flip_t = logits(1.0), logits(-1.0)
+    assert logit_mse(cut_s, cut_t) > 10 * logit_mse(flip_s, flip_t)
+    assert target_kl(flip_s, flip_t) > 100 * target_kl(cut_s, cut_t)
+    both_s, both_t = torch.cat([cut_s, flip_s]), torch.cat([cut_t, flip_t])
+    for loss in (logit_mse, target_kl):
+        assert loss(both_t, both_t).abs().item() < 1e-6  # zero at the target
+    # Gradient direction: KL lowers the flipped sample's true logit, and barely touches the cut one.
+    s = both_s.clone().requires_grad_(True)
+    target_kl(s, both_t).backward()
+    assert s.grad[1, 0] > 0 and abs(s.grad[0, 0].item()) < 1e-3
+
+
+def test_unknown_forget_loss_names_the_choices():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"unknown forget loss 'l2'; choose one of \['kl', 'logit_mse'\]"):
+        get_forget_loss("l2")
