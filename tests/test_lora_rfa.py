@@ -177,3 +177,26 @@ def test_rfa_under_the_cuda_policy_bf16_and_channels_last_still_forgets(base_mod
         out = result.model(x)
     assert torch.isfinite(out).all() and (out.argmax(1).numpy() == task.forget.y).mean() <= 0.05
     assert all(p.is_contiguous() for p in result.model.parameters())  # served in the plain layout
+
+
+def test_forget_loss_is_a_scenario_setting_and_a_misspelt_one_fails_before_any_pass(base_model, digits, monkeypatch):
+    """`forget_loss` reaches the training loop (KL and squared logit error train different
+    adapters from the same draws); an unknown name stops RFA before the teacher runs at all."""
+    from components import methods
+    from components.settings import ScenarioSettings
+
+    rng = np.random.default_rng(2)
+    fs = extract_forget_set(digits.train, set(rng.choice(digits.train.ids, size=40, replace=False).tolist()))
+    task = UnlearnTask("sample", fs.forget, fs.retain, digits.heldout)
+
+    def cfg(loss: str) -> RfaSettings:
+        sc = ScenarioSettings(target="margin_quantile", forget_loss=loss, lr=1e-2, forget_weight=10.0, feature_weight=0.0)
+        return RfaSettings(min_steps=20, max_steps=20, sample_unlearning=sc)
+
+    mse, kl = rfa(base_model, task, LoraSettings(), cfg("logit_mse")), rfa(base_model, task, LoraSettings(), cfg("kl"))
+    assert any(not torch.equal(mse.adapter[k], kl.adapter[k]) for k in mse.adapter)
+    passes: list[int] = []
+    monkeypatch.setattr(methods, "_logits_and_taps", lambda model, x, *a, **k: passes.append(len(x)))
+    with pytest.raises(ValueError, match="unknown forget loss 'l1'"):
+        rfa(base_model, task, LoraSettings(), cfg("l1"))
+    assert passes == []
