@@ -96,6 +96,8 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     runs once per image and retain batches come from that pool (components/lora.frozen_split).
     """
     t0 = time.perf_counter()
+    sc = cfg.scenario(task.scenario)
+    forget_loss = get_forget_loss(sc.forget_loss)  # before any work: a misspelt name fails at once
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
     policy = device_policy(device)  # CUDA: bf16 autocast + channels_last; CPU: plain fp32
@@ -123,8 +125,6 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     # Teacher view for the targets: one no-grad pass over Df, a retain subsample and the heldout split.
     ref_idx = torch.randperm(len(yr), generator=gen)[: min(len(yr), 4000)].to(device)
     chunk = policy.infer_batch
-    sc = cfg.scenario(task.scenario)
-    forget_loss = get_forget_loss(sc.forget_loss)  # before any pass: a misspelt name fails at once
     if sc.target not in NEEDS_RETAIN_REFERENCE and sc.probe_weight == 0:
         # Nothing reads the retain reference: skip its pass (4,000 images), but keep the index
         # draw above, so later draws (batches, the check subset) are those of a full run.
