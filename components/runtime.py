@@ -66,3 +66,29 @@ DEVICE_POLICIES: dict[str, DevicePolicy] = {
 
 def device_policy(device: torch.device) -> DevicePolicy:
     return DEVICE_POLICIES.get(device.type, DEVICE_POLICIES["cpu"])
+
+
+def _bf16_policy(device: torch.device) -> DevicePolicy:
+    # A CPU without AVX512-BF16 / AMX emulates bf16 and runs slower than fp32: refuse, don't crawl.
+    if device.type == "cpu" and not bf16_cpu_supported():
+        raise RuntimeError("precision 'bf16' needs a CPU with AVX512-BF16 or AMX (this one has neither); "
+                           "set train.precision: fp32")
+    return DevicePolicy(torch.channels_last, torch.bfloat16, infer_batch=device_policy(device).infer_batch)
+
+
+def bf16_cpu_supported() -> bool:
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+# How supervised training (base model, Retrain oracle) runs, by `train.precision`. Measured on this
+# machine's Xeon (AMX), ResNet-20, batch 128, one thread: fp32 679 ms/step, bf16 + channels_last 268.
+TRAIN_PRECISIONS: dict[str, Callable[[torch.device], DevicePolicy]] = {
+    "fp32": lambda device: DevicePolicy(torch.contiguous_format, None, device_policy(device).infer_batch),
+    "bf16": _bf16_policy,
+}
+
+
+def training_policy(device: torch.device, precision: str) -> DevicePolicy:
+    if precision not in TRAIN_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(TRAIN_PRECISIONS)}")
+    return TRAIN_PRECISIONS[precision](device)

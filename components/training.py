@@ -11,7 +11,7 @@ from torch import nn
 
 from components.data import Split
 from components.models import to_input
-from components.runtime import ProgressFn, no_progress, set_seed
+from components.runtime import ProgressFn, no_progress, set_seed, training_policy
 from components.settings import TrainSettings
 
 OPTIMIZERS = {
@@ -40,8 +40,9 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.
 def train_classifier(model: nn.Module, data: Split, cfg: TrainSettings, device: torch.device,
                      progress: ProgressFn = no_progress) -> dict[str, float]:
     """Train `model` in place (Adam or SGD, one-cycle schedule); returns final loss and seconds."""
+    policy = training_policy(device, cfg.precision)  # before any work: an unsupported bf16 fails here
     gen = set_seed(cfg.seed)
-    model.to(device).train()
+    policy.prepare(model.to(device)).train()
     x = to_input(data.x)
     y = torch.from_numpy(data.y)
     n = len(y)
@@ -57,8 +58,9 @@ def train_classifier(model: nn.Module, data: Split, cfg: TrainSettings, device: 
         for b in range(steps_per_epoch):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             xb = augment_batch(x[idx], gen) if cfg.augment else x[idx]
-            xb, yb = xb.to(device), y[idx].to(device)
-            loss = F.cross_entropy(model(xb), yb)
+            xb, yb = policy.layout(xb.to(device)), y[idx].to(device)
+            with policy.autocast(device):
+                loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -66,5 +68,6 @@ def train_classifier(model: nn.Module, data: Split, cfg: TrainSettings, device: 
             step += 1
             if step % steps_per_epoch == 0:
                 progress(step, total, {"loss": loss.item()})
-    model.eval()
+    # Weights stay fp32 under autocast; only the layout goes back, so saving and evaluation see the usual model.
+    model.to(memory_format=torch.contiguous_format).eval()
     return {"final_loss": loss.item(), "seconds": time.perf_counter() - t0, "steps": step}

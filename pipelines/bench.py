@@ -81,8 +81,10 @@ def _save_model(path: Path, model, meta: dict) -> None:
 
 def train_key(cfg: TrainSettings) -> str:
     """Short hash of the training recipe (seed excluded: it is part of the key on its own), so a
-    changed schedule never reuses an oracle trained under another one."""
-    return sha256_hex(canonical_json(cfg.model_dump(exclude={"seed"})))[:8]
+    changed schedule never reuses an oracle trained under another one. fp32 (the default) stays out
+    of the hash, so oracles cached before the precision setting existed keep their keys."""
+    skip = {"seed"} | ({"precision"} if cfg.precision == "fp32" else set())
+    return sha256_hex(canonical_json(cfg.model_dump(exclude=skip)))[:8]
 
 
 def original_model(ds: Dataset, arch: str, checkpoint: str | None, cache: Path, train_cfg: TrainSettings, device,
@@ -173,14 +175,16 @@ def write_results(out: Path, config: dict, records: list[dict]) -> dict:
 
 def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | None, scenario: str,
               forget_class: int | None, fraction: float | None, seeds: list[int], methods: list[str], out: Path,
-              cache: Path, settings: Settings, console: Console, oracle_epochs: int | None = None) -> dict:
+              cache: Path, settings: Settings, console: Console, oracle_epochs: int | None = None,
+              oracle_precision: str | None = None) -> dict:
     device = resolve_device(settings.rfa.device)
     # peft imports transformers (~8 s on this CPU): a once-per-process cost like torch's own import,
     # which no method's seconds should carry (it used to land on whichever seed ran RFA first).
     import peft  # noqa: F401
 
     ds = load_bench_data(dataset, data_dir)
-    train_cfg = settings.train if oracle_epochs is None else settings.train.model_copy(update={"epochs": oracle_epochs})
+    overrides = {k: v for k, v in (("epochs", oracle_epochs), ("precision", oracle_precision)) if v is not None}
+    train_cfg = TrainSettings.model_validate({**settings.train.model_dump(), **overrides})  # validated, unlike model_copy
     original, spec = original_model(ds, arch, checkpoint, cache, train_cfg, device, settings.model.width)
     profile = PROFILES[arch]
     lora = settings.lora.model_copy(update={"target_modules": profile.lora_targets})

@@ -219,7 +219,9 @@ def bench(dataset: str = typer.Option("digits", help="digits | fashion_mnist | c
           methods: str = typer.Option("rfa,ft,neggrad,rl,salun,scrub,retrain"),
           out_dir: Path = typer.Option(Path("benchmarks/results/run"), "--out", help="Output folder for results.json / results.md."),
           params: Path = typer.Option(Path("params.yaml"), help="params.yaml with the rfa / lora / train settings."),
-          oracle_epochs: Optional[int] = typer.Option(None, help="Epochs of the Retrain oracle (default: train.epochs).")) -> None:
+          oracle_epochs: Optional[int] = typer.Option(None, help="Epochs of the Retrain oracle (default: train.epochs)."),
+          oracle_precision: Optional[str] = typer.Option(None, help="fp32 | bf16 for the Retrain oracle (default: train.precision; "
+                                                         "bf16 needs AMX / AVX512-BF16 on CPU).")) -> None:
     """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
     from components.methods import METHODS
     from components.settings import load_settings
@@ -235,7 +237,7 @@ def bench(dataset: str = typer.Option("digits", help="digits | fashion_mnist | c
     result = run_bench(dataset, str(data_dir) if data_dir else None, model, str(checkpoint) if checkpoint else None,
                        scenario, forget_class if scenario == "class" else None, fraction if scenario == "sample" else None,
                        [int(s) for s in seeds.split(",")], names, out_dir, Path(".cache") / "bench", load_settings(params),
-                       out, oracle_epochs)
+                       out, oracle_epochs, oracle_precision)
     typer.echo((out_dir / "results.md").read_text())
     out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
 

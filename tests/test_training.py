@@ -1,7 +1,10 @@
 """The training engine behind the base model and the Retrain oracle."""
 
+import pytest
 import torch
+from pydantic import ValidationError
 
+from components.runtime import bf16_cpu_supported
 from components.settings import TrainSettings
 from components.training import OPTIMIZERS, augment_batch, train_classifier
 
@@ -43,3 +46,45 @@ def test_every_registered_optimizer_trains_a_model_that_beats_chance(digits):
             from components.models import to_input
             acc = (model(to_input(digits.test.x)).argmax(1).numpy() == digits.test.y).mean()
         assert acc > 0.5, (name, acc)
+
+
+@pytest.mark.skipif(not bf16_cpu_supported(), reason="this CPU has no AVX512-BF16 / AMX")
+def test_bf16_training_beats_chance_and_hands_back_an_fp32_model_in_the_usual_layout(digits):
+    """bf16 autocast + channels_last speeds the Retrain oracle up; the trained model must still be a
+    plain fp32, contiguous model that saves, loads and evaluates like any other."""
+    from components.models import build_model, make_spec, to_input
+
+    spec = make_spec("small_cnn", digits.train.x, digits.num_classes, 8)
+    trained = {}
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)
+        trained[precision] = build_model(spec)
+        train_classifier(trained[precision], digits.train, TrainSettings(epochs=4, lr=3e-3, precision=precision),
+                         torch.device("cpu"))
+    model = trained["bf16"]
+    # Same seed, same batches: only the arithmetic differs, so bf16 really ran.
+    assert not torch.equal(model.head.weight, trained["fp32"].head.weight)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(p.is_contiguous() for p in model.parameters())
+    with torch.no_grad():
+        acc = (model(to_input(digits.test.x)).argmax(1).numpy() == digits.test.y).mean()
+    assert acc > 0.5, acc
+
+
+def test_bf16_on_a_cpu_without_bf16_units_fails_before_training_with_the_fix(digits, monkeypatch):
+    """Emulated bf16 is slower than fp32: a CPU without the units gets a one-line refusal, and the
+    model is left untouched."""
+    from components import runtime
+    from components.models import build_model, make_spec
+
+    monkeypatch.setattr(runtime, "bf16_cpu_supported", lambda: False)  # this machine has AMX
+    model = build_model(make_spec("small_cnn", digits.train.x, digits.num_classes, 8))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(RuntimeError, match="AVX512-BF16 or AMX.*train.precision: fp32"):
+        train_classifier(model, digits.train, TrainSettings(epochs=1, precision="bf16"), torch.device("cpu"))
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_unknown_precision_is_refused_by_the_settings():
+    with pytest.raises(ValidationError, match="precision"):
+        TrainSettings(precision="fp16")
