@@ -227,8 +227,12 @@ def bench(dataset: str = typer.Option("digits", help="digits | fashion_mnist | c
     from components.settings import load_settings
     from pipelines.bench import run_bench
 
+    from components.runtime import TRAIN_PRECISIONS
+
     if scenario not in ("class", "sample"):
         raise typer.BadParameter("--scenario must be class or sample")
+    if oracle_precision is not None and oracle_precision not in TRAIN_PRECISIONS:
+        raise typer.BadParameter(f"--oracle-precision must be one of {sorted(TRAIN_PRECISIONS)}")
     names = [m.strip() for m in methods.split(",") if m.strip()]
     unknown = [m for m in names if m not in METHODS]
     if unknown:
@@ -310,12 +314,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = app(args=argv, prog_name="unlearn", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
-    except click.exceptions.Exit as e:
+    # typer >= 0.2x carries its own copy of click, whose exceptions are not click's: catch both, or
+    # a usage error (unknown option, bad value) escapes as a traceback with exit code 1.
+    except (click.exceptions.Exit, typer.Exit) as e:
         return e.exit_code
-    except click.ClickException as e:
-        e.show()
+    except (click.ClickException, typer.TyperException) as e:
+        ctx = getattr(e, "ctx", None)  # usage errors know their command: point at its --help
+        hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
+        err.print(f"error: {e.format_message()}{hint}", markup=False, soft_wrap=True)
         return e.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         err.print("aborted")
         return 1
     except _user_errors() as e:

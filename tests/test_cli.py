@@ -191,3 +191,17 @@ def test_bench_merge_joins_seed_runs_and_refuses_mismatched_or_overlapping_ones(
     assert code == 2
     _one_line_error(err, "differs in scenario")
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--oracle-precision", "fp16"], "--oracle-precision must be one of ['bf16', 'fp32']"),
+    (["--scenario", "both"], "--scenario must be class or sample"),
+    # typer >= 0.2x raises its own copy of click's usage errors: they once escaped as tracebacks.
+    (["--bogus"], "No such option: --bogus"),
+])
+def test_bench_usage_errors_are_one_line_before_loading_anything(capsys, tmp_path, args, needle):
+    code, _, err = run(capsys, "bench", *args, "--out", str(tmp_path / "run"))
+    assert code == 2
+    _one_line_error(err, needle)
+    assert "unlearn bench --help" in err
+    assert not (tmp_path / "run").exists()
