@@ -224,10 +224,9 @@ def bench(dataset: str = typer.Option("digits", help="digits | fashion_mnist | c
                                                          "bf16 needs AMX / AVX512-BF16 on CPU).")) -> None:
     """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
     from components.methods import METHODS
+    from components.runtime import TRAIN_PRECISIONS
     from components.settings import load_settings
     from pipelines.bench import run_bench
-
-    from components.runtime import TRAIN_PRECISIONS
 
     if scenario not in ("class", "sample"):
         raise typer.BadParameter("--scenario must be class or sample")
@@ -321,8 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     except (click.ClickException, typer.TyperException) as e:
         ctx = getattr(e, "ctx", None)  # usage errors know their command: point at its --help
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        err.print(f"error: {e.format_message()}{hint}", markup=False, soft_wrap=True)
-        return e.exit_code
+        message = e.format_message() if hasattr(e, "format_message") else str(e)  # not every TyperException is click's
+        err.print(f"error: {message}{hint}", markup=False, soft_wrap=True)
+        return getattr(e, "exit_code", 2)
     except (click.exceptions.Abort, typer.Abort):
         err.print("aborted")
         return 1
