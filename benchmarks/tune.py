@@ -7,7 +7,8 @@ the sweeps behind benchmarks/notes/*.md.
 
 `dataset` is cifar10 (the default) or fashion_mnist; the rest of the JSON overrides
 `benchmarks/params/<dataset>.yaml` keys of the scenario's `rfa.*_unlearning`, of
-`rfa` and of `lora` (`rank`, and `targets` for the peft regex); `scenario` is class (forget class
+`rfa` and of `lora` (`rank`, and `targets` for the peft regex); `base_epochs` and `base_precision` pick a longer-trained
+cached base (Fashion-MNIST; as `unlearn bench --oracle-epochs / --oracle-precision` trains it); `scenario` is class (forget class
 0, the default) or sample (10 % random). Prints one JSON line: seconds, steps, trainable share and
 the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe scored as the benchmark scores it;
 sample: Acc(Df), Acc(Dt), |Df - Dt| and Acc(Dr) on 5,000 retained images. Not a benchmark:
@@ -49,7 +50,9 @@ def main(overrides: dict) -> dict:
     s = load_settings(f"benchmarks/params/{dataset}.yaml")
     ds = load_bench_data(dataset, f"{SHARED}/datasets/{dataset}")
     cpu = torch.device("cpu")
-    original, _ = original_model(ds, arch, ckpt, Path(".cache") / "bench", s.train, cpu, s.model.width)
+    # base_epochs / base_precision: the base the bench trains under --oracle-epochs / --oracle-precision
+    train = s.train.model_copy(update={k: ov.pop(f"base_{k}") for k in ("epochs", "precision") if f"base_{k}" in ov})
+    original, _ = original_model(ds, arch, ckpt, Path(".cache") / "bench", train, cpu, s.model.width)
     prof = PROFILES[arch]
     scenario = ov.pop("scenario", "class")
     fs = extract_forget_set(ds.train, forget_ids(ds, scenario, 0, 0.1, 0), max_fraction=0.5)
