@@ -7,12 +7,13 @@ the sweeps behind benchmarks/notes/*.md.
 
 `dataset` is cifar10 (the default) or fashion_mnist; the rest of the JSON overrides
 `benchmarks/params/<dataset>.yaml` keys of the scenario's `rfa.*_unlearning`, of
-`rfa` and of `lora` (`rank`, and `targets` for the peft regex); `base_epochs` and `base_precision` pick a longer-trained
-cached base (Fashion-MNIST; as `unlearn bench --oracle-epochs / --oracle-precision` trains it); `scenario` is class (forget class
-0, the default) or sample (10 % random). Prints one JSON line: seconds, steps, trainable share and
-the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe scored as the benchmark scores it;
-sample: Acc(Df), Acc(Dt), |Df - Dt| and Acc(Dr) on 5,000 retained images. Not a benchmark:
-no oracle, no baselines; it sizes a setting.
+`rfa` and of `lora` (`rank`, and `targets` for the peft regex); `base_epochs` and
+`base_precision` pick a longer-trained cached base (Fashion-MNIST; the one `unlearn bench
+--oracle-epochs / --oracle-precision` trains); `scenario` is class (forget class 0, the default)
+or sample (10 % random). Prints one JSON line: seconds, steps, trainable share and the accuracies;
+class: Acc(Dft), Acc(Drt) and the feature probe scored as the benchmark scores it; sample:
+Acc(Df), Acc(Dt), |Df - Dt| and Acc(Dr) on 5,000 retained images. Not a benchmark: no oracle,
+no baselines; it sizes a setting.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from components.forget import extract_forget_set
 from components.methods import UnlearnTask, rfa
 from components.models import PROFILES, to_input
 from components.reference import feature_probe
-from components.settings import load_settings
+from components.settings import TrainSettings, load_settings
 from pipelines.bench import forget_ids, load_bench_data, original_model
 
 SHARED = "../shared"
@@ -51,7 +52,8 @@ def main(overrides: dict) -> dict:
     ds = load_bench_data(dataset, f"{SHARED}/datasets/{dataset}")
     cpu = torch.device("cpu")
     # base_epochs / base_precision: the base the bench trains under --oracle-epochs / --oracle-precision
-    train = s.train.model_copy(update={k: ov.pop(f"base_{k}") for k in ("epochs", "precision") if f"base_{k}" in ov})
+    base = {k: ov.pop(f"base_{k}") for k in ("epochs", "precision") if f"base_{k}" in ov}
+    train = TrainSettings.model_validate({**s.train.model_dump(), **base})  # validated, unlike model_copy
     original, _ = original_model(ds, arch, ckpt, Path(".cache") / "bench", train, cpu, s.model.width)
     prof = PROFILES[arch]
     scenario = ov.pop("scenario", "class")
