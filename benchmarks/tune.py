@@ -29,8 +29,8 @@ from components.forget import extract_forget_set
 from components.methods import UnlearnTask, rfa
 from components.models import PROFILES, to_input
 from components.reference import feature_probe
-from components.settings import TrainSettings, load_settings
-from pipelines.bench import forget_ids, load_bench_data, original_model
+from components.settings import load_settings
+from pipelines.bench import forget_ids, load_bench_data, original_model, training_recipe
 
 SHARED = "../shared"
 MODELS = {"cifar10": ("resnet20", f"{SHARED}/models/resnet_cifar10_akamaster/resnet20-12fca82f.th"),
@@ -52,8 +52,7 @@ def main(overrides: dict) -> dict:
     ds = load_bench_data(dataset, f"{SHARED}/datasets/{dataset}")
     cpu = torch.device("cpu")
     # base_epochs / base_precision: the base the bench trains under --oracle-epochs / --oracle-precision
-    base = {k: ov.pop(f"base_{k}") for k in ("epochs", "precision") if f"base_{k}" in ov}
-    train = TrainSettings.model_validate({**s.train.model_dump(), **base})  # validated, unlike model_copy
+    train = training_recipe(s.train, ov.pop("base_epochs", None), ov.pop("base_precision", None))
     original, _ = original_model(ds, arch, ckpt, Path(".cache") / "bench", train, cpu, s.model.width)
     prof = PROFILES[arch]
     scenario = ov.pop("scenario", "class")

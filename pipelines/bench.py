@@ -87,6 +87,13 @@ def train_key(cfg: TrainSettings) -> str:
     return sha256_hex(canonical_json(cfg.model_dump(exclude=skip)))[:8]
 
 
+def training_recipe(train: TrainSettings, epochs: int | None = None, precision: str | None = None) -> TrainSettings:
+    """`train` with the --oracle-epochs / --oracle-precision overrides (base model and Retrain share
+    it). Validated, unlike model_copy, so a wrong value fails here rather than deep in training."""
+    overrides = {k: v for k, v in (("epochs", epochs), ("precision", precision)) if v is not None}
+    return TrainSettings.model_validate({**train.model_dump(), **overrides})
+
+
 def original_model(ds: Dataset, arch: str, checkpoint: str | None, cache: Path, train_cfg: TrainSettings, device,
                    width: int = 32):
     if arch in CHECKPOINTS:
@@ -183,8 +190,7 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
     import peft  # noqa: F401
 
     ds = load_bench_data(dataset, data_dir)
-    overrides = {k: v for k, v in (("epochs", oracle_epochs), ("precision", oracle_precision)) if v is not None}
-    train_cfg = TrainSettings.model_validate({**settings.train.model_dump(), **overrides})  # validated, unlike model_copy
+    train_cfg = training_recipe(settings.train, oracle_epochs, oracle_precision)
     original, spec = original_model(ds, arch, checkpoint, cache, train_cfg, device, settings.model.width)
     profile = PROFILES[arch]
     lora = settings.lora.model_copy(update={"target_modules": profile.lora_targets})

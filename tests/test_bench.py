@@ -104,6 +104,19 @@ def test_oracle_cache_key_changes_with_the_training_recipe_not_the_seed():
     assert train_key(base) == "8deb3855"  # the key of the digits oracles cached before it
 
 
+def test_training_recipe_applies_the_oracle_overrides_and_refuses_a_bad_one():
+    from pydantic import ValidationError
+
+    from pipelines.bench import training_recipe
+
+    base = TrainSettings(lr=0.05)
+    assert training_recipe(base) == base  # no override: the params file's recipe
+    longer = training_recipe(base, epochs=60, precision="bf16")
+    assert (longer.epochs, longer.precision, longer.lr) == (60, "bf16", 0.05)
+    with pytest.raises(ValidationError, match="precision"):
+        training_recipe(base, precision="fp16")  # model_copy would have let this through
+
+
 def test_time_ratios_use_each_unit_only_where_both_runs_measured_it():
     """A cached oracle from before CPU seconds were recorded has none: its CPU ratios are left out
     (not computed against zero or a wall time), while the wall ratios stand."""
