@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from components.settings import Settings, SettingsError, load_settings, parse_settings
 
@@ -11,8 +12,8 @@ def test_project_params_parse_and_are_frozen():
     s = load_settings(ROOT / "params.yaml")
     assert s.data.source == "digits"
     assert s.rfa.scenario("class").target == "masked_nearest_class"
-    with pytest.raises(Exception):
-        s.lora.rank = 99  # frozen
+    with pytest.raises(ValidationError, match="frozen"):
+        s.lora.rank = 99
 
 
 def test_bad_value_names_dotted_path():
