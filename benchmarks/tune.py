@@ -9,7 +9,7 @@ the sweeps behind benchmarks/notes/*.md.
 `benchmarks/params/<dataset>.yaml` keys of the scenario's `rfa.*_unlearning`, of
 `rfa` and of `lora` (`rank`, and `targets` for the peft regex); `base_epochs` and
 `base_precision` pick a longer-trained cached base (Fashion-MNIST; the one `unlearn bench
---oracle-epochs / --oracle-precision` trains); `scenario` is class (forget class 0, the default)
+--oracle-epochs / --oracle-precision` trains) and `width` a wider one; `scenario` is class (forget class 0, the default)
 or sample (10 % random). Prints one JSON line: seconds, steps, trainable share and the accuracies;
 class: Acc(Dft), Acc(Drt) and the feature probe scored as the benchmark scores it; sample:
 Acc(Df), Acc(Dt), |Df - Dt| and Acc(Dr) on 5,000 retained images. Not a benchmark: no oracle,
@@ -53,7 +53,8 @@ def main(overrides: dict) -> dict:
     cpu = torch.device("cpu")
     # base_epochs / base_precision: the base the bench trains under --oracle-epochs / --oracle-precision
     train = training_recipe(s.train, ov.pop("base_epochs", None), ov.pop("base_precision", None))
-    original, _ = original_model(ds, arch, ckpt, Path(".cache") / "bench", train, cpu, s.model.width)
+    width = ov.pop("width", s.model.width)  # small_cnn only: a wider cached base (trained on first use)
+    original, _ = original_model(ds, arch, ckpt, Path(".cache") / "bench", train, cpu, width)
     prof = PROFILES[arch]
     scenario = ov.pop("scenario", "class")
     fs = extract_forget_set(ds.train, forget_ids(ds, scenario, 0, 0.1, 0), max_fraction=0.5)

@@ -95,6 +95,12 @@ def targets(result: dict, rows: dict[str, dict]) -> list[tuple[str, bool | None,
     if r["gap"] and others:
         g, best = mean(r["gap"]), min(others, key=others.get)
         out.append(("gap to Retrain ≤ every baseline's", g <= others[best], f"{g:.2f} vs {best} {others[best]:.2f}"))
+    # Not one of the targets, a sanity row: on a base that barely memorises, leaving the
+    # model untouched can already meet "gap ≤ 2.0" and beat baselines that damage Dr; this row
+    # says whether RFA did better than doing nothing.
+    if r["gap"] and o.get("gap"):
+        g, go = mean(r["gap"]), mean(o["gap"])
+        out.append(("gap smaller than the untouched original's (did it forget?)", g < go, f"{g:.3f} vs {go:.3f}"))
     # Wall seconds are the target's measure; CPU seconds (same runs) are shown beside them because
     # on a shared machine the wall ratio also measures how the load changed between two runs.
     for key, unit in (("t", ""), ("c", ", CPU seconds")):

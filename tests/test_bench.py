@@ -140,3 +140,23 @@ def test_time_ratios_use_each_unit_only_where_both_runs_measured_it():
     assert got["time ≤ 5 % of Retrain's"] == (True, "3.50 % (4.0 % / 3.0 % by seed)")
     assert got["time ≤ 5 % of Retrain's, CPU seconds"] == (True, "3.00 %")
     assert got["time ≤ 50 % of FT's, CPU seconds"] == (True, "32.50 % (25.0 % / 40.0 % by seed)")
+
+
+def test_targets_flag_an_rfa_no_closer_to_retrain_than_the_untouched_original():
+    """Sample unlearning on a base that barely memorises: RFA that leaves the model as it was meets
+    "gap ≤ 2.0" and beats a baseline that damages Dr, and the sanity row must say it did not forget."""
+    from pipelines.bench_report import summarise, targets
+
+    def rec(method, df, dr, dt, mia):
+        return {"method": method, "seed": 0, "acc_df": df, "acc_dr": dr, "acc_dt": dt, "acc_drt": None,
+                "acc_dft": None, "mia_efficacy": mia, "loss_mia_auc": 0.5, "probe_acc_dft": None,
+                "act_dist_dt": None, "js_df": None, "seconds": 1.0, "cpu_seconds": 1.0,
+                "trainable_fraction": 0.04 if method == "rfa" else 1.0}
+
+    records = [rec("original", 93.0, 92.8, 90.7, 8.4), rec("retrain", 91.1, 92.6, 90.7, 10.4),
+               rec("ft", 89.6, 89.7, 88.4, 17.5)]
+    for rfa_df, rfa_mia, forgot in ((93.0, 8.4, False), (91.5, 10.0, True)):
+        result = {"config": {"scenario": "sample"}, "records": [*records, rec("rfa", rfa_df, 92.8, 90.7, rfa_mia)]}
+        got = {name: ok for name, ok, _ in targets(result, summarise(result))}
+        assert got["average gap to Retrain ≤ 2.0"] and got["gap smaller than ft's"]
+        assert got["gap smaller than the untouched original's (did it forget?)"] is forgot
