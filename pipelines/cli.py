@@ -320,8 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     except (click.ClickException, typer.TyperException) as e:
         ctx = getattr(e, "ctx", None)  # usage errors know their command: point at its --help
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        message = e.format_message() if hasattr(e, "format_message") else str(e)  # not every TyperException is click's
-        err.print(f"error: {message}{hint}", markup=False, soft_wrap=True)
+        err.print(f"error: {e.format_message()}{hint}", markup=False, soft_wrap=True)
         return getattr(e, "exit_code", 2)
     except (click.exceptions.Abort, typer.Abort):
         err.print("aborted")

@@ -205,3 +205,19 @@ def test_bench_usage_errors_are_one_line_before_loading_anything(capsys, tmp_pat
     _one_line_error(err, needle)
     assert "unlearn bench --help" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_a_bare_typer_exception_is_still_one_line(capsys, monkeypatch):
+    """typer 0.2x raises its own exceptions (TyperException, the root of its click copy's), which
+    are not click's: main() must print them as one line with typer's exit code, not a traceback.
+    Only the app is replaced: no command raises a bare TyperException today."""
+    import typer
+
+    import pipelines.cli as cli
+
+    def raise_bare(**_):
+        raise typer.TyperException("the registry refused the request")
+
+    monkeypatch.setattr(cli, "app", raise_bare)
+    assert cli.main(["status"]) == typer.TyperException.exit_code
+    _one_line_error(capsys.readouterr().err, "the registry refused the request")
