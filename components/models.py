@@ -174,7 +174,11 @@ def load_model(spec: dict, weights: bytes) -> nn.Module:
         sd = st_load(weights)
     except Exception as err:  # safetensors raises its own SafetensorError on truncated/garbled bytes
         raise ModelError(f"corrupt checkpoint: {err}") from None
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as err:  # same names, other shapes: e.g. weights of a narrower model
+        first = next((ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln), str(err).splitlines()[0])
+        raise ModelError(f"checkpoint does not fit spec {spec['arch']}: {first}") from None
     if missing or unexpected:
         raise ModelError(f"checkpoint does not fit spec {spec['arch']}: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model.eval()

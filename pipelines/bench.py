@@ -87,6 +87,13 @@ def train_key(cfg: TrainSettings) -> str:
     return sha256_hex(canonical_json(cfg.model_dump(exclude=skip)))[:8]
 
 
+def oracle_key(dataset: str, arch: str, spec: dict, manifest_sha: str, seed: int, train: TrainSettings) -> str:
+    """Cache name of a Retrain oracle: data, architecture spec (a wider model is another oracle, not
+    a shape error on load), forget manifest, seed and the training recipe."""
+    spec_hash = sha256_hex(canonical_json(spec))[:8]
+    return f"{dataset}-{arch}-{manifest_sha[:16]}-s{seed}-e{train.epochs}-t{train_key(train)}-m{spec_hash}"
+
+
 def training_recipe(train: TrainSettings, epochs: int | None = None, precision: str | None = None) -> TrainSettings:
     """`train` with the --oracle-epochs / --oracle-precision overrides (base model and Retrain share
     it). Validated, unlike model_copy, so a wrong value fails here rather than deep in training."""
@@ -231,8 +238,7 @@ def run_bench(dataset: str, data_dir: str | None, arch: str, checkpoint: str | N
             for name in ordered:
                 bar.update(job, description=f"seed {seed}: {name}")
                 if name == "retrain":
-                    key = (f"{ds.name}-{arch}-{manifest_sha256(forget_manifest(fs.forget))[:16]}-s{seed}"
-                           f"-e{train_cfg.epochs}-t{train_key(train_cfg)}")
+                    key = oracle_key(ds.name, arch, spec, manifest_sha256(forget_manifest(fs.forget)), seed, train_cfg)
                     model, meta = _oracle(original, task, cfg, spec, cache, key)
                     m, seconds, share = measure(model), meta["seconds"], 1.0
                     extra = {"cpu_seconds": meta["cpu_seconds"], "oracle_cached": meta["oracle_cached"]}

@@ -104,6 +104,19 @@ def test_oracle_cache_key_changes_with_the_training_recipe_not_the_seed():
     assert train_key(base) == "8deb3855"  # the key of the digits oracles cached before it
 
 
+def test_oracle_key_separates_model_widths_and_a_wrong_width_checkpoint_is_a_model_error(digits):
+    """A width-32 run once found the width-16 oracle of the same forget set and recipe and died in
+    load_state_dict with a size-mismatch traceback."""
+    from components.models import build_model, load_model, make_spec, state_bytes
+    from pipelines.bench import oracle_key
+
+    narrow, wide = (make_spec("small_cnn", digits.train.x, 10, w) for w in (16, 32))
+    keys = {oracle_key("digits", "small_cnn", spec, "ab" * 32, 0, TrainSettings()) for spec in (narrow, wide, narrow)}
+    assert len(keys) == 2
+    with pytest.raises(ModelError, match="does not fit spec small_cnn: size mismatch"):
+        load_model(wide, state_bytes(build_model(narrow)))
+
+
 def test_training_recipe_applies_the_oracle_overrides_and_refuses_a_bad_one():
     from pydantic import ValidationError
 
