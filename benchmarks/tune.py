@@ -9,11 +9,11 @@ the sweeps behind benchmarks/notes/*.md.
 `benchmarks/params/<dataset>.yaml` keys of the scenario's `rfa.*_unlearning`, of
 `rfa` and of `lora` (`rank`, and `targets` for the peft regex); `base_epochs` and
 `base_precision` pick a longer-trained cached base (Fashion-MNIST; the one `unlearn bench
---oracle-epochs / --oracle-precision` trains) and `width` a wider one; `scenario` is class (forget class 0, the default)
-or sample (10 % random). Prints one JSON line: seconds, steps, trainable share and the accuracies;
-class: Acc(Dft), Acc(Drt) and the feature probe scored as the benchmark scores it; sample:
-Acc(Df), Acc(Dt), |Df - Dt| and Acc(Dr) on 5,000 retained images. Not a benchmark: no oracle,
-no baselines; it sizes a setting.
+--oracle-epochs / --oracle-precision` trains) and `width` a wider one; `scenario` is class
+(forget class 0, the default) or sample (10 % random). Prints one JSON line: seconds, steps,
+trainable share and the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe scored as
+the benchmark scores it; sample: Acc(Df), Acc(Dt), |Df - Dt| and Acc(Dr) on 5,000 retained
+images. Not a benchmark: no oracle, no baselines; it sizes a setting.
 """
 
 from __future__ import annotations
