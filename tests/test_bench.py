@@ -68,8 +68,15 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| rfa |" in md and "time / Retrain" in md and "## Targets" in md
     assert "time ≤ 5 % of Retrain's, CPU seconds" in md
-    # The oracle is cached: a second run reuses it instead of retraining.
-    assert any((tmp_path / "cache" / "oracles").glob("*.safetensors"))
+    # The oracle is cached: a second run reuses it (same weights, its first measured seconds)
+    # instead of retraining.
+    assert saved["records"][1]["oracle_cached"] is False
+    again = run_bench("digits", None, "small_cnn", None, "class", 2, None, [0], ["retrain"],
+                      tmp_path / "out2", tmp_path / "cache", settings, Console(quiet=True), oracle_epochs=3)
+    first, second = saved["records"][1], again["records"][1]
+    assert second["method"] == "retrain" and second["oracle_cached"] is True
+    assert second["seconds"] == first["seconds"] and second["acc_df"] == first["acc_df"]
+    assert second["acc_dt"] == first["acc_dt"]
 
 
 @pytest.mark.skipif(not CKPT.exists() or not CIFAR_TEST.exists(), reason="../shared model or data absent")
