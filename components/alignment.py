@@ -213,6 +213,13 @@ NEEDS_HELDOUT = frozenset({"margin_quantile"})
 NEEDS_RETAIN_REFERENCE = frozenset({"masked_nearest_class", "masked_class_sample", "masked_nearest_neighbour"})
 
 
+def target_divergence(teacher: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample KL(softmax(target) || softmax(teacher)): how far a target moves each prediction
+    (0 where the target is the teacher's own output). (N, K), (N, K) -> (N,)."""
+    return F.kl_div(F.log_softmax(teacher, 1), F.log_softmax(target, 1), log_target=True,
+                    reduction="none").sum(1).clamp_min(0.0)
+
+
 def logit_mse(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample squared logit error, summed over classes (one edited logit counts fully)."""
     return (student - target).pow(2).sum(1).mean()

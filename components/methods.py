@@ -10,7 +10,7 @@ import copy
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Literal
+from typing import Callable, Iterator, Literal
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from components.alignment import (
     get_target,
     pooled,
     relative_sq_distance,
+    target_divergence,
 )
 from components.baselines import BASELINES, BaselineSettings
 from components.data import Split
@@ -150,18 +151,16 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     history: list[dict[str, float]] = []
     perm = torch.randperm(nf, generator=gen)
-    cursor = 0
     # A fixed subset, not the running batch accuracy, which is too noisy to stop on (method.md 6).
     check = perm[: min(nf, 256)].to(device)
+    focus = target_divergence(f_logits.cpu(), target.logits.cpu()) if sc.forget_focus > 0 else None
+    batches = forget_batches(perm, sc.forget_batch, gen, focus, sc.forget_focus)
     check_target = 100.0 * (t_logits[check].argmax(1) == yf[check]).float().mean().item()
     done, stop_reason = steps, "steps"
     best, stale = math.inf, 0
     with feature_taps(student, taps) as s_store, feature_taps(teacher, taps) as t_store:
         for step in range(1, steps + 1):
-            if cursor + sc.forget_batch > nf:
-                perm, cursor = torch.randperm(nf, generator=gen), 0
-            fi = perm[cursor:cursor + sc.forget_batch].to(device)
-            cursor += sc.forget_batch
+            fi = next(batches).to(device)
             ri = torch.randint(len(yr), (cfg.retain_batch,), generator=gen).to(device)
             nb = len(ri)
             with torch.no_grad(), policy.autocast(device):
@@ -220,6 +219,28 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
 
 
 @torch.no_grad()
+def forget_batches(perm: torch.Tensor, batch: int, gen: torch.Generator, weights: torch.Tensor | None = None,
+                   focus: float = 0.0) -> Iterator[torch.Tensor]:
+    """Forget-batch indices, forever: passes over Df in random order (starting with `perm`), of
+    which a `focus` share of every batch is instead drawn with replacement in proportion to
+    `weights` (per-sample, e.g. target_divergence). focus 0 (or no weights) draws exactly what
+    plain passes always drew, so earlier runs reproduce. Weights all zero: uniform draws."""
+    n = len(perm)
+    n_focus = round(focus * batch) if weights is not None else 0
+    plain = batch - n_focus
+    if n_focus:
+        w = weights.double() if float(weights.sum()) > 0 else torch.ones(n, dtype=torch.float64)
+    cursor = 0
+    while True:
+        if cursor + plain > n:
+            perm, cursor = torch.randperm(n, generator=gen), 0
+        idx = perm[cursor:cursor + plain]
+        cursor += plain
+        if n_focus:
+            idx = torch.cat([idx, torch.multinomial(w, n_focus, replacement=True, generator=gen)])
+        yield idx
+
+
 def _prefix_pass(prefix: Callable, x: torch.Tensor, policy, device: torch.device) -> torch.Tensor:
     """The frozen prefix's activations for x (N, ...) in chunks, kept on the device."""
     batch = policy.infer_batch

@@ -9,8 +9,10 @@ from components.alignment import (
     margins,
     masked_nearest_class,
     relative_sq_distance,
+    target_divergence,
     target_kl,
 )
+from components.methods import forget_batches
 
 
 def test_relative_distance_zero_iff_equal_and_scale_free():
@@ -112,3 +114,41 @@ def test_unknown_forget_loss_names_the_choices():
 
     with pytest.raises(ValueError, match=r"unknown forget loss 'l2'; choose one of \['kl', 'logit_mse'\]"):
         get_forget_loss("l2")
+
+
+def test_target_divergence_is_zero_where_the_target_keeps_the_teacher_and_largest_at_a_flip():
+    teacher = torch.tensor([[4.0, 0.0, 0.0], [0.3, 0.0, -2.0], [9.0, 0.0, 0.0]])
+    target = teacher.clone()
+    target[1, 0] = -0.3   # a flip near the boundary: a real change of prediction
+    target[2, 0] = 7.0    # a saturated margin cut: probability ~1 either way
+    d = target_divergence(teacher, target)
+    assert d[0].item() == 0.0
+    assert d[1] > 10 * d[2] > 0
+
+
+def _take(gen_batches, k):
+    return [next(gen_batches).tolist() for _ in range(k)]
+
+
+def test_forget_batches_without_focus_are_plain_passes_and_weights_change_nothing():
+    perm = torch.randperm(10, generator=torch.Generator().manual_seed(0))
+    plain = _take(forget_batches(perm, 4, torch.Generator().manual_seed(1)), 3)
+    assert plain[0] == perm[:4].tolist() and plain[1] == perm[4:8].tolist()
+    assert sorted(plain[0] + plain[1]) == sorted(set(plain[0] + plain[1]))  # no repeat within a pass
+    weighted = _take(forget_batches(perm, 4, torch.Generator().manual_seed(1), torch.rand(10), 0.0), 3)
+    assert weighted == plain  # focus 0 draws what plain passes draw: earlier runs reproduce
+
+
+def test_forget_batches_focus_share_follows_the_weights():
+    perm = torch.arange(10)
+    w = torch.zeros(10)
+    w[7] = 1.0
+    half = _take(forget_batches(perm, 4, torch.Generator().manual_seed(0), w, 0.5), 5)
+    for b in half:
+        assert len(b) == 4 and b[2:] == [7, 7]      # the focused half: only the sample the target moves
+    assert [b[:2] for b in half[:5]] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]  # the rest: a pass
+    full = _take(forget_batches(perm, 4, torch.Generator().manual_seed(0), w, 1.0), 3)
+    assert full == [[7, 7, 7, 7]] * 3
+    # A target that moves nothing (all weights 0) falls back to uniform draws instead of failing.
+    flat = _take(forget_batches(perm, 4, torch.Generator().manual_seed(0), torch.zeros(10), 1.0), 20)
+    assert len({i for b in flat for i in b}) > 5

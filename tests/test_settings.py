@@ -26,6 +26,12 @@ def test_nested_bad_value_names_full_path():
         parse_settings({"rfa": {"sample_unlearning": {"target": "margin_quantile", "forget_batch": -1}}})
 
 
+def test_forget_focus_is_a_share_of_the_batch():
+    with pytest.raises(SettingsError, match=r"rfa\.sample_unlearning\.forget_focus"):
+        parse_settings({"rfa": {"sample_unlearning": {"target": "margin_quantile", "forget_focus": 1.5}}})
+    assert parse_settings({}).rfa.sample_unlearning.forget_focus == 0.0  # off unless a params file asks
+
+
 def test_unknown_key_is_refused():
     with pytest.raises(SettingsError, match=r"train\.epoch"):
         parse_settings({"train": {"epoch": 3}})
