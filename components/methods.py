@@ -218,7 +218,6 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
                          stop_reason=stop_reason)
 
 
-@torch.no_grad()
 def forget_batches(perm: torch.Tensor, batch: int, gen: torch.Generator, weights: torch.Tensor | None = None,
                    focus: float = 0.0) -> Iterator[torch.Tensor]:
     """Forget-batch indices, forever: passes over Df in random order (starting with `perm`), of
@@ -241,6 +240,7 @@ def forget_batches(perm: torch.Tensor, batch: int, gen: torch.Generator, weights
         yield idx
 
 
+@torch.no_grad()
 def _prefix_pass(prefix: Callable, x: torch.Tensor, policy, device: torch.device) -> torch.Tensor:
     """The frozen prefix's activations for x (N, ...) in chunks, kept on the device."""
     batch = policy.infer_batch
