@@ -153,9 +153,10 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     perm = torch.randperm(nf, generator=gen)
     # A fixed subset, not the running batch accuracy, which is too noisy to stop on (method.md 6).
     check = perm[: min(nf, 256)].to(device)
+    check_target = 100.0 * (t_logits[check].argmax(1) == yf[check]).float().mean().item()
+    # The batch draws start from the same `perm`; the generator draws nothing until the loop asks.
     focus = target_divergence(f_logits.cpu(), target.logits.cpu()) if sc.forget_focus > 0 else None
     batches = forget_batches(perm, sc.forget_batch, gen, focus, sc.forget_focus)
-    check_target = 100.0 * (t_logits[check].argmax(1) == yf[check]).float().mean().item()
     done, stop_reason = steps, "steps"
     best, stale = math.inf, 0
     with feature_taps(student, taps) as s_store, feature_taps(teacher, taps) as t_store:
