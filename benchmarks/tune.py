@@ -12,8 +12,8 @@ the sweeps behind benchmarks/notes/*.md.
 --oracle-epochs / --oracle-precision` trains) and `width` a wider one; `scenario` is class
 (forget class 0, the default) or sample (10 % random). Prints one JSON line: seconds, steps,
 trainable share and the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe scored as
-the benchmark scores it; sample: Acc(Df), Acc(Dt), |Df - Dt| and Acc(Dr) on 5,000 retained
-images. Not a benchmark: no oracle, no baselines; it sizes a setting.
+the benchmark scores it; sample: Acc(Df), Acc(Dt), |Df - Dt|, Acc(Dr) on 5,000 retained
+images, and MIA-efficacy on Df next to its heldout baseline (the pipeline's sample MIA gate). Not a benchmark: no oracle, no baselines; it sizes a setting.
 """
 
 from __future__ import annotations
@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from components.evaluation import EvalSplits, evaluate
 from components.forget import extract_forget_set
 from components.methods import UnlearnTask, rfa
 from components.models import PROFILES, to_input
 from components.reference import feature_probe
-from components.settings import load_settings
+from components.settings import EvaluationSettings, load_settings
 from pipelines.bench import forget_ids, load_bench_data, original_model, training_recipe
 
 SHARED = "../shared"
@@ -43,7 +44,7 @@ def _acc(model, split) -> float:
     return float(100 * (pred.numpy() == split.y).mean())
 
 
-def main(overrides: dict) -> dict:
+def main(overrides: dict, keep: dict | None = None) -> dict:
     torch.set_num_threads(1)
     ov = dict(overrides)
     dataset = ov.pop("dataset", "cifar10")
@@ -67,14 +68,20 @@ def main(overrides: dict) -> dict:
     rest = {k: v for k, v in ov.items() if k in type(s.rfa).model_fields}
     cfg = s.rfa.model_copy(update={**rest, "taps": tuple(ov.get("taps", prof.taps)), key: sc})
     res = rfa(original, task, lora, cfg)
+    if keep is not None:
+        keep.update(model=res.model, original=original, ds=ds, fs=fs)
     out = {"overrides": overrides, "seconds": round(res.seconds, 1), "steps": res.steps,
            "trainable": round(res.trainable_fraction, 4), "first": res.history[0], "last": res.history[-1],
            "checks": [(int(h["step"]), round(h["check_acc"], 1)) for h in res.history if "check_acc" in h][-12:]}
     if scenario == "sample":
         df, dt = _acc(res.model, fs.forget), _acc(res.model, ds.test)
         dr = _acc(res.model, fs.retain.take(np.arange(5000)))  # the forget set is random: any 5,000 of Dr are
+        # The pipeline's own sample MIA gate: Df against the heldout (non-member) baseline, same attack.
+        ev = EvaluationSettings(retain_eval_max=5000)  # as `unlearn bench` scores it
+        m = evaluate(res.model, EvalSplits.build(fs.forget, fs.retain, ds.test, ds.heldout, (), ev), ev, cpu)
         return out | {"acc_df": round(df, 2), "acc_dt": round(dt, 2), "df_minus_dt": round(df - dt, 2),
-                      "acc_dr_5000": round(dr, 2)}
+                      "acc_dr_5000": round(dr, 2), "mia_df": round(m["mia_efficacy"], 2),
+                      "mia_heldout": round(m["mia_heldout"], 2), "loss_mia_auc": round(m["loss_mia_auc"], 4)}
     forgotten_test = ds.test.take(ds.test.y == 0)  # class 0, as the committed tables
     return out | {"acc_dft": _acc(res.model, forgotten_test),
                   "acc_drt": round(_acc(res.model, ds.test.take(ds.test.y != 0)), 2),

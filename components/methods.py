@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterator, Literal
 
 import torch
@@ -133,9 +133,14 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     f_logits, f_pooled = _logits_and_taps(teacher, xf, taps, chunk, run=run_t)
     r_logits, r_pooled = _logits_and_taps(teacher, xr[ref_idx], taps, chunk, run=run_t)
     h_logits, h_labels = f_logits[:0], yf.cpu()[:0]  # class targets never read the non-member reference
+    refresh = sc.target_refresh if sc.target in NEEDS_HELDOUT else 0
     if sc.target in NEEDS_HELDOUT:
-        h_logits = _logits_and_taps(teacher, to_input(task.heldout.x).to(device), (), chunk)[0]
+        xh = to_input(task.heldout.x).to(device)
+        h_logits = _logits_and_taps(teacher, xh, (), chunk)[0]
         h_labels = torch.from_numpy(task.heldout.y)
+        if refresh:  # the student re-reads heldout later: give it the same (prefix-cached) input as Df
+            xh = policy.layout(xh)
+            xh = _prefix_pass(t_prefix, xh, policy, device) if split is not None else xh
     view = TeacherView(f_logits, f_pooled, yf.cpu(), r_logits, yr[ref_idx].cpu(), r_pooled, h_logits, h_labels,
                        task.forget_classes)
     target = get_target(sc.target)(view)
@@ -192,6 +197,10 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
             loss.backward()
             opt.step()
             sched.step()
+            if refresh and step % refresh == 0 and step < steps:
+                # Re-aim Df at the non-members of the model as it is now (settings.target_refresh).
+                view = replace(view, heldout_logits=_logits_and_taps(student, xh, (), chunk, run=run_s)[0])
+                t_logits = get_target(sc.target)(view).logits.to(device)
             if step % 10 == 0 or step == steps:
                 rec = {"step": float(step), "loss_retain": loss_r.item(), "loss_forget": loss_f.item()}
                 if probe is not None:

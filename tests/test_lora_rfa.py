@@ -113,6 +113,29 @@ def test_sample_rfa_skips_the_unread_retain_reference_pass_without_changing_its_
     assert all(torch.equal(skipped.adapter[k], full.adapter[k]) for k in full.adapter)
 
 
+def test_target_refresh_rebuilds_the_sample_target_from_the_students_heldout_outputs(base_model, digits, monkeypatch):
+    """target_refresh N: every N steps (not at the last) the student, not the teacher, re-reads the
+    heldout split and Df is re-aimed at its non-members; 0 builds the target once, as before."""
+    from components import methods
+    from components.settings import ScenarioSettings
+
+    seen: list[tuple[int, bool]] = []  # (images, pass ran with trainable adapters = the student)
+    real = methods._logits_and_taps
+    monkeypatch.setattr(methods, "_logits_and_taps", lambda model, x, *a, **k: (
+        seen.append((len(x), any(p.requires_grad for p in model.parameters()))), real(model, x, *a, **k))[1])
+    rng = np.random.default_rng(1)
+    fs = extract_forget_set(digits.train, set(rng.choice(digits.train.ids, size=40, replace=False).tolist()))
+    task = UnlearnTask("sample", fs.forget, fs.retain, digits.heldout)
+    once = RfaSettings(max_steps=30, min_steps=30)
+    plain = rfa(base_model, task, LoraSettings(), once)
+    assert seen == [(40, False), (0, False), (len(digits.heldout), False)]
+    seen.clear()
+    sample = once.sample_unlearning.model_dump() | {"target_refresh": 10}
+    refreshed = rfa(base_model, task, LoraSettings(), once.model_copy(update={"sample_unlearning": ScenarioSettings(**sample)}))
+    assert seen[3:] == [(len(digits.heldout), True)] * 2  # steps 10 and 20; none after the last
+    assert any(not torch.equal(plain.adapter[k], refreshed.adapter[k]) for k in plain.adapter)
+
+
 def test_retain_cross_entropy_is_a_per_scenario_setting_that_steers_the_adapter(base_model, digits):
     """CE on Dr belongs to a scenario (CIFAR-10 class unlearning uses it, sample unlearning not):
     set on class_unlearning it changes the class run's adapter; the old rfa-level key is refused."""

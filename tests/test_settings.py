@@ -32,6 +32,12 @@ def test_forget_focus_is_a_share_of_the_batch():
     assert parse_settings({}).rfa.sample_unlearning.forget_focus == 0.0  # off unless a params file asks
 
 
+def test_target_refresh_is_a_step_count_off_by_default():
+    with pytest.raises(SettingsError, match=r"rfa\.sample_unlearning\.target_refresh"):
+        parse_settings({"rfa": {"sample_unlearning": {"target": "margin_quantile", "target_refresh": -5}}})
+    assert parse_settings({}).rfa.sample_unlearning.target_refresh == 0
+
+
 def test_unknown_key_is_refused():
     with pytest.raises(SettingsError, match=r"train\.epoch"):
         parse_settings({"train": {"epoch": 3}})
