@@ -8,7 +8,7 @@ SEEDS="${SEEDS:-0,1,2}"
 METHODS="${METHODS:-retrain,rfa,ft,neggrad,rl,salun,scrub}"
 SHARED="${SHARED:-../shared}"
 U=.venv/bin/unlearn
-# The 60-epoch CIFAR-10 10 % oracles cost about 50 minutes each on two cores and come out slightly
+# The 60-epoch CIFAR-10 10 % oracles cost 50-56 minutes each on two cores and come out slightly
 # different on another CPU: the ones behind the committed table travel with the repository.
 mkdir -p .cache/bench/oracles
 for f in benchmarks/oracles/*; do [ -e ".cache/bench/oracles/${f##*/}" ] || cp "$f" .cache/bench/oracles/; done
