@@ -12,8 +12,8 @@ the sweeps behind benchmarks/notes/*.md.
 --oracle-epochs / --oracle-precision` trains) and `width` a wider one; `scenario` is class
 (forget class 0, the default) or sample (10 % random). Prints one JSON line: seconds, steps,
 trainable share and the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe scored as
-the benchmark scores it; sample: Acc(Df), Acc(Dt), |Df - Dt|, Acc(Dr) on 5,000 retained
-images, MIA-efficacy on Df next to its heldout baseline, and the pipeline's sample gates that fail
+the benchmark scores it; sample: Acc(Df), Acc(Dt), |Df - Dt|, Acc(Dr) on the gate's random 5,000
+retained images, MIA-efficacy on Df next to its heldout baseline, and the pipeline's sample gates that fail
 (value, effective threshold). Not a benchmark: no oracle, no baselines; it sizes a setting.
 """
 
@@ -76,8 +76,6 @@ def main(overrides: dict, keep: dict | None = None) -> dict:
            "trainable": round(res.trainable_fraction, 4), "first": res.history[0], "last": res.history[-1],
            "checks": [(int(h["step"]), round(h["check_acc"], 1)) for h in res.history if "check_acc" in h][-12:]}
     if scenario == "sample":
-        df, dt = _acc(res.model, fs.forget), _acc(res.model, ds.test)
-        dr = _acc(res.model, fs.retain.take(np.arange(5000)))  # the forget set is random: any 5,000 of Dr are
         # The pipeline's own sample MIA gate: Df against the heldout (non-member) baseline, same attack.
         ev = EvaluationSettings(retain_eval_max=5000)  # as `unlearn bench` scores it
         splits = EvalSplits.build(fs.forget, fs.retain, ds.test, ds.heldout, (), ev)
@@ -86,10 +84,13 @@ def main(overrides: dict, keep: dict | None = None) -> dict:
         # setting is chosen on, so the sweep never reads the oracle it is later judged against.
         failed = {g.name: [round(g.value, 2), round(g.effective_threshold, 2)]
                   for g in sample_gates(m0, m, s.gates) if not g.passed}
+        # Every number from the same evaluate() pass the gates read: Acc(Dr) on the gate's own random
+        # 5,000 (the tenth session's sweep read the first 5,000: 98.76 where the gate saw 98.58).
+        df, dt = m["acc_df"], m["acc_dt"]
         return out | {"acc_df": round(df, 2), "acc_dt": round(dt, 2), "df_minus_dt": round(df - dt, 2),
-                      "acc_dr_5000": round(dr, 2), "mia_df": round(m["mia_efficacy"], 2),
+                      "acc_dr_eval": round(m["acc_dr"], 2), "mia_df": round(m["mia_efficacy"], 2),
                       "mia_heldout": round(m["mia_heldout"], 2), "loss_mia_auc": round(m["loss_mia_auc"], 4),
-                      "acc_dr_eval": round(m["acc_dr"], 2), "gates_failed": failed}
+                      "gates_failed": failed}
     forgotten_test = ds.test.take(ds.test.y == 0)  # class 0, as the committed tables
     return out | {"acc_dft": _acc(res.model, forgotten_test),
                   "acc_drt": round(_acc(res.model, ds.test.take(ds.test.y != 0)), 2),
