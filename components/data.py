@@ -1,8 +1,10 @@
 """Datasets behind one interface, with a stable id and a content hash for every sample.
 
 Sources (registry `SOURCES`): `digits` (ships with scikit-learn; the embedded default), `npz`
-(arrays `x`, `y` as in ../shared/datasets), and torchvision `fashion_mnist` / `cifar10` read
-from a local root (a download happens only when `data.download` is true).
+(arrays `x`, `y` and optionally an id array, as in ../shared/datasets), `imagefolder` (a
+class-per-folder directory of image files, ids = relative paths), and torchvision
+`fashion_mnist` / `cifar10` read from a local root (a download happens only when
+`data.download` is true).
 
 All images are stored as uint8 NCHW; labels as int64; ids as strings. Three disjoint splits:
 `train` (D, what the model learns from), `heldout` (non-member reference, never trained on and
@@ -12,6 +14,7 @@ never used by a gate) and `test` (Dt, what the gates measure).
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -56,6 +59,10 @@ class Dataset:
     heldout: Split
     test: Split
     num_classes: int
+    # Which files each split was taken from ("train-files" | "test-files"): a pre-trained model
+    # declared to have seen every training file must meet no split carved from them.
+    origins: tuple[tuple[str, str], ...] = (("train", "train-files"), ("heldout", "train-files"), ("test", "test-files"))
+    class_names: tuple[str, ...] = ()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -103,22 +110,62 @@ def _carve(x: np.ndarray, y: np.ndarray, ids: np.ndarray, fraction: float, seed:
     return rest, Split(x[carved], y[carved], ids[carved])
 
 
-def _assemble(name: str, x_tr, y_tr, x_te, y_te, cfg: DataSettings, prefix: str) -> Dataset:
-    x_tr = _to_nchw(np.asarray(x_tr)).astype(np.uint8)
-    y_tr = np.asarray(y_tr).astype(np.int64)
-    ids_tr = np.array([f"{prefix}train-{i:05d}" for i in range(len(y_tr))])
+# A sample id becomes a file path in the snapshot (data/raw/<split>/<label>/<id>.npy): relative,
+# no `..`, no characters a file system or a shell would trip on.
+_ID = re.compile(r"^(?!/)(?!.*(^|/)\.\.?(/|$))[A-Za-z0-9._/+=-]{1,200}$")
+
+
+def check_ids(ids: np.ndarray, where: str) -> np.ndarray:
+    """Ids as a str array; DataError on a duplicate or on an id unusable as a relative path."""
+    ids = np.asarray(ids).astype(str)
+    bad = next((i for i in ids.tolist() if not _ID.match(i)), None)
+    if bad is not None:
+        raise DataError(f"{where}: sample id {bad!r} is not usable (letters, digits, . _ - + = and / only; no ..)")
+    uniq, counts = np.unique(ids, return_counts=True)
+    if (counts > 1).any():
+        dup = uniq[counts > 1]
+        raise DataError(f"{where}: duplicate sample id {str(dup[0])!r} ({len(dup)} ids occur more than once)")
+    return ids
+
+
+def _labels(y, where: str) -> np.ndarray:
+    y = np.asarray(y)
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
+        raise DataError(f"{where}: labels must be non-negative integers, one per image")
+    return y.astype(np.int64)
+
+
+def _assemble(name: str, x_tr, y_tr, x_te, y_te, cfg: DataSettings, prefix: str, ids_tr=None, ids_te=None,
+              class_names: tuple[str, ...] = ()) -> Dataset:
+    x_tr = _to_nchw(np.asarray(x_tr)).astype(np.uint8, copy=False)
+    y_tr = _labels(y_tr, f"{name} train")
+    ids_tr = check_ids(ids_tr if ids_tr is not None else [f"{prefix}train-{i:05d}" for i in range(len(y_tr))], f"{name} train")
+    origins = {"train": "train-files", "heldout": "train-files", "test": "test-files"}
     if x_te is None:  # no official test split: carve one, stratified and seeded
+        if cfg.heldout_from == "test":
+            raise DataError(f"{name} has no test split to carve the heldout reference from; set data.heldout_from: train")
         train_all, test = _carve(x_tr, y_tr, ids_tr, cfg.test_fraction, cfg.seed)
         x_tr, y_tr, ids_tr = train_all.x, train_all.y, train_all.ids
+        origins["test"] = "train-files"
     else:
-        x_te = _to_nchw(np.asarray(x_te)).astype(np.uint8)
-        y_te = np.asarray(y_te).astype(np.int64)
-        test = Split(x_te, y_te, np.array([f"{prefix}test-{i:05d}" for i in range(len(y_te))]))
-    # Fraction of the original train set, so the share is the same with or without a test carve.
-    frac = cfg.heldout_fraction / max(1e-9, 1 - (cfg.test_fraction if x_te is None else 0))
-    train, heldout = _carve(x_tr, y_tr, ids_tr, frac, cfg.seed + 1)
+        x_te = _to_nchw(np.asarray(x_te)).astype(np.uint8, copy=False)
+        y_te = _labels(y_te, f"{name} test")
+        ids_te = check_ids(ids_te if ids_te is not None else [f"{prefix}test-{i:05d}" for i in range(len(y_te))], f"{name} test")
+        if x_te.shape[1:] != x_tr.shape[1:]:
+            raise DataError(f"{name}: test images are {x_te.shape[1:]}, train images {x_tr.shape[1:]} (C, H, W)")
+        test = Split(x_te, y_te, ids_te)
+    if cfg.heldout_from == "test":
+        # The test split is divided once: heldout (non-member reference) and Dt (what gates measure).
+        test, heldout = _carve(test.x, test.y, test.ids, cfg.heldout_fraction, cfg.seed + 1)
+        train = Split(x_tr, y_tr, ids_tr)
+        origins["heldout"] = origins["test"]
+    else:
+        # Fraction of the original train set, so the share is the same with or without a test carve.
+        frac = cfg.heldout_fraction / max(1e-9, 1 - (cfg.test_fraction if x_te is None else 0))
+        train, heldout = _carve(x_tr, y_tr, ids_tr, frac, cfg.seed + 1)
     num_classes = int(max(train.y.max(), test.y.max())) + 1
-    return Dataset(name=name, train=train, heldout=heldout, test=test, num_classes=num_classes)
+    return Dataset(name=name, train=train, heldout=heldout, test=test, num_classes=num_classes,
+                   origins=tuple(origins.items()), class_names=class_names)
 
 
 def _digits(cfg: DataSettings) -> Dataset:
@@ -138,15 +185,81 @@ def _npz(cfg: DataSettings) -> Dataset:
     parts = sorted(root.glob("train.part*.npz")) or ([root / "train.npz"] if (root / "train.npz").exists() else [])
     if not parts:
         raise DataError(f"{root}: no train.npz or train.part*.npz")
-    loaded = [np.load(p, allow_pickle=False) for p in parts]
-    x = np.concatenate([p["x"] for p in loaded])
-    y = np.concatenate([p["y"] for p in loaded])
-    test = root / "test.npz"
-    x_te = y_te = None
-    if test.exists():
-        t = np.load(test, allow_pickle=False)
-        x_te, y_te = t["x"], t["y"]
-    return _assemble(root.name, x, y, x_te, y_te, cfg, prefix="")
+    try:
+        loaded = [np.load(p, allow_pickle=False) for p in parts]
+        x = np.concatenate([p["x"] for p in loaded])
+        y = np.concatenate([p["y"] for p in loaded])
+        ids = np.concatenate([p[cfg.id_key] for p in loaded]) if cfg.id_key else None
+        test = root / "test.npz"
+        x_te = y_te = ids_te = None
+        if test.exists():
+            t = np.load(test, allow_pickle=False)
+            x_te, y_te = t["x"], t["y"]
+            ids_te = t[cfg.id_key] if cfg.id_key else None
+    except KeyError:
+        need = ["x", "y"] + ([cfg.id_key] if cfg.id_key else [])
+        raise DataError(f"{root}: every npz needs the arrays {need} (data.id_key names the id array)") from None
+    except (OSError, ValueError) as err:
+        raise DataError(f"{root}: unreadable npz ({err})") from None
+    return _assemble(root.name, x, y, x_te, y_te, cfg, prefix="", ids_tr=ids, ids_te=ids_te)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+def read_image_folder(folder: Path, classes: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+    """A class-per-folder directory (torchvision ImageFolder layout): `folder/<class>/<file>`.
+
+    Labels are the sorted class folder names' indices (ImageFolder's rule); ids are the files'
+    paths relative to `folder`. Every image must decode and share one size and mode: a file that
+    does not is named in the DataError. Returns (x uint8 NCHW, y, ids, class names).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    found = tuple(sorted(d.name for d in folder.iterdir() if d.is_dir())) if folder.is_dir() else ()
+    classes = classes or found
+    if not classes:
+        raise DataError(f"{folder}: no class folders (expected {folder}/<class>/<image file>)")
+    unknown = sorted(set(found) - set(classes))
+    if unknown:
+        raise DataError(f"{folder}: class folder {unknown[0]!r} is not among the training classes {list(classes)}")
+    files = [(p, c) for c, name in enumerate(classes) for p in sorted((folder / name).rglob("*"))
+             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if not files:
+        raise DataError(f"{folder}: no image files under its class folders")
+    arrays, shape = [], None
+    for p, _ in files:
+        try:
+            with Image.open(p) as im:
+                a = np.asarray(im.convert(im.mode if im.mode in ("L", "RGB") else "RGB"))
+        except (UnidentifiedImageError, OSError, ValueError) as err:
+            raise DataError(f"{p}: unreadable image ({type(err).__name__})") from None
+        a = a[:, :, None] if a.ndim == 2 else a
+        shape = shape or a.shape
+        if a.shape != shape:
+            raise DataError(f"{p}: image is {a.shape[1]}x{a.shape[0]}x{a.shape[2]}, the others {shape[1]}x{shape[0]}x{shape[2]} "
+                            "(W x H x channels); resize them to one shape first")
+        arrays.append(a)
+    x = np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))
+    y = np.array([c for _, c in files], dtype=np.int64)
+    ids = np.array([p.relative_to(folder).as_posix() for p, _ in files])
+    return x, y, ids, classes
+
+
+def _imagefolder(cfg: DataSettings) -> Dataset:
+    """`root/<class>/...` (train only; a test split is carved), or `root/train/<class>/...` plus
+    `root/test/<class>/...` (an official test split)."""
+    if not cfg.root:
+        raise DataError("data.root must name a folder of class folders (root/<class>/<image>) or root/train + root/test")
+    root = Path(cfg.root)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder")
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    x, y, ids, classes = read_image_folder(train_dir)
+    x_te = y_te = ids_te = None
+    if train_dir != root and (root / "test").is_dir():
+        x_te, y_te, ids_te, _ = read_image_folder(root / "test", classes)
+    return _assemble(root.name, x, y, x_te, y_te, cfg, prefix="", ids_tr=ids, ids_te=ids_te, class_names=classes)
 
 
 def _torchvision(cls_name: str) -> Callable[[DataSettings], Dataset]:
@@ -170,6 +283,7 @@ def _torchvision(cls_name: str) -> Callable[[DataSettings], Dataset]:
 SOURCES: dict[str, Callable[[DataSettings], Dataset]] = {
     "digits": _digits,
     "npz": _npz,
+    "imagefolder": _imagefolder,
     "fashion_mnist": _torchvision("FashionMNIST"),
     "cifar10": _torchvision("CIFAR10"),
 }
@@ -184,11 +298,14 @@ def load_dataset(cfg: DataSettings) -> Dataset:
     return loader(cfg)
 
 
-def save_split(split: Split, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(path, x=split.x, y=split.y, ids=split.ids.astype(str))
+def sample_relpath(split: str, label: int, sample_id: str) -> str:
+    """Where one sample lives in a snapshot, relative to data/raw: `<split>/<label>/<id>.npy`."""
+    return f"{split}/{int(label)}/{sample_id}.npy"
 
 
-def load_split(path_or_file) -> Split:
-    d = np.load(path_or_file, allow_pickle=False)
-    return Split(d["x"], d["y"].astype(np.int64), d["ids"].astype(str))
+def write_samples(root: Path, name: str, split: Split) -> None:
+    """One .npy file (uint8 C x H x W) per sample under root/<name>/<label>/."""
+    for x, y, sid in zip(split.x, split.y.tolist(), split.ids.tolist()):
+        path = root / sample_relpath(name, y, sid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, np.ascontiguousarray(x), allow_pickle=False)

@@ -22,16 +22,23 @@ class _Frozen(BaseModel):
 
 
 class DataSettings(_Frozen):
-    source: Literal["digits", "npz", "fashion_mnist", "cifar10"] = "digits"
+    source: Literal["digits", "npz", "imagefolder", "fashion_mnist", "cifar10"] = "digits"
     root: str | None = None
     download: bool = False
-    test_fraction: float = Field(0.25, gt=0, lt=1)
+    # npz only: the array holding each sample's own id (e.g. `names` in ../shared/datasets/cifar10);
+    # null = ids made from the row number (`train-00012`).
+    id_key: str | None = None
+    test_fraction: float = Field(0.25, gt=0, lt=1)   # only where the source has no test split
     heldout_fraction: float = Field(0.2, ge=0, lt=1)
+    # Where the non-member reference is carved from. `train`: heldout_fraction of the training files
+    # (a model trained here never sees them). `test`: heldout_fraction of the test split, divided
+    # once; the only honest choice for a pre-trained model that saw every training file.
+    heldout_from: Literal["train", "test"] = "train"
     seed: int = 0
 
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> "DataSettings":
-        if self.test_fraction + self.heldout_fraction >= 0.9:
+        if self.heldout_from == "train" and self.test_fraction + self.heldout_fraction >= 0.9:
             raise ValueError("test_fraction + heldout_fraction must leave at least 10% for training")
         return self
 
@@ -39,6 +46,23 @@ class DataSettings(_Frozen):
 class ModelSettings(_Frozen):
     arch: str = "small_cnn"
     width: int = Field(32, ge=4, le=512)
+    # Input normalisation built into the model; null = per-channel statistics of the training
+    # images. A pre-trained checkpoint needs the constants it was trained with (the CIFAR ResNets:
+    # ImageNet's), which no data statistic recovers.
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    # A user's own architecture: `package.module:builder`, called with `builder_kwargs`, returning an
+    # nn.Module that takes float NCHW images in [0, 1]. Used when `arch` is `builder`.
+    builder: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    builder_kwargs: dict[str, int | float | str | bool] = {}
+
+    @model_validator(mode="after")
+    def _builder_named(self) -> "ModelSettings":
+        if (self.arch == "builder") != (self.builder is not None):
+            raise ValueError("set model.builder (package.module:function) exactly when model.arch is builder")
+        if (self.mean is None) != (self.std is None) or (self.std is not None and min(self.std) <= 0):
+            raise ValueError("model.mean and model.std go together, and every std must be positive")
+        return self
 
 
 class TrainSettings(_Frozen):

@@ -10,10 +10,9 @@ from pathlib import Path
 
 from components.canonical import canonical_json, sha256_hex
 from components.certificate import CertificateError, certificate_digest, flat_diff, signing_key, verify_signature
-from components.data import sample_hash
-from components.forget import manifest_sha256
-from components.models import ModelError, load_model, model_digest
-from pipelines.registry import Registry, RegistryError, VersionRef
+from components.forget import forget_manifest, manifest_sha256
+from components.models import ModelError, model_digest
+from pipelines.registry import Registry, RegistryError, VersionRef, read_model_dir
 from pipelines.snapshot import commit_files, read_split, snapshot_info
 from pipelines.workspace import Workspace, WorkspaceError, utcnow
 
@@ -54,12 +53,12 @@ def _check_snapshot(ws: Workspace, report: VerifyReport, label: str, expected: d
 
 
 def _expected_manifest(ws: Workspace, before_rev: str, after_rev: str) -> dict:
-    """The forget manifest recomputed from DVC: samples in the before snapshot missing after."""
-    before, after = read_split(ws, before_rev, "train"), read_split(ws, after_rev, "train")
-    gone = sorted(set(before.ids.tolist()) - set(after.ids.tolist()))
-    idx = before.index_of()
-    samples = [{"id": i, "sha256": sample_hash(before.x[idx[i]], int(before.y[idx[i]]))} for i in gone]
-    return {"schema": "unlearn.forget-manifest/1", "count": len(samples), "samples": samples}
+    """The forget manifest recomputed from DVC: samples in the before snapshot missing after
+    (found from the two listings; only the missing samples' pixels are read)."""
+    before_ids = read_split(ws, before_rev, "train", pixels=False).ids
+    after_ids = read_split(ws, after_rev, "train", pixels=False).ids
+    gone = set(before_ids.tolist()) - set(after_ids.tolist())
+    return forget_manifest(read_split(ws, before_rev, "train", ids=gone))
 
 
 def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyReport:
@@ -72,8 +71,7 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
     with tempfile.TemporaryDirectory() as tmp:
         d = reg.download(ref, Path(tmp))
         try:
-            spec = json.loads((d / "spec.json").read_text())
-            model = load_model(spec, (d / "weights.safetensors").read_bytes())
+            model, _ = read_model_dir(d)
             digest = model_digest(model)
             report.add("model.weights", digest == tags.get("model_digest"), f"sha256 {digest[:12]} vs registered {tags.get('model_digest', '')[:12]}")
         except (ModelError, OSError, json.JSONDecodeError) as err:

@@ -16,14 +16,15 @@ from pipelines.store import RequestStore, StoredRequest
 from pipelines.workspace import Workspace
 
 
-def current_state(ws: Workspace) -> DataState:
-    """The snapshot the champion stands on (or HEAD before any model exists)."""
+def current_state(ws: Workspace, pixels: bool = False) -> DataState:
+    """The snapshot the champion stands on (or HEAD before any model exists). Validating a request
+    needs ids and labels only, so by default no pixel is read."""
     reg = registry_for(ws)
     name = ws.settings.registry.model_name
     rev = head_rev(ws)
     if reg.has_alias(name, ALIAS_CHAMPION):
         rev = data_rev(reg.champion(name).tags) or rev
-    return read_state(ws, rev)
+    return read_state(ws, rev, pixels=pixels)
 
 
 def load_mapping(path: str | Path) -> dict[str, list[str]]:

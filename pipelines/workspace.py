@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from components.data import Dataset, load_dataset, save_split
+from components.data import Dataset, load_dataset, write_samples
 from components.settings import Settings, load_settings
 
 STATE_DIR = ".unlearn"
@@ -153,7 +153,10 @@ def init_workspace(directory: str | Path, params_path: str | Path | None = None,
         (root / "dvc.yaml").write_text(_project_file("dvc.yaml") or "stages: {}\n")
         (root / ".gitignore").write_text(GITIGNORE)
         for name, split in (("train", ds.train), ("heldout", ds.heldout), ("test", ds.test)):
-            save_split(split, ws.data_dir / f"{name}.npz")
+            write_samples(ws.data_dir, name, split)
+        (root / "data" / "splits.json").write_text(json.dumps(
+            {"dataset": ds.name, "origins": dict(ds.origins), "class_names": list(ds.class_names),
+             "counts": {"train": len(ds.train), "heldout": len(ds.heldout), "test": len(ds.test)}}, indent=1))
         (root / "data" / "subjects.json").write_text(json.dumps(_synthetic_subjects(ds, 4, settings.data.seed), indent=1))
         (root / "data" / "tombstones.json").write_text(json.dumps({"erased": {}, "forgotten_classes": {}}, indent=1))
         ws.git("init", "-q", "-b", "main")

@@ -1,0 +1,46 @@
+"""Per-sample snapshots: a deletion batch adds only DVC's new directory listing to the cache (no
+sample object), reads back exactly the old snapshot minus Df, and never commits a stray change."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.snapshot import commit_snapshot, dir_listing, read_split, read_state
+from tests.conftest import make_workspace
+
+pytestmark = pytest.mark.integration
+
+
+def _objects(ws) -> set[str]:
+    cache = ws.root / ".dvc" / "cache" / "files" / "md5"
+    return {p.parent.name + p.name for p in cache.rglob("*") if p.is_file()}
+
+
+def test_deletion_adds_only_a_listing_and_leaves_exactly_d_minus_df(tmp_path):
+    ws = make_workspace(tmp_path, train=False)
+    before = read_state(ws, "HEAD")
+    forget = before.train.take(np.arange(0, 60, 2))
+    objects = _objects(ws)
+    after = commit_snapshot(ws, before, forget, {i: "b1" for i in forget.ids.tolist()}, {}, "erase 30")
+    added = _objects(ws) - objects
+    assert added == {after.dvc_md5}  # the new .dir listing, and not one sample object
+    new = read_state(ws, "HEAD")
+    assert set(new.train.ids.tolist()) == set(before.train.ids.tolist()) - set(forget.ids.tolist())
+    i, j = new.train.index_of(), before.train.index_of()
+    some = new.train.ids[100]
+    assert np.array_equal(new.train.x[i[some]], before.train.x[j[some]])
+    assert new.erased == {k: "b1" for k in forget.ids.tolist()} and new.info.dataset_sha256 == after.dataset_sha256
+    assert len(dir_listing(ws, "HEAD")) == len(dir_listing(ws, "HEAD~1")) - 30
+
+
+def test_a_stray_edit_in_the_working_tree_is_not_committed(tmp_path):
+    ws = make_workspace(tmp_path, train=False)
+    before = read_state(ws, "HEAD")
+    keep = before.train.ids[-1]
+    path = ws.data_dir / "train" / str(int(before.train.y[-1])) / f"{keep}.npy"
+    np.save(path, np.full_like(before.train.x[-1], 7))
+    forget = before.train.take(np.arange(5))
+    commit_snapshot(ws, before, forget, {i: "b1" for i in forget.ids.tolist()}, {}, "erase 5")
+    kept = read_split(ws, "HEAD", "train", ids={keep})
+    assert np.array_equal(kept.x[0], before.train.x[-1])  # the snapshot holds the original pixels
