@@ -3,6 +3,7 @@ registered version never needs pickle to load (`weights_only` in spirit)."""
 
 from __future__ import annotations
 
+import importlib
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
@@ -14,6 +15,7 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from components.canonical import sha256_hex
+from components.settings import ModelSettings
 
 
 class ModelError(ValueError):
@@ -104,12 +106,40 @@ def _vit(spec: dict) -> nn.Module:
     return Normalised(net, spec["mean"], spec["std"])
 
 
+def load_builder(path: str) -> Callable[..., nn.Module]:
+    """`package.module:function` -> the function (a user's architecture)."""
+    module_name, _, attr = path.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # ImportError, or any error raised while the module runs
+        raise ModelError(f"model.builder {path}: cannot import {module_name} ({type(err).__name__}: {err})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ModelError(f"model.builder {path}: {module_name} has no callable {attr!r}")
+    return fn
+
+
+def build_from_builder(path: str, kwargs: dict) -> nn.Module:
+    try:
+        net = load_builder(path)(**kwargs)
+    except ModelError:
+        raise
+    except Exception as err:
+        raise ModelError(f"model.builder {path}({kwargs}) failed: {type(err).__name__}: {err}") from None
+    if not isinstance(net, nn.Module):
+        raise ModelError(f"model.builder {path} returned {type(net).__name__}, not a torch nn.Module")
+    return net
+
+
+
 ARCHS: dict[str, Callable[[dict], nn.Module]] = {
     "small_cnn": lambda spec: SmallCNN(spec["in_channels"], spec["num_classes"], spec["width"], spec["mean"], spec["std"]),
     "resnet20": _resnet("resnet20"),
     "resnet32": _resnet("resnet32"),
     "resnet18": _resnet18,
     "vit": _vit,
+    # A user's own architecture (model.builder); it takes [0, 1] images and normalises itself.
+    "builder": lambda spec: build_from_builder(spec["builder"], spec.get("builder_kwargs", {})),
 }
 
 
@@ -147,6 +177,21 @@ def make_spec(arch: str, x_train: np.ndarray, num_classes: int, width: int) -> d
     std = [max(s, 1e-3) for s in xf.std(axis=(0, 2, 3)).tolist()]
     return {"arch": arch, "in_channels": int(x_train.shape[1]), "num_classes": int(num_classes), "width": width,
             "image_size": int(x_train.shape[2]), "mean": mean, "std": std}
+
+
+def spec_from_settings(cfg: ModelSettings, x_train: np.ndarray, num_classes: int) -> dict:
+    """make_spec with what params.yaml's `model` section adds: fixed input statistics (a
+    pre-trained checkpoint's) and a user's builder."""
+    if cfg.arch == "builder":
+        spec = {"arch": "builder", "builder": cfg.builder, "builder_kwargs": dict(cfg.builder_kwargs),
+                "in_channels": int(x_train.shape[1]), "num_classes": int(num_classes), "image_size": int(x_train.shape[2])}
+    else:
+        spec = make_spec(cfg.arch, x_train, num_classes, cfg.width)
+    if cfg.mean is not None:
+        if len(cfg.mean) != x_train.shape[1] or len(cfg.std) != x_train.shape[1]:
+            raise ModelError(f"model.mean / model.std need one value per image channel ({x_train.shape[1]})")
+        spec.update(mean=list(cfg.mean), std=list(cfg.std))
+    return spec
 
 
 def build_model(spec: dict) -> nn.Module:

@@ -10,7 +10,7 @@ import json
 
 from components.data import Split
 from components.metrics import accuracy, predict
-from components.models import build_model, make_spec, model_digest
+from components.models import build_model, model_digest, spec_from_settings
 from components.runtime import ProgressFn, no_progress, resolve_device, set_seed
 from components.training import train_classifier
 from pipelines.provenance import code_version, package_versions
@@ -40,7 +40,7 @@ def train_base(ws: Workspace, replace_champion: bool = False, progress: Progress
     if ws.git("status", "--porcelain", "--", "data"):
         raise WorkspaceError("data/ has uncommitted changes; commit the snapshot before training on it")
     state = read_state(ws, head_rev(ws))
-    spec = make_spec(s.model.arch, state.train.x, int(max(state.train.y.max(), state.test.y.max())) + 1, s.model.width)
+    spec = spec_from_settings(s.model, state.train.x, int(max(state.train.y.max(), state.test.y.max())) + 1)
     set_seed(s.train.seed)  # before the model is built: weight init is part of the run
     model = build_model(spec)
     device = resolve_device(s.rfa.device)
@@ -55,7 +55,7 @@ def train_base(ws: Workspace, replace_champion: bool = False, progress: Progress
             "data.dataset_sha256": state.info.dataset_sha256, "model_digest": digest, "code_version": code_version()}
     params = {**{f"train.{k}": v for k, v in s.train.model_dump().items()}, **{f"model.{k}": v for k, v in s.model.model_dump().items()},
               **{f"pkg.{k}": v for k, v in package_versions().items()}}
-    ref = reg.register(name, model, spec, {}, metrics, params, tags, run_name="base-model",
+    ref = reg.register(name, model, spec, {}, metrics, params, tags, run_name="base-model", example=state.test.x[:2],
                        dataset=_mlflow_dataset(state.train, state.info.dataset_sha256, f"{name}-train"))
     reg.set_alias(ref, ALIAS_CHAMPION)
     return ref, metrics
