@@ -17,6 +17,8 @@ QUIET_DEFAULTS = {
     # A dead tracking server must fail in seconds, not after minutes of retries.
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+    # MLflow logs its database migrations and input-example validation at INFO on every call.
+    "MLFLOW_LOGGING_LEVEL": "WARNING",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "PREFECT_LOGGING_LEVEL": "WARNING",

@@ -1,14 +1,19 @@
 """MLflow adapter: log and register model versions with lineage, load them back, move aliases.
 
-A version's artifacts (under the run's `model/` folder): `weights.safetensors`, `spec.json`,
-and for unlearned versions `adapter.safetensors`, `forget_manifest.json`, `certificate.json`,
-`certificate.sig`, `gates.json`, `metrics.json`. The weights load without pickle.
+A version's source is the run's `model/` folder, a real MLflow pyfunc model: `MLmodel` (with a
+signature and an input example), the model code (pipelines/pyfunc_model.py, models from code: no
+pickle), `artifacts/spec.json` and `artifacts/weights.safetensors`, so
+`mlflow.pyfunc.load_model("models:/NAME@champion")` and `mlflow models serve` work on it. Beside
+them, for unlearned versions: `adapter.safetensors`, `forget_manifest.json`, `certificate.json`,
+`certificate.sig`, `gates.json`, `metrics.json`.
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import warnings
+from importlib import metadata
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -17,6 +22,9 @@ from typing import Any
 
 from components.models import ModelError, load_model, state_bytes
 
+PYFUNC_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
+COMPONENTS = Path(__file__).resolve().parent.parent / "components"
+SPEC_FILE, WEIGHTS_FILE = "artifacts/spec.json", "artifacts/weights.safetensors"
 ALIAS_CHAMPION = "champion"
 ALIAS_CANDIDATE = "candidate"
 
@@ -144,8 +152,9 @@ class Registry:
             return []
 
     def register(self, name: str, model, spec: dict, files: dict[str, bytes], metrics: dict[str, float],
-                 params: dict[str, Any], tags: dict[str, str], run_name: str, dataset: Any = None) -> VersionRef:
-        """One MLflow run with the model artifacts, then a registered version pointing at them.
+                 params: dict[str, Any], tags: dict[str, str], run_name: str, example: Any, dataset: Any = None) -> VersionRef:
+        """One MLflow run with the model (a pyfunc model plus our files), then a registered version
+        pointing at it. `example`: a few input images (uint8 NCHW) for the signature and example.
         If registering fails, the run is marked FAILED and no version is left behind."""
         import mlflow
         from mlflow.exceptions import MlflowException
@@ -154,9 +163,7 @@ class Registry:
         exp_id = self.experiment_id()
         with tempfile.TemporaryDirectory() as tmp:
             d = Path(tmp) / "model"
-            d.mkdir()
-            (d / "weights.safetensors").write_bytes(state_bytes(model))
-            (d / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True))
+            save_pyfunc(d, model, spec, example, Path(tmp) / "staging")
             for fname, data in files.items():
                 (d / fname).write_bytes(data)
             with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
@@ -211,17 +218,72 @@ class Registry:
         with tempfile.TemporaryDirectory() as tmp:
             d = self.download(ref, Path(tmp))
             try:
-                spec = json.loads((d / "spec.json").read_text())
-                weights = (d / "weights.safetensors").read_bytes()
-            except (OSError, json.JSONDecodeError) as err:
-                raise ModelError(f"{ref}: model artifacts unreadable ({err})") from None
-        try:
-            return load_model(spec, weights), spec
-        except ModelError as err:
-            raise ModelError(f"{ref}: {err}") from None
+                return read_model_dir(d)
+            except ModelError as err:
+                raise ModelError(f"{ref}: {err}") from None
 
     def log_to_run(self, run_id: str, files: dict[str, bytes], folder: str = "model") -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for fname, data in files.items():
                 (Path(tmp) / fname).write_bytes(data)
             self.client.log_artifacts(run_id, tmp, artifact_path=folder)
+
+
+def read_model_dir(d: Path):
+    """(model, spec) from a downloaded version folder: spec + safetensors, never pickle."""
+    try:
+        spec = json.loads((d / SPEC_FILE).read_text())
+        weights = (d / WEIGHTS_FILE).read_bytes()
+    except (OSError, json.JSONDecodeError) as err:
+        raise ModelError(f"model artifacts unreadable ({err})") from None
+    return load_model(spec, weights), spec
+
+
+def _code_paths(spec: dict) -> list[str]:
+    """What the pyfunc model needs at load time besides mlflow and torch: our pure components/
+    package, and a user's own architecture module when it is not an installed package."""
+    import importlib.util
+    import sysconfig
+
+    paths = [str(COMPONENTS)]
+    builder = spec.get("builder")
+    if builder:
+        top = builder.split(":")[0].split(".")[0]
+        found = importlib.util.find_spec(top)
+        origin = Path(found.origin) if found and found.origin else None
+        site = Path(sysconfig.get_paths()["purelib"])
+        if origin is not None and site not in origin.parents:
+            paths.append(str(origin.parent if origin.name == "__init__.py" else origin))
+    return paths
+
+
+def save_pyfunc(d: Path, model, spec: dict, example, staging: Path) -> None:
+    """Write `d` as an MLflow pyfunc model: models-from-code script, spec and safetensors weights,
+    a tensor signature inferred from `example` and the model's own output on it."""
+    import numpy as np
+    import torch
+
+    from components.models import to_input
+
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "weights.safetensors").write_bytes(state_bytes(model))
+    (staging / "spec.json").write_text(json.dumps(spec, indent=1, sort_keys=True))
+    example = np.ascontiguousarray(np.asarray(example, dtype=np.uint8))
+    with torch.no_grad():
+        out = model.eval()(to_input(example)).float().numpy()
+    reqs = [f"{p}=={metadata.version(p)}" for p in ("mlflow", "torch", "numpy", "safetensors", "pydantic", "pyyaml")]
+    with warnings.catch_warnings():
+        # MLflow asks for type hints on predict(); the tensor signature below is what it validates.
+        warnings.filterwarnings("ignore", message=".*type hints.*")
+        _save(d, staging, spec, example, out, reqs)
+
+
+def _save(d: Path, staging: Path, spec: dict, example, out, reqs: list[str]) -> None:
+    import mlflow.pyfunc
+    from mlflow.models import infer_signature
+
+    mlflow.pyfunc.save_model(
+        path=str(d), python_model=str(PYFUNC_CODE), artifacts={"spec": str(staging / "spec.json"),
+                                                               "weights": str(staging / "weights.safetensors")},
+        code_paths=_code_paths(spec), signature=infer_signature(example, out), input_example=example,
+        pip_requirements=reqs)

@@ -121,7 +121,7 @@ def test_corrupt_checkpoint_fails_verify_and_blocks_batches(tmp_path, capsys, pr
     from pipelines.base import registry_for
 
     reg = registry_for(ws)
-    weights = urlparse(reg.resolve("digits-cnn", "1").source).path + "/weights.safetensors"
+    weights = urlparse(reg.resolve("digits-cnn", "1").source).path + "/artifacts/weights.safetensors"
     with open(weights, "r+b") as f:
         f.truncate(100)
     code, out, err = run(capsys, "-w", str(ws.root), "audit", "verify", "digits-cnn", "1")
