@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from components.data import Split
-from components.metrics import accuracy, loss_mia, mia_efficacy, predict, retain_leakage
+from components.metrics import accuracy, loss_mia, mia_efficacy, predict_many, retain_leakage
+from components.runtime import timed
 from components.settings import EvaluationSettings
 
 
@@ -32,10 +33,25 @@ class EvalSplits:
         return cls(forget, retain, test, heldout, tuple(forget_classes))
 
 
-def evaluate(model: nn.Module, s: EvalSplits, cfg: EvaluationSettings, device: torch.device) -> dict[str, float | None]:
+def evaluate(model: nn.Module, s: EvalSplits, cfg: EvaluationSettings, device: torch.device,
+             timings: dict[str, float] | None = None) -> dict[str, float | None]:
     """Accuracies (Dr, Df, Dt, Drt, Dft), MIA-efficacy (3 features) with its heldout baseline,
-    loss-MIA accuracy/AUC and retain leakage. Percentages 0-100, AUC 0-1."""
-    dr, df, dt, dh = (predict(model, sp, device) for sp in (s.retain, s.forget, s.test, s.heldout))
+    loss-MIA accuracy/AUC and retain leakage. Percentages 0-100, AUC 0-1. `timings` collects the
+    seconds of the forward passes (`predict`) and of the attacks."""
+    return evaluate_many([model], s, cfg, device, timings)[0]
+
+
+def evaluate_many(models: list[nn.Module], s: EvalSplits, cfg: EvaluationSettings, device: torch.device,
+                  timings: dict[str, float] | None = None) -> list[dict[str, float | None]]:
+    """`evaluate` for several models (the original and the unlearned) on the same splits; the
+    forward passes share whatever prefix the models share (metrics.predict_many)."""
+    with timed(timings, "predict"):
+        per_split = [predict_many(models, sp, device) for sp in (s.retain, s.forget, s.test, s.heldout)]
+    with timed(timings, "attacks"):
+        return [_metrics(s, cfg, *(p[i] for p in per_split)) for i in range(len(models))]
+
+
+def _metrics(s: EvalSplits, cfg: EvaluationSettings, dr, df, dt, dh) -> dict[str, float | None]:
     m: dict[str, float | None] = {"acc_dr": accuracy(dr), "acc_df": accuracy(df), "acc_dt": accuracy(dt),
                                   "acc_drt": None, "acc_dft": None}
     attack_test, attack_heldout = dt, dh
@@ -54,4 +70,6 @@ def evaluate(model: nn.Module, s: EvalSplits, cfg: EvaluationSettings, device: t
     m["loss_mia_acc"], m["loss_mia_auc"], m["n_forget_test"] = lm["acc"], lm["auc"], lm["n_test"]
     m["retain_leakage"] = retain_leakage(dr, attack_test, seed=cfg.seed)
     m["n_forget"], m["n_retain_eval"], m["n_test"], m["n_heldout"] = float(len(df)), float(len(dr)), float(len(attack_test)), float(len(attack_heldout))
+    m["n_dt"] = float(len(dt))
+    m["n_dft"] = float(len(dt) - len(attack_test))
     return m

@@ -1,11 +1,15 @@
 """Validation gates (method.md section 5), as pure functions of two metric dicts.
 
 Without an oracle, a gate compares the unlearned model with the original model and with the
-heldout (never-trained-on) baseline. Gates on attack scores (loss-MIA, the sample-scenario
-MIA-efficacy gap, retain leakage) get a noise allowance of `noise_z` standard errors of the
-measurement, recorded next to the bare threshold, because an attack on a few dozen samples cannot
-resolve a 3-point or 0.05-AUC difference. Accuracy gates and the class MIA-efficacy floor (whose
-target, ~100, is far from chance) stay strict.
+heldout (never-trained-on) baseline. Every gate measured on a sample (accuracies, attack scores)
+gets a noise allowance of `noise_z` standard errors of the measurement, recorded next to the bare
+threshold: one image of 2,000 must not decide, and an attack on a few dozen samples cannot resolve
+a 3-point or 0.05-AUC difference. The class MIA-efficacy floor (target ~100, far from chance)
+stays strict.
+
+MIA-efficacy gates read three attack features (true-class confidence, entropy, modified entropy)
+and gate on their median: one feature whose SVC boundary is arbitrary (a model that barely
+overfits gives the attack nothing to learn) can neither fail nor pass a batch alone.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ class GateResult:
     allowance: float          # noise allowance added on the lenient side (0 for strict gates)
     reference: str            # what the threshold is relative to
     passed: bool
+    kind: Literal["utility", "forgetting", "privacy"] = "forgetting"
 
     @property
     def effective_threshold(self) -> float:
@@ -47,6 +52,11 @@ class GateReport:
         return all(r.passed for r in self.results)
 
     @property
+    def forgetting_passed(self) -> bool:
+        """Every forgetting gate passes (what, measured on the base model, means nothing to forget)."""
+        return all(r.passed for r in self.results if r.kind == "forgetting")
+
+    @property
     def failures(self) -> list[str]:
         return [f"{r.name}: {_fmt(r.value)} not {r.comparator} {_fmt(r.effective_threshold)}" for r in self.results if not r.passed]
 
@@ -59,52 +69,96 @@ def _fmt(v: float | None) -> str:
 
 
 def _gate(name: str, value: float | None, comparator: Literal["<=", ">="], threshold: float, reference: str,
-          allowance: float = 0.0) -> GateResult:
+          allowance: float = 0.0, kind: Literal["utility", "forgetting", "privacy"] = "forgetting") -> GateResult:
     eff = threshold + allowance if comparator == "<=" else threshold - allowance
     ok = value is not None and (value <= eff + 1e-9 if comparator == "<=" else value >= eff - 1e-9)
-    return GateResult(name, value, comparator, float(threshold), float(allowance), reference, bool(ok))
+    return GateResult(name, value, comparator, float(threshold), float(allowance), reference, bool(ok), kind)
+
+
+def _n(m: Metrics, key: str) -> int:
+    return int(m.get(key) or 1)
+
+
+def _kept(name: str, key: str, n_key: str, orig: Metrics, new: Metrics, drop: float, z: float, label: str) -> GateResult:
+    """Accuracy kept within `drop` points of the original's, measured on the same n samples: the
+    allowance is z standard errors of the difference of the two rates (pooled)."""
+    se = two_rate_standard_error(new[key] or 0.0, _n(new, n_key), orig[key] or 0.0, _n(orig, n_key))
+    return _gate(name, new[key], ">=", (orig[key] or 0) - drop, f"original {label} - {name}_drop_pt", z * se, "utility")
 
 
 def _leakage(orig: Metrics, new: Metrics, cfg: GateSettings) -> GateResult:
     # Leakage is a balanced accuracy on about |Dt| held-out examples, for both models: the
     # difference of two such estimates has sqrt(2) times the error of one.
-    allowance = cfg.noise_z * rate_standard_error(new["retain_leakage"] or 50.0, int(new["n_test"] or 1)) * 2 ** 0.5
+    allowance = cfg.noise_z * rate_standard_error(new["retain_leakage"] or 50.0, _n(new, "n_test")) * 2 ** 0.5
     return _gate("retain_leakage", new["retain_leakage"], "<=", (orig["retain_leakage"] or 0) + cfg.retain_leakage_rise_pt,
-                 "original model + retain_leakage_rise_pt", allowance)
+                 "original model + retain_leakage_rise_pt", allowance, "privacy")
+
+
+MIA_SUFFIXES = ("", "_entropy", "_modified_entropy")
+
+
+def _median_feature(values: list[float | None]) -> int | None:
+    """Index of the median of three attack values (None if any is missing)."""
+    if any(v is None or v != v for v in values):
+        return None
+    return sorted(range(len(values)), key=lambda i: values[i])[len(values) // 2]
+
+
+def _mia_class(new: Metrics, cfg: GateSettings) -> GateResult:
+    vals = [new.get("mia_efficacy" + s) for s in MIA_SUFFIXES]
+    i = _median_feature(vals)
+    shown = " / ".join("n/a" if v is None else f"{v:.1f}" for v in vals)
+    return _gate("mia_efficacy", None if i is None else vals[i], ">=", cfg.class_mia_min,
+                 f"median of the confidence / entropy / modified-entropy attacks ({shown})")
+
+
+def _mia_sample(new: Metrics, cfg: GateSettings) -> GateResult:
+    n_f, n_h = _n(new, "n_forget"), _n(new, "n_heldout")
+    gaps, ses = [], []
+    for s in MIA_SUFFIXES:
+        eff, ref = new.get("mia_efficacy" + s), new.get("mia_heldout" + s)
+        gaps.append(None if eff is None or ref is None else abs(eff - ref))
+        ses.append(two_rate_standard_error(eff or 0.0, n_f, ref or 0.0, n_h))
+    i = _median_feature(gaps)
+    shown = " / ".join("n/a" if g is None else f"{g:.1f}" for g in gaps)
+    return _gate("mia_efficacy_gap", None if i is None else gaps[i], "<=", cfg.sample_mia_tolerance_pt,
+                 f"|MIA(Df) - MIA(heldout)|, median of confidence / entropy / modified-entropy ({shown})",
+                 0.0 if i is None else cfg.noise_z * ses[i])
+
+
+def _forget_max(name: str, key: str, n_key: str, new: Metrics, cfg: GateSettings) -> GateResult:
+    # The error of a rate at the threshold itself (the test of "at most 1 %"), not at the measured
+    # value: a model that forgot little must not earn a wider allowance by its own failure.
+    allowance = cfg.noise_z * rate_standard_error(cfg.class_forget_max_pct, _n(new, n_key))
+    return _gate(name, new[key], "<=", cfg.class_forget_max_pct, f"absolute: Acc({key.removeprefix('acc_').title()})", allowance)
 
 
 def class_gates(orig: Metrics, new: Metrics, cfg: GateSettings) -> list[GateResult]:
+    z = cfg.noise_z
     return [
-        _gate("retained_utility", new["acc_drt"], ">=", (orig["acc_drt"] or 0) - cfg.retained_utility_drop_pt,
-              "original Acc(Drt) - retained_utility_drop_pt"),
-        _gate("retain_fit", new["acc_dr"], ">=", (orig["acc_dr"] or 0) - cfg.retain_fit_drop_pt,
-              "original Acc(Dr) - retain_fit_drop_pt"),
-        _gate("forget_train", new["acc_df"], "<=", cfg.class_forget_max_pct, "absolute: Acc(Df)"),
-        _gate("forget_test", new["acc_dft"], "<=", cfg.class_forget_max_pct, "absolute: Acc(Dft)"),
-        _gate("mia_efficacy", new["mia_efficacy"], ">=", cfg.class_mia_min, "absolute"),
+        _kept("retained_utility", "acc_drt", "n_test", orig, new, cfg.retained_utility_drop_pt, z, "Acc(Drt)"),
+        _kept("retain_fit", "acc_dr", "n_retain_eval", orig, new, cfg.retain_fit_drop_pt, z, "Acc(Dr)"),
+        _forget_max("forget_train", "acc_df", "n_forget", new, cfg),
+        _forget_max("forget_test", "acc_dft", "n_dft", new, cfg),
+        _mia_class(new, cfg),
         _gate("loss_mia_auc", new["loss_mia_auc"], "<=", cfg.class_loss_mia_auc_max, "absolute",
-              cfg.noise_z * auc_standard_error(new["loss_mia_auc"] or 0.5, int(new["n_forget"] or 1), int(new["n_forget_test"] or 1))),
+              z * auc_standard_error(new["loss_mia_auc"] or 0.5, _n(new, "n_forget"), _n(new, "n_forget_test"))),
         _leakage(orig, new, cfg),
     ]
 
 
 def sample_gates(orig: Metrics, new: Metrics, cfg: GateSettings) -> list[GateResult]:
-    n_f, n_h = int(new["n_forget"] or 1), int(new["n_heldout"] or 1)
+    n_f = _n(new, "n_forget")
     gap = None if new["acc_df"] is None or new["acc_dt"] is None else abs(new["acc_df"] - new["acc_dt"])
-    mia_ref = new["mia_heldout"] or 0.0
-    mia_gap = None if new["mia_efficacy"] is None else abs(new["mia_efficacy"] - mia_ref)
-    mia_se = two_rate_standard_error(new["mia_efficacy"] or 0.0, n_f, mia_ref, n_h)
+    gap_se = two_rate_standard_error(new["acc_df"] or 0.0, n_f, new["acc_dt"] or 0.0, _n(new, "n_dt"))
     auc = new["loss_mia_auc"]
     auc_gap = None if auc is None or auc != auc else abs(auc - 0.5)
     auc_se = auc_standard_error(auc if auc_gap is not None else 0.5, n_f, int(new.get("n_forget_test") or n_f))
     return [
-        _gate("retained_utility", new["acc_dt"], ">=", (orig["acc_dt"] or 0) - cfg.retained_utility_drop_pt,
-              "original Acc(Dt) - retained_utility_drop_pt"),
-        _gate("retain_fit", new["acc_dr"], ">=", (orig["acc_dr"] or 0) - cfg.retain_fit_drop_pt,
-              "original Acc(Dr) - retain_fit_drop_pt"),
-        _gate("forget_gap", gap, "<=", cfg.sample_forget_gap_pt, "|Acc(Df) - Acc(Dt)|"),
-        _gate("mia_efficacy_gap", mia_gap, "<=", cfg.sample_mia_tolerance_pt,
-              f"|MIA(Df) - MIA(heldout)|, heldout baseline {mia_ref:.1f}", cfg.noise_z * mia_se),
+        _kept("retained_utility", "acc_dt", "n_dt", orig, new, cfg.retained_utility_drop_pt, cfg.noise_z, "Acc(Dt)"),
+        _kept("retain_fit", "acc_dr", "n_retain_eval", orig, new, cfg.retain_fit_drop_pt, cfg.noise_z, "Acc(Dr)"),
+        _gate("forget_gap", gap, "<=", cfg.sample_forget_gap_pt, "|Acc(Df) - Acc(Dt)|", cfg.noise_z * gap_se),
+        _mia_sample(new, cfg),
         _gate("loss_mia_auc_gap", auc_gap, "<=", cfg.sample_loss_mia_auc_tolerance, "|AUC - 0.5|",
               cfg.noise_z * auc_se),
         _leakage(orig, new, cfg),

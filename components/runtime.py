@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
-from contextlib import nullcontext
+import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, ContextManager
+from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
@@ -16,6 +17,17 @@ def no_progress(step: int, total: int, values: dict[str, float]) -> None:
 
 
 ProgressFn = Callable[[int, int, dict[str, float]], None]
+
+
+@contextmanager
+def timed(timings: dict[str, float] | None, key: str) -> Iterator[None]:
+    """Add the wall seconds of the block to timings[key] (nothing when timings is None)."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        if timings is not None:
+            timings[key] = round(timings.get(key, 0.0) + time.perf_counter() - t0, 3)
 
 
 def resolve_device(name: str) -> torch.device:

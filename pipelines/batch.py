@@ -15,13 +15,13 @@ from torch import nn
 from components.canonical import canonical_json
 from components.certificate import build_certificate, certificate_digest, sign, signing_key, subject_digest
 from components.data import Split
-from components.evaluation import EvalSplits, evaluate
+from components.evaluation import EvalSplits, evaluate_many
 from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
 from components.gates import GateReport, evaluate_gates
 from components.methods import MethodConfig, UnlearnResult, UnlearnTask, get_method
 from components.models import model_digest
 from components.requests import RequestError, resolve
-from components.runtime import ProgressFn, no_progress, resolve_device
+from components.runtime import ProgressFn, no_progress, resolve_device, timed
 from pipelines.provenance import code_version, package_versions
 from pipelines.registry import ALIAS_CANDIDATE, Registry, VersionRef, data_rev
 from pipelines.snapshot import DataState, commit_files, commit_snapshot, read_state
@@ -65,6 +65,16 @@ class Evaluation:
     original: dict
     unlearned: dict
     gates: GateReport
+    base_gates: GateReport   # the same gates on the untouched base: did it already meet them?
+
+    def gates_record(self) -> dict:
+        """The gate report as certified: with whether the base model already met every forgetting
+        gate (then the batch had nothing measurable to forget, and the certificate says so)."""
+        met = self.base_gates.forgetting_passed
+        return {**self.gates.to_dict(), "base_model_met_forgetting_gates": met,
+                "base_model_gates": [{"name": r.name, "value": r.value, "passed": r.passed} for r in self.base_gates.results],
+                "forgetting_evidence": ("none: the base model already met every forgetting gate before unlearning" if met else
+                                        "unlearning moved the model past forgetting gates the base model failed")}
 
 
 def plan_batch(ws: Workspace, store: RequestStore, reg: Registry) -> BatchPlan | None:
@@ -127,13 +137,14 @@ def unlearn(ws: Workspace, pinned: Pinned, ext: Extraction, scenario: str, progr
     return get_method(METHOD)(pinned.model, task, MethodConfig(lora=s.lora, rfa=s.rfa), progress)
 
 
-def assess(ws: Workspace, pinned: Pinned, ext: Extraction, result: UnlearnResult, scenario: str) -> Evaluation:
+def assess(ws: Workspace, pinned: Pinned, ext: Extraction, result: UnlearnResult, scenario: str,
+           timings: dict[str, float] | None = None) -> Evaluation:
     s = ws.settings
     splits = EvalSplits.build(ext.split.forget, ext.split.retain, ext.test, ext.heldout, ext.forget_classes, s.evaluation)
     device = resolve_device(s.rfa.device)
-    original = evaluate(pinned.model, splits, s.evaluation, device)
-    unlearned = evaluate(result.model, splits, s.evaluation, device)
-    return Evaluation(original, unlearned, evaluate_gates(scenario, original, unlearned, s.gates))
+    original, unlearned = evaluate_many([pinned.model, result.model], splits, s.evaluation, device, timings)
+    return Evaluation(original, unlearned, evaluate_gates(scenario, original, unlearned, s.gates),
+                      evaluate_gates(scenario, original, original, s.gates))
 
 
 def _request_facts(plan: BatchPlan, salt: str) -> list[dict]:
@@ -156,12 +167,12 @@ def record_failure(ws: Workspace, reg: Registry, plan: BatchPlan, ev: Evaluation
     with mlflow.start_run(experiment_id=reg.experiment_id(), run_name=f"{plan.batch_id}-gates-failed") as run:
         mlflow.set_tags({"batch_id": plan.batch_id, "scenario": plan.scenario, "status": "gates_failed"})
         mlflow.log_metrics({f"unlearned.{k}": v for k, v in ev.unlearned.items() if v is not None and v == v})
-        mlflow.log_dict(ev.gates.to_dict(), "gates.json")
+        mlflow.log_dict(ev.gates_record(), "gates.json")
         return run.info.run_id
 
 
 def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: Extraction, result: UnlearnResult,
-            ev: Evaluation) -> tuple[VersionRef, str]:
+            ev: Evaluation, timings: dict[str, float] | None = None) -> tuple[VersionRef, str]:
     """Commit the data snapshot without Df, register the unlearned version with its certificate,
     alias it `candidate`. A version that cannot be completed is deleted again."""
     s = ws.settings
@@ -169,8 +180,9 @@ def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: 
     key = signing_key(s.certificate.key_env)  # before any write: no key, no certificate, no version
     erased = {**st.erased, **{i: plan.batch_id for i in ext.split.forget.ids.tolist()}}
     classes = {**st.forgotten_classes, **{str(c): plan.batch_id for c in ext.forget_classes}}
-    after = commit_snapshot(ws, st, ext.split.retain, erased, classes,
-                            f"{plan.batch_id}: erase {len(ext.split.forget)} samples ({plan.scenario} unlearning)")
+    with timed(timings, "snapshot"):
+        after = commit_snapshot(ws, st, ext.split.forget, erased, classes,
+                                f"{plan.batch_id}: erase {len(ext.split.forget)} samples ({plan.scenario} unlearning)")
     digest = model_digest(result.model)
     name = s.registry.model_name
     tags = {"kind": "unlearned", "status": "awaiting_approval", "batch_id": plan.batch_id, "scenario": plan.scenario,
@@ -181,13 +193,15 @@ def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: 
     from safetensors.torch import save as st_save
 
     files = {"adapter.safetensors": st_save(result.adapter) if result.adapter else b"",
-             "forget_manifest.json": canonical_json(ext.manifest), "gates.json": canonical_json(ev.gates.to_dict()),
+             "forget_manifest.json": canonical_json(ext.manifest), "gates.json": canonical_json(ev.gates_record()),
              "metrics.json": canonical_json({"original": ev.original, "unlearned": ev.unlearned, "history": result.history})}
     params = {"method": METHOD, **{f"rfa.{k}": v for k, v in s.rfa.model_dump().items()},
               **{f"lora.{k}": v for k, v in s.lora.model_dump().items()}}
     metrics = {**{f"unlearned.{k}": v for k, v in ev.unlearned.items()}, **{f"original.{k}": v for k, v in ev.original.items()},
                "unlearn_seconds": result.seconds, "trainable_fraction": result.trainable_fraction}
-    ref = reg.register(name, result.model, pinned.spec, files, metrics, params, tags, run_name=plan.batch_id)
+    with timed(timings, "register"):
+        ref = reg.register(name, result.model, pinned.spec, files, metrics, params, tags, run_name=plan.batch_id,
+                           example=ext.test.x[:2])
     try:
         run_id = reg.resolve(name, ref.version).run_id
         cert = build_certificate({
@@ -205,7 +219,7 @@ def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: 
             "evaluation": {"original": ev.original, "unlearned": ev.unlearned,
                            "attacks": ["SVC(C=3, rbf) on true-class confidence / entropy / modified entropy; retain vs test",
                                        "logistic regression on per-example cross-entropy, Df vs class-matched test, stratified k-fold"]},
-            "gates": ev.gates.to_dict(),
+            "gates": ev.gates_record(),
         })
         cert_sha, sig = certificate_digest(cert), sign(cert, key)
         reg.log_to_run(run_id, {"certificate.json": canonical_json(cert), "certificate.sig": sig.encode()})

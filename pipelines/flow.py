@@ -13,6 +13,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from components.runtime import timed
 from pipelines import batch as steps
 from pipelines.base import registry_for
 from pipelines.store import RequestStore
@@ -30,7 +31,8 @@ class BatchOutcome:
     original: dict = field(default_factory=dict)
     unlearned: dict = field(default_factory=dict)
     gates: dict = field(default_factory=dict)
-    seconds: float = 0.0
+    seconds: float = 0.0                         # the unlearning step (RFA) alone
+    timings: dict = field(default_factory=dict)  # wall seconds per stage of the whole batch
 
 
 # Tasks take models and tensors: explicit NO_CACHE, results live in MLflow / DVC, not in Prefect.
@@ -57,24 +59,30 @@ def unlearn_task(ws: Workspace, pinned, ext, scenario: str):
 def deletion_batch(workspace: str) -> BatchOutcome:
     ws = Workspace(Path(workspace))
     reg = registry_for(ws)
+    t: dict[str, float] = {}
     with RequestStore(ws.requests_db) as store:
         plan = plan_task(ws, store, reg)
         if plan is None:
             return BatchOutcome("nothing_pending")
         try:
-            pinned = pin_task(ws, reg)
-            ext = extract_task(ws, pinned, plan)
-            result = unlearn_task(ws, pinned, ext, plan.scenario)
-            ev = assess_task(ws, pinned, ext, result, plan.scenario)
+            with timed(t, "pin"):
+                pinned = pin_task(ws, reg)
+            with timed(t, "extract"):
+                ext = extract_task(ws, pinned, plan)
+            with timed(t, "unlearn"):
+                result = unlearn_task(ws, pinned, ext, plan.scenario)
+            with timed(t, "evaluate"):
+                ev = assess_task(ws, pinned, ext, result, plan.scenario, t)
             outcome = BatchOutcome("", plan.batch_id, plan.scenario, original=ev.original, unlearned=ev.unlearned,
-                                   gates=ev.gates.to_dict(), seconds=result.seconds)
+                                   gates=ev.gates_record(), seconds=result.seconds, timings=t)
             if not ev.gates.passed:
                 reason = "gates failed: " + "; ".join(ev.gates.failures)
                 steps.record_failure(ws, reg, plan, ev)
                 steps.release(store, plan, reason)
                 outcome.status, outcome.reason = "gates_failed", reason
                 return outcome
-            ref, cert_sha = publish_task(ws, reg, plan, pinned, ext, result, ev)
+            with timed(t, "publish"):
+                ref, cert_sha = publish_task(ws, reg, plan, pinned, ext, result, ev, t)
             store.transition(plan.batch_id, "awaiting_approval", model_version=ref.version)
             outcome.status, outcome.model_version, outcome.certificate_sha256 = "awaiting_approval", ref.version, cert_sha
             return outcome

@@ -6,7 +6,10 @@ from rich.console import Console
 from rich.table import Table
 
 METRIC_ROWS = (("acc_dr", "Acc(Dr) %"), ("acc_df", "Acc(Df) %"), ("acc_dt", "Acc(Dt) %"), ("acc_drt", "Acc(Drt) %"),
-               ("acc_dft", "Acc(Dft) %"), ("mia_efficacy", "MIA-efficacy (Df)"), ("mia_heldout", "MIA on heldout"),
+               ("acc_dft", "Acc(Dft) %"), ("mia_efficacy", "MIA-efficacy (Df), confidence"), ("mia_heldout", "  same on heldout"),
+               ("mia_efficacy_entropy", "MIA-efficacy (Df), entropy"), ("mia_heldout_entropy", "  same on heldout"),
+               ("mia_efficacy_modified_entropy", "MIA-efficacy (Df), mod. entropy"),
+               ("mia_heldout_modified_entropy", "  same on heldout"),
                ("loss_mia_auc", "loss-MIA AUC"), ("retain_leakage", "retain leakage %"))
 
 
@@ -41,6 +44,12 @@ def gate_table(outcome) -> Table:
     grid = Table.grid()
     grid.add_row(metrics_table(f"{outcome.batch_id} ({outcome.scenario})", outcome.original, outcome.unlearned))
     grid.add_row(gates_table(f"gates ({'passed' if outcome.gates.get('passed') else 'FAILED'})", outcome.gates))
+    if "forgetting_evidence" in outcome.gates:
+        grid.add_row(f"forgetting evidence: {outcome.gates['forgetting_evidence']}")
+    if outcome.timings:
+        rest = sum(v for k, v in outcome.timings.items() if k in ("pin", "extract", "evaluate", "publish"))
+        grid.add_row(f"seconds: unlearning {outcome.timings.get('unlearn', 0):.1f}, everything else {rest:.1f} "
+                     f"({', '.join(f'{k} {v:.1f}' for k, v in outcome.timings.items() if k != 'unlearn')})")
     return grid
 
 

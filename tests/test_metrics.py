@@ -66,3 +66,29 @@ def test_standard_errors_shrink_with_n_and_never_vanish():
     assert rate_standard_error(50.0, 1000) < rate_standard_error(50.0, 10)
     assert auc_standard_error(0.5, 1000, 1000) < auc_standard_error(0.5, 30, 30)
     assert two_rate_standard_error(0.0, 40, 10.0, 300) > 3.0
+
+
+def test_predict_many_shares_an_identical_prefix_and_matches_predict():
+    import copy
+
+    import torch
+
+    from components.data import Split
+    from components.metrics import predict, predict_many, shared_prefix
+    from components.resnet_cifar import ResNetCifar
+
+    torch.manual_seed(0)
+    a = ResNetCifar(3).eval()
+    b = copy.deepcopy(a)
+    with torch.no_grad():
+        b.layer3[0].conv1.weight.mul_(1.5)  # what LoRA changes: only the suffix
+    split = Split(np.random.default_rng(0).integers(0, 255, (10, 3, 32, 32), dtype=np.uint8), np.arange(10) % 10,
+                  np.array([f"s{i}" for i in range(10)]))
+    assert shared_prefix([a, b]) is not None
+    pa, pb = predict_many([a, b], split, torch.device("cpu"), batch=4)
+    assert np.array_equal(pa.logits, predict(a, split, torch.device("cpu"), batch=4).logits)
+    assert np.array_equal(pb.logits, predict(b, split, torch.device("cpu"), batch=4).logits)
+    assert not np.array_equal(pa.logits, pb.logits)
+    with torch.no_grad():
+        b.layer1[0].conv1.weight.mul_(1.5)  # a prefix that differs is not shared
+    assert shared_prefix([a, b]) is None
