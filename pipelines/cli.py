@@ -21,6 +21,10 @@ request_app = typer.Typer(no_args_is_help=True, help="Submit and list deletion r
 batch_app = typer.Typer(no_args_is_help=True, help="Run a deletion batch (Prefect flow).")
 review_app = typer.Typer(no_args_is_help=True, help="Approve or reject a candidate model version.")
 audit_app = typer.Typer(no_args_is_help=True, help="Trace lineage and verify certificates.")
+model_app = typer.Typer(no_args_is_help=True, help="Bring an existing model into the workspace.")
+data_app = typer.Typer(no_args_is_help=True, help="Look at the training snapshot the champion stands on.")
+app.add_typer(model_app, name="model")
+app.add_typer(data_app, name="data")
 app.add_typer(request_app, name="request")
 app.add_typer(batch_app, name="batch")
 app.add_typer(review_app, name="review")
@@ -68,6 +72,39 @@ def train(replace_champion: bool = typer.Option(False, help="Register a new base
 
     ref, metrics = train_base(_ws(), replace_champion)
     out.print(f"registered {ref} as champion: train {metrics['acc_train']:.2f}%  test {metrics['acc_test']:.2f}%")
+
+
+@model_app.command("import")
+def model_import(checkpoint: Optional[Path] = typer.Option(None, help="State dict (.pt/.pth/.th, read weights-only) or .safetensors file."),
+                 uri: Optional[str] = typer.Option(None, help="MLflow model URI: models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/PATH."),
+                 tracking_uri: Optional[str] = typer.Option(None, help="Tracking server holding --uri (default: the workspace's)."),
+                 trained_on: str = typer.Option("train-files", help="What the model was trained on: train-files (every training "
+                                                "file of the data source) or train-split (only this workspace's train split)."),
+                 replace_champion: bool = typer.Option(False, help="Register it even if a champion exists.")) -> None:
+    """Register a pre-trained model as champion, without training; architecture from params.yaml's model section."""
+    from pipelines.importer import import_model
+
+    ref, facts = import_model(_ws(), checkpoint, uri, tracking_uri, trained_on, replace_champion)
+    out.print(f"imported {facts.get('source.uri') or facts.get('source.file')} as {ref} (champion): "
+              f"test {facts['acc_test']:.2f}%  heldout {facts['acc_heldout']:.2f}%  train sample {facts['acc_train_sample']:.2f}%")
+
+
+@data_app.command("ids")
+def data_ids(class_label: Optional[int] = typer.Option(None, "--class", help="Only this class."),
+             random: Optional[int] = typer.Option(None, help="A seeded random draw of this many ids."),
+             seed: int = typer.Option(0, help="Seed of the --random draw.")) -> None:
+    """Print training sample ids of the current snapshot, comma-separated (for `request submit --samples`)."""
+    import numpy as np
+
+    from pipelines.intake import current_state
+
+    train = current_state(_ws()).train
+    ids = train.ids if class_label is None else train.ids[train.y == class_label]
+    if random is not None:
+        if not 0 < random <= len(ids):
+            raise CliError(f"--random must be between 1 and {len(ids)}")
+        ids = np.sort(np.random.default_rng(seed).choice(ids, size=random, replace=False))
+    typer.echo(",".join(ids.tolist()))
 
 
 @request_app.command("submit")
@@ -130,13 +167,18 @@ def _print_outcome(o) -> None:
 
 
 @batch_app.command("run")
-def batch_run() -> None:
+def batch_run(as_json: bool = typer.Option(False, "--json", help="Print the outcome (metrics, gates, timings) as JSON.")) -> None:
     """Run one deletion batch over the pending requests (class requests first)."""
+    import dataclasses
+
     from pipelines.flow import deletion_batch
 
     ws = _ws()
     outcome = deletion_batch(str(ws.root))
-    _print_outcome(outcome)
+    if as_json:
+        typer.echo(json.dumps(dataclasses.asdict(outcome), indent=1, default=str))
+    else:
+        _print_outcome(outcome)
     if outcome.status == "gates_failed":
         raise typer.Exit(1)
 
