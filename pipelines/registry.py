@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import tempfile
-import warnings
 from importlib import metadata
 import urllib.error
 import urllib.request
@@ -272,13 +271,6 @@ def save_pyfunc(d: Path, model, spec: dict, example, staging: Path) -> None:
     with torch.no_grad():
         out = model.eval()(to_input(example)).float().numpy()
     reqs = [f"{p}=={metadata.version(p)}" for p in ("mlflow", "torch", "numpy", "safetensors", "pydantic", "pyyaml")]
-    with warnings.catch_warnings():
-        # MLflow asks for type hints on predict(); the tensor signature below is what it validates.
-        warnings.filterwarnings("ignore", message=".*type hints.*")
-        _save(d, staging, spec, example, out, reqs)
-
-
-def _save(d: Path, staging: Path, spec: dict, example, out, reqs: list[str]) -> None:
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 

@@ -133,8 +133,16 @@ def _load_pixels(lst: Listing, ws: Workspace, rev: str) -> np.ndarray:
     try:
         first = np.load(lst.objects[0], allow_pickle=False)
         x = np.empty((len(lst.objects), *first.shape), dtype=np.uint8)
+        raw = lst.objects[0].read_bytes()
+        header = raw[:len(raw) - first.nbytes]  # .npy header: magic, dtype, shape, padding
         for i, p in enumerate(lst.objects):
-            x[i] = np.load(p, allow_pickle=False)
+            raw = p.read_bytes()
+            # Same header bytes = same dtype, shape and order: the pixels are the tail. Parsing
+            # the header 50,000 times was most of a CIFAR-10 read; anything else goes to numpy.
+            if len(raw) == len(header) + first.nbytes and raw.startswith(header):
+                x[i] = np.frombuffer(raw, np.uint8, first.nbytes, len(header)).reshape(first.shape)
+            else:
+                x[i] = np.load(p, allow_pickle=False)
     except FileNotFoundError:
         _fetch(ws, rev)
         return _load_pixels(lst, ws, rev)
@@ -238,7 +246,9 @@ def _erase_and_add(ws: Workspace, gone: set[str]) -> list[dict]:
     for rel in gone:
         (ws.data_dir / rel).unlink(missing_ok=True)
     with Repo(str(ws.root)) as repo, quiet_dvc():
-        repo.add(str(ws.data_dir))
+        # relink=False: the files that stay are already what the cache holds; relinking would
+        # re-check every one of them (1.5 s of 45,000 files measured).
+        repo.add(str(ws.data_dir), relink=False)
     new_md5 = yaml.safe_load((ws.root / f"{RAW}.dvc").read_text())["outs"][0]["md5"]
     return json.loads(_object_path(ws, new_md5).read_text())
 

@@ -17,11 +17,9 @@ export UNLEARN_CERT_KEY="${UNLEARN_CERT_KEY:-$(python3 -c 'import secrets; print
 export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1
 PATH="$(cd "$here/../.." && pwd)/.venv/bin:$PATH"
 model=cifar10-resnet20
-clock() { python3 -c 'import time; print(time.time())'; }
-step() { echo "== $*" >&2; }
+step() { echo "== [${SECONDS}s] $*" >&2; }
 
 sed "s|__DATA_DIR__|$data_dir|" "$here/params.yaml" > "$out/params.yaml"
-t0=$(clock)
 step "init $ws"; unlearn init "$ws" --params "$out/params.yaml"
 cd "$ws"
 step "import $checkpoint"; unlearn model import --checkpoint "$checkpoint" --trained-on train-files
@@ -34,4 +32,4 @@ unlearn request submit --samples "$ids"
 step "sample batch"; unlearn batch run --json > "$out/batch-sample.json" || { cat "$out/batch-sample.json"; exit 1; }
 unlearn review approve "$model" 3 --reviewer recipe-reviewer
 step "verify"; unlearn audit verify "$model" 2; unlearn audit verify "$model" 3
-echo "total $(python3 -c "print(round($(clock) - $t0))") s; outcomes in $out" >&2
+step "done: outcomes in $out"
