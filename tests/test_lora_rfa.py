@@ -79,12 +79,18 @@ def test_rfa_sample_unlearning_moves_forget_margins_toward_nonmembers(base_model
     fs = extract_forget_set(digits.train, ids)
     result = get_method("rfa")(base_model, UnlearnTask("sample", fs.forget, fs.retain, digits.heldout), MethodConfig())
 
-    def med_margin(model, split):
+    def quantiles(model, split):
         with torch.no_grad():
-            return margins(model(to_input(split.x)), torch.from_numpy(split.y)).median().item()
+            m = margins(model(to_input(split.x)), torch.from_numpy(split.y)).numpy()
+        return np.quantile(m, np.linspace(0.05, 0.95, 19))
 
-    before, after, heldout = med_margin(base_model, fs.forget), med_margin(result.model, fs.forget), med_margin(base_model, digits.heldout)
-    assert abs(after - heldout) < abs(before - heldout)
+    # margin_quantile maps Df's margins rank for rank onto heldout's, so the distance between the
+    # two distributions' quantiles is what must fall (0.56 -> 0.12 here). One quantile alone (the
+    # median) moved by less than the float difference between CPUs and was not a sound check.
+    heldout = quantiles(base_model, digits.heldout)
+    before = np.abs(quantiles(base_model, fs.forget) - heldout).mean()
+    after = np.abs(quantiles(result.model, fs.forget) - heldout).mean()
+    assert after < 0.5 * before, (before, after)
     # Dr outputs stay aligned with the teacher (zero residual).
     with torch.no_grad():
         xr = to_input(fs.retain.x[:256])

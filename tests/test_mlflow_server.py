@@ -48,8 +48,8 @@ def mlflow_server(tmp_path):
         time.sleep(0.5)
     yield url, proc
     if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
 
 
 def test_registry_over_http_then_server_down(tmp_path, mlflow_server, monkeypatch, capsys):
@@ -59,8 +59,10 @@ def test_registry_over_http_then_server_down(tmp_path, mlflow_server, monkeypatc
     assert not (ws.root / "mlflow.db").exists()  # nothing went to the local sqlite store
     assert main(["-w", str(ws.root), "audit", "verify", "digits-cnn", "1"]) == 0
     assert "verifies" in capsys.readouterr().out
-    os.killpg(proc.pid, signal.SIGTERM)
-    proc.wait(timeout=30)
+    # The server dies (SIGKILL: a crash, and no wait on a graceful shutdown that took over 30 s
+    # on a loaded machine); what matters is the client's one-line answer once it is gone.
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
     assert main(["-w", str(ws.root), "audit", "verify", "digits-cnn", "1"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: MLflow tracking server at http://127.0.0.1") and "unreachable" in err
