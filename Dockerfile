@@ -20,6 +20,7 @@ RUN mkdir components pipelines && touch components/__init__.py pipelines/__init_
 COPY params.yaml dvc.yaml ./
 COPY components components
 COPY pipelines pipelines
+COPY examples examples
 RUN pip install --no-cache-dir --no-deps -e .
 
 USER app
