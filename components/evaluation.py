@@ -54,7 +54,7 @@ def evaluate_many(models: list[nn.Module], s: EvalSplits, cfg: EvaluationSetting
 def _metrics(s: EvalSplits, cfg: EvaluationSettings, dr, df, dt, dh) -> dict[str, float | None]:
     m: dict[str, float | None] = {"acc_dr": accuracy(dr), "acc_df": accuracy(df), "acc_dt": accuracy(dt),
                                   "acc_drt": None, "acc_dft": None}
-    attack_test, attack_heldout = dt, dh
+    attack_test, attack_heldout, unseen_class = dt, dh, None
     if s.forget_classes:
         in_f = np.isin(dt.labels, np.array(s.forget_classes))
         m["acc_drt"], m["acc_dft"] = accuracy(dt.take(~in_f)), accuracy(dt.take(in_f))
@@ -62,10 +62,14 @@ def _metrics(s: EvalSplits, cfg: EvaluationSettings, dr, df, dt, dh) -> dict[str
         # the forgotten class's low confidence alone would look like membership signal.
         attack_test = dt.take(~in_f)
         attack_heldout = dh.take(~np.isin(dh.labels, np.array(s.forget_classes)))
+        unseen_class = dt.take(in_f)  # Dft: images of the forgotten class the model never trained on
     for feature, suffix in (("confidence", ""), ("entropy", "_entropy"), ("modified_entropy", "_modified_entropy")):
-        eff = mia_efficacy(dr, attack_test, {"forget": df, "heldout": attack_heldout}, feature=feature, seed=cfg.seed)
+        targets = {"forget": df, "heldout": attack_heldout, **({"dft": unseen_class} if unseen_class is not None else {})}
+        eff = mia_efficacy(dr, attack_test, targets, feature=feature, seed=cfg.seed)
         m["mia_efficacy" + suffix] = eff.get("forget")
         m["mia_heldout" + suffix] = eff.get("heldout")
+        if unseen_class is not None:
+            m["mia_dft" + suffix] = eff.get("dft")
     lm = loss_mia(df, dt, folds=cfg.loss_mia_folds, seed=cfg.seed)
     m["loss_mia_acc"], m["loss_mia_auc"], m["n_forget_test"] = lm["acc"], lm["auc"], lm["n_test"]
     m["retain_leakage"] = retain_leakage(dr, attack_test, seed=cfg.seed)

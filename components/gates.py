@@ -105,11 +105,24 @@ def _median_feature(values: list[float | None]) -> int | None:
 
 
 def _mia_class(new: Metrics, cfg: GateSettings) -> GateResult:
+    """Df must look unseen to the attacks: called non-member at least `class_mia_min` % of the time,
+    or at least as often as Dft, the forgotten class's test images, which no model ever trained on
+    (less `class_mia_tolerance_pt` and the noise allowance). Without an oracle, Dft is how Retrain
+    would treat Df. The absolute floor alone failed a Fashion-MNIST class batch that took Acc(Df)
+    and Acc(Dft) to 0: a model that barely overfits gives the attacks nothing to learn, and they
+    called Dft member as often as Df (benchmarks/notes/gates.md)."""
     vals = [new.get("mia_efficacy" + s) for s in MIA_SUFFIXES]
-    i = _median_feature(vals)
+    refs = [new.get("mia_dft" + s) for s in MIA_SUFFIXES]
+    i, j = _median_feature(vals), _median_feature(refs)
     shown = " / ".join("n/a" if v is None else f"{v:.1f}" for v in vals)
-    return _gate("mia_efficacy", None if i is None else vals[i], ">=", cfg.class_mia_min,
-                 f"median of the confidence / entropy / modified-entropy attacks ({shown})")
+    unseen = None if j is None else refs[j]
+    if unseen is None or unseen - cfg.class_mia_tolerance_pt >= cfg.class_mia_min:
+        return _gate("mia_efficacy", None if i is None else vals[i], ">=", cfg.class_mia_min,
+                     f"median of the confidence / entropy / modified-entropy attacks ({shown})")
+    se = two_rate_standard_error(vals[i] if i is not None else 0.0, _n(new, "n_forget"), unseen, _n(new, "n_dft"))
+    return _gate("mia_efficacy", None if i is None else vals[i], ">=", unseen - cfg.class_mia_tolerance_pt,
+                 f"median attack ({shown}) vs the same on the class's unseen test images, {unseen:.1f}, "
+                 f"less class_mia_tolerance_pt", cfg.noise_z * se)
 
 
 def _mia_sample(new: Metrics, cfg: GateSettings) -> GateResult:

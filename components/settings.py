@@ -170,6 +170,9 @@ class GateSettings(_Frozen):
     class_forget_max_pct: float = Field(1.0, ge=0, le=100)
     sample_forget_gap_pt: float = Field(2.5, ge=0)
     class_mia_min: float = Field(95.0, ge=0, le=100)
+    # ...or Df called non-member as often as the forgotten class's own unseen test images (Dft),
+    # less this many points: what Retrain, which never saw the class, would score (gates.py).
+    class_mia_tolerance_pt: float = Field(3.0, ge=0)
     sample_mia_tolerance_pt: float = Field(3.0, ge=0)
     class_loss_mia_auc_max: float = Field(0.55, ge=0.5, le=1)
     sample_loss_mia_auc_tolerance: float = Field(0.03, ge=0, le=0.5)

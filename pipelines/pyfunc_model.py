@@ -25,7 +25,9 @@ class UnlearnPyfunc(PythonModel):
         spec = json.loads(Path(context.artifacts["spec"]).read_text())
         self.model = load_model(spec, Path(context.artifacts["weights"]).read_bytes())
 
-    def predict(self, context, model_input, params=None) -> np.ndarray:
+    # np.ndarray: a type hint MLflow takes as "no schema from hints" (the saved tensor signature
+    # validates inputs), so it does not ask for hints on every load.
+    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
         import torch
 
         from components.models import to_input

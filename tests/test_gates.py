@@ -82,3 +82,20 @@ def test_forgetting_passed_tells_whether_the_base_already_met_the_forgetting_gat
     assert not evaluate_gates("class", ORIG, ORIG, cfg).forgetting_passed
     already = _new(acc_df=97.0, loss_mia_auc=0.5, mia_efficacy=10.0)  # Df looks unseen before any unlearning
     assert evaluate_gates("sample", already, already, cfg).forgetting_passed
+
+
+def test_class_mia_gate_compares_df_with_the_forgotten_class_unseen_images():
+    """Fashion-MNIST, a 3-epoch base that barely overfits: Df and Dft both at 0 % accuracy, but the
+    attacks call the class's never-seen test images member as often as Df (median 38.8 vs 40)."""
+    good = dict(acc_df=0.0, acc_dft=0.0, loss_mia_auc=0.5, n_forget=5400.0, n_dft=1000.0)
+    unseen = {"mia_dft": 100.0, "mia_dft_entropy": 14.0, "mia_dft_modified_entropy": 40.0}
+    fashion = _new(**good, **unseen, mia_efficacy=100.0, mia_efficacy_entropy=14.1, mia_efficacy_modified_entropy=38.8)
+    gate = next(g for g in evaluate_gates("class", ORIG, fashion, GateSettings()).results if g.name == "mia_efficacy")
+    assert gate.passed and gate.threshold == 37.0 and "unseen test images" in gate.reference
+    # Df still looks like training data where the unseen images do not: fails.
+    kept = _new(**good, **{k: 12.0 for k in unseen}, mia_efficacy=3.0)
+    assert evaluate_gates("class", ORIG, kept, GateSettings()).failures[0].startswith("mia_efficacy: 3 not >= ")
+    # Where the unseen images are called non-member (CIFAR-10: 100), the absolute floor holds.
+    cifar = _new(**good, **{k: 100.0 for k in unseen}, mia_efficacy=94.0)
+    gate = next(g for g in evaluate_gates("class", ORIG, cifar, GateSettings()).results if g.name == "mia_efficacy")
+    assert not gate.passed and gate.threshold == 95.0 and gate.allowance == 0.0
