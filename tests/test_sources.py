@@ -61,6 +61,13 @@ def test_imagefolder_workspace_snapshot_holds_one_file_per_sample(tmp_path, caps
     assert code == 0, cap.err
     files = sorted(p.relative_to(tmp_path / "ws" / "data" / "raw").as_posix() for p in (tmp_path / "ws" / "data" / "raw").rglob("*.npy"))
     assert len(files) == 54 and "test/1/dog/img000.png.npy" in files
+    from pipelines.snapshot import read_state
+    from pipelines.workspace import Workspace
+
+    state = read_state(Workspace(tmp_path / "ws"), "HEAD")  # ids with a folder in them read back whole
+    assert "dog/img000.png" in set(state.test.ids.tolist()) and state.test.x.shape[1:] == (3, 8, 8)
+    i = state.test.index_of()["owl/img001.png"]
+    assert state.test.y[i] == 2
 
 
 def _bad_folder(tmp: Path, kind: str) -> Path:
