@@ -26,8 +26,10 @@ def gather_facts(ws: Workspace, reg: Registry, name: str, version: str, check_ce
     problems: tuple[str, ...] = ()
     if has_cert and check_certificate:
         problems = tuple(verify(ws, reg, name, version).problems)
+    champion = reg.champion(name).version if reg.has_alias(name, ALIAS_CHAMPION) else ""
     return VersionFacts(True, has_cert, problems, tags.get("gates_passed") == "true", tags.get("status", ""),
-                        tags.get("certificate_sha256", ""))
+                        tags.get("certificate_sha256", ""), ALIAS_CANDIDATE in (mv.aliases or []),
+                        tags.get("base_version", ""), str(champion))
 
 
 def _validate_reviewer(reviewer: str) -> str:

@@ -15,6 +15,7 @@ from pipelines.batch import BatchError
 from pipelines.flow import deletion_batch
 from pipelines.intake import submit
 from pipelines.review import ReviewError, approve, reject
+from pipelines.registry import VersionRef
 from pipelines.snapshot import read_split
 from pipelines.store import RequestStore
 from tests.conftest import make_workspace
@@ -140,3 +141,27 @@ def test_rejection_returns_requests_and_unblocks_the_next_batch(tmp_path, prefec
     second = deletion_batch(str(ws.root))  # re-run from the champion's own snapshot
     assert second.status == "awaiting_approval", second.reason
     assert second.model_version != first.model_version
+
+
+def test_a_version_built_on_an_older_champion_cannot_undo_a_certified_erasure(tmp_path, prefect_server):
+    """Two batches that both built on v1 (two runs at once, or a crash that left a version without
+    its alias): approving the second after the first would serve a model that still knows what the
+    first erased. Both orders are refused."""
+    ws = make_workspace(tmp_path)
+    reg, name = registry_for(ws), ws.settings.registry.model_name
+    submit(ws, {"kind": "class", "class_label": 4})
+    first = deletion_batch(str(ws.root))
+    assert first.status == "awaiting_approval", first.reason
+    reg.drop_alias(name, "candidate")  # as if a second run had started before the first published
+    v1 = read_split(ws, reg.champion(name).tags["data.rev"], "train", pixels=False)
+    submit(ws, {"kind": "samples", "sample_ids": v1.ids[v1.y != 4][:30].tolist()})
+    second = deletion_batch(str(ws.root))
+    assert second.status == "awaiting_approval", second.reason
+    assert reg.resolve(name, first.model_version).tags["base_version"] == reg.resolve(name, second.model_version).tags["base_version"] == "1"
+    with pytest.raises(ReviewError, match="does not hold the candidate alias"):
+        approve(ws, reg, name, first.model_version, "alice")
+    approve(ws, reg, name, second.model_version, "alice")
+    reg.set_alias(VersionRef(name, first.model_version), "candidate")  # moved back by hand
+    with pytest.raises(ReviewError, match=f"built on version 1, but the champion is now version {second.model_version}"):
+        approve(ws, reg, name, first.model_version, "alice")
+    assert str(reg.champion(name).version) == second.model_version

@@ -1,6 +1,7 @@
 from components.promotion import VersionFacts, decide_approval, decide_rejection
 
-GOOD = VersionFacts(exists=True, has_certificate=True, gates_passed=True, status="awaiting_approval", certificate_sha256="abc123")
+GOOD = VersionFacts(exists=True, has_certificate=True, gates_passed=True, status="awaiting_approval", certificate_sha256="abc123",
+                    is_candidate=True, base_version="1", champion_version="1")
 
 
 def test_good_candidate_is_promoted():
@@ -26,3 +27,12 @@ def test_refusals_name_their_reason():
 def test_rejection_only_of_awaiting_versions():
     assert decide_rejection(GOOD).promote
     assert not decide_rejection(VersionFacts(True, True, status="approved")).promote
+
+
+def test_a_stale_or_orphaned_candidate_is_refused():
+    from dataclasses import replace
+
+    orphan = decide_approval(replace(GOOD, is_candidate=False))
+    assert not orphan.promote and "does not hold the candidate alias" in orphan.text
+    stale = decide_approval(replace(GOOD, base_version="1", champion_version="2"))
+    assert not stale.promote and "built on version 1, but the champion is now version 2" in stale.text
