@@ -23,7 +23,7 @@ from components.models import model_digest
 from components.requests import RequestError, resolve
 from components.runtime import ProgressFn, no_progress, resolve_device, timed
 from pipelines.provenance import code_version, package_versions
-from pipelines.registry import ALIAS_CANDIDATE, Registry, VersionRef, data_rev
+from pipelines.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, Registry, VersionRef, data_rev
 from pipelines.snapshot import DataState, commit_files, commit_snapshot, read_state
 from pipelines.store import RequestStore, StoredRequest
 from pipelines.workspace import Workspace, utcnow
@@ -77,6 +77,18 @@ class Evaluation:
                                         "unlearning moved the model past forgetting gates the base model failed")}
 
 
+def preflight(ws: Workspace, store: RequestStore, reg: Registry) -> int:
+    """What would stop a batch, checked before any flow starts (a Prefect server takes seconds to
+    start): no champion, or a candidate awaiting review. Returns the number of pending requests."""
+    name = ws.settings.registry.model_name
+    if not reg.has_alias(name, ALIAS_CHAMPION):
+        raise BatchError(f"{name} has no champion model; run `unlearn train` or `unlearn model import` first")
+    if reg.has_alias(name, ALIAS_CANDIDATE):
+        v = reg.resolve(name, alias=ALIAS_CANDIDATE).version
+        raise BatchError(f"{name} version {v} awaits review; approve or reject it before the next batch")
+    return len(store.list("pending"))
+
+
 def plan_batch(ws: Workspace, store: RequestStore, reg: Registry) -> BatchPlan | None:
     """Claim the pending requests of one scenario (class requests first). None if nothing pends."""
     name = ws.settings.registry.model_name
@@ -99,7 +111,7 @@ def pin_snapshot(ws: Workspace, reg: Registry) -> Pinned:
     try:
         mv = reg.champion(name)
     except Exception:
-        raise BatchError(f"{name} has no champion model; run `unlearn train` (or `dvc repro`) first") from None
+        raise BatchError(f"{name} has no champion model; run `unlearn train` or `unlearn model import` first") from None
     rev = data_rev(mv.tags)
     if not rev:
         raise BatchError(f"{name} version {mv.version} carries no data snapshot tag; cannot pin its training data")

@@ -171,9 +171,17 @@ def batch_run(as_json: bool = typer.Option(False, "--json", help="Print the outc
     """Run one deletion batch over the pending requests (class requests first)."""
     import dataclasses
 
-    from pipelines.flow import deletion_batch
+    from pipelines.batch import preflight
+    from pipelines.store import RequestStore
 
     ws = _ws()
+    with RequestStore(ws.requests_db) as store:
+        pending = preflight(ws, store, _reg(ws))
+    if not pending:
+        typer.echo(json.dumps({"status": "nothing_pending"}) if as_json else "no pending requests")
+        return
+    from pipelines.flow import deletion_batch  # imports Prefect: only when there is work
+
     outcome = deletion_batch(str(ws.root))
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(outcome), indent=1, default=str))
