@@ -20,6 +20,7 @@ from components.data import Split
 from components.models import to_input
 from components.runtime import ProgressFn, no_progress, resolve_device, set_seed
 from components.training import train_classifier
+from components.unlearning.types import UnlearnResult
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,6 @@ def _train_mode(model: nn.Module) -> nn.Module:
 
 
 def _result(model: nn.Module, t0: float, steps: int, device, trainable: float = 1.0):
-    from components.methods import UnlearnResult
-
     return UnlearnResult(model=model.to("cpu").eval(), adapter={}, seconds=time.perf_counter() - t0,
                          trainable_fraction=trainable, steps=steps, device=str(device))
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Literal
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -33,39 +33,8 @@ from components.data import Split
 from components.lora import adapter_state, attach_lora, frozen_split, trainable_fraction
 from components.models import to_input
 from components.runtime import ProgressFn, device_policy, no_progress, resolve_device, set_seed
+from components.unlearning.types import Scenario, UnlearnResult, UnlearnTask  # noqa: F401 (re-exported)
 from components.settings import LoraSettings, RfaSettings, ScenarioSettings, TrainSettings
-
-Scenario = Literal["class", "sample"]
-
-
-@dataclass(frozen=True)
-class UnlearnTask:
-    """What to forget: Df, Dr, the non-member reference split and the scenario."""
-
-    scenario: Scenario
-    forget: Split
-    retain: Split
-    heldout: Split
-    forget_classes: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.scenario == "class" and not self.forget_classes:
-            raise ValueError("class unlearning needs at least one forget class")
-
-
-@dataclass
-class UnlearnResult:
-    model: nn.Module                       # merged, plain module (eval mode, CPU)
-    adapter: dict[str, torch.Tensor]       # LoRA weights for audit; empty for full-weight methods
-    seconds: float
-    trainable_fraction: float
-    steps: int
-    device: str
-    history: list[dict[str, float]] = field(default_factory=list)
-    # Why training ended: "steps" (ran its schedule), "target" (the forget subset reached the
-    # target's accuracy), "stalled" (no progress for stop_patience checks). Shown to reviewers.
-    stop_reason: str = "steps"
-
 
 def _logits_and_taps(model: nn.Module, x: torch.Tensor, taps: tuple[str, ...], batch: int,
                      run: Callable | None = None):

@@ -15,23 +15,9 @@ from safetensors.torch import save as st_save
 from torch import nn
 
 from components.canonical import sha256_hex
+from components.layers import ModelError, Normalise  # noqa: F401 (ModelError is re-exported)
+from components.resnet_cifar import DEPTHS, ResNetCifar
 from components.settings import ModelSettings
-
-
-class ModelError(ValueError):
-    """A model spec or checkpoint cannot be built or loaded."""
-
-
-class Normalise(nn.Module):
-    """x in [0, 1] -> (x - mean) / std, with the statistics stored in the checkpoint."""
-
-    def __init__(self, mean: list[float], std: list[float]) -> None:
-        super().__init__()
-        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
 
 
 def _block(cin: int, cout: int, pool: bool) -> nn.Sequential:
@@ -64,8 +50,6 @@ class SmallCNN(nn.Module):
 
 def _resnet(depth_name: str) -> Callable[[dict], nn.Module]:
     def build(spec: dict) -> nn.Module:
-        from components.resnet_cifar import DEPTHS, ResNetCifar
-
         return ResNetCifar(DEPTHS[depth_name], spec["num_classes"], spec["mean"], spec["std"])
 
     return build

@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from components.layers import ModelError, Normalise
+
 # The checkpoints were trained with ImageNet normalisation constants (their README).
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -45,8 +47,6 @@ class ResNetCifar(nn.Module):
 
     def __init__(self, depth_n: int, num_classes: int = 10, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
         super().__init__()
-        from components.models import Normalise
-
         self.norm = Normalise(list(mean), list(std))
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
@@ -75,8 +75,6 @@ class ResNetCifar(nn.Module):
 
 def load_akamaster(path: str | Path, arch: str) -> ResNetCifar:
     """Load a pre-trained akamaster checkpoint (dict with 'state_dict', keys prefixed 'module.')."""
-    from components.models import ModelError
-
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         sd = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}

@@ -223,10 +223,13 @@ def test_a_bare_typer_exception_is_still_one_line(capsys, monkeypatch):
     _one_line_error(capsys.readouterr().err, "the registry refused the request")
 
 
-def test_batch_run_refuses_before_any_flow_without_a_champion_and_says_when_nothing_pends(tmp_path, trained_ws, capsys):
+def test_batch_run_refuses_before_any_flow_without_a_champion_and_says_when_nothing_pends(tmp_path, capsys):
     ws = make_workspace(tmp_path, train=False)
     code, _, err = run(capsys, "-w", str(ws.root), "batch", "run")
     assert code == 2
     _one_line_error(err, "has no champion model; run `unlearn train` or `unlearn model import` first")
-    code, out, _ = run(capsys, "-w", str(trained_ws.root), "batch", "run", "--json")
+    from pipelines.base import train_base
+
+    train_base(ws)
+    code, out, _ = run(capsys, "-w", str(ws.root), "batch", "run", "--json")
     assert code == 0 and json.loads(out) == {"status": "nothing_pending"}

@@ -1,0 +1,1 @@
+"""The unlearning methods' shared vocabulary (more of components/methods.py moves here)."""

@@ -1,0 +1,42 @@
+"""What every unlearning method takes and returns: one task, one result (baselines and RFA alike)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from components.data import Split
+
+Scenario = Literal["class", "sample"]
+
+
+@dataclass(frozen=True)
+class UnlearnTask:
+    """What to forget: Df, Dr, the non-member reference split and the scenario."""
+
+    scenario: Scenario
+    forget: Split
+    retain: Split
+    heldout: Split
+    forget_classes: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.scenario == "class" and not self.forget_classes:
+            raise ValueError("class unlearning needs at least one forget class")
+
+
+@dataclass
+class UnlearnResult:
+    model: nn.Module                       # merged, plain module (eval mode, CPU)
+    adapter: dict[str, torch.Tensor]       # LoRA weights for audit; empty for full-weight methods
+    seconds: float
+    trainable_fraction: float
+    steps: int
+    device: str
+    history: list[dict[str, float]] = field(default_factory=list)
+    # Why training ended: "steps" (ran its schedule), "target" (the forget subset reached the
+    # target's accuracy), "stalled" (no progress for stop_patience checks). Shown to reviewers.
+    stop_reason: str = "steps"
