@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,8 +48,10 @@ def evaluate_many(models: list[nn.Module], s: EvalSplits, cfg: EvaluationSetting
     forward passes share whatever prefix the models share (metrics.predict_many)."""
     with timed(timings, "predict"):
         per_split = [predict_many(models, sp, device) for sp in (s.retain, s.forget, s.test, s.heldout)]
-    with timed(timings, "attacks"):
-        return [_metrics(s, cfg, *(p[i] for p in per_split)) for i in range(len(models))]
+    # The attacks' SVCs (libsvm) release the GIL: each model's run side by side on its own thread
+    # (4.0 -> 2.3 s for four fits on 2 cores). Every draw inside is seeded per call: same results.
+    with timed(timings, "attacks"), ThreadPoolExecutor(max_workers=len(models)) as pool:
+        return list(pool.map(lambda i: _metrics(s, cfg, *(p[i] for p in per_split)), range(len(models))))
 
 
 def _metrics(s: EvalSplits, cfg: EvaluationSettings, dr, df, dt, dh) -> dict[str, float | None]:
