@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from components.models import ModelError
+from components.resnet_cifar import DEPTHS, ResNetCifar
 
 # Wrappers that training scripts put around a state dict; DataParallel adds the `module.` prefix.
 STATE_KEYS = ("state_dict", "model_state_dict", "model")
@@ -80,3 +81,9 @@ def check_layers(model: nn.Module, target_modules: str, taps: tuple[str, ...]) -
         raise ModelError(f"lora.target_modules {target_modules!r} matches no Conv/Linear/attention layer of the model "
                          f"(its layers: {listed}...)")
     return targets
+
+
+def load_akamaster(path: str | Path, arch: str) -> nn.Module:
+    """A pre-trained akamaster CIFAR ResNet (../shared/models: a dict with 'state_dict', keys
+    prefixed 'module.'), read like any imported checkpoint."""
+    return fit_state_dict(ResNetCifar(DEPTHS[arch]), read_checkpoint(path), f"checkpoint {path}")

@@ -1,15 +1,14 @@
 """CIFAR ResNet-20/32 (He et al. 2016, option-A shortcuts) with the module names of the
-akamaster checkpoints in ../shared/models, so they load with `weights_only=True`."""
+akamaster checkpoints in ../shared/models, so they load with `weights_only=True`
+(components/checkpoints.load_akamaster)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from components.layers import ModelError, Normalise
+from components.layers import Normalise
 
 # The checkpoints were trained with ImageNet normalisation constants (their README).
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
@@ -71,18 +70,3 @@ class ResNetCifar(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.suffix(self.prefix(x))
-
-
-def load_akamaster(path: str | Path, arch: str) -> ResNetCifar:
-    """Load a pre-trained akamaster checkpoint (dict with 'state_dict', keys prefixed 'module.')."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        sd = {k.removeprefix("module."): v for k, v in ckpt["state_dict"].items()}
-    except Exception as err:
-        raise ModelError(f"cannot read checkpoint {path}: {type(err).__name__}: {err}") from None
-    model = ResNetCifar(DEPTHS[arch])
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.startswith("norm.")]
-    if missing or unexpected:
-        raise ModelError(f"{path} does not fit {arch}: missing {missing[:3]}, unexpected {unexpected[:3]}")
-    return model.eval()

@@ -104,7 +104,7 @@ def training_recipe(train: TrainSettings, epochs: int | None = None, precision: 
 def original_model(ds: Dataset, arch: str, checkpoint: str | None, cache: Path, train_cfg: TrainSettings, device,
                    width: int = 32):
     if arch in CHECKPOINTS:
-        from components.resnet_cifar import load_akamaster
+        from components.checkpoints import load_akamaster
 
         model = load_akamaster(checkpoint, arch)
         spec = {"arch": arch, "num_classes": 10, "mean": model.norm.mean.flatten().tolist(), "std": model.norm.std.flatten().tolist()}

@@ -81,7 +81,7 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(not CKPT.exists() or not CIFAR_TEST.exists(), reason="../shared model or data absent")
 def test_resnet20_checkpoint_loads_with_its_published_accuracy():
-    from components.resnet_cifar import load_akamaster
+    from components.checkpoints import load_akamaster
 
     model = load_akamaster(CKPT, "resnet20")
     d = np.load(CIFAR_TEST)
@@ -92,11 +92,11 @@ def test_resnet20_checkpoint_loads_with_its_published_accuracy():
 
 
 def test_corrupt_resnet_checkpoint_is_a_clear_error(tmp_path):
-    from components.resnet_cifar import load_akamaster
+    from components.checkpoints import load_akamaster
 
     bad = tmp_path / "bad.th"
     bad.write_bytes(b"not a checkpoint")
-    with pytest.raises(ModelError, match="cannot read checkpoint"):
+    with pytest.raises(ModelError, match="cannot be read as weights only"):
         load_akamaster(bad, "resnet20")
 
 
