@@ -85,7 +85,7 @@ def main(overrides: dict, keep: dict | None = None) -> dict:
         failed = {g.name: [round(g.value, 2), round(g.effective_threshold, 2)]
                   for g in sample_gates(m0, m, s.gates) if not g.passed}
         # Every number from the same evaluate() pass the gates read: Acc(Dr) on the gate's own random
-        # 5,000 (the tenth session's sweep read the first 5,000: 98.76 where the gate saw 98.58).
+        # 5,000 (the sweep before 8701a45 read the first 5,000: 98.76 where the gate saw 98.58).
         df, dt = m["acc_df"], m["acc_dt"]
         return out | {"acc_df": round(df, 2), "acc_dt": round(dt, 2), "df_minus_dt": round(df - dt, 2),
                       "acc_dr_eval": round(m["acc_dr"], 2), "mia_df": round(m["mia_efficacy"], 2),
