@@ -105,9 +105,13 @@ def dir_listing(ws: Workspace, rev: str) -> list[dict]:
     if not path.is_file():
         _fetch(ws, rev)
     try:
-        return json.loads(path.read_text())
+        entries = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise WorkspaceError(f"DVC listing of {RAW} at {rev[:10]} unreadable: {err}") from None
+    if any(e["relpath"] in ("train.npz", "test.npz") for e in entries):
+        raise WorkspaceError(f"{RAW} at {rev[:10]} holds whole-split npz files (a workspace made before per-sample "
+                             "snapshots); create a new workspace with `unlearn init` and import the model into it")
+    return entries
 
 
 def listing(ws: Workspace, rev: str, split: str, entries: list[dict] | None = None) -> Listing:

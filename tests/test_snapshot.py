@@ -44,3 +44,23 @@ def test_a_stray_edit_in_the_working_tree_is_not_committed(tmp_path):
     commit_snapshot(ws, before, forget, {i: "b1" for i in forget.ids.tolist()}, {}, "erase 5")
     kept = read_split(ws, "HEAD", "train", ids={keep})
     assert np.array_equal(kept.x[0], before.train.x[-1])  # the snapshot holds the original pixels
+
+
+def test_a_workspace_with_whole_split_npz_files_is_told_what_to_do(tmp_path):
+    """Workspaces made before per-sample snapshots kept data/raw/{train,heldout,test}.npz."""
+    import shutil
+
+    from dvc.repo import Repo
+
+    from pipelines.workspace import WorkspaceError
+
+    ws = make_workspace(tmp_path, train=False)
+    shutil.rmtree(ws.data_dir)
+    ws.data_dir.mkdir()
+    np.savez(ws.data_dir / "train.npz", x=np.zeros((2, 1, 2, 2), np.uint8), y=np.zeros(2), ids=np.array(["a", "b"]))
+    with Repo(str(ws.root)) as repo:
+        repo.add(str(ws.data_dir))
+    ws.git("add", "-A")
+    ws.git("commit", "-q", "-m", "old layout")
+    with pytest.raises(WorkspaceError, match="whole-split npz files .* create a new workspace with `unlearn init`"):
+        read_state(ws, "HEAD")
