@@ -62,7 +62,6 @@ class Listing:
     ids: np.ndarray      # (N,) str, sorted
     labels: np.ndarray   # (N,) int64
     objects: tuple[Path, ...]
-    md5s: tuple[str, ...]
 
 
 def git_show(ws: Workspace, rev: str, path: str) -> str | None:
@@ -125,14 +124,14 @@ def listing(ws: Workspace, rev: str, split: str, entries: list[dict] | None = No
             rows.append((sid[:-4], int(label), e["md5"]))
     rows.sort()
     return Listing(np.array([r[0] for r in rows], dtype=str), np.array([r[1] for r in rows], dtype=np.int64),
-                   tuple(_object_path(ws, r[2]) for r in rows), tuple(r[2] for r in rows))
+                   tuple(_object_path(ws, r[2]) for r in rows))
 
 
 def _load_pixels(lst: Listing, ws: Workspace, rev: str) -> np.ndarray:
     """All images of a listing into one preallocated array (no second copy of the split)."""
     if not lst.objects:
         return np.zeros((0, 1, 1, 1), dtype=np.uint8)
-    if not all(p.is_file() for p in (lst.objects[0], lst.objects[-1])):
+    if not all(p.is_file() for p in lst.objects):  # a fresh clone or a pruned cache
         _fetch(ws, rev)
     try:
         first = np.load(lst.objects[0], allow_pickle=False)
@@ -147,10 +146,7 @@ def _load_pixels(lst: Listing, ws: Workspace, rev: str) -> np.ndarray:
                 x[i] = np.frombuffer(raw, np.uint8, first.nbytes, len(header)).reshape(first.shape)
             else:
                 x[i] = np.load(p, allow_pickle=False)
-    except FileNotFoundError:
-        _fetch(ws, rev)
-        return _load_pixels(lst, ws, rev)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError) as err:  # still missing after the fetch, or not an .npy
         raise WorkspaceError(f"a sample object of {RAW} at {rev[:10]} is unreadable: {err}") from None
     return x
 
@@ -167,8 +163,7 @@ def read_split(ws: Workspace, rev: str, name: str, ids: set[str] | None = None, 
     lst = listing(ws, rev, name, entries)
     if ids is not None:
         keep = np.isin(lst.ids, np.array(sorted(ids), dtype=str))
-        lst = Listing(lst.ids[keep], lst.labels[keep], tuple(p for p, k in zip(lst.objects, keep) if k),
-                      tuple(m for m, k in zip(lst.md5s, keep) if k))
+        lst = Listing(lst.ids[keep], lst.labels[keep], tuple(p for p, k in zip(lst.objects, keep) if k))
     if not pixels:
         return index_only(lst.labels, lst.ids)
     return Split(_load_pixels(lst, ws, rev), lst.labels, lst.ids)

@@ -62,15 +62,6 @@ def fresh(tmp: Path, overrides: dict | None = None):
     return make_workspace(tmp, overrides, train=False)
 
 
-def pipeline_logits(ws, version: str, x: np.ndarray) -> np.ndarray:
-    from components.models import to_input
-    from pipelines.registry import VersionRef
-
-    model, _ = registry_for(ws).load_model(VersionRef(ws.settings.registry.model_name, version))
-    with torch.no_grad():
-        return model(to_input(x)).numpy()
-
-
 @pytest.fixture(scope="module")
 def digits_checkpoint(base_model, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ckpt") / "digits-cnn.pt"

@@ -64,3 +64,14 @@ def test_a_workspace_with_whole_split_npz_files_is_told_what_to_do(tmp_path):
     ws.git("commit", "-q", "-m", "old layout")
     with pytest.raises(WorkspaceError, match="whole-split npz files .* create a new workspace with `unlearn init`"):
         read_state(ws, "HEAD")
+
+
+def test_objects_missing_from_the_cache_are_fetched_from_the_remote(tmp_path):
+    ws = make_workspace(tmp_path, train=False)
+    before = read_state(ws, "HEAD")
+    cache = ws.root / ".dvc" / "cache" / "files" / "md5"
+    gone = [p for p in cache.rglob("*") if p.is_file() and not p.name.endswith(".dir")][:5]
+    for p in gone:
+        p.unlink()
+    after = read_state(ws, "HEAD")  # pulled back from the DVC remote
+    assert all(p.is_file() for p in gone) and after.info.dataset_sha256 == before.info.dataset_sha256
