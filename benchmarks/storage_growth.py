@@ -52,7 +52,12 @@ def main() -> None:
 
     work = Path(args.workdir or tempfile.mkdtemp(prefix="storage-growth-"))
     params = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
-    params["data"] = {"source": "npz", "root": str(Path(args.data_dir).resolve()), "heldout_fraction": 0.1, "seed": 0}
+    params["data"] = {
+        "source": "npz",
+        "root": str(Path(args.data_dir).resolve()),
+        "heldout_fraction": 0.1,
+        "seed": 0,
+    }
     (work / "params.yaml").parent.mkdir(parents=True, exist_ok=True)
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     t0 = time.perf_counter()
@@ -72,14 +77,29 @@ def main() -> None:
         erased = {**st.erased, **{i: f"batch-{b}" for i in st.train.ids[pick].tolist()}}
         part = st.train.take(pick) if takes_forget else st.train.take(~pick)
         t1 = time.perf_counter()
-        snapshot.commit_snapshot(ws, st, part, erased, st.forgotten_classes, f"batch-{b}: erase {args.n}")
+        snapshot.commit_snapshot(
+            ws, st, part, erased, st.forgotten_classes, f"batch-{b}: erase {args.n}"
+        )
         t_commit = time.perf_counter() - t1
-        rows.append({"batch": b, "read_s": round(t_read, 2), "commit_push_s": round(t_commit, 2),
-                     "cache_bytes_added": du(cache) - c0, "remote_bytes_added": du(remote) - r0})
+        rows.append(
+            {
+                "batch": b,
+                "read_s": round(t_read, 2),
+                "commit_push_s": round(t_commit, 2),
+                "cache_bytes_added": du(cache) - c0,
+                "remote_bytes_added": du(remote) - r0,
+            }
+        )
         print(json.dumps(rows[-1]), flush=True)
     head = ws.git("rev-parse", "--short", "HEAD")
-    result = {"n": args.n, "train_samples": len(st.train), "init_s": round(init_s, 1), "batches": rows,
-              "cache_bytes_total": du(cache), "workspace_head": head}
+    result = {
+        "n": args.n,
+        "train_samples": len(st.train),
+        "init_s": round(init_s, 1),
+        "batches": rows,
+        "cache_bytes_total": du(cache),
+        "workspace_head": head,
+    }
     print(json.dumps(result, indent=1))
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1) + "\n")

@@ -36,13 +36,17 @@ from components.settings import EvaluationSettings, load_settings
 from pipelines.bench import forget_ids, load_bench_data, original_model, training_recipe
 
 SHARED = "../shared"
-MODELS = {"cifar10": ("resnet20", f"{SHARED}/models/resnet_cifar10_akamaster/resnet20-12fca82f.th"),
-          "fashion_mnist": ("small_cnn", None)}
+MODELS = {
+    "cifar10": ("resnet20", f"{SHARED}/models/resnet_cifar10_akamaster/resnet20-12fca82f.th"),
+    "fashion_mnist": ("small_cnn", None),
+}
 
 
 @torch.no_grad()
 def _acc(model, split) -> float:
-    pred = torch.cat([model(to_input(split.x[i:i + 1000])).argmax(1) for i in range(0, len(split), 1000)])
+    pred = torch.cat(
+        [model(to_input(split.x[i : i + 1000])).argmax(1) for i in range(0, len(split), 1000)]
+    )
     return float(100 * (pred.numpy() == split.y).mean())
 
 
@@ -56,14 +60,22 @@ def main(overrides: dict, keep: dict | None = None) -> dict:
     cpu = torch.device("cpu")
     # base_epochs / base_precision: the base the bench trains under --oracle-epochs / --oracle-precision
     train = training_recipe(s.train, ov.pop("base_epochs", None), ov.pop("base_precision", None))
-    width = ov.pop("width", s.model.width)  # small_cnn only: a wider cached base (trained on first use)
+    width = ov.pop(
+        "width", s.model.width
+    )  # small_cnn only: a wider cached base (trained on first use)
     original, _ = original_model(ds, arch, ckpt, Path(".cache") / "bench", train, cpu, width)
     prof = PROFILES[arch]
     scenario = ov.pop("scenario", "class")
     fs = extract_forget_set(ds.train, forget_ids(ds, scenario, 0, 0.1, 0), max_fraction=0.5)
-    task = UnlearnTask(scenario, fs.forget, fs.retain, ds.heldout, (0,) if scenario == "class" else ())
-    lora = s.lora.model_copy(update={"target_modules": ov.pop("targets", prof.lora_targets),
-                                     "rank": ov.pop("rank", s.lora.rank)})
+    task = UnlearnTask(
+        scenario, fs.forget, fs.retain, ds.heldout, (0,) if scenario == "class" else ()
+    )
+    lora = s.lora.model_copy(
+        update={
+            "target_modules": ov.pop("targets", prof.lora_targets),
+            "rank": ov.pop("rank", s.lora.rank),
+        }
+    )
     key = f"{scenario}_unlearning"
     sc = getattr(s.rfa, key)
     sc = sc.model_copy(update={k: v for k, v in ov.items() if k in type(sc).model_fields})
@@ -72,9 +84,17 @@ def main(overrides: dict, keep: dict | None = None) -> dict:
     res = rfa(original, task, lora, cfg)
     if keep is not None:
         keep.update(model=res.model, original=original, ds=ds, fs=fs)
-    out = {"overrides": overrides, "seconds": round(res.seconds, 1), "steps": res.steps,
-           "trainable": round(res.trainable_fraction, 4), "first": res.history[0], "last": res.history[-1],
-           "checks": [(int(h["step"]), round(h["check_acc"], 1)) for h in res.history if "check_acc" in h][-12:]}
+    out = {
+        "overrides": overrides,
+        "seconds": round(res.seconds, 1),
+        "steps": res.steps,
+        "trainable": round(res.trainable_fraction, 4),
+        "first": res.history[0],
+        "last": res.history[-1],
+        "checks": [
+            (int(h["step"]), round(h["check_acc"], 1)) for h in res.history if "check_acc" in h
+        ][-12:],
+    }
     if scenario == "sample":
         # The pipeline's own sample MIA gate: Df against the heldout (non-member) baseline, same attack.
         ev = EvaluationSettings(retain_eval_max=5000)  # as `unlearn bench` scores it
@@ -82,20 +102,33 @@ def main(overrides: dict, keep: dict | None = None) -> dict:
         m, m0 = evaluate(res.model, splits, ev, cpu), evaluate(original, splits, ev, cpu)
         # The pipeline's own sample gates (params' gates.*, noise allowances included): what a
         # setting is chosen on, so the sweep never reads the oracle it is later judged against.
-        failed = {g.name: [round(g.value, 2), round(g.effective_threshold, 2)]
-                  for g in sample_gates(m0, m, s.gates) if not g.passed}
+        failed = {
+            g.name: [round(g.value, 2), round(g.effective_threshold, 2)]
+            for g in sample_gates(m0, m, s.gates)
+            if not g.passed
+        }
         # Every number from the same evaluate() pass the gates read: Acc(Dr) on the gate's own random
         # 5,000 (the sweep before 8701a45 read the first 5,000: 98.76 where the gate saw 98.58).
         df, dt = m["acc_df"], m["acc_dt"]
-        return out | {"acc_df": round(df, 2), "acc_dt": round(dt, 2), "df_minus_dt": round(df - dt, 2),
-                      "acc_dr_eval": round(m["acc_dr"], 2), "mia_df": round(m["mia_efficacy"], 2),
-                      "mia_heldout": round(m["mia_heldout"], 2), "loss_mia_auc": round(m["loss_mia_auc"], 4),
-                      "gates_failed": failed}
+        return out | {
+            "acc_df": round(df, 2),
+            "acc_dt": round(dt, 2),
+            "df_minus_dt": round(df - dt, 2),
+            "acc_dr_eval": round(m["acc_dr"], 2),
+            "mia_df": round(m["mia_efficacy"], 2),
+            "mia_heldout": round(m["mia_heldout"], 2),
+            "loss_mia_auc": round(m["loss_mia_auc"], 4),
+            "gates_failed": failed,
+        }
     forgotten_test = ds.test.take(ds.test.y == 0)  # class 0, as the committed tables
-    return out | {"acc_dft": _acc(res.model, forgotten_test),
-                  "acc_drt": round(_acc(res.model, ds.test.take(ds.test.y != 0)), 2),
-                  "acc_df_1000": _acc(res.model, fs.forget.take(np.arange(1000))),
-                  "probe_acc_dft": feature_probe(res.model, ds.heldout, forgotten_test, prof.penultimate, cpu, 0)}
+    return out | {
+        "acc_dft": _acc(res.model, forgotten_test),
+        "acc_drt": round(_acc(res.model, ds.test.take(ds.test.y != 0)), 2),
+        "acc_df_1000": _acc(res.model, fs.forget.take(np.arange(1000))),
+        "probe_acc_dft": feature_probe(
+            res.model, ds.heldout, forgotten_test, prof.penultimate, cpu, 0
+        ),
+    }
 
 
 if __name__ == "__main__":

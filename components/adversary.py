@@ -50,12 +50,17 @@ class FeatureBank:
         self.feats, self.labels = feats[-size:].detach().clone(), labels[-size:].clone()
 
     def add(self, feats: torch.Tensor, labels: torch.Tensor) -> None:
-        self.feats = torch.cat([self.feats, feats.detach()])[-self.size:]
-        self.labels = torch.cat([self.labels, labels])[-self.size:]
+        self.feats = torch.cat([self.feats, feats.detach()])[-self.size :]
+        self.labels = torch.cat([self.labels, labels])[-self.size :]
 
 
-def fit_probe(probe: ForgetProbe, opt: torch.optim.Optimizer, feats: torch.Tensor, labels: torch.Tensor,
-              steps: int = 1) -> float:
+def fit_probe(
+    probe: ForgetProbe,
+    opt: torch.optim.Optimizer,
+    feats: torch.Tensor,
+    labels: torch.Tensor,
+    steps: int = 1,
+) -> float:
     """`steps` full-batch updates of the probe on detached features; returns the last loss."""
     loss = torch.zeros(())
     for _ in range(steps):
@@ -66,7 +71,9 @@ def fit_probe(probe: ForgetProbe, opt: torch.optim.Optimizer, feats: torch.Tenso
     return float(loss.item())
 
 
-def recognition_penalty(probe: ForgetProbe, feats: torch.Tensor, forget_classes: tuple[int, ...]) -> torch.Tensor:
+def recognition_penalty(
+    probe: ForgetProbe, feats: torch.Tensor, forget_classes: tuple[int, ...]
+) -> torch.Tensor:
     """Mean of -log(1 - p_probe(forgotten classes | feature)) over Df features (B, C).
 
     Zero when the probe gives the forgotten classes no mass; unbounded as it grows sure of them,

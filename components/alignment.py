@@ -28,12 +28,17 @@ def feature_taps(model: nn.Module, names: tuple[str, ...]) -> Iterator[dict[str,
     modules = dict(model.named_modules())
     found: dict[str, nn.Module] = {}
     for name in names:
-        match = modules.get(name) or next((m for k, m in modules.items() if k.endswith("model." + name)), None)
+        match = modules.get(name) or next(
+            (m for k, m in modules.items() if k.endswith("model." + name)), None
+        )
         if match is None:
             raise KeyError(f"feature tap {name!r} is not a module of {type(model).__name__}")
         found[name] = match
     store: dict[str, torch.Tensor] = {}
-    handles = [m.register_forward_hook(lambda _m, _i, out, n=n: store.__setitem__(n, out)) for n, m in found.items()]
+    handles = [
+        m.register_forward_hook(lambda _m, _i, out, n=n: store.__setitem__(n, out))
+        for n, m in found.items()
+    ]
     try:
         yield store
     finally:
@@ -57,7 +62,7 @@ def pooled(f: torch.Tensor) -> torch.Tensor:
 
 POOLS: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
     2: lambda f: f,
-    3: lambda f: f.mean(dim=1),       # transformer blocks: (B, tokens, hidden)
+    3: lambda f: f.mean(dim=1),  # transformer blocks: (B, tokens, hidden)
     4: lambda f: f.mean(dim=(2, 3)),  # conv blocks
 }
 
@@ -81,14 +86,14 @@ class ForgetTarget:
 class TeacherView:
     """Teacher outputs the targets are built from (all detached, CPU)."""
 
-    forget_logits: torch.Tensor            # (Nf, K)
+    forget_logits: torch.Tensor  # (Nf, K)
     forget_pooled: dict[str, torch.Tensor]  # tap -> (Nf, C)
-    forget_labels: torch.Tensor            # (Nf,)
-    retain_logits: torch.Tensor            # (Nr', K) a retain subsample
-    retain_labels: torch.Tensor            # (Nr',)
+    forget_labels: torch.Tensor  # (Nf,)
+    retain_logits: torch.Tensor  # (Nr', K) a retain subsample
+    retain_labels: torch.Tensor  # (Nr',)
     retain_pooled: dict[str, torch.Tensor]  # tap -> (Nr', C)
-    heldout_logits: torch.Tensor           # (Nh, K) non-member reference
-    heldout_labels: torch.Tensor           # (Nh,)
+    heldout_logits: torch.Tensor  # (Nh, K) non-member reference
+    heldout_labels: torch.Tensor  # (Nh,)
     forget_classes: tuple[int, ...]
 
 
@@ -119,7 +124,9 @@ def masked_nearest_class(view: TeacherView, min_per_class: int = 30) -> ForgetTa
 def _retained_features(view: TeacherView, base: ForgetTarget, idx: torch.Tensor) -> ForgetTarget:
     """`base`'s logits with every tap's target set to the teacher features of retained samples `idx`
     (one per forget sample): the shared tail of the sample-pairing class targets."""
-    return ForgetTarget(logits=base.logits, features={t: f[idx] for t, f in view.retain_pooled.items()})
+    return ForgetTarget(
+        logits=base.logits, features={t: f[idx] for t, f in view.retain_pooled.items()}
+    )
 
 
 def masked_class_sample(view: TeacherView, min_per_class: int = 30, seed: int = 0) -> ForgetTarget:
@@ -210,14 +217,21 @@ FORGET_TARGETS: dict[str, Callable[[TeacherView], ForgetTarget]] = {
 NEEDS_HELDOUT = frozenset({"margin_quantile"})
 # Targets built from the teacher's view of a retain subsample (class means, paired or nearest
 # retained samples). margin_quantile never reads it: skipping that pass saves 4,000 images.
-NEEDS_RETAIN_REFERENCE = frozenset({"masked_nearest_class", "masked_class_sample", "masked_nearest_neighbour"})
+NEEDS_RETAIN_REFERENCE = frozenset(
+    {"masked_nearest_class", "masked_class_sample", "masked_nearest_neighbour"}
+)
 
 
 def target_divergence(teacher: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample KL(softmax(target) || softmax(teacher)): how far a target moves each prediction
     (0 where the target is the teacher's own output). (N, K), (N, K) -> (N,)."""
-    return F.kl_div(F.log_softmax(teacher, 1), F.log_softmax(target, 1), log_target=True,
-                    reduction="none").sum(1).clamp_min(0.0)
+    return (
+        F.kl_div(
+            F.log_softmax(teacher, 1), F.log_softmax(target, 1), log_target=True, reduction="none"
+        )
+        .sum(1)
+        .clamp_min(0.0)
+    )
 
 
 def logit_mse(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -234,7 +248,9 @@ def target_kl(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Acc(Df) and the attacks) weigh little. In probability space those saturated samples contribute
     ~0 and the flips carry the loss.
     """
-    return F.kl_div(F.log_softmax(student, 1), F.log_softmax(target, 1), log_target=True, reduction="batchmean")
+    return F.kl_div(
+        F.log_softmax(student, 1), F.log_softmax(target, 1), log_target=True, reduction="batchmean"
+    )
 
 
 FORGET_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
@@ -247,11 +263,15 @@ def get_forget_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.T
     try:
         return FORGET_LOSSES[name]
     except KeyError:
-        raise ValueError(f"unknown forget loss {name!r}; choose one of {sorted(FORGET_LOSSES)}") from None
+        raise ValueError(
+            f"unknown forget loss {name!r}; choose one of {sorted(FORGET_LOSSES)}"
+        ) from None
 
 
 def get_target(name: str) -> Callable[[TeacherView], ForgetTarget]:
     try:
         return FORGET_TARGETS[name]
     except KeyError:
-        raise ValueError(f"unknown forget target {name!r}; choose one of {sorted(FORGET_TARGETS)}") from None
+        raise ValueError(
+            f"unknown forget target {name!r}; choose one of {sorted(FORGET_TARGETS)}"
+        ) from None

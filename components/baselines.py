@@ -26,13 +26,13 @@ from components.unlearning.types import UnlearnResult
 @dataclass(frozen=True)
 class BaselineSettings:
     lr: float = 0.01
-    epochs: int = 1                 # passes over Dr (ft) or Df-driven epochs (others)
+    epochs: int = 1  # passes over Dr (ft) or Df-driven epochs (others)
     batch_size: int = 128
-    alpha: float = 0.9              # NegGrad+: weight of the retain loss
-    forget_cap: float = 5.0         # NegGrad+: the ascent term is capped, else it diverges
+    alpha: float = 0.9  # NegGrad+: weight of the retain loss
+    forget_cap: float = 5.0  # NegGrad+: the ascent term is capped, else it diverges
     saliency_fraction: float = 0.5  # SalUn: share of weights updated
-    scrub_max_steps: int = 2        # SCRUB: epochs with a max-step on Df
-    temperature: float = 4.0        # SCRUB: KL temperature
+    scrub_max_steps: int = 2  # SCRUB: epochs with a max-step on Df
+    temperature: float = 4.0  # SCRUB: KL temperature
     device: str = "auto"
     seed: int = 0
 
@@ -41,7 +41,7 @@ def _batches(split: Split, batch: int, gen: torch.Generator, device):
     perm = torch.randperm(len(split), generator=gen)
     x, y = to_input(split.x), torch.from_numpy(split.y)
     for i in range(0, len(perm), batch):
-        idx = perm[i:i + batch]
+        idx = perm[i : i + batch]
         yield x[idx].to(device), y[idx].to(device)
 
 
@@ -58,11 +58,19 @@ def _train_mode(model: nn.Module) -> nn.Module:
 
 
 def _result(model: nn.Module, t0: float, steps: int, device, trainable: float = 1.0):
-    return UnlearnResult(model=model.to("cpu").eval(), adapter={}, seconds=time.perf_counter() - t0,
-                         trainable_fraction=trainable, steps=steps, device=str(device))
+    return UnlearnResult(
+        model=model.to("cpu").eval(),
+        adapter={},
+        seconds=time.perf_counter() - t0,
+        trainable_fraction=trainable,
+        steps=steps,
+        device=str(device),
+    )
 
 
-def retrain(original: nn.Module, task, cfg: BaselineSettings, train_cfg, progress: ProgressFn = no_progress):
+def retrain(
+    original: nn.Module, task, cfg: BaselineSettings, train_cfg, progress: ProgressFn = no_progress
+):
     """Train the same architecture from scratch on Dr: the gold standard (oracle)."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -75,7 +83,13 @@ def retrain(original: nn.Module, task, cfg: BaselineSettings, train_cfg, progres
     return _result(model, t0, int(info.get("steps", 0)), device)
 
 
-def ft(original: nn.Module, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress):
+def ft(
+    original: nn.Module,
+    task,
+    cfg: BaselineSettings,
+    train_cfg=None,
+    progress: ProgressFn = no_progress,
+):
     """Fine-tune all weights on Dr for `epochs` passes."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -114,8 +128,11 @@ def _paired_loop(original, task, cfg, step_fn, params=None):
     return model, t0, steps, device
 
 
-def neggrad(original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress):
+def neggrad(
+    original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress
+):
     """NegGrad+: alpha * CE(Dr) - (1 - alpha) * min(CE(Df), cap)."""
+
     def step(model, xf, yf, xr, yr, gen):
         ascent = torch.clamp(F.cross_entropy(model(xf), yf), max=cfg.forget_cap)
         return cfg.alpha * F.cross_entropy(model(xr), yr) - (1 - cfg.alpha) * ascent
@@ -131,7 +148,9 @@ def _random_wrong(y: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor
 
 def _rl_step(num_classes: int):
     def step(model, xf, yf, xr, yr, gen):
-        return F.cross_entropy(model(xf), _random_wrong(yf, num_classes, gen)) + F.cross_entropy(model(xr), yr)
+        return F.cross_entropy(model(xf), _random_wrong(yf, num_classes, gen)) + F.cross_entropy(
+            model(xr), yr
+        )
 
     return step
 
@@ -148,14 +167,16 @@ def _num_classes(model: nn.Module) -> int:
     return last.out_features
 
 
-def saliency_mask(model: nn.Module, forget: Split, fraction: float, device) -> dict[str, torch.Tensor]:
+def saliency_mask(
+    model: nn.Module, forget: Split, fraction: float, device
+) -> dict[str, torch.Tensor]:
     """SalUn (Fan et al., ICLR'24): weights whose forget-loss gradient magnitude is in the top
     `fraction` (one global threshold)."""
     model = model.to(device).eval()
     model.zero_grad(set_to_none=True)
     x, y = to_input(forget.x).to(device), torch.from_numpy(forget.y).to(device)
     for i in range(0, len(y), 256):
-        F.cross_entropy(model(x[i:i + 256]), y[i:i + 256], reduction="sum").backward()
+        F.cross_entropy(model(x[i : i + 256]), y[i : i + 256], reduction="sum").backward()
     grads = {n: p.grad.abs() for n, p in model.named_parameters() if p.grad is not None}
     flat = torch.cat([g.flatten() for g in grads.values()])
     k = max(1, int(fraction * flat.numel()))
@@ -164,9 +185,13 @@ def saliency_mask(model: nn.Module, forget: Split, fraction: float, device) -> d
     return {n: (g >= threshold).float() for n, g in grads.items()}
 
 
-def salun(original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress):
+def salun(
+    original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress
+):
     """Random-label unlearning restricted to the salient weights."""
-    t0 = time.perf_counter()  # the saliency mask is part of SalUn's cost: the clock starts before it
+    t0 = (
+        time.perf_counter()
+    )  # the saliency mask is part of SalUn's cost: the clock starts before it
     device = resolve_device(cfg.device)
     mask = saliency_mask(copy.deepcopy(original), task.forget, cfg.saliency_fraction, device)
     k = _num_classes(original)
@@ -181,11 +206,15 @@ def salun(original, task, cfg: BaselineSettings, train_cfg=None, progress: Progr
         return loss
 
     model, _, steps, device = _paired_loop(original, task, cfg, step)
-    share = sum(float(m.sum()) for m in mask.values()) / max(1, sum(m.numel() for m in mask.values()))
+    share = sum(float(m.sum()) for m in mask.values()) / max(
+        1, sum(m.numel() for m in mask.values())
+    )
     return _result(model, t0, steps, device, trainable=share)
 
 
-def scrub(original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress):
+def scrub(
+    original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress
+):
     """SCRUB (Kurmanji et al. 2023): student starts at the teacher; max-steps push its outputs on
     Df away from the teacher (KL up), min-steps keep Dr close (KL + CE down)."""
     t0 = time.perf_counter()
@@ -197,7 +226,13 @@ def scrub(original, task, cfg: BaselineSettings, train_cfg=None, progress: Progr
     t = cfg.temperature
 
     def kl(s_logits, t_logits):
-        return F.kl_div(F.log_softmax(s_logits / t, 1), F.softmax(t_logits / t, 1), reduction="batchmean") * t * t
+        return (
+            F.kl_div(
+                F.log_softmax(s_logits / t, 1), F.softmax(t_logits / t, 1), reduction="batchmean"
+            )
+            * t
+            * t
+        )
 
     steps = 0
     retain = _cycle(task.retain, cfg.batch_size, gen, device)
@@ -224,4 +259,11 @@ def scrub(original, task, cfg: BaselineSettings, train_cfg=None, progress: Progr
     return _result(student, t0, steps, device)
 
 
-BASELINES = {"retrain": retrain, "ft": ft, "neggrad": neggrad, "rl": rl, "salun": salun, "scrub": scrub}
+BASELINES = {
+    "retrain": retrain,
+    "ft": ft,
+    "neggrad": neggrad,
+    "rl": rl,
+    "salun": salun,
+    "scrub": scrub,
+}

@@ -9,7 +9,9 @@ from typing import Any
 
 def canonical_json(obj: Any) -> bytes:
     """Sorted keys, no whitespace, ASCII only: equal content always gives equal bytes."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode()
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    ).encode()
 
 
 def sha256_hex(data: bytes) -> str:

@@ -24,7 +24,9 @@ def signing_key(env_name: str) -> bytes:
     """The HMAC key from the environment; at least 16 bytes so a typo cannot pass as a key."""
     value = os.environ.get(env_name, "")
     if len(value) < 16:
-        raise CertificateError(f"set {env_name} to a secret of at least 16 characters to sign and verify certificates")
+        raise CertificateError(
+            f"set {env_name} to a secret of at least 16 characters to sign and verify certificates"
+        )
     return value.encode()
 
 
@@ -36,9 +38,12 @@ def subject_digest(subject_id: str, salt: str) -> str:
 
 def build_certificate(body: dict[str, Any]) -> dict[str, Any]:
     """Wrap the batch facts into a certificate document (unsigned)."""
-    cert = {"schema": SCHEMA, "guarantee": "empirical",
-            "guarantee_note": "membership-inference attacks are evidence, not proof; see gates and attacks",
-            **body}
+    cert = {
+        "schema": SCHEMA,
+        "guarantee": "empirical",
+        "guarantee_note": "membership-inference attacks are evidence, not proof; see gates and attacks",
+        **body,
+    }
     canonical_json(cert)  # fails early on NaN or non-JSON values
     return cert
 

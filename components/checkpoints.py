@@ -35,14 +35,22 @@ def read_checkpoint(path: str | Path) -> dict[str, torch.Tensor]:
             raw = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError, SafetensorError, RuntimeError (truncated zip), ...
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"checkpoint {p} cannot be read as weights only ({type(err).__name__}: {first[:200]}); "
-                         "save a state dict (torch.save(model.state_dict())) or safetensors") from None
+        raise ModelError(
+            f"checkpoint {p} cannot be read as weights only ({type(err).__name__}: {first[:200]}); "
+            "save a state dict (torch.save(model.state_dict())) or safetensors"
+        ) from None
     for key in STATE_KEYS:
         if isinstance(raw, dict) and isinstance(raw.get(key), dict):
             raw = raw[key]
             break
-    if not isinstance(raw, dict) or not raw or not all(isinstance(v, torch.Tensor) for v in raw.values()):
-        raise ModelError(f"checkpoint {p} holds no state dict (a mapping of parameter names to tensors)")
+    if (
+        not isinstance(raw, dict)
+        or not raw
+        or not all(isinstance(v, torch.Tensor) for v in raw.values())
+    ):
+        raise ModelError(
+            f"checkpoint {p} holds no state dict (a mapping of parameter names to tensors)"
+        )
     return {str(k).removeprefix("module."): v for k, v in raw.items()}
 
 
@@ -55,12 +63,16 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str) 
     missing = [k for k in own if k not in state and k not in optional]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
-        raise ModelError(f"{what} does not fit the architecture: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
-                         f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+        raise ModelError(
+            f"{what} does not fit the architecture: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
+        )
     bad = next((k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)), None)
     if bad is not None:
-        raise ModelError(f"{what} does not fit the architecture: {bad} has shape {tuple(state[bad].shape)}, "
-                         f"the model expects {tuple(own[bad].shape)}")
+        raise ModelError(
+            f"{what} does not fit the architecture: {bad} has shape {tuple(state[bad].shape)}, "
+            f"the model expects {tuple(own[bad].shape)}"
+        )
     model.load_state_dict({**{k: own[k] for k in optional}, **state}, strict=True)
     return model.eval()
 
@@ -76,11 +88,17 @@ def check_layers(model: nn.Module, target_modules: str, taps: tuple[str, ...]) -
     try:
         pattern = re.compile(target_modules)
     except re.error as err:
-        raise ModelError(f"lora.target_modules {target_modules!r} is not a regular expression ({err})") from None
-    targets = [n for n, m in names.items() if n and pattern.fullmatch(n) and isinstance(m, LORA_LAYERS)]
+        raise ModelError(
+            f"lora.target_modules {target_modules!r} is not a regular expression ({err})"
+        ) from None
+    targets = [
+        n for n, m in names.items() if n and pattern.fullmatch(n) and isinstance(m, LORA_LAYERS)
+    ]
     if not targets:
-        raise ModelError(f"lora.target_modules {target_modules!r} matches no Conv/Linear/attention layer of the model "
-                         f"(its layers: {listed}...)")
+        raise ModelError(
+            f"lora.target_modules {target_modules!r} matches no Conv/Linear/attention layer of the model "
+            f"(its layers: {listed}...)"
+        )
     return targets
 
 

@@ -38,7 +38,9 @@ class Split:
 
     def __post_init__(self) -> None:
         if not (len(self.x) == len(self.y) == len(self.ids)):
-            raise DataError(f"split arrays differ in length: {len(self.x)}, {len(self.y)}, {len(self.ids)}")
+            raise DataError(
+                f"split arrays differ in length: {len(self.x)}, {len(self.y)}, {len(self.ids)}"
+            )
         if self.x.dtype != np.uint8 or self.x.ndim != 4:
             raise DataError(f"images must be uint8 NCHW, got {self.x.dtype} {self.x.shape}")
 
@@ -61,7 +63,11 @@ class Dataset:
     num_classes: int
     # Which files each split was taken from ("train-files" | "test-files"): a pre-trained model
     # declared to have seen every training file must meet no split carved from them.
-    origins: tuple[tuple[str, str], ...] = (("train", "train-files"), ("heldout", "train-files"), ("test", "test-files"))
+    origins: tuple[tuple[str, str], ...] = (
+        ("train", "train-files"),
+        ("heldout", "train-files"),
+        ("test", "test-files"),
+    )
     class_names: tuple[str, ...] = ()
 
     @property
@@ -98,7 +104,9 @@ def _to_nchw(x: np.ndarray) -> np.ndarray:
     raise DataError(f"cannot read images of shape {x.shape}")
 
 
-def _carve(x: np.ndarray, y: np.ndarray, ids: np.ndarray, fraction: float, seed: int) -> tuple[Split, Split]:
+def _carve(
+    x: np.ndarray, y: np.ndarray, ids: np.ndarray, fraction: float, seed: int
+) -> tuple[Split, Split]:
     """Seeded, class-stratified split of arrays into (rest, carved)."""
     rng = np.random.default_rng(seed)
     carved = np.zeros(len(y), dtype=bool)
@@ -120,11 +128,15 @@ def check_ids(ids: np.ndarray, where: str) -> np.ndarray:
     ids = np.asarray(ids).astype(str)
     bad = next((i for i in ids.tolist() if not _ID.match(i)), None)
     if bad is not None:
-        raise DataError(f"{where}: sample id {bad!r} is not usable (letters, digits, . _ - + = and / only; no ..)")
+        raise DataError(
+            f"{where}: sample id {bad!r} is not usable (letters, digits, . _ - + = and / only; no ..)"
+        )
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
         dup = uniq[counts > 1]
-        raise DataError(f"{where}: duplicate sample id {str(dup[0])!r} ({len(dup)} ids occur more than once)")
+        raise DataError(
+            f"{where}: duplicate sample id {str(dup[0])!r} ({len(dup)} ids occur more than once)"
+        )
     return ids
 
 
@@ -135,24 +147,44 @@ def _labels(y, where: str) -> np.ndarray:
     return y.astype(np.int64)
 
 
-def _assemble(name: str, x_tr, y_tr, x_te, y_te, cfg: DataSettings, prefix: str, ids_tr=None, ids_te=None,
-              class_names: tuple[str, ...] = ()) -> Dataset:
+def _assemble(
+    name: str,
+    x_tr,
+    y_tr,
+    x_te,
+    y_te,
+    cfg: DataSettings,
+    prefix: str,
+    ids_tr=None,
+    ids_te=None,
+    class_names: tuple[str, ...] = (),
+) -> Dataset:
     x_tr = _to_nchw(np.asarray(x_tr)).astype(np.uint8, copy=False)
     y_tr = _labels(y_tr, f"{name} train")
-    ids_tr = check_ids(ids_tr if ids_tr is not None else [f"{prefix}train-{i:05d}" for i in range(len(y_tr))], f"{name} train")
+    ids_tr = check_ids(
+        ids_tr if ids_tr is not None else [f"{prefix}train-{i:05d}" for i in range(len(y_tr))],
+        f"{name} train",
+    )
     origins = {"train": "train-files", "heldout": "train-files", "test": "test-files"}
     if x_te is None:  # no official test split: carve one, stratified and seeded
         if cfg.heldout_from == "test":
-            raise DataError(f"{name} has no test split to carve the heldout reference from; set data.heldout_from: train")
+            raise DataError(
+                f"{name} has no test split to carve the heldout reference from; set data.heldout_from: train"
+            )
         train_all, test = _carve(x_tr, y_tr, ids_tr, cfg.test_fraction, cfg.seed)
         x_tr, y_tr, ids_tr = train_all.x, train_all.y, train_all.ids
         origins["test"] = "train-files"
     else:
         x_te = _to_nchw(np.asarray(x_te)).astype(np.uint8, copy=False)
         y_te = _labels(y_te, f"{name} test")
-        ids_te = check_ids(ids_te if ids_te is not None else [f"{prefix}test-{i:05d}" for i in range(len(y_te))], f"{name} test")
+        ids_te = check_ids(
+            ids_te if ids_te is not None else [f"{prefix}test-{i:05d}" for i in range(len(y_te))],
+            f"{name} test",
+        )
         if x_te.shape[1:] != x_tr.shape[1:]:
-            raise DataError(f"{name}: test images are {x_te.shape[1:]}, train images {x_tr.shape[1:]} (C, H, W)")
+            raise DataError(
+                f"{name}: test images are {x_te.shape[1:]}, train images {x_tr.shape[1:]} (C, H, W)"
+            )
         test = Split(x_te, y_te, ids_te)
     if cfg.heldout_from == "test":
         # The test split is divided once: heldout (non-member reference) and Dt (what gates measure).
@@ -164,8 +196,15 @@ def _assemble(name: str, x_tr, y_tr, x_te, y_te, cfg: DataSettings, prefix: str,
         frac = cfg.heldout_fraction / max(1e-9, 1 - (cfg.test_fraction if x_te is None else 0))
         train, heldout = _carve(x_tr, y_tr, ids_tr, frac, cfg.seed + 1)
     num_classes = int(max(train.y.max(), test.y.max())) + 1
-    return Dataset(name=name, train=train, heldout=heldout, test=test, num_classes=num_classes,
-                   origins=tuple(origins.items()), class_names=class_names)
+    return Dataset(
+        name=name,
+        train=train,
+        heldout=heldout,
+        test=test,
+        num_classes=num_classes,
+        origins=tuple(origins.items()),
+        class_names=class_names,
+    )
 
 
 def _digits(cfg: DataSettings) -> Dataset:
@@ -180,9 +219,13 @@ def _digits(cfg: DataSettings) -> Dataset:
 
 def _npz(cfg: DataSettings) -> Dataset:
     if not cfg.root:
-        raise DataError("data.root must name a folder with train.npz (or train.part*.npz) and test.npz")
+        raise DataError(
+            "data.root must name a folder with train.npz (or train.part*.npz) and test.npz"
+        )
     root = Path(cfg.root)
-    parts = sorted(root.glob("train.part*.npz")) or ([root / "train.npz"] if (root / "train.npz").exists() else [])
+    parts = sorted(root.glob("train.part*.npz")) or (
+        [root / "train.npz"] if (root / "train.npz").exists() else []
+    )
     if not parts:
         raise DataError(f"{root}: no train.npz or train.part*.npz")
     try:
@@ -198,7 +241,9 @@ def _npz(cfg: DataSettings) -> Dataset:
             ids_te = t[cfg.id_key] if cfg.id_key else None
     except KeyError:
         need = ["x", "y"] + ([cfg.id_key] if cfg.id_key else [])
-        raise DataError(f"{root}: every npz needs the arrays {need} (data.id_key names the id array)") from None
+        raise DataError(
+            f"{root}: every npz needs the arrays {need} (data.id_key names the id array)"
+        ) from None
     except (OSError, ValueError) as err:
         raise DataError(f"{root}: unreadable npz ({err})") from None
     return _assemble(root.name, x, y, x_te, y_te, cfg, prefix="", ids_tr=ids, ids_te=ids_te)
@@ -207,7 +252,9 @@ def _npz(cfg: DataSettings) -> Dataset:
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
-def read_image_folder(folder: Path, classes: tuple[str, ...] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
+def read_image_folder(
+    folder: Path, classes: tuple[str, ...] | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[str, ...]]:
     """A class-per-folder directory (torchvision ImageFolder layout): `folder/<class>/<file>`.
 
     Labels are the sorted class folder names' indices (ImageFolder's rule); ids are the files'
@@ -222,9 +269,15 @@ def read_image_folder(folder: Path, classes: tuple[str, ...] | None = None) -> t
         raise DataError(f"{folder}: no class folders (expected {folder}/<class>/<image file>)")
     unknown = sorted(set(found) - set(classes))
     if unknown:
-        raise DataError(f"{folder}: class folder {unknown[0]!r} is not among the training classes {list(classes)}")
-    files = [(p, c) for c, name in enumerate(classes) for p in sorted((folder / name).rglob("*"))
-             if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        raise DataError(
+            f"{folder}: class folder {unknown[0]!r} is not among the training classes {list(classes)}"
+        )
+    files = [
+        (p, c)
+        for c, name in enumerate(classes)
+        for p in sorted((folder / name).rglob("*"))
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    ]
     if not files:
         raise DataError(f"{folder}: no image files under its class folders")
     arrays, shape = [], None
@@ -237,8 +290,10 @@ def read_image_folder(folder: Path, classes: tuple[str, ...] | None = None) -> t
         a = a[:, :, None] if a.ndim == 2 else a
         shape = shape or a.shape
         if a.shape != shape:
-            raise DataError(f"{p}: image is {a.shape[1]}x{a.shape[0]}x{a.shape[2]}, the others {shape[1]}x{shape[0]}x{shape[2]} "
-                            "(W x H x channels); resize them to one shape first")
+            raise DataError(
+                f"{p}: image is {a.shape[1]}x{a.shape[0]}x{a.shape[2]}, the others {shape[1]}x{shape[0]}x{shape[2]} "
+                "(W x H x channels); resize them to one shape first"
+            )
         arrays.append(a)
     x = np.ascontiguousarray(np.stack(arrays).transpose(0, 3, 1, 2))
     y = np.array([c for _, c in files], dtype=np.int64)
@@ -250,7 +305,9 @@ def _imagefolder(cfg: DataSettings) -> Dataset:
     """`root/<class>/...` (train only; a test split is carved), or `root/train/<class>/...` plus
     `root/test/<class>/...` (an official test split)."""
     if not cfg.root:
-        raise DataError("data.root must name a folder of class folders (root/<class>/<image>) or root/train + root/test")
+        raise DataError(
+            "data.root must name a folder of class folders (root/<class>/<image>) or root/train + root/test"
+        )
     root = Path(cfg.root)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
@@ -259,7 +316,9 @@ def _imagefolder(cfg: DataSettings) -> Dataset:
     x_te = y_te = ids_te = None
     if train_dir != root and (root / "test").is_dir():
         x_te, y_te, ids_te, _ = read_image_folder(root / "test", classes)
-    return _assemble(root.name, x, y, x_te, y_te, cfg, prefix="", ids_tr=ids, ids_te=ids_te, class_names=classes)
+    return _assemble(
+        root.name, x, y, x_te, y_te, cfg, prefix="", ids_tr=ids, ids_te=ids_te, class_names=classes
+    )
 
 
 def _torchvision(cls_name: str) -> Callable[[DataSettings], Dataset]:
@@ -273,9 +332,19 @@ def _torchvision(cls_name: str) -> Callable[[DataSettings], Dataset]:
             tr = cls(cfg.root, train=True, download=cfg.download)
             te = cls(cfg.root, train=False, download=cfg.download)
         except RuntimeError as err:  # torchvision says "Dataset not found..."
-            raise DataError(f"{cls_name} not found under {cfg.root} (set data.download: true to fetch it): {err}") from None
+            raise DataError(
+                f"{cls_name} not found under {cfg.root} (set data.download: true to fetch it): {err}"
+            ) from None
         to_np = lambda a: a.numpy() if hasattr(a, "numpy") else np.asarray(a)  # noqa: E731
-        return _assemble(cls_name.lower(), to_np(tr.data), to_np(tr.targets), to_np(te.data), to_np(te.targets), cfg, prefix="")
+        return _assemble(
+            cls_name.lower(),
+            to_np(tr.data),
+            to_np(tr.targets),
+            to_np(te.data),
+            to_np(te.targets),
+            cfg,
+            prefix="",
+        )
 
     return load
 
@@ -294,7 +363,9 @@ def load_dataset(cfg: DataSettings) -> Dataset:
     try:
         loader = SOURCES[cfg.source]
     except KeyError:
-        raise DataError(f"unknown data.source {cfg.source!r}; choose one of {sorted(SOURCES)}") from None
+        raise DataError(
+            f"unknown data.source {cfg.source!r}; choose one of {sorted(SOURCES)}"
+        ) from None
     return loader(cfg)
 
 

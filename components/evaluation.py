@@ -26,37 +26,65 @@ class EvalSplits:
     forget_classes: tuple[int, ...] = ()
 
     @classmethod
-    def build(cls, forget: Split, retain: Split, test: Split, heldout: Split, forget_classes: tuple[int, ...],
-              cfg: EvaluationSettings) -> "EvalSplits":
+    def build(
+        cls,
+        forget: Split,
+        retain: Split,
+        test: Split,
+        heldout: Split,
+        forget_classes: tuple[int, ...],
+        cfg: EvaluationSettings,
+    ) -> "EvalSplits":
         rng = np.random.default_rng(cfg.seed)
         if len(retain) > cfg.retain_eval_max:
-            retain = retain.take(np.sort(rng.choice(len(retain), size=cfg.retain_eval_max, replace=False)))
+            retain = retain.take(
+                np.sort(rng.choice(len(retain), size=cfg.retain_eval_max, replace=False))
+            )
         return cls(forget, retain, test, heldout, tuple(forget_classes))
 
 
-def evaluate(model: nn.Module, s: EvalSplits, cfg: EvaluationSettings, device: torch.device,
-             timings: dict[str, float] | None = None) -> dict[str, float | None]:
+def evaluate(
+    model: nn.Module,
+    s: EvalSplits,
+    cfg: EvaluationSettings,
+    device: torch.device,
+    timings: dict[str, float] | None = None,
+) -> dict[str, float | None]:
     """Accuracies (Dr, Df, Dt, Drt, Dft), MIA-efficacy (3 features) with its heldout baseline,
     loss-MIA accuracy/AUC and retain leakage. Percentages 0-100, AUC 0-1. `timings` collects the
     seconds of the forward passes (`predict`) and of the attacks."""
     return evaluate_many([model], s, cfg, device, timings)[0]
 
 
-def evaluate_many(models: list[nn.Module], s: EvalSplits, cfg: EvaluationSettings, device: torch.device,
-                  timings: dict[str, float] | None = None) -> list[dict[str, float | None]]:
+def evaluate_many(
+    models: list[nn.Module],
+    s: EvalSplits,
+    cfg: EvaluationSettings,
+    device: torch.device,
+    timings: dict[str, float] | None = None,
+) -> list[dict[str, float | None]]:
     """`evaluate` for several models (the original and the unlearned) on the same splits; the
     forward passes share whatever prefix the models share (metrics.predict_many)."""
     with timed(timings, "predict"):
-        per_split = [predict_many(models, sp, device) for sp in (s.retain, s.forget, s.test, s.heldout)]
+        per_split = [
+            predict_many(models, sp, device) for sp in (s.retain, s.forget, s.test, s.heldout)
+        ]
     # The attacks' SVCs (libsvm) release the GIL: each model's run side by side on its own thread
     # (4.0 -> 2.3 s for four fits on 2 cores). Every draw inside is seeded per call: same results.
     with timed(timings, "attacks"), ThreadPoolExecutor(max_workers=len(models)) as pool:
-        return list(pool.map(lambda i: _metrics(s, cfg, *(p[i] for p in per_split)), range(len(models))))
+        return list(
+            pool.map(lambda i: _metrics(s, cfg, *(p[i] for p in per_split)), range(len(models)))
+        )
 
 
 def _metrics(s: EvalSplits, cfg: EvaluationSettings, dr, df, dt, dh) -> dict[str, float | None]:
-    m: dict[str, float | None] = {"acc_dr": accuracy(dr), "acc_df": accuracy(df), "acc_dt": accuracy(dt),
-                                  "acc_drt": None, "acc_dft": None}
+    m: dict[str, float | None] = {
+        "acc_dr": accuracy(dr),
+        "acc_df": accuracy(df),
+        "acc_dt": accuracy(dt),
+        "acc_drt": None,
+        "acc_dft": None,
+    }
     attack_test, attack_heldout, unseen_class = dt, dh, None
     if s.forget_classes:
         in_f = np.isin(dt.labels, np.array(s.forget_classes))
@@ -65,9 +93,19 @@ def _metrics(s: EvalSplits, cfg: EvaluationSettings, dr, df, dt, dh) -> dict[str
         # the forgotten class's low confidence alone would look like membership signal.
         attack_test = dt.take(~in_f)
         attack_heldout = dh.take(~np.isin(dh.labels, np.array(s.forget_classes)))
-        unseen_class = dt.take(in_f)  # Dft: images of the forgotten class the model never trained on
-    for feature, suffix in (("confidence", ""), ("entropy", "_entropy"), ("modified_entropy", "_modified_entropy")):
-        targets = {"forget": df, "heldout": attack_heldout, **({"dft": unseen_class} if unseen_class is not None else {})}
+        unseen_class = dt.take(
+            in_f
+        )  # Dft: images of the forgotten class the model never trained on
+    for feature, suffix in (
+        ("confidence", ""),
+        ("entropy", "_entropy"),
+        ("modified_entropy", "_modified_entropy"),
+    ):
+        targets = {
+            "forget": df,
+            "heldout": attack_heldout,
+            **({"dft": unseen_class} if unseen_class is not None else {}),
+        }
         eff = mia_efficacy(dr, attack_test, targets, feature=feature, seed=cfg.seed)
         m["mia_efficacy" + suffix] = eff.get("forget")
         m["mia_heldout" + suffix] = eff.get("heldout")
@@ -76,7 +114,12 @@ def _metrics(s: EvalSplits, cfg: EvaluationSettings, dr, df, dt, dh) -> dict[str
     lm = loss_mia(df, dt, folds=cfg.loss_mia_folds, seed=cfg.seed)
     m["loss_mia_acc"], m["loss_mia_auc"], m["n_forget_test"] = lm["acc"], lm["auc"], lm["n_test"]
     m["retain_leakage"] = retain_leakage(dr, attack_test, seed=cfg.seed)
-    m["n_forget"], m["n_retain_eval"], m["n_test"], m["n_heldout"] = float(len(df)), float(len(dr)), float(len(attack_test)), float(len(attack_heldout))
+    m["n_forget"], m["n_retain_eval"], m["n_test"], m["n_heldout"] = (
+        float(len(df)),
+        float(len(dr)),
+        float(len(attack_test)),
+        float(len(attack_heldout)),
+    )
     m["n_dt"] = float(len(dt))
     m["n_dft"] = float(len(dt) - len(attack_test))
     return m

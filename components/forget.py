@@ -24,10 +24,14 @@ class ForgetSplit:
     def __post_init__(self) -> None:
         overlap = set(self.forget.ids.tolist()) & set(self.retain.ids.tolist())
         if overlap:
-            raise ForgetSetError(f"forget and retain sets share {len(overlap)} ids, e.g. {sorted(overlap)[0]}")
+            raise ForgetSetError(
+                f"forget and retain sets share {len(overlap)} ids, e.g. {sorted(overlap)[0]}"
+            )
 
 
-def extract_forget_set(train: Split, forget_ids: set[str], max_fraction: float = 0.5) -> ForgetSplit:
+def extract_forget_set(
+    train: Split, forget_ids: set[str], max_fraction: float = 0.5
+) -> ForgetSplit:
     """Split D into (Df, Dr) by sample id.
 
     Raises ForgetSetError for ids not in D, an empty set, or a set above `max_fraction` of D
@@ -38,10 +42,14 @@ def extract_forget_set(train: Split, forget_ids: set[str], max_fraction: float =
     known = set(train.ids.tolist())
     unknown = sorted(forget_ids - known)
     if unknown:
-        raise ForgetSetError(f"{len(unknown)} ids are not in the training snapshot, e.g. {unknown[0]!r}")
+        raise ForgetSetError(
+            f"{len(unknown)} ids are not in the training snapshot, e.g. {unknown[0]!r}"
+        )
     mask = np.isin(train.ids, np.array(sorted(forget_ids)))
     if mask.all():
-        raise ForgetSetError("the forget set covers the whole training set: nothing would remain to retain; retrain instead")
+        raise ForgetSetError(
+            "the forget set covers the whole training set: nothing would remain to retain; retrain instead"
+        )
     if mask.mean() > max_fraction:
         raise ForgetSetError(
             f"the forget set is {mask.mean():.0%} of the training set (limit requests.max_forget_fraction={max_fraction:.0%}); retrain instead"

@@ -20,8 +20,13 @@ def attach_lora(model: nn.Module, cfg: LoraSettings) -> nn.Module:
     """Wrap `model` (modified in place) with LoRA branches on layers matching cfg.target_modules."""
     from peft import LoraConfig, get_peft_model  # lazy: peft pulls in transformers (~5 s)
 
-    config = LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, target_modules=cfg.target_modules,
-                        lora_dropout=0.0, bias="none")
+    config = LoraConfig(
+        r=cfg.rank,
+        lora_alpha=cfg.alpha,
+        target_modules=cfg.target_modules,
+        lora_dropout=0.0,
+        bias="none",
+    )
     peft_model = get_peft_model(model, config)
     peft_model.eval()
     return peft_model
@@ -36,7 +41,9 @@ def trainable_fraction(model: nn.Module) -> float:
 def adapter_state(peft_model: nn.Module) -> dict[str, torch.Tensor]:
     from peft import get_peft_model_state_dict
 
-    return {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()}
+    return {
+        k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(peft_model).items()
+    }
 
 
 def apply_adapter(base: nn.Module, cfg: LoraSettings, state: dict[str, torch.Tensor]) -> nn.Module:

@@ -36,22 +36,33 @@ from components.runtime import ProgressFn, device_policy, no_progress, resolve_d
 from components.unlearning.types import Scenario, UnlearnResult, UnlearnTask  # noqa: F401 (re-exported)
 from components.settings import LoraSettings, RfaSettings, ScenarioSettings, TrainSettings
 
-def _logits_and_taps(model: nn.Module, x: torch.Tensor, taps: tuple[str, ...], batch: int,
-                     run: Callable | None = None):
+
+def _logits_and_taps(
+    model: nn.Module,
+    x: torch.Tensor,
+    taps: tuple[str, ...],
+    batch: int,
+    run: Callable | None = None,
+):
     """No-grad teacher pass in chunks of `batch`: logits (N, K) and pooled taps {tap: (N, C)} on CPU.
     `run` replaces model(x) (the suffix, when x holds cached prefix activations)."""
     run = run or model
     outs, feats = [], {t: [] for t in taps}
     with torch.no_grad(), feature_taps(model, taps) as store:
         for i in range(0, max(len(x), 1), batch):  # an empty x still runs once: (0, K) outputs
-            outs.append(run(x[i:i + batch]).float().cpu())
+            outs.append(run(x[i : i + batch]).float().cpu())
             for t in taps:
                 feats[t].append(pooled(store[t]).cpu())
     return torch.cat(outs), {t: torch.cat(v) for t, v in feats.items()}
 
 
-def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSettings,
-        progress: ProgressFn = no_progress) -> UnlearnResult:
+def rfa(
+    original: nn.Module,
+    task: UnlearnTask,
+    lora: LoraSettings,
+    cfg: RfaSettings,
+    progress: ProgressFn = no_progress,
+) -> UnlearnResult:
     """Residual Feature Alignment with LoRA (method.md 1.2, our reconstruction).
 
     L = L_r + lambda * L_f (+ optional CE on Dr), where
@@ -78,7 +89,10 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     student.eval()  # BN running statistics stay frozen: features cannot drift through them
 
     taps = tuple(cfg.taps)
-    xf, yf = policy.layout(to_input(task.forget.x).to(device)), torch.from_numpy(task.forget.y).to(device)
+    xf, yf = (
+        policy.layout(to_input(task.forget.x).to(device)),
+        torch.from_numpy(task.forget.y).to(device),
+    )
     retain = task.retain
     run_t, run_s = teacher, student
     split = frozen_split(student) if cfg.retain_pool else None
@@ -89,7 +103,10 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
         # The layers below every adapter are frozen, so their output is a pure function of the
         # image: compute it once for Df and the retain pool, then every pass runs the rest only.
         t_prefix, run_t = frozen_split(teacher)
-        xr, xf = _prefix_pass(t_prefix, xr, policy, device), _prefix_pass(t_prefix, xf, policy, device)
+        xr, xf = (
+            _prefix_pass(t_prefix, xr, policy, device),
+            _prefix_pass(t_prefix, xf, policy, device),
+        )
         run_s = split[1]
 
     # Teacher view for the targets: one no-grad pass over Df, a retain subsample and the heldout split.
@@ -101,17 +118,31 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
         ref_idx = ref_idx[:0]
     f_logits, f_pooled = _logits_and_taps(teacher, xf, taps, chunk, run=run_t)
     r_logits, r_pooled = _logits_and_taps(teacher, xr[ref_idx], taps, chunk, run=run_t)
-    h_logits, h_labels = f_logits[:0], yf.cpu()[:0]  # class targets never read the non-member reference
+    h_logits, h_labels = (
+        f_logits[:0],
+        yf.cpu()[:0],
+    )  # class targets never read the non-member reference
     refresh = sc.target_refresh if sc.target in NEEDS_HELDOUT else 0
     if sc.target in NEEDS_HELDOUT:
         xh = to_input(task.heldout.x).to(device)
         h_logits = _logits_and_taps(teacher, xh, (), chunk)[0]
         h_labels = torch.from_numpy(task.heldout.y)
-        if refresh:  # the student re-reads heldout later: give it the same (prefix-cached) input as Df
+        if (
+            refresh
+        ):  # the student re-reads heldout later: give it the same (prefix-cached) input as Df
             xh = policy.layout(xh)
             xh = _prefix_pass(t_prefix, xh, policy, device) if split is not None else xh
-    view = TeacherView(f_logits, f_pooled, yf.cpu(), r_logits, yr[ref_idx].cpu(), r_pooled, h_logits, h_labels,
-                       task.forget_classes)
+    view = TeacherView(
+        f_logits,
+        f_pooled,
+        yf.cpu(),
+        r_logits,
+        yr[ref_idx].cpu(),
+        r_pooled,
+        h_logits,
+        h_labels,
+        task.forget_classes,
+    )
     target = get_target(sc.target)(view)
     t_logits = target.logits.to(device)
     t_feats = {k: v.to(device) for k, v in target.features.items()}
@@ -121,7 +152,9 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     params = [p for p in student.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=sc.lr)
     nf = len(yf)
-    steps = min(cfg.max_steps, max(cfg.min_steps, sc.forget_epochs * math.ceil(nf / sc.forget_batch)))
+    steps = min(
+        cfg.max_steps, max(cfg.min_steps, sc.forget_epochs * math.ceil(nf / sc.forget_batch))
+    )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
     history: list[dict[str, float]] = []
     perm = torch.randperm(nf, generator=gen)
@@ -151,12 +184,18 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
                 loss_r = loss_r + relative_sq_distance(s_taps[t][:nb], t_taps[t])
             loss_f = forget_loss(s_out[nb:], t_logits[fi])
             for t, tf in t_feats.items():
-                loss_f = loss_f + sc.feature_weight * relative_sq_distance(pooled(s_taps[t][nb:]), tf[fi])
-            if probe is not None:  # the probe learns the current features, then Df is pushed away from it
+                loss_f = loss_f + sc.feature_weight * relative_sq_distance(
+                    pooled(s_taps[t][nb:]), tf[fi]
+                )
+            if (
+                probe is not None
+            ):  # the probe learns the current features, then Df is pushed away from it
                 feats = pooled(s_taps[taps[-1]])  # (nb + bf, C): the stage the head pools
                 probe_net, probe_opt, bank = probe
                 bank.add(feats, torch.cat([yr[ri], yf[fi]]))
-                probe_fit = fit_probe(probe_net, probe_opt, bank.feats, bank.labels, steps=sc.probe_steps)
+                probe_fit = fit_probe(
+                    probe_net, probe_opt, bank.feats, bank.labels, steps=sc.probe_steps
+                )
                 loss_p = recognition_penalty(probe_net, feats[nb:], task.forget_classes)
                 loss_f = loss_f + sc.probe_weight * loss_p
             loss = loss_r + sc.forget_weight * loss_f
@@ -168,10 +207,16 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
             sched.step()
             if refresh and step % refresh == 0 and step < steps:
                 # Re-aim Df at the non-members of the model as it is now (settings.target_refresh).
-                view = replace(view, heldout_logits=_logits_and_taps(student, xh, (), chunk, run=run_s)[0])
+                view = replace(
+                    view, heldout_logits=_logits_and_taps(student, xh, (), chunk, run=run_s)[0]
+                )
                 t_logits = get_target(sc.target)(view).logits.to(device)
             if step % 10 == 0 or step == steps:
-                rec = {"step": float(step), "loss_retain": loss_r.item(), "loss_forget": loss_f.item()}
+                rec = {
+                    "step": float(step),
+                    "loss_retain": loss_r.item(),
+                    "loss_forget": loss_f.item(),
+                }
                 if probe is not None:
                     rec |= {"probe_fit": probe_fit, "probe_penalty": loss_p.item()}
                 history.append(rec)
@@ -179,7 +224,9 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
             if cfg.stop_check_every and step >= cfg.min_steps and step % cfg.stop_check_every == 0:
                 with torch.no_grad(), policy.autocast(device):
                     acc = 100.0 * (run_s(xf[check]).argmax(1) == yf[check]).float().mean().item()
-                history.append({"step": float(step), "check_acc": acc, "check_target": check_target})
+                history.append(
+                    {"step": float(step), "check_acc": acc, "check_target": check_target}
+                )
                 improved = best - acc > cfg.stop_tolerance_pt
                 best, stale = (acc, 0) if improved else (best, stale + 1)
                 if acc <= check_target + cfg.stop_tolerance_pt:
@@ -192,13 +239,25 @@ def rfa(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSett
     adapter = adapter_state(student)
     share = trainable_fraction(student)
     merged = student.merge_and_unload().to("cpu").to(memory_format=torch.contiguous_format).eval()
-    return UnlearnResult(model=merged, adapter=adapter, seconds=time.perf_counter() - t0,
-                         trainable_fraction=share, steps=done, device=str(device), history=history,
-                         stop_reason=stop_reason)
+    return UnlearnResult(
+        model=merged,
+        adapter=adapter,
+        seconds=time.perf_counter() - t0,
+        trainable_fraction=share,
+        steps=done,
+        device=str(device),
+        history=history,
+        stop_reason=stop_reason,
+    )
 
 
-def forget_batches(perm: torch.Tensor, batch: int, gen: torch.Generator, weights: torch.Tensor | None = None,
-                   focus: float = 0.0) -> Iterator[torch.Tensor]:
+def forget_batches(
+    perm: torch.Tensor,
+    batch: int,
+    gen: torch.Generator,
+    weights: torch.Tensor | None = None,
+    focus: float = 0.0,
+) -> Iterator[torch.Tensor]:
     """Forget-batch indices, forever: passes over Df in random order (starting with `perm`), of
     which a `focus` share of every batch is instead drawn with replacement in proportion to
     `weights` (per-sample, e.g. target_divergence). focus 0 (or no weights) draws exactly what
@@ -212,7 +271,7 @@ def forget_batches(perm: torch.Tensor, batch: int, gen: torch.Generator, weights
     while True:
         if cursor + plain > n:
             perm, cursor = torch.randperm(n, generator=gen), 0
-        idx = perm[cursor:cursor + plain]
+        idx = perm[cursor : cursor + plain]
         cursor += plain
         if n_focus:
             idx = torch.cat([idx, torch.multinomial(w, n_focus, replacement=True, generator=gen)])
@@ -224,11 +283,12 @@ def _prefix_pass(prefix: Callable, x: torch.Tensor, policy, device: torch.device
     """The frozen prefix's activations for x (N, ...) in chunks, kept on the device."""
     batch = policy.infer_batch
     with policy.autocast(device):
-        return torch.cat([prefix(x[i:i + batch]).float() for i in range(0, len(x), batch)])
+        return torch.cat([prefix(x[i : i + batch]).float() for i in range(0, len(x), batch)])
 
 
-def _warm_probe(view: TeacherView, tap: str, device: torch.device, sc: ScenarioSettings,
-                warm_steps: int = 200) -> tuple[ForgetProbe, torch.optim.Optimizer, FeatureBank]:
+def _warm_probe(
+    view: TeacherView, tap: str, device: torch.device, sc: ScenarioSettings, warm_steps: int = 200
+) -> tuple[ForgetProbe, torch.optim.Optimizer, FeatureBank]:
     """The adversarial probe, first fitted on the teacher's features of the retain subsample plus
     as many Df samples as one retained class has (so the forgotten class is not over-weighted);
     its bank starts from those features and fills with the student's as RFA runs."""
@@ -250,29 +310,41 @@ class MethodConfig:
     lora: LoraSettings = LoraSettings()
     rfa: RfaSettings = RfaSettings()
     baseline: BaselineSettings = BaselineSettings()
-    train: TrainSettings = TrainSettings()     # the Retrain oracle's schedule
+    train: TrainSettings = TrainSettings()  # the Retrain oracle's schedule
 
 
 Method = Callable[[nn.Module, UnlearnTask, MethodConfig, ProgressFn], UnlearnResult]
 
 
-def _rfa(original: nn.Module, task: UnlearnTask, cfg: MethodConfig, progress: ProgressFn = no_progress) -> UnlearnResult:
+def _rfa(
+    original: nn.Module, task: UnlearnTask, cfg: MethodConfig, progress: ProgressFn = no_progress
+) -> UnlearnResult:
     return rfa(original, task, cfg.lora, cfg.rfa, progress)
 
 
 def _baseline(fn) -> Method:
-    def run(original: nn.Module, task: UnlearnTask, cfg: MethodConfig, progress: ProgressFn = no_progress) -> UnlearnResult:
+    def run(
+        original: nn.Module,
+        task: UnlearnTask,
+        cfg: MethodConfig,
+        progress: ProgressFn = no_progress,
+    ) -> UnlearnResult:
         return fn(original, task, cfg.baseline, cfg.train, progress)
 
     run.__doc__ = fn.__doc__
     return run
 
 
-METHODS: dict[str, Method] = {"rfa": _rfa, **{name: _baseline(fn) for name, fn in BASELINES.items()}}
+METHODS: dict[str, Method] = {
+    "rfa": _rfa,
+    **{name: _baseline(fn) for name, fn in BASELINES.items()},
+}
 
 
 def get_method(name: str) -> Method:
     try:
         return METHODS[name]
     except KeyError:
-        raise ValueError(f"unknown unlearning method {name!r}; choose one of {sorted(METHODS)}") from None
+        raise ValueError(
+            f"unknown unlearning method {name!r}; choose one of {sorted(METHODS)}"
+        ) from None

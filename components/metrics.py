@@ -50,10 +50,15 @@ class Predictions:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, split: Split, device: torch.device, batch: int | None = None) -> Predictions:
+def predict(
+    model: nn.Module, split: Split, device: torch.device, batch: int | None = None
+) -> Predictions:
     batch = batch or device_policy(device).infer_batch
     model = model.to(device).eval()
-    out = [model(to_input(split.x[i:i + batch]).to(device)).double().cpu().numpy() for i in range(0, len(split), batch)]
+    out = [
+        model(to_input(split.x[i : i + batch]).to(device)).double().cpu().numpy()
+        for i in range(0, len(split), batch)
+    ]
     logits = np.concatenate(out) if out else np.zeros((0, 0))
     return Predictions(logits=logits, labels=split.y.copy())
 
@@ -65,8 +70,11 @@ def shared_prefix(models: list[nn.Module]):
     evaluating both runs the prefix once; on CPU that prefix is 83 % of a ResNet-20 forward.
     """
     names = getattr(models[0], "PREFIX_MODULES", None)
-    if names is None or not all(getattr(m, "PREFIX_MODULES", None) == names and hasattr(m, "suffix") for m in models):
+    if names is None or not all(
+        getattr(m, "PREFIX_MODULES", None) == names and hasattr(m, "suffix") for m in models
+    ):
         return None
+
     def prefix_state(m: nn.Module) -> dict[str, torch.Tensor]:
         return {f"{n}.{k}": v for n in names for k, v in getattr(m, n).state_dict().items()}
 
@@ -79,18 +87,23 @@ def shared_prefix(models: list[nn.Module]):
 
 
 @torch.no_grad()
-def predict_many(models: list[nn.Module], split: Split, device: torch.device, batch: int | None = None) -> list[Predictions]:
+def predict_many(
+    models: list[nn.Module], split: Split, device: torch.device, batch: int | None = None
+) -> list[Predictions]:
     """`predict` for several models on one split; a prefix they share runs once per batch."""
     batch = batch or device_policy(device).infer_batch
     models = [m.to(device).eval() for m in models]
     prefix = shared_prefix(models)
     outs: list[list[np.ndarray]] = [[] for _ in models]
     for i in range(0, len(split), batch):
-        x = to_input(split.x[i:i + batch]).to(device)
+        x = to_input(split.x[i : i + batch]).to(device)
         h = prefix(x) if prefix is not None else None
         for out, m in zip(outs, models):
             out.append((m.suffix(h) if h is not None else m(x)).double().cpu().numpy())
-    return [Predictions(logits=np.concatenate(o) if o else np.zeros((0, 0)), labels=split.y.copy()) for o in outs]
+    return [
+        Predictions(logits=np.concatenate(o) if o else np.zeros((0, 0)), labels=split.y.copy())
+        for o in outs
+    ]
 
 
 def accuracy(p: Predictions) -> float | None:
@@ -98,6 +111,7 @@ def accuracy(p: Predictions) -> float | None:
 
 
 # --- attack features (each maps predictions to one score per example) ---
+
 
 def confidence(p: Predictions) -> np.ndarray:
     """Softmax probability of the true class."""
@@ -124,7 +138,11 @@ def modified_entropy(p: Predictions) -> np.ndarray:
     return term_true + wrong.sum(1)
 
 
-ATTACK_FEATURES = {"confidence": confidence, "entropy": entropy, "modified_entropy": modified_entropy}
+ATTACK_FEATURES = {
+    "confidence": confidence,
+    "entropy": entropy,
+    "modified_entropy": modified_entropy,
+}
 
 
 def _svc(members: np.ndarray, nonmembers: np.ndarray) -> SVC:
@@ -133,8 +151,13 @@ def _svc(members: np.ndarray, nonmembers: np.ndarray) -> SVC:
     return SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
 
 
-def mia_efficacy(retain: Predictions, test: Predictions, targets: dict[str, Predictions], feature: str = "confidence",
-                 seed: int = 0) -> dict[str, float]:
+def mia_efficacy(
+    retain: Predictions,
+    test: Predictions,
+    targets: dict[str, Predictions],
+    feature: str = "confidence",
+    seed: int = 0,
+) -> dict[str, float]:
     """SVC attack (l1-sparse / SalUn recipe): trained on |Dt| retain (member) vs Dt (non-member).
 
     Both sides get the same size: where fewer retained examples are evaluated than Dt holds
@@ -148,9 +171,15 @@ def mia_efficacy(retain: Predictions, test: Predictions, targets: dict[str, Pred
     n = min(len(retain), len(test))
     idx = rng.choice(len(retain), size=n, replace=False)
     # Dt is kept whole (and in order) when it is the smaller side: the tables' runs are unchanged.
-    nonmembers = test if len(test) == n else test.take(np.sort(rng.choice(len(test), size=n, replace=False)))
+    nonmembers = (
+        test if len(test) == n else test.take(np.sort(rng.choice(len(test), size=n, replace=False)))
+    )
     clf = _svc(f(retain.take(idx)), f(nonmembers))
-    return {name: float(100.0 * (clf.predict(f(p)[:, None]) == 0).mean()) for name, p in targets.items() if len(p)}
+    return {
+        name: float(100.0 * (clf.predict(f(p)[:, None]) == 0).mean())
+        for name, p in targets.items()
+        if len(p)
+    }
 
 
 def retain_leakage(retain: Predictions, test: Predictions, seed: int = 0) -> float:
@@ -171,7 +200,9 @@ def retain_leakage(retain: Predictions, test: Predictions, seed: int = 0) -> flo
     return float(100.0 * (tpr + tnr) / 2)
 
 
-def loss_mia(forget: Predictions, test: Predictions, folds: int = 10, seed: int = 0) -> dict[str, float]:
+def loss_mia(
+    forget: Predictions, test: Predictions, folds: int = 10, seed: int = 0
+) -> dict[str, float]:
     """Population loss attack (NeurIPS'23 unlearning kit): Df (label 1) versus an equal-size,
     class-matched test sample (label 0), scored by per-example cross-entropy.
 
@@ -195,14 +226,20 @@ def loss_mia(forget: Predictions, test: Predictions, folds: int = 10, seed: int 
         return {"acc": float("nan"), "auc": float("nan"), "n_test": float(len(t))}
     cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     prob = cross_val_predict(LogisticRegression(), x, y, cv=cv, method="predict_proba")[:, 1]
-    return {"acc": float(((prob > 0.5) == y).mean()), "auc": float(roc_auc_score(y, -x[:, 0])), "n_test": float(len(t))}
+    return {
+        "acc": float(((prob > 0.5) == y).mean()),
+        "auc": float(roc_auc_score(y, -x[:, 0])),
+        "n_test": float(len(t)),
+    }
 
 
 def auc_standard_error(auc: float, n_pos: int, n_neg: int) -> float:
     """Hanley & McNeil (1982) standard error of an AUC estimate."""
     a = min(max(auc, 1e-6), 1 - 1e-6)
     q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
-    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / max(1, n_pos * n_neg)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / max(
+        1, n_pos * n_neg
+    )
     return float(np.sqrt(max(var, 0.0)))
 
 

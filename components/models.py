@@ -35,7 +35,9 @@ class SmallCNN(nn.Module):
     Feature taps: `block1`, `block2`, `block3` (B, C, H, W) and `pool` (B, 4w) penultimate.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, width: int, mean: list[float], std: list[float]) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, width: int, mean: list[float], std: list[float]
+    ) -> None:
         super().__init__()
         self.norm = Normalise(mean, std)
         self.block1 = _block(in_channels, width, pool=False)
@@ -83,8 +85,15 @@ def _vit(spec: dict) -> nn.Module:
     from torchvision.models import VisionTransformer
 
     hidden = 8 * spec["width"]
-    net = VisionTransformer(image_size=spec["image_size"], patch_size=4, num_layers=6, num_heads=4, hidden_dim=hidden,
-                            mlp_dim=2 * hidden, num_classes=spec["num_classes"])
+    net = VisionTransformer(
+        image_size=spec["image_size"],
+        patch_size=4,
+        num_layers=6,
+        num_heads=4,
+        hidden_dim=hidden,
+        mlp_dim=2 * hidden,
+        num_classes=spec["num_classes"],
+    )
     if spec["in_channels"] != 3:
         net.conv_proj = nn.Conv2d(spec["in_channels"], hidden, 4, 4)
     return Normalised(net, spec["mean"], spec["std"])
@@ -96,7 +105,9 @@ def load_builder(path: str) -> Callable[..., nn.Module]:
     try:
         module = importlib.import_module(module_name)
     except Exception as err:  # ImportError, or any error raised while the module runs
-        raise ModelError(f"model.builder {path}: cannot import {module_name} ({type(err).__name__}: {err})") from None
+        raise ModelError(
+            f"model.builder {path}: cannot import {module_name} ({type(err).__name__}: {err})"
+        ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ModelError(f"model.builder {path}: {module_name} has no callable {attr!r}")
@@ -109,15 +120,20 @@ def build_from_builder(path: str, kwargs: dict) -> nn.Module:
     except ModelError:
         raise
     except Exception as err:
-        raise ModelError(f"model.builder {path}({kwargs}) failed: {type(err).__name__}: {err}") from None
+        raise ModelError(
+            f"model.builder {path}({kwargs}) failed: {type(err).__name__}: {err}"
+        ) from None
     if not isinstance(net, nn.Module):
-        raise ModelError(f"model.builder {path} returned {type(net).__name__}, not a torch nn.Module")
+        raise ModelError(
+            f"model.builder {path} returned {type(net).__name__}, not a torch nn.Module"
+        )
     return net
 
 
-
 ARCHS: dict[str, Callable[[dict], nn.Module]] = {
-    "small_cnn": lambda spec: SmallCNN(spec["in_channels"], spec["num_classes"], spec["width"], spec["mean"], spec["std"]),
+    "small_cnn": lambda spec: SmallCNN(
+        spec["in_channels"], spec["num_classes"], spec["width"], spec["mean"], spec["std"]
+    ),
     "resnet20": _resnet("resnet20"),
     "resnet32": _resnet("resnet32"),
     "resnet18": _resnet18,
@@ -138,17 +154,28 @@ class ArchProfile:
 
 
 PROFILES: dict[str, ArchProfile] = {
-    "small_cnn": ArchProfile(("block1", "block2", "block3"), r"block2\.conv|block3\.conv|head", "pool"),
+    "small_cnn": ArchProfile(
+        ("block1", "block2", "block3"), r"block2\.conv|block3\.conv|head", "pool"
+    ),
     # layer3 convs + the head: 3.9 % of ResNet-20 at rank 3 (5.4 % at rank 4). Taps inside the
     # adapted stage: layer1 / layer2 sit below every adapter, so their residual is zero by
     # construction and tapping them only costs memory.
-    "resnet20": ArchProfile(("layer3.0", "layer3.1", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"),
-    "resnet32": ArchProfile(("layer3.1", "layer3.3", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"),
+    "resnet20": ArchProfile(
+        ("layer3.0", "layer3.1", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"
+    ),
+    "resnet32": ArchProfile(
+        ("layer3.1", "layer3.3", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"
+    ),
     # torchvision ResNet-18: the last stage's convs + fc (layer4 is 75 % of the weights: rank 4 keeps it small).
-    "resnet18": ArchProfile(("net.layer4.0", "net.layer4"), r"net\.layer4\.\d+\.conv[12]|net\.fc", "net.avgpool"),
+    "resnet18": ArchProfile(
+        ("net.layer4.0", "net.layer4"), r"net\.layer4\.\d+\.conv[12]|net\.fc", "net.avgpool"
+    ),
     # ViT: attention of the last three encoder blocks + the head; taps on block outputs (token means).
-    "vit": ArchProfile(("net.encoder.layers.encoder_layer_4", "net.encoder.layers.encoder_layer_5"),
-                       r".*encoder_layer_[345]\.self_attention|net\.heads\.head", "net.encoder.ln"),
+    "vit": ArchProfile(
+        ("net.encoder.layers.encoder_layer_4", "net.encoder.layers.encoder_layer_5"),
+        r".*encoder_layer_[345]\.self_attention|net\.heads\.head",
+        "net.encoder.ln",
+    ),
 }
 
 
@@ -159,21 +186,36 @@ def make_spec(arch: str, x_train: np.ndarray, num_classes: int, width: int) -> d
     xf = x_train.astype(np.float64) / 255.0
     mean = xf.mean(axis=(0, 2, 3)).tolist()
     std = [max(s, 1e-3) for s in xf.std(axis=(0, 2, 3)).tolist()]
-    return {"arch": arch, "in_channels": int(x_train.shape[1]), "num_classes": int(num_classes), "width": width,
-            "image_size": int(x_train.shape[2]), "mean": mean, "std": std}
+    return {
+        "arch": arch,
+        "in_channels": int(x_train.shape[1]),
+        "num_classes": int(num_classes),
+        "width": width,
+        "image_size": int(x_train.shape[2]),
+        "mean": mean,
+        "std": std,
+    }
 
 
 def spec_from_settings(cfg: ModelSettings, x_train: np.ndarray, num_classes: int) -> dict:
     """make_spec with what params.yaml's `model` section adds: fixed input statistics (a
     pre-trained checkpoint's) and a user's builder."""
     if cfg.arch == "builder":
-        spec = {"arch": "builder", "builder": cfg.builder, "builder_kwargs": dict(cfg.builder_kwargs),
-                "in_channels": int(x_train.shape[1]), "num_classes": int(num_classes), "image_size": int(x_train.shape[2])}
+        spec = {
+            "arch": "builder",
+            "builder": cfg.builder,
+            "builder_kwargs": dict(cfg.builder_kwargs),
+            "in_channels": int(x_train.shape[1]),
+            "num_classes": int(num_classes),
+            "image_size": int(x_train.shape[2]),
+        }
     else:
         spec = make_spec(cfg.arch, x_train, num_classes, cfg.width)
     if cfg.mean is not None:
         if len(cfg.mean) != x_train.shape[1] or len(cfg.std) != x_train.shape[1]:
-            raise ModelError(f"model.mean / model.std need one value per image channel ({x_train.shape[1]})")
+            raise ModelError(
+                f"model.mean / model.std need one value per image channel ({x_train.shape[1]})"
+            )
         spec.update(mean=list(cfg.mean), std=list(cfg.std))
     return spec
 
@@ -182,7 +224,9 @@ def build_model(spec: dict) -> nn.Module:
     try:
         return ARCHS[spec["arch"]](spec)
     except KeyError as err:
-        raise ModelError(f"model spec lacks or misnames {err}; known archs: {sorted(ARCHS)}") from None
+        raise ModelError(
+            f"model spec lacks or misnames {err}; known archs: {sorted(ARCHS)}"
+        ) from None
 
 
 def state_bytes(model: nn.Module) -> bytes:
@@ -201,15 +245,22 @@ def load_model(spec: dict, weights: bytes) -> nn.Module:
     model = build_model(spec)
     try:
         sd = st_load(weights)
-    except Exception as err:  # safetensors raises its own SafetensorError on truncated/garbled bytes
+    except (
+        Exception
+    ) as err:  # safetensors raises its own SafetensorError on truncated/garbled bytes
         raise ModelError(f"corrupt checkpoint: {err}") from None
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as err:  # same names, other shapes: e.g. weights of a narrower model
-        first = next((ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln), str(err).splitlines()[0])
+        first = next(
+            (ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln),
+            str(err).splitlines()[0],
+        )
         raise ModelError(f"checkpoint does not fit spec {spec['arch']}: {first}") from None
     if missing or unexpected:
-        raise ModelError(f"checkpoint does not fit spec {spec['arch']}: missing {missing[:3]}, unexpected {unexpected[:3]}")
+        raise ModelError(
+            f"checkpoint does not fit spec {spec['arch']}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
     return model.eval()
 
 

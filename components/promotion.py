@@ -13,11 +13,11 @@ class VersionFacts:
     has_certificate: bool
     certificate_problems: tuple[str, ...] = ()
     gates_passed: bool = False
-    status: str = ""              # awaiting_approval | approved | rejected | base | ""
+    status: str = ""  # awaiting_approval | approved | rejected | base | ""
     certificate_sha256: str = ""
-    is_candidate: bool = False    # holds the `candidate` alias
-    base_version: str = ""        # the champion it was unlearned from
-    champion_version: str = ""    # the champion now
+    is_candidate: bool = False  # holds the `candidate` alias
+    base_version: str = ""  # the champion it was unlearned from
+    champion_version: str = ""  # the champion now
 
 
 @dataclass(frozen=True)
@@ -43,20 +43,26 @@ def decide_approval(f: VersionFacts, certificate_sha256: str | None = None) -> D
     elif f.status != "awaiting_approval":
         reasons.append(f"status is {f.status or 'unknown'!r}, not awaiting_approval")
     if f.status == "awaiting_approval" and not f.is_candidate:
-        reasons.append("does not hold the candidate alias (a batch that did not finish, or one overtaken by a "
-                       "later batch); run a new batch")
+        reasons.append(
+            "does not hold the candidate alias (a batch that did not finish, or one overtaken by a "
+            "later batch); run a new batch"
+        )
     if f.base_version and f.champion_version and f.base_version != f.champion_version:
         # Its data snapshot and weights descend from an older champion: approving it would bring
         # back whatever the current champion's batches erased.
-        reasons.append(f"was built on version {f.base_version}, but the champion is now version {f.champion_version}; "
-                       "approving it would undo that version's erasures; run a new batch")
+        reasons.append(
+            f"was built on version {f.base_version}, but the champion is now version {f.champion_version}; "
+            "approving it would undo that version's erasures; run a new batch"
+        )
     if not f.has_certificate:
         reasons.append("has no unlearning certificate")
     reasons += [f"certificate: {p}" for p in f.certificate_problems]
     if f.has_certificate and not f.gates_passed:
         reasons.append("gates did not pass")
     if certificate_sha256 and certificate_sha256 != f.certificate_sha256:
-        reasons.append(f"certificate hash {certificate_sha256[:12]}... is not the registered {f.certificate_sha256[:12]}...")
+        reasons.append(
+            f"certificate hash {certificate_sha256[:12]}... is not the registered {f.certificate_sha256[:12]}..."
+        )
     if reasons:
         return Decision(False, reasons)
     return Decision(True, [f"certificate {f.certificate_sha256[:12]}... verified; gates passed"])

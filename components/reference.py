@@ -28,21 +28,28 @@ def js_divergence(p: Predictions, ref: Predictions) -> float:
 
 
 @torch.no_grad()
-def pooled_features(model: nn.Module, split: Split, module: str, device: torch.device,
-                    batch: int | None = None) -> np.ndarray:
+def pooled_features(
+    model: nn.Module, split: Split, module: str, device: torch.device, batch: int | None = None
+) -> np.ndarray:
     """Penultimate pooled features (N, C) read from `module` by a forward hook."""
     batch = batch or device_policy(device).infer_batch
     model = model.to(device).eval()
     out = []
     with feature_taps(model, (module,)) as store:
         for i in range(0, len(split), batch):
-            model(to_input(split.x[i:i + batch]).to(device))
+            model(to_input(split.x[i : i + batch]).to(device))
             out.append(pooled(store[module]).cpu().numpy())
     return np.concatenate(out)
 
 
-def feature_probe(model: nn.Module, probe_train: Split, forgotten_test: Split, module: str, device: torch.device,
-                  seed: int = 0) -> float:
+def feature_probe(
+    model: nn.Module,
+    probe_train: Split,
+    forgotten_test: Split,
+    module: str,
+    device: torch.device,
+    seed: int = 0,
+) -> float:
     """Is the forgotten class still decodable from the features?
 
     A logistic-regression probe is trained on the evaluated model's penultimate features of a
@@ -53,5 +60,7 @@ def feature_probe(model: nn.Module, probe_train: Split, forgotten_test: Split, m
     xtr = pooled_features(model, probe_train, module, device)
     xte = pooled_features(model, forgotten_test, module, device)
     scaler = StandardScaler().fit(xtr)
-    clf = LogisticRegression(max_iter=2000, random_state=seed).fit(scaler.transform(xtr), probe_train.y)
+    clf = LogisticRegression(max_iter=2000, random_state=seed).fit(
+        scaler.transform(xtr), probe_train.y
+    )
     return float(100.0 * (clf.predict(scaler.transform(xte)) == forgotten_test.y).mean())

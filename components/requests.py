@@ -32,11 +32,21 @@ class ForgetRequest(BaseModel):
 
     @model_validator(mode="after")
     def _one_target(self) -> "ForgetRequest":
-        given = {"samples": bool(self.sample_ids), "class": self.class_label is not None, "subject": self.subject_id is not None}
+        given = {
+            "samples": bool(self.sample_ids),
+            "class": self.class_label is not None,
+            "subject": self.subject_id is not None,
+        }
         if not given[self.kind]:
-            raise ValueError(f"a {self.kind!r} request needs its target ({ {'samples': 'sample ids', 'class': 'a class label', 'subject': 'a subject id'}[self.kind] })")
+            raise ValueError(
+                f"a {self.kind!r} request needs its target ({ {'samples': 'sample ids', 'class': 'a class label', 'subject': 'a subject id'}[self.kind] })"
+            )
         # A subject request may carry the sample ids it resolved to at intake (frozen there).
-        extra = [k for k, v in given.items() if v and k != self.kind and not (self.kind == "subject" and k == "samples")]
+        extra = [
+            k
+            for k, v in given.items()
+            if v and k != self.kind and not (self.kind == "subject" and k == "samples")
+        ]
         if extra:
             raise ValueError(f"a {self.kind!r} request cannot also name {', '.join(extra)}")
         return self
@@ -57,11 +67,19 @@ def parse_request(raw: dict) -> ForgetRequest:
     except ValidationError as err:
         e = err.errors()[0]
         where = ".".join(str(p) for p in e["loc"])
-        raise RequestError(f"invalid request: {where + ': ' if where else ''}{e['msg'].removeprefix('Value error, ')}") from None
+        raise RequestError(
+            f"invalid request: {where + ': ' if where else ''}{e['msg'].removeprefix('Value error, ')}"
+        ) from None
 
 
-def resolve(req: ForgetRequest, train: Split, num_classes: int, subjects: dict[str, list[str]],
-            erased: dict[str, str], forgotten_classes: set[int] = frozenset()) -> list[str]:
+def resolve(
+    req: ForgetRequest,
+    train: Split,
+    num_classes: int,
+    subjects: dict[str, list[str]],
+    erased: dict[str, str],
+    forgotten_classes: set[int] = frozenset(),
+) -> list[str]:
     """Sample ids of the training snapshot that the request erases.
 
     Args:
@@ -84,7 +102,9 @@ def resolve(req: ForgetRequest, train: Split, num_classes: int, subjects: dict[s
         ids = list(req.sample_ids)
         if req.kind == "subject" and not ids:
             if req.subject_id not in subjects:
-                raise RequestError(f"unknown subject {req.subject_id!r}: not in the subject -> sample mapping")
+                raise RequestError(
+                    f"unknown subject {req.subject_id!r}: not in the subject -> sample mapping"
+                )
             ids = sorted(set(subjects[req.subject_id]))
         gone = [i for i in ids if i in erased]
         if gone and req.kind == "samples":
@@ -92,10 +112,15 @@ def resolve(req: ForgetRequest, train: Split, num_classes: int, subjects: dict[s
         ids = [i for i in ids if i not in erased]  # a subject's erased samples are simply done
         unknown = [i for i in ids if i not in known]
         if unknown:
-            raise RequestError(f"unknown sample id {unknown[0]!r}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
-                               + ": not in the training snapshot")
+            raise RequestError(
+                f"unknown sample id {unknown[0]!r}"
+                + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+                + ": not in the training snapshot"
+            )
     if not ids:
         raise RequestError("the request resolves to no sample of the current training snapshot")
     if len(set(ids)) >= len(known):
-        raise RequestError("the request covers the whole training set: nothing would remain; retrain instead")
+        raise RequestError(
+            "the request covers the whole training set: nothing would remain; retrain instead"
+        )
     return sorted(set(ids))

@@ -44,14 +44,20 @@ class BasicBlock(nn.Module):
 class ResNetCifar(nn.Module):
     """Input (B, 3, 32, 32) in [0, 1]; taps `layer1..3`, penultimate `pool` (B, 64)."""
 
-    def __init__(self, depth_n: int, num_classes: int = 10, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> None:
+    def __init__(
+        self, depth_n: int, num_classes: int = 10, mean=IMAGENET_MEAN, std=IMAGENET_STD
+    ) -> None:
         super().__init__()
         self.norm = Normalise(list(mean), list(std))
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         self.layer1 = nn.Sequential(*[BasicBlock(16, 16, 1) for _ in range(depth_n)])
-        self.layer2 = nn.Sequential(BasicBlock(16, 32, 2), *[BasicBlock(32, 32, 1) for _ in range(depth_n - 1)])
-        self.layer3 = nn.Sequential(BasicBlock(32, 64, 2), *[BasicBlock(64, 64, 1) for _ in range(depth_n - 1)])
+        self.layer2 = nn.Sequential(
+            BasicBlock(16, 32, 2), *[BasicBlock(32, 32, 1) for _ in range(depth_n - 1)]
+        )
+        self.layer3 = nn.Sequential(
+            BasicBlock(32, 64, 2), *[BasicBlock(64, 64, 1) for _ in range(depth_n - 1)]
+        )
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.linear = nn.Linear(64, num_classes)
         for m in self.modules():

@@ -31,11 +31,13 @@ def timed(timings: dict[str, float] | None, key: str) -> Iterator[None]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """"auto" -> cuda when present, else cpu. Asking for cuda without one is an error, not a fallback."""
+    """ "auto" -> cuda when present, else cpu. Asking for cuda without one is an error, not a fallback."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but no CUDA device is available; use 'auto' or 'cpu'")
+        raise RuntimeError(
+            "device 'cuda' requested but no CUDA device is available; use 'auto' or 'cpu'"
+        )
     return torch.device(name)
 
 
@@ -83,9 +85,13 @@ def device_policy(device: torch.device) -> DevicePolicy:
 def _bf16_policy(device: torch.device) -> DevicePolicy:
     # A CPU without AVX512-BF16 / AMX emulates bf16 and runs slower than fp32: refuse, don't crawl.
     if device.type == "cpu" and not bf16_cpu_supported():
-        raise RuntimeError("precision 'bf16' needs a CPU with AVX512-BF16 or AMX (this one has neither); "
-                           "set train.precision: fp32")
-    return DevicePolicy(torch.channels_last, torch.bfloat16, infer_batch=device_policy(device).infer_batch)
+        raise RuntimeError(
+            "precision 'bf16' needs a CPU with AVX512-BF16 or AMX (this one has neither); "
+            "set train.precision: fp32"
+        )
+    return DevicePolicy(
+        torch.channels_last, torch.bfloat16, infer_batch=device_policy(device).infer_batch
+    )
 
 
 def bf16_cpu_supported() -> bool:
@@ -95,12 +101,16 @@ def bf16_cpu_supported() -> bool:
 # How supervised training (base model, Retrain oracle) runs, by `train.precision`. Measured on this
 # machine's Xeon (AMX), ResNet-20, batch 128, one thread: fp32 679 ms/step, bf16 + channels_last 268.
 TRAIN_PRECISIONS: dict[str, Callable[[torch.device], DevicePolicy]] = {
-    "fp32": lambda device: DevicePolicy(torch.contiguous_format, None, device_policy(device).infer_batch),
+    "fp32": lambda device: DevicePolicy(
+        torch.contiguous_format, None, device_policy(device).infer_batch
+    ),
     "bf16": _bf16_policy,
 }
 
 
 def training_policy(device: torch.device, precision: str) -> DevicePolicy:
     if precision not in TRAIN_PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(TRAIN_PRECISIONS)}")
+        raise ValueError(
+            f"unknown precision {precision!r}; choose one of {sorted(TRAIN_PRECISIONS)}"
+        )
     return TRAIN_PRECISIONS[precision](device)

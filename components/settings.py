@@ -28,7 +28,7 @@ class DataSettings(_Frozen):
     # npz only: the array holding each sample's own id (e.g. `names` in ../shared/datasets/cifar10);
     # null = ids made from the row number (`train-00012`).
     id_key: str | None = None
-    test_fraction: float = Field(0.25, gt=0, lt=1)   # only where the source has no test split
+    test_fraction: float = Field(0.25, gt=0, lt=1)  # only where the source has no test split
     heldout_fraction: float = Field(0.2, ge=0, lt=1)
     # Where the non-member reference is carved from. `train`: heldout_fraction of the training files
     # (a model trained here never sees them). `test`: heldout_fraction of the test split, divided
@@ -39,7 +39,9 @@ class DataSettings(_Frozen):
     @model_validator(mode="after")
     def _fractions_leave_training_data(self) -> "DataSettings":
         if self.heldout_from == "train" and self.test_fraction + self.heldout_fraction >= 0.9:
-            raise ValueError("test_fraction + heldout_fraction must leave at least 10% for training")
+            raise ValueError(
+                "test_fraction + heldout_fraction must leave at least 10% for training"
+            )
         return self
 
 
@@ -59,8 +61,12 @@ class ModelSettings(_Frozen):
     @model_validator(mode="after")
     def _builder_named(self) -> "ModelSettings":
         if (self.arch == "builder") != (self.builder is not None):
-            raise ValueError("set model.builder (package.module:function) exactly when model.arch is builder")
-        if (self.mean is None) != (self.std is None) or (self.std is not None and min(self.std) <= 0):
+            raise ValueError(
+                "set model.builder (package.module:function) exactly when model.arch is builder"
+            )
+        if (self.mean is None) != (self.std is None) or (
+            self.std is not None and min(self.std) <= 0
+        ):
             raise ValueError("model.mean and model.std go together, and every std must be positive")
         return self
 
@@ -92,16 +98,16 @@ class ScenarioSettings(_Frozen):
 
     target: str
     lr: float = Field(3e-3, gt=0)
-    forget_weight: float = Field(1.0, ge=0)      # lambda in L = L_r + lambda * L_f
-    feature_weight: float = Field(1.0, ge=0)     # weight of the intermediate-tap part of L_f
+    forget_weight: float = Field(1.0, ge=0)  # lambda in L = L_r + lambda * L_f
+    feature_weight: float = Field(1.0, ge=0)  # weight of the intermediate-tap part of L_f
     forget_batch: int = Field(32, ge=1)
-    forget_epochs: int = Field(15, ge=1)         # passes over Df
+    forget_epochs: int = Field(15, ge=1)  # passes over Df
     # Class unlearning only: weight of the in-loop adversarial probe (components/adversary.py) that
     # penalises Df features a linear probe still recognises as their class. 0 = off.
     probe_weight: float = Field(0.0, ge=0)
     probe_lr: float = Field(1e-2, gt=0)
-    probe_steps: int = Field(5, ge=1)            # probe updates per RFA step, on the feature bank
-    probe_bank: int = Field(4096, ge=64)         # recent (feature, label) pairs the probe is fitted on
+    probe_steps: int = Field(5, ge=1)  # probe updates per RFA step, on the feature bank
+    probe_bank: int = Field(4096, ge=64)  # recent (feature, label) pairs the probe is fitted on
     # Optional cross-entropy on the retain batch (method.md 1.2). With the adversarial probe on
     # CIFAR-10 it lets the head re-fit the retained classes the feature edit disturbed (notes).
     retain_ce_weight: float = Field(0.0, ge=0)
@@ -125,9 +131,17 @@ class ScenarioSettings(_Frozen):
 
 class RfaSettings(_Frozen):
     taps: tuple[str, ...] = ("block1", "block2", "block3")
-    class_unlearning: ScenarioSettings = ScenarioSettings(target="masked_nearest_class", forget_epochs=40)
-    sample_unlearning: ScenarioSettings = ScenarioSettings(target="margin_quantile", lr=1e-2, forget_weight=10.0,
-                                                           feature_weight=0.0, forget_batch=16, forget_epochs=100)
+    class_unlearning: ScenarioSettings = ScenarioSettings(
+        target="masked_nearest_class", forget_epochs=40
+    )
+    sample_unlearning: ScenarioSettings = ScenarioSettings(
+        target="margin_quantile",
+        lr=1e-2,
+        forget_weight=10.0,
+        feature_weight=0.0,
+        forget_batch=16,
+        forget_epochs=100,
+    )
     retain_batch: int = Field(128, ge=1)
     # Models whose first stages carry no adapter (ResNetCifar: LoRA in layer3 + head) have those
     # stages' output cached once for Df and for this many retain samples, which the retain batches
@@ -150,8 +164,10 @@ class RfaSettings(_Frozen):
     @model_validator(mode="after")
     def _probe_is_for_classes(self) -> "RfaSettings":
         if self.sample_unlearning.probe_weight > 0:
-            raise ValueError("sample_unlearning.probe_weight must be 0: the adversarial probe recognises a "
-                             "forgotten class, and sample unlearning forgets no class")
+            raise ValueError(
+                "sample_unlearning.probe_weight must be 0: the adversarial probe recognises a "
+                "forgotten class, and sample unlearning forgets no class"
+            )
         return self
 
     def scenario(self, name: str) -> ScenarioSettings:
@@ -218,7 +234,10 @@ def _describe(err: ValidationError) -> str:
 # Keys that moved: an older params file gets told where its setting lives now, not only that
 # the key is unknown.
 MOVED_KEYS: dict[tuple[str, str], str] = {
-    ("rfa", "retain_ce_weight"): "rfa.class_unlearning.retain_ce_weight and rfa.sample_unlearning.retain_ce_weight",
+    (
+        "rfa",
+        "retain_ce_weight",
+    ): "rfa.class_unlearning.retain_ce_weight and rfa.sample_unlearning.retain_ce_weight",
 }
 
 
@@ -230,7 +249,9 @@ def parse_settings(raw: object, source: str = "params.yaml") -> Settings:
         raise SettingsError(f"{source}: the top level must be a mapping of sections")
     for (section, key), now in MOVED_KEYS.items():
         if isinstance(raw.get(section), dict) and key in raw[section]:
-            raise SettingsError(f"invalid {source}: {section}.{key} has moved; set {now} (one per scenario)")
+            raise SettingsError(
+                f"invalid {source}: {section}.{key} has moved; set {now} (one per scenario)"
+            )
     try:
         return Settings.model_validate(raw)
     except ValidationError as err:

@@ -16,8 +16,9 @@ from components.settings import TrainSettings
 
 OPTIMIZERS = {
     "adam": lambda params, cfg: torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay),
-    "sgd": lambda params, cfg: torch.optim.SGD(params, lr=cfg.lr, momentum=0.9, nesterov=True,
-                                              weight_decay=cfg.weight_decay),
+    "sgd": lambda params, cfg: torch.optim.SGD(
+        params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
+    ),
 }
 
 
@@ -28,7 +29,9 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.
     padded = F.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(n, x.shape[1], h, w + 2 * pad)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None].expand(
+        n, x.shape[1], h, w + 2 * pad
+    )
     out = padded.gather(2, rows)
     cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :].expand(n, x.shape[1], h, w)
     out = out.gather(3, cols)
@@ -37,10 +40,17 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.
     return out
 
 
-def train_classifier(model: nn.Module, data: Split, cfg: TrainSettings, device: torch.device,
-                     progress: ProgressFn = no_progress) -> dict[str, float]:
+def train_classifier(
+    model: nn.Module,
+    data: Split,
+    cfg: TrainSettings,
+    device: torch.device,
+    progress: ProgressFn = no_progress,
+) -> dict[str, float]:
     """Train `model` in place (Adam or SGD, one-cycle schedule); returns final loss and seconds."""
-    policy = training_policy(device, cfg.precision)  # before any work: an unsupported bf16 fails here
+    policy = training_policy(
+        device, cfg.precision
+    )  # before any work: an unsupported bf16 fails here
     gen = set_seed(cfg.seed)
     policy.prepare(model.to(device)).train()
     x = to_input(data.x)
@@ -56,7 +66,7 @@ def train_classifier(model: nn.Module, data: Split, cfg: TrainSettings, device: 
     for _ in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen)
         for b in range(steps_per_epoch):
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             xb = augment_batch(x[idx], gen) if cfg.augment else x[idx]
             xb, yb = policy.layout(xb.to(device)), y[idx].to(device)
             with policy.autocast(device):

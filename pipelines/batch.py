@@ -13,7 +13,13 @@ import numpy as np
 from torch import nn
 
 from components.canonical import canonical_json
-from components.certificate import build_certificate, certificate_digest, sign, signing_key, subject_digest
+from components.certificate import (
+    build_certificate,
+    certificate_digest,
+    sign,
+    signing_key,
+    subject_digest,
+)
 from components.data import Split
 from components.evaluation import EvalSplits, evaluate_many
 from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
@@ -65,16 +71,25 @@ class Evaluation:
     original: dict
     unlearned: dict
     gates: GateReport
-    base_gates: GateReport   # the same gates on the untouched base: did it already meet them?
+    base_gates: GateReport  # the same gates on the untouched base: did it already meet them?
 
     def gates_record(self) -> dict:
         """The gate report as certified: with whether the base model already met every forgetting
         gate (then the batch had nothing measurable to forget, and the certificate says so)."""
         met = self.base_gates.forgetting_passed
-        return {**self.gates.to_dict(), "base_model_met_forgetting_gates": met,
-                "base_model_gates": [{"name": r.name, "value": r.value, "passed": r.passed} for r in self.base_gates.results],
-                "forgetting_evidence": ("none: the base model already met every forgetting gate before unlearning" if met else
-                                        "unlearning moved the model past forgetting gates the base model failed")}
+        return {
+            **self.gates.to_dict(),
+            "base_model_met_forgetting_gates": met,
+            "base_model_gates": [
+                {"name": r.name, "value": r.value, "passed": r.passed}
+                for r in self.base_gates.results
+            ],
+            "forgetting_evidence": (
+                "none: the base model already met every forgetting gate before unlearning"
+                if met
+                else "unlearning moved the model past forgetting gates the base model failed"
+            ),
+        }
 
 
 def preflight(ws: Workspace, store: RequestStore, reg: Registry) -> int:
@@ -82,10 +97,14 @@ def preflight(ws: Workspace, store: RequestStore, reg: Registry) -> int:
     start): no champion, or a candidate awaiting review. Returns the number of pending requests."""
     name = ws.settings.registry.model_name
     if not reg.has_alias(name, ALIAS_CHAMPION):
-        raise BatchError(f"{name} has no champion model; run `unlearn train` or `unlearn model import` first")
+        raise BatchError(
+            f"{name} has no champion model; run `unlearn train` or `unlearn model import` first"
+        )
     if reg.has_alias(name, ALIAS_CANDIDATE):
         v = reg.resolve(name, alias=ALIAS_CANDIDATE).version
-        raise BatchError(f"{name} version {v} awaits review; approve or reject it before the next batch")
+        raise BatchError(
+            f"{name} version {v} awaits review; approve or reject it before the next batch"
+        )
     return len(store.list("pending"))
 
 
@@ -94,7 +113,9 @@ def plan_batch(ws: Workspace, store: RequestStore, reg: Registry) -> BatchPlan |
     name = ws.settings.registry.model_name
     if reg.has_alias(name, ALIAS_CANDIDATE):
         v = reg.resolve(name, alias=ALIAS_CANDIDATE).version
-        raise BatchError(f"{name} version {v} awaits review; approve or reject it before the next batch")
+        raise BatchError(
+            f"{name} version {v} awaits review; approve or reject it before the next batch"
+        )
     pending = store.list("pending")
     if not pending:
         return None
@@ -111,14 +132,20 @@ def pin_snapshot(ws: Workspace, reg: Registry) -> Pinned:
     try:
         mv = reg.champion(name)
     except Exception:
-        raise BatchError(f"{name} has no champion model; run `unlearn train` or `unlearn model import` first") from None
+        raise BatchError(
+            f"{name} has no champion model; run `unlearn train` or `unlearn model import` first"
+        ) from None
     rev = data_rev(mv.tags)
     if not rev:
-        raise BatchError(f"{name} version {mv.version} carries no data snapshot tag; cannot pin its training data")
+        raise BatchError(
+            f"{name} version {mv.version} carries no data snapshot tag; cannot pin its training data"
+        )
     ref = VersionRef(name, str(mv.version))
     model, spec = reg.load_model(ref)
     if model_digest(model) != mv.tags.get("model_digest"):
-        raise BatchError(f"{ref}: weights do not match their registered digest; refusing to unlearn from them")
+        raise BatchError(
+            f"{ref}: weights do not match their registered digest; refusing to unlearn from them"
+        )
     return Pinned(ref, model, spec, read_state(ws, rev))
 
 
@@ -134,35 +161,72 @@ def extract(ws: Workspace, pinned: Pinned, plan: BatchPlan) -> Extraction:
         except RequestError as err:
             raise BatchError(f"request {r.id}: {err}") from None
     split = extract_forget_set(st.train, ids, ws.settings.requests.max_forget_fraction)
-    forget_classes = tuple(sorted(int(r.request.class_label) for r in plan.requests if r.request.kind == "class"))
+    forget_classes = tuple(
+        sorted(int(r.request.class_label) for r in plan.requests if r.request.kind == "class")
+    )
     # Dt and the heldout reference only cover classes still in scope: a class forgotten by an
     # earlier batch is no longer something the model should (or can) get right.
     keep_t = ~np.isin(st.test.y, np.array(sorted(forgotten), dtype=np.int64))
     keep_h = ~np.isin(st.heldout.y, np.array(sorted(forgotten), dtype=np.int64))
     manifest = forget_manifest(split.forget)
-    return Extraction(split, manifest, manifest_sha256(manifest), forget_classes, st.test.take(keep_t), st.heldout.take(keep_h))
+    return Extraction(
+        split,
+        manifest,
+        manifest_sha256(manifest),
+        forget_classes,
+        st.test.take(keep_t),
+        st.heldout.take(keep_h),
+    )
 
 
-def unlearn(ws: Workspace, pinned: Pinned, ext: Extraction, scenario: str, progress: ProgressFn = no_progress) -> UnlearnResult:
+def unlearn(
+    ws: Workspace,
+    pinned: Pinned,
+    ext: Extraction,
+    scenario: str,
+    progress: ProgressFn = no_progress,
+) -> UnlearnResult:
     s = ws.settings
-    task = UnlearnTask(scenario, ext.split.forget, ext.split.retain, ext.heldout, ext.forget_classes)
+    task = UnlearnTask(
+        scenario, ext.split.forget, ext.split.retain, ext.heldout, ext.forget_classes
+    )
     return get_method(METHOD)(pinned.model, task, MethodConfig(lora=s.lora, rfa=s.rfa), progress)
 
 
-def assess(ws: Workspace, pinned: Pinned, ext: Extraction, result: UnlearnResult, scenario: str,
-           timings: dict[str, float] | None = None) -> Evaluation:
+def assess(
+    ws: Workspace,
+    pinned: Pinned,
+    ext: Extraction,
+    result: UnlearnResult,
+    scenario: str,
+    timings: dict[str, float] | None = None,
+) -> Evaluation:
     s = ws.settings
-    splits = EvalSplits.build(ext.split.forget, ext.split.retain, ext.test, ext.heldout, ext.forget_classes, s.evaluation)
+    splits = EvalSplits.build(
+        ext.split.forget, ext.split.retain, ext.test, ext.heldout, ext.forget_classes, s.evaluation
+    )
     device = resolve_device(s.rfa.device)
-    original, unlearned = evaluate_many([pinned.model, result.model], splits, s.evaluation, device, timings)
-    return Evaluation(original, unlearned, evaluate_gates(scenario, original, unlearned, s.gates),
-                      evaluate_gates(scenario, original, original, s.gates))
+    original, unlearned = evaluate_many(
+        [pinned.model, result.model], splits, s.evaluation, device, timings
+    )
+    return Evaluation(
+        original,
+        unlearned,
+        evaluate_gates(scenario, original, unlearned, s.gates),
+        evaluate_gates(scenario, original, original, s.gates),
+    )
 
 
 def _request_facts(plan: BatchPlan, salt: str) -> list[dict]:
     out = []
     for r in plan.requests:
-        fact = {"id": r.id, "kind": r.kind, "received_at": r.received_at, "deadline": r.deadline, "n_samples": r.n_samples}
+        fact = {
+            "id": r.id,
+            "kind": r.kind,
+            "received_at": r.received_at,
+            "deadline": r.deadline,
+            "n_samples": r.n_samples,
+        }
         if r.request.kind == "subject":
             fact["subject_sha256"] = subject_digest(r.request.subject_id or "", salt)
         if r.request.kind == "class":
@@ -176,15 +240,29 @@ def record_failure(ws: Workspace, reg: Registry, plan: BatchPlan, ev: Evaluation
     import mlflow
 
     reg.activate()
-    with mlflow.start_run(experiment_id=reg.experiment_id(), run_name=f"{plan.batch_id}-gates-failed") as run:
-        mlflow.set_tags({"batch_id": plan.batch_id, "scenario": plan.scenario, "status": "gates_failed"})
-        mlflow.log_metrics({f"unlearned.{k}": v for k, v in ev.unlearned.items() if v is not None and v == v})
+    with mlflow.start_run(
+        experiment_id=reg.experiment_id(), run_name=f"{plan.batch_id}-gates-failed"
+    ) as run:
+        mlflow.set_tags(
+            {"batch_id": plan.batch_id, "scenario": plan.scenario, "status": "gates_failed"}
+        )
+        mlflow.log_metrics(
+            {f"unlearned.{k}": v for k, v in ev.unlearned.items() if v is not None and v == v}
+        )
         mlflow.log_dict(ev.gates_record(), "gates.json")
         return run.info.run_id
 
 
-def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: Extraction, result: UnlearnResult,
-            ev: Evaluation, timings: dict[str, float] | None = None) -> tuple[VersionRef, str]:
+def publish(
+    ws: Workspace,
+    reg: Registry,
+    plan: BatchPlan,
+    pinned: Pinned,
+    ext: Extraction,
+    result: UnlearnResult,
+    ev: Evaluation,
+    timings: dict[str, float] | None = None,
+) -> tuple[VersionRef, str]:
     """Commit the data snapshot without Df, register the unlearned version with its certificate,
     alias it `candidate`. A version that cannot be completed is deleted again."""
     s = ws.settings
@@ -193,53 +271,119 @@ def publish(ws: Workspace, reg: Registry, plan: BatchPlan, pinned: Pinned, ext: 
     erased = {**st.erased, **{i: plan.batch_id for i in ext.split.forget.ids.tolist()}}
     classes = {**st.forgotten_classes, **{str(c): plan.batch_id for c in ext.forget_classes}}
     with timed(timings, "snapshot"):
-        after = commit_snapshot(ws, st, ext.split.forget, erased, classes,
-                                f"{plan.batch_id}: erase {len(ext.split.forget)} samples ({plan.scenario} unlearning)")
+        after = commit_snapshot(
+            ws,
+            st,
+            ext.split.forget,
+            erased,
+            classes,
+            f"{plan.batch_id}: erase {len(ext.split.forget)} samples ({plan.scenario} unlearning)",
+        )
     digest = model_digest(result.model)
     name = s.registry.model_name
-    tags = {"kind": "unlearned", "status": "awaiting_approval", "batch_id": plan.batch_id, "scenario": plan.scenario,
-            "base_version": pinned.base.version, "data.before_rev": st.info.git_rev, "data.after_rev": after.git_rev,
-            "data.dvc_md5": after.dvc_md5, "data.dataset_sha256": after.dataset_sha256, "model_digest": digest,
-            "forget_manifest_sha256": ext.manifest_sha256, "gates_passed": str(ev.gates.passed).lower(),
-            "requests": ",".join(r.id for r in plan.requests), "code_version": code_version()}
+    tags = {
+        "kind": "unlearned",
+        "status": "awaiting_approval",
+        "batch_id": plan.batch_id,
+        "scenario": plan.scenario,
+        "base_version": pinned.base.version,
+        "data.before_rev": st.info.git_rev,
+        "data.after_rev": after.git_rev,
+        "data.dvc_md5": after.dvc_md5,
+        "data.dataset_sha256": after.dataset_sha256,
+        "model_digest": digest,
+        "forget_manifest_sha256": ext.manifest_sha256,
+        "gates_passed": str(ev.gates.passed).lower(),
+        "requests": ",".join(r.id for r in plan.requests),
+        "code_version": code_version(),
+    }
     from safetensors.torch import save as st_save
 
-    files = {"adapter.safetensors": st_save(result.adapter) if result.adapter else b"",
-             "forget_manifest.json": canonical_json(ext.manifest), "gates.json": canonical_json(ev.gates_record()),
-             "metrics.json": canonical_json({"original": ev.original, "unlearned": ev.unlearned, "history": result.history})}
-    params = {"method": METHOD, **{f"rfa.{k}": v for k, v in s.rfa.model_dump().items()},
-              **{f"lora.{k}": v for k, v in s.lora.model_dump().items()}}
-    metrics = {**{f"unlearned.{k}": v for k, v in ev.unlearned.items()}, **{f"original.{k}": v for k, v in ev.original.items()},
-               "unlearn_seconds": result.seconds, "trainable_fraction": result.trainable_fraction}
+    files = {
+        "adapter.safetensors": st_save(result.adapter) if result.adapter else b"",
+        "forget_manifest.json": canonical_json(ext.manifest),
+        "gates.json": canonical_json(ev.gates_record()),
+        "metrics.json": canonical_json(
+            {"original": ev.original, "unlearned": ev.unlearned, "history": result.history}
+        ),
+    }
+    params = {
+        "method": METHOD,
+        **{f"rfa.{k}": v for k, v in s.rfa.model_dump().items()},
+        **{f"lora.{k}": v for k, v in s.lora.model_dump().items()},
+    }
+    metrics = {
+        **{f"unlearned.{k}": v for k, v in ev.unlearned.items()},
+        **{f"original.{k}": v for k, v in ev.original.items()},
+        "unlearn_seconds": result.seconds,
+        "trainable_fraction": result.trainable_fraction,
+    }
     with timed(timings, "register"):
-        ref = reg.register(name, result.model, pinned.spec, files, metrics, params, tags, run_name=plan.batch_id,
-                           example=ext.test.x[:2])
+        ref = reg.register(
+            name,
+            result.model,
+            pinned.spec,
+            files,
+            metrics,
+            params,
+            tags,
+            run_name=plan.batch_id,
+            example=ext.test.x[:2],
+        )
     try:
         run_id = reg.resolve(name, ref.version).run_id
-        cert = build_certificate({
-            "batch": {"id": plan.batch_id, "scenario": plan.scenario, "created_at": utcnow()},
-            "requests": _request_facts(plan, ws.meta["subject_salt"]),
-            "forget_manifest": {"sha256": ext.manifest_sha256, "count": len(ext.split.forget)},
-            "data": {"before": st.info.to_dict(), "after": after.to_dict()},
-            "base_model": {"name": name, "version": pinned.base.version, "digest": model_digest(pinned.model)},
-            "unlearned_model": {"name": name, "version": ref.version, "digest": digest,
-                                "run_id": run_id},
-            "method": {"name": METHOD, "params": {"rfa": s.rfa.model_dump(mode="json"), "lora": s.lora.model_dump(mode="json")},
-                       "trainable_fraction": result.trainable_fraction, "steps": result.steps, "stop_reason": result.stop_reason, "device": result.device,
-                       "seconds": round(result.seconds, 3)},
-            "code": {"version": code_version(), "packages": package_versions()},
-            "evaluation": {"original": ev.original, "unlearned": ev.unlearned,
-                           "attacks": ["SVC(C=3, rbf) on true-class confidence / entropy / modified entropy; retain vs test",
-                                       "logistic regression on per-example cross-entropy, Df vs class-matched test, stratified k-fold"]},
-            "gates": ev.gates_record(),
-        })
+        cert = build_certificate(
+            {
+                "batch": {"id": plan.batch_id, "scenario": plan.scenario, "created_at": utcnow()},
+                "requests": _request_facts(plan, ws.meta["subject_salt"]),
+                "forget_manifest": {"sha256": ext.manifest_sha256, "count": len(ext.split.forget)},
+                "data": {"before": st.info.to_dict(), "after": after.to_dict()},
+                "base_model": {
+                    "name": name,
+                    "version": pinned.base.version,
+                    "digest": model_digest(pinned.model),
+                },
+                "unlearned_model": {
+                    "name": name,
+                    "version": ref.version,
+                    "digest": digest,
+                    "run_id": run_id,
+                },
+                "method": {
+                    "name": METHOD,
+                    "params": {
+                        "rfa": s.rfa.model_dump(mode="json"),
+                        "lora": s.lora.model_dump(mode="json"),
+                    },
+                    "trainable_fraction": result.trainable_fraction,
+                    "steps": result.steps,
+                    "stop_reason": result.stop_reason,
+                    "device": result.device,
+                    "seconds": round(result.seconds, 3),
+                },
+                "code": {"version": code_version(), "packages": package_versions()},
+                "evaluation": {
+                    "original": ev.original,
+                    "unlearned": ev.unlearned,
+                    "attacks": [
+                        "SVC(C=3, rbf) on true-class confidence / entropy / modified entropy; retain vs test",
+                        "logistic regression on per-example cross-entropy, Df vs class-matched test, stratified k-fold",
+                    ],
+                },
+                "gates": ev.gates_record(),
+            }
+        )
         cert_sha, sig = certificate_digest(cert), sign(cert, key)
-        reg.log_to_run(run_id, {"certificate.json": canonical_json(cert), "certificate.sig": sig.encode()})
+        reg.log_to_run(
+            run_id, {"certificate.json": canonical_json(cert), "certificate.sig": sig.encode()}
+        )
         reg.set_tags(ref, {"certificate_sha256": cert_sha, "certificate_signature": sig})
         cert_dir = ws.root / "audit" / "certificates" / name
         cert_dir.mkdir(parents=True, exist_ok=True)
         (cert_dir / f"v{ref.version}.json").write_bytes(canonical_json(cert))
-        commit_files(ws, [str(cert_dir / f"v{ref.version}.json")], f"{plan.batch_id}: certificate of {ref}")
+        commit_files(
+            ws, [str(cert_dir / f"v{ref.version}.json")], f"{plan.batch_id}: certificate of {ref}"
+        )
         reg.set_alias(ref, ALIAS_CANDIDATE)
     except Exception:
         reg.delete_version(ref)

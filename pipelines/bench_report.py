@@ -6,10 +6,21 @@ from collections import defaultdict
 
 import numpy as np
 
-COLUMNS = (("acc_df", "Acc(Df)"), ("acc_dr", "Acc(Dr)"), ("acc_dt", "Acc(Dt)"), ("acc_drt", "Acc(Drt)"),
-           ("acc_dft", "Acc(Dft)"), ("mia_efficacy", "MIA-eff."), ("loss_mia_auc", "loss-MIA AUC"),
-           ("probe_acc_dft", "probe Dft"), ("act_dist_dt", "act.dist Dt"), ("js_df", "JS Df"),
-           ("seconds", "seconds"), ("cpu_seconds", "CPU s"), ("trainable_fraction", "trainable"))
+COLUMNS = (
+    ("acc_df", "Acc(Df)"),
+    ("acc_dr", "Acc(Dr)"),
+    ("acc_dt", "Acc(Dt)"),
+    ("acc_drt", "Acc(Drt)"),
+    ("acc_dft", "Acc(Dft)"),
+    ("mia_efficacy", "MIA-eff."),
+    ("loss_mia_auc", "loss-MIA AUC"),
+    ("probe_acc_dft", "probe Dft"),
+    ("act_dist_dt", "act.dist Dt"),
+    ("js_df", "JS Df"),
+    ("seconds", "seconds"),
+    ("cpu_seconds", "CPU s"),
+    ("trainable_fraction", "trainable"),
+)
 
 
 def _ms(values: list) -> str:
@@ -23,15 +34,22 @@ def _ms(values: list) -> str:
 
 def avg_gap(rec: dict, oracle: dict) -> float:
     """Average absolute gap to Retrain over UA, RA, TA and MIA-efficacy (SalUn's summary)."""
-    pairs = [(100 - rec["acc_df"], 100 - oracle["acc_df"]), (rec["acc_dr"], oracle["acc_dr"]),
-             (rec["acc_dt"], oracle["acc_dt"]), (rec["mia_efficacy"], oracle["mia_efficacy"])]
+    pairs = [
+        (100 - rec["acc_df"], 100 - oracle["acc_df"]),
+        (rec["acc_dr"], oracle["acc_dr"]),
+        (rec["acc_dt"], oracle["acc_dt"]),
+        (rec["mia_efficacy"], oracle["mia_efficacy"]),
+    ]
     return float(np.mean([abs(a - b) for a, b in pairs]))
 
 
 def _ratios(recs: list[dict], ref: dict[int, dict], unit: str) -> list[float]:
     """recs' `unit` over the same seed's reference record's, where both were measured."""
-    return [r[unit] / ref[r["seed"]][unit] for r in recs
-            if r["seed"] in ref and r.get(unit) is not None and ref[r["seed"]].get(unit)]
+    return [
+        r[unit] / ref[r["seed"]][unit]
+        for r in recs
+        if r["seed"] in ref and r.get(unit) is not None and ref[r["seed"]].get(unit)
+    ]
 
 
 def summarise(result: dict) -> dict[str, dict]:
@@ -66,23 +84,46 @@ def targets(result: dict, rows: dict[str, dict]) -> list[tuple[str, bool | None,
     if "rfa" not in rows:
         return []
     r, o = rows["rfa"], rows.get("original", {})
-    mean = lambda xs: float(np.mean([x for x in xs if x is not None])) if xs and any(x is not None for x in xs) else None  # noqa: E731
+    mean = (
+        lambda xs: float(np.mean([x for x in xs if x is not None]))
+        if xs and any(x is not None for x in xs)
+        else None
+    )  # noqa: E731
     out: list[tuple[str, bool | None, str]] = []
     share = mean(r["trainable_fraction"])
-    out.append(("RFA trains ≤ 5 % of the parameters", share is not None and share <= 0.05, f"{100 * share:.2f} %"))
+    out.append(
+        (
+            "RFA trains ≤ 5 % of the parameters",
+            share is not None and share <= 0.05,
+            f"{100 * share:.2f} %",
+        )
+    )
     if result["config"]["scenario"] == "class":
         dft, drt, mia = mean(r["acc_dft"]), mean(r["acc_drt"]), mean(r["mia_efficacy"])
         out.append(("Acc(Dft) ≤ 1 %", dft is not None and dft <= 1, f"{dft:.2f}"))
-        out.append(("Acc(Drt) ≥ original − 1", drt is not None and drt >= mean(o["acc_drt"]) - 1,
-                    f"{drt:.2f} vs {mean(o['acc_drt']):.2f}" + _seeds(r["acc_drt"], "{:.2f}")))
+        out.append(
+            (
+                "Acc(Drt) ≥ original − 1",
+                drt is not None and drt >= mean(o["acc_drt"]) - 1,
+                f"{drt:.2f} vs {mean(o['acc_drt']):.2f}" + _seeds(r["acc_drt"], "{:.2f}"),
+            )
+        )
         out.append(("MIA-efficacy ≥ 95", mia is not None and mia >= 95, f"{mia:.2f}"))
         if "retrain" in rows:
             p, po = mean(r["probe_acc_dft"]), mean(rows["retrain"]["probe_acc_dft"])
             oracle_probe = dict(zip(rows["retrain"]["seed"], rows["retrain"]["probe_acc_dft"]))
-            diffs = [a - oracle_probe[s] for s, a in zip(r["seed"], r["probe_acc_dft"])
-                     if a is not None and oracle_probe.get(s) is not None]
-            out.append(("feature probe on Dft within 5 pt of the oracle's", abs(p - po) <= 5,
-                        f"{p:.2f} vs oracle {po:.2f}" + _seeds(diffs, "{:+.1f} pt")))
+            diffs = [
+                a - oracle_probe[s]
+                for s, a in zip(r["seed"], r["probe_acc_dft"])
+                if a is not None and oracle_probe.get(s) is not None
+            ]
+            out.append(
+                (
+                    "feature probe on Dft within 5 pt of the oracle's",
+                    abs(p - po) <= 5,
+                    f"{p:.2f} vs oracle {po:.2f}" + _seeds(diffs, "{:+.1f} pt"),
+                )
+            )
     else:
         if r["gap"]:
             g = mean(r["gap"])
@@ -91,16 +132,32 @@ def targets(result: dict, rows: dict[str, dict]) -> list[tuple[str, bool | None,
                 if rows.get(other, {}).get("gap"):
                     go = mean(rows[other]["gap"])
                     out.append((f"gap smaller than {other}'s", g < go, f"{g:.2f} vs {go:.2f}"))
-    others = {m: mean(row["gap"]) for m, row in rows.items() if m not in ("original", "retrain", "rfa") and row["gap"]}
+    others = {
+        m: mean(row["gap"])
+        for m, row in rows.items()
+        if m not in ("original", "retrain", "rfa") and row["gap"]
+    }
     if r["gap"] and others:
         g, best = mean(r["gap"]), min(others, key=others.get)
-        out.append(("gap to Retrain ≤ every baseline's", g <= others[best], f"{g:.2f} vs {best} {others[best]:.2f}"))
+        out.append(
+            (
+                "gap to Retrain ≤ every baseline's",
+                g <= others[best],
+                f"{g:.2f} vs {best} {others[best]:.2f}",
+            )
+        )
     # Not one of the issue's targets, a sanity row: on a base that barely memorises, leaving the
     # model untouched can already meet "gap ≤ 2.0" and beat baselines that damage Dr; this row
     # says whether RFA did better than doing nothing.
     if r["gap"] and o.get("gap"):
         g, go = mean(r["gap"]), mean(o["gap"])
-        out.append(("gap smaller than the untouched original's (did it forget?)", g < go, f"{g:.3f} vs {go:.3f}"))
+        out.append(
+            (
+                "gap smaller than the untouched original's (did it forget?)",
+                g < go,
+                f"{g:.3f} vs {go:.3f}",
+            )
+        )
     # Wall seconds are the target's measure; CPU seconds (same runs) are shown beside them because
     # on a shared machine the wall ratio also measures how the load changed between two runs.
     for key, unit in (("t", ""), ("c", ", CPU seconds")):
@@ -108,8 +165,13 @@ def targets(result: dict, rows: dict[str, dict]) -> list[tuple[str, bool | None,
             ratios = r[f"{key}_{ref}"]
             if ratios:
                 t = mean(ratios)
-                out.append((f"time ≤ {100 * limit:.0f} % of {name}'s{unit}", t <= limit,
-                            f"{100 * t:.2f} %" + _seeds(ratios, "{:.1f} %", 100)))
+                out.append(
+                    (
+                        f"time ≤ {100 * limit:.0f} % of {name}'s{unit}",
+                        t <= limit,
+                        f"{100 * t:.2f} %" + _seeds(ratios, "{:.1f} %", 100),
+                    )
+                )
     return out
 
 
@@ -117,27 +179,58 @@ def render_markdown(result: dict, notes: str = "") -> str:
     """The table, the targets and, when given, notes (what was tried for a missed target)."""
     cfg = result["config"]
     rows = summarise(result)
-    what = f"class {cfg['forget_class']}" if cfg["scenario"] == "class" else f"{100 * cfg['fraction']:.0f} % random samples"
-    lines = [f"# {cfg['dataset']} / {cfg['model']} — {what}", "",
-             (f"Seeds {cfg['seeds']}, device {cfg['device']} ({cfg['torch_threads']} threads). Mean ± std over seeds; "
-              "accuracies, MIA-efficacy and the probe in percent. Gap = mean |Δ| to Retrain over UA, RA, TA, MIA-efficacy. "
-              "Time ratios use the same seed's Retrain and FT; wall seconds, and CPU seconds of the "
-              "process (load-independent) where recorded."), ""]
-    header = ["method"] + [label for _, label in COLUMNS] + ["gap to Retrain", "time / Retrain", "time / FT",
-                                                              "CPU / Retrain", "CPU / FT"]
+    what = (
+        f"class {cfg['forget_class']}"
+        if cfg["scenario"] == "class"
+        else f"{100 * cfg['fraction']:.0f} % random samples"
+    )
+    lines = [
+        f"# {cfg['dataset']} / {cfg['model']} — {what}",
+        "",
+        (
+            f"Seeds {cfg['seeds']}, device {cfg['device']} ({cfg['torch_threads']} threads). Mean ± std over seeds; "
+            "accuracies, MIA-efficacy and the probe in percent. Gap = mean |Δ| to Retrain over UA, RA, TA, MIA-efficacy. "
+            "Time ratios use the same seed's Retrain and FT; wall seconds, and CPU seconds of the "
+            "process (load-independent) where recorded."
+        ),
+        "",
+    ]
+    header = (
+        ["method"]
+        + [label for _, label in COLUMNS]
+        + ["gap to Retrain", "time / Retrain", "time / FT", "CPU / Retrain", "CPU / FT"]
+    )
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    order = ["original", "retrain", "rfa"] + sorted(m for m in rows if m not in ("original", "retrain", "rfa"))
+    order = ["original", "retrain", "rfa"] + sorted(
+        m for m in rows if m not in ("original", "retrain", "rfa")
+    )
     for m in [m for m in order if m in rows]:
         r = rows[m]
-        cells = [m + (f" ({r['diverged']} diverged)" if r["diverged"] else "")] + [_ms(r[k]) for k, _ in COLUMNS] + [_ms(r[k]) for k in ("gap", "t_retrain", "t_ft", "c_retrain", "c_ft")]
+        cells = (
+            [m + (f" ({r['diverged']} diverged)" if r["diverged"] else "")]
+            + [_ms(r[k]) for k, _ in COLUMNS]
+            + [_ms(r[k]) for k in ("gap", "t_retrain", "t_ft", "c_retrain", "c_ft")]
+        )
         lines.append("| " + " | ".join(cells) + " |")
     if cfg.get("lr_chosen"):
-        lines += ["", "Baseline learning rates chosen from the grid (closest to Retrain): " +
-                  ", ".join(f"{k} = {v}" for k, v in sorted(cfg["lr_chosen"].items()))]
+        lines += [
+            "",
+            "Baseline learning rates chosen from the grid (closest to Retrain): "
+            + ", ".join(f"{k} = {v}" for k, v in sorted(cfg["lr_chosen"].items())),
+        ]
     t = targets(result, rows)
     if t:
-        lines += ["", "## Targets (issue 3) for RFA", "", "| target | met | measured |", "|---|---|---|"]
-        lines += [f"| {name} | {'yes' if ok else 'MISSED' if ok is False else '–'} | {val} |" for name, ok, val in t]
+        lines += [
+            "",
+            "## Targets (issue 3) for RFA",
+            "",
+            "| target | met | measured |",
+            "|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {'yes' if ok else 'MISSED' if ok is False else '–'} | {val} |"
+            for name, ok, val in t
+        ]
     if notes.strip():
         lines += ["", "## Notes", "", notes.strip()]
     return "\n".join(lines) + "\n"
@@ -170,15 +263,22 @@ def merge_results(results: list[tuple[str, dict]]) -> dict:
         cfg = res["config"]
         differs = sorted(k for k in set(base) | (set(cfg) - _PER_RUN) if cfg.get(k) != base.get(k))
         if differs:
-            raise MergeError(f"{label} was run with another configuration than {first_label} "
-                             f"(differs in {', '.join(differs)}); merge only runs of one configuration")
+            raise MergeError(
+                f"{label} was run with another configuration than {first_label} "
+                f"(differs in {', '.join(differs)}); merge only runs of one configuration"
+            )
         for r in res["records"]:
             key = (r["method"], r["seed"])
             if key in seen:
-                raise MergeError(f"{label} repeats method {key[0]!r} for seed {key[1]}; each seed may come from one run only")
+                raise MergeError(
+                    f"{label} repeats method {key[0]!r} for seed {key[1]}; each seed may come from one run only"
+                )
             seen.add(key)
             records.append(r)
         seeds += [s for s in cfg["seeds"] if s not in seeds]
         chosen |= cfg.get("lr_chosen", {})
     records.sort(key=lambda r: r["seed"])  # stable: each seed keeps its run's method order
-    return {"config": {**first["config"], "seeds": sorted(seeds), "lr_chosen": chosen}, "records": records}
+    return {
+        "config": {**first["config"], "seeds": sorted(seeds), "lr_chosen": chosen},
+        "records": records,
+    }

@@ -15,14 +15,20 @@ from rich.table import Table
 
 from pipelines.env import quiet_environment
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
-                  help="Certified machine unlearning: requests -> RFA-LoRA unlearning -> gates -> registry -> review -> audit.")
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    no_args_is_help=True,
+    help="Certified machine unlearning: requests -> RFA-LoRA unlearning -> gates -> registry -> review -> audit.",
+)
 request_app = typer.Typer(no_args_is_help=True, help="Submit and list deletion requests.")
 batch_app = typer.Typer(no_args_is_help=True, help="Run a deletion batch (Prefect flow).")
 review_app = typer.Typer(no_args_is_help=True, help="Approve or reject a candidate model version.")
 audit_app = typer.Typer(no_args_is_help=True, help="Trace lineage and verify certificates.")
 model_app = typer.Typer(no_args_is_help=True, help="Bring an existing model into the workspace.")
-data_app = typer.Typer(no_args_is_help=True, help="Look at the training snapshot the champion stands on.")
+data_app = typer.Typer(
+    no_args_is_help=True, help="Look at the training snapshot the champion stands on."
+)
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(request_app, name="request")
@@ -36,7 +42,14 @@ _state: dict[str, Optional[Path]] = {"workspace": None}
 
 
 @app.callback()
-def _root(workspace: Optional[Path] = typer.Option(None, "--workspace", "-w", help="Workspace directory (default: found from the current directory).")) -> None:
+def _root(
+    workspace: Optional[Path] = typer.Option(
+        None,
+        "--workspace",
+        "-w",
+        help="Workspace directory (default: found from the current directory).",
+    ),
+) -> None:
     _state["workspace"] = workspace
 
 
@@ -55,44 +68,73 @@ def _reg(ws):
 
 
 @app.command()
-def init(directory: Path = typer.Argument(..., help="New workspace directory."),
-         params: Optional[Path] = typer.Option(None, help="params.yaml to use (default: the project's)."),
-         remote: Optional[Path] = typer.Option(None, help="DVC remote directory (default: inside .unlearn/).")) -> None:
+def init(
+    directory: Path = typer.Argument(..., help="New workspace directory."),
+    params: Optional[Path] = typer.Option(
+        None, help="params.yaml to use (default: the project's)."
+    ),
+    remote: Optional[Path] = typer.Option(
+        None, help="DVC remote directory (default: inside .unlearn/)."
+    ),
+) -> None:
     """Create a workspace: git + DVC repo with a local remote, raw data snapshot, request store."""
     from pipelines.workspace import init_workspace
 
     ws = init_workspace(directory, params, remote)
-    out.print(f"workspace ready at {ws.root} (data snapshot {ws.git('rev-parse', '--short', 'HEAD')}); next: cd there and run `dvc repro` or `unlearn train`")
+    out.print(
+        f"workspace ready at {ws.root} (data snapshot {ws.git('rev-parse', '--short', 'HEAD')}); next: cd there and run `dvc repro` or `unlearn train`"
+    )
 
 
 @app.command()
-def train(replace_champion: bool = typer.Option(False, help="Register a new base model even if a champion exists.")) -> None:
+def train(
+    replace_champion: bool = typer.Option(
+        False, help="Register a new base model even if a champion exists."
+    ),
+) -> None:
     """Train the base model on the committed snapshot and register it as champion (dvc.yaml's train_base stage)."""
     from pipelines.base import train_base
 
     ref, metrics = train_base(_ws(), replace_champion)
-    out.print(f"registered {ref} as champion: train {metrics['acc_train']:.2f}%  test {metrics['acc_test']:.2f}%")
+    out.print(
+        f"registered {ref} as champion: train {metrics['acc_train']:.2f}%  test {metrics['acc_test']:.2f}%"
+    )
 
 
 @model_app.command("import")
-def model_import(checkpoint: Optional[Path] = typer.Option(None, help="State dict (.pt/.pth/.th, read weights-only) or .safetensors file."),
-                 uri: Optional[str] = typer.Option(None, help="MLflow model URI: models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/PATH."),
-                 tracking_uri: Optional[str] = typer.Option(None, help="Tracking server holding --uri (default: the workspace's)."),
-                 trained_on: str = typer.Option("train-files", help="What the model was trained on: train-files (every training "
-                                                "file of the data source) or train-split (only this workspace's train split)."),
-                 replace_champion: bool = typer.Option(False, help="Register it even if a champion exists.")) -> None:
+def model_import(
+    checkpoint: Optional[Path] = typer.Option(
+        None, help="State dict (.pt/.pth/.th, read weights-only) or .safetensors file."
+    ),
+    uri: Optional[str] = typer.Option(
+        None, help="MLflow model URI: models:/NAME@ALIAS, models:/NAME/VERSION or runs:/ID/PATH."
+    ),
+    tracking_uri: Optional[str] = typer.Option(
+        None, help="Tracking server holding --uri (default: the workspace's)."
+    ),
+    trained_on: str = typer.Option(
+        "train-files",
+        help="What the model was trained on: train-files (every training "
+        "file of the data source) or train-split (only this workspace's train split).",
+    ),
+    replace_champion: bool = typer.Option(False, help="Register it even if a champion exists."),
+) -> None:
     """Register a pre-trained model as champion, without training; architecture from params.yaml's model section."""
     from pipelines.importer import import_model
 
     ref, facts = import_model(_ws(), checkpoint, uri, tracking_uri, trained_on, replace_champion)
-    out.print(f"imported {facts.get('source.uri') or facts.get('source.file')} as {ref} (champion): "
-              f"test {facts['acc_test']:.2f}%  heldout {facts['acc_heldout']:.2f}%  train sample {facts['acc_train_sample']:.2f}%")
+    out.print(
+        f"imported {facts.get('source.uri') or facts.get('source.file')} as {ref} (champion): "
+        f"test {facts['acc_test']:.2f}%  heldout {facts['acc_heldout']:.2f}%  train sample {facts['acc_train_sample']:.2f}%"
+    )
 
 
 @data_app.command("ids")
-def data_ids(class_label: Optional[int] = typer.Option(None, "--class", help="Only this class."),
-             random: Optional[int] = typer.Option(None, help="A seeded random draw of this many ids."),
-             seed: int = typer.Option(0, help="Seed of the --random draw.")) -> None:
+def data_ids(
+    class_label: Optional[int] = typer.Option(None, "--class", help="Only this class."),
+    random: Optional[int] = typer.Option(None, help="A seeded random draw of this many ids."),
+    seed: int = typer.Option(0, help="Seed of the --random draw."),
+) -> None:
     """Print training sample ids of the current snapshot, comma-separated (for `request submit --samples`)."""
     import numpy as np
 
@@ -108,15 +150,23 @@ def data_ids(class_label: Optional[int] = typer.Option(None, "--class", help="On
 
 
 @request_app.command("submit")
-def request_submit(samples: Optional[str] = typer.Option(None, help="Comma-separated sample ids."),
-                   class_label: Optional[int] = typer.Option(None, "--class", help="Forget this whole class."),
-                   subject: Optional[str] = typer.Option(None, help="Forget every sample of this subject."),
-                   mapping: Optional[Path] = typer.Option(None, help="Subject -> sample ids JSON (default: the snapshot's data/subjects.json).")) -> None:
+def request_submit(
+    samples: Optional[str] = typer.Option(None, help="Comma-separated sample ids."),
+    class_label: Optional[int] = typer.Option(None, "--class", help="Forget this whole class."),
+    subject: Optional[str] = typer.Option(None, help="Forget every sample of this subject."),
+    mapping: Optional[Path] = typer.Option(
+        None, help="Subject -> sample ids JSON (default: the snapshot's data/subjects.json)."
+    ),
+) -> None:
     """Validate, deduplicate and store a deletion request as pending."""
     from components.requests import RequestError
     from pipelines.intake import submit
 
-    kinds = [k for k, v in (("samples", samples), ("class", class_label), ("subject", subject)) if v is not None]
+    kinds = [
+        k
+        for k, v in (("samples", samples), ("class", class_label), ("subject", subject))
+        if v is not None
+    ]
     if len(kinds) != 1:
         raise RequestError("give exactly one of --samples, --class or --subject")
     raw = {"kind": kinds[0]}
@@ -128,12 +178,16 @@ def request_submit(samples: Optional[str] = typer.Option(None, help="Comma-separ
         raw["subject_id"] = subject
     stored, created, n = submit(_ws(), raw, mapping)
     word = "stored" if created else "already known as"
-    out.print(f"{word} {stored.id} ({stored.kind}, {n} samples, status {stored.status}, deadline {stored.deadline[:10]})")
+    out.print(
+        f"{word} {stored.id} ({stored.kind}, {n} samples, status {stored.status}, deadline {stored.deadline[:10]})"
+    )
 
 
 @request_app.command("list")
-def request_list(status: Optional[str] = typer.Option(None, help="Only this status."),
-                 as_json: bool = typer.Option(False, "--json", help="One JSON object per line.")) -> None:
+def request_list(
+    status: Optional[str] = typer.Option(None, help="Only this status."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
     """Show requests with their status and reason."""
     from pipelines.store import RequestStore, payload_summary, to_json
 
@@ -148,7 +202,16 @@ def request_list(status: Optional[str] = typer.Option(None, help="Only this stat
         t.add_column(col, no_wrap=col in ("id", "status", "deadline"))
     t.add_column("reason", overflow="fold")
     for r in rows:
-        t.add_row(r.id, r.kind, payload_summary(r), str(r.n_samples), r.status, r.deadline[:10], r.model_version, r.reason[:80])
+        t.add_row(
+            r.id,
+            r.kind,
+            payload_summary(r),
+            str(r.n_samples),
+            r.status,
+            r.deadline[:10],
+            r.model_version,
+            r.reason[:80],
+        )
     out.print(t)
 
 
@@ -160,14 +223,20 @@ def _print_outcome(o) -> None:
         return
     out.print(gate_table(o))
     if o.status == "awaiting_approval":
-        out.print(f"{o.batch_id}: candidate version {o.model_version}, certificate {o.certificate_sha256[:16]}...; "
-                  f"review with `unlearn review approve MODEL {o.model_version} --reviewer NAME`")
+        out.print(
+            f"{o.batch_id}: candidate version {o.model_version}, certificate {o.certificate_sha256[:16]}...; "
+            f"review with `unlearn review approve MODEL {o.model_version} --reviewer NAME`"
+        )
     else:
         out.print(f"{o.batch_id}: {o.reason}; requests are pending again")
 
 
 @batch_app.command("run")
-def batch_run(as_json: bool = typer.Option(False, "--json", help="Print the outcome (metrics, gates, timings) as JSON.")) -> None:
+def batch_run(
+    as_json: bool = typer.Option(
+        False, "--json", help="Print the outcome (metrics, gates, timings) as JSON."
+    ),
+) -> None:
     """Run one deletion batch over the pending requests (class requests first)."""
     import dataclasses
 
@@ -192,8 +261,14 @@ def batch_run(as_json: bool = typer.Option(False, "--json", help="Print the outc
 
 
 @review_app.command("approve")
-def review_approve(model: str, version: str, reviewer: str = typer.Option(..., help="Who approves."),
-                   certificate: Optional[str] = typer.Option(None, help="The certificate sha256 you reviewed (must match).")) -> None:
+def review_approve(
+    model: str,
+    version: str,
+    reviewer: str = typer.Option(..., help="Who approves."),
+    certificate: Optional[str] = typer.Option(
+        None, help="The certificate sha256 you reviewed (must match)."
+    ),
+) -> None:
     """Approve a candidate: moves `champion` only if its certificate verifies."""
     from pipelines.review import approve
 
@@ -203,7 +278,9 @@ def review_approve(model: str, version: str, reviewer: str = typer.Option(..., h
 
 
 @review_app.command("reject")
-def review_reject(model: str, version: str, reviewer: str = typer.Option(...), reason: str = typer.Option(...)) -> None:
+def review_reject(
+    model: str, version: str, reviewer: str = typer.Option(...), reason: str = typer.Option(...)
+) -> None:
     """Reject a candidate: its requests return to pending with the reason."""
     from pipelines.review import reject
 
@@ -213,8 +290,10 @@ def review_reject(model: str, version: str, reviewer: str = typer.Option(...), r
 
 
 @audit_app.command("trace")
-def audit_trace(ref: str = typer.Argument(..., help="MODEL@ALIAS or MODEL/VERSION"),
-                as_json: bool = typer.Option(False, "--json")) -> None:
+def audit_trace(
+    ref: str = typer.Argument(..., help="MODEL@ALIAS or MODEL/VERSION"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
     """Print the lineage chain: requests, manifest, data snapshots, base version, code, gates, reviewer."""
     from pipelines.audit import trace
     from pipelines.registry import parse_ref
@@ -245,10 +324,16 @@ def audit_verify(model: str, version: str) -> None:
 
 
 @app.command()
-def demo(workspace: Optional[Path] = typer.Option(None, help="Workspace directory (default: a new temporary one)."),
-         summary: Optional[Path] = typer.Option(None, help="Write the summary JSON here."),
-         forget_class: int = typer.Option(0, help="Class forgotten by the first batch."),
-         sample_fraction: float = typer.Option(0.05, help="Share of the remaining samples forgotten by the second batch.")) -> None:
+def demo(
+    workspace: Optional[Path] = typer.Option(
+        None, help="Workspace directory (default: a new temporary one)."
+    ),
+    summary: Optional[Path] = typer.Option(None, help="Write the summary JSON here."),
+    forget_class: int = typer.Option(0, help="Class forgotten by the first batch."),
+    sample_fraction: float = typer.Option(
+        0.05, help="Share of the remaining samples forgotten by the second batch."
+    ),
+) -> None:
     """End to end on the embedded digits data: base model, a class batch, a sample batch, approvals, trace, verify."""
     from pipelines.demo import run_demo
 
@@ -258,20 +343,38 @@ def demo(workspace: Optional[Path] = typer.Option(None, help="Workspace director
 
 
 @app.command()
-def bench(dataset: str = typer.Option("digits", help="digits | fashion_mnist | cifar10"),
-          data_dir: Optional[Path] = typer.Option(None, help="Folder with train*.npz / test.npz (fashion_mnist, cifar10)."),
-          model: str = typer.Option("small_cnn", help="small_cnn | resnet20 | resnet32 (pre-trained checkpoint) | resnet18 | vit (trained here; GPU advised)"),
-          checkpoint: Optional[Path] = typer.Option(None, help="Pre-trained checkpoint (resnet20/32)."),
-          scenario: str = typer.Option("class", help="class | sample"),
-          forget_class: int = typer.Option(0, help="Class forgotten (class scenario)."),
-          fraction: float = typer.Option(0.1, help="Share of D forgotten at random (sample scenario)."),
-          seeds: str = typer.Option("0", help="Comma-separated seeds: each fixes the forget set and the training randomness."),
-          methods: str = typer.Option("rfa,ft,neggrad,rl,salun,scrub,retrain"),
-          out_dir: Path = typer.Option(Path("benchmarks/results/run"), "--out", help="Output folder for results.json / results.md."),
-          params: Path = typer.Option(Path("params.yaml"), help="params.yaml with the rfa / lora / train settings."),
-          oracle_epochs: Optional[int] = typer.Option(None, help="Epochs of the Retrain oracle (default: train.epochs)."),
-          oracle_precision: Optional[str] = typer.Option(None, help="fp32 | bf16 for the Retrain oracle (default: train.precision; "
-                                                         "bf16 needs AMX / AVX512-BF16 on CPU).")) -> None:
+def bench(
+    dataset: str = typer.Option("digits", help="digits | fashion_mnist | cifar10"),
+    data_dir: Optional[Path] = typer.Option(
+        None, help="Folder with train*.npz / test.npz (fashion_mnist, cifar10)."
+    ),
+    model: str = typer.Option(
+        "small_cnn",
+        help="small_cnn | resnet20 | resnet32 (pre-trained checkpoint) | resnet18 | vit (trained here; GPU advised)",
+    ),
+    checkpoint: Optional[Path] = typer.Option(None, help="Pre-trained checkpoint (resnet20/32)."),
+    scenario: str = typer.Option("class", help="class | sample"),
+    forget_class: int = typer.Option(0, help="Class forgotten (class scenario)."),
+    fraction: float = typer.Option(0.1, help="Share of D forgotten at random (sample scenario)."),
+    seeds: str = typer.Option(
+        "0", help="Comma-separated seeds: each fixes the forget set and the training randomness."
+    ),
+    methods: str = typer.Option("rfa,ft,neggrad,rl,salun,scrub,retrain"),
+    out_dir: Path = typer.Option(
+        Path("benchmarks/results/run"), "--out", help="Output folder for results.json / results.md."
+    ),
+    params: Path = typer.Option(
+        Path("params.yaml"), help="params.yaml with the rfa / lora / train settings."
+    ),
+    oracle_epochs: Optional[int] = typer.Option(
+        None, help="Epochs of the Retrain oracle (default: train.epochs)."
+    ),
+    oracle_precision: Optional[str] = typer.Option(
+        None,
+        help="fp32 | bf16 for the Retrain oracle (default: train.precision; "
+        "bf16 needs AMX / AVX512-BF16 on CPU).",
+    ),
+) -> None:
     """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
     from components.methods import METHODS
     from components.runtime import TRAIN_PRECISIONS
@@ -287,18 +390,34 @@ def bench(dataset: str = typer.Option("digits", help="digits | fashion_mnist | c
     if unknown:
         raise typer.BadParameter(f"unknown methods {unknown}; known: {sorted(METHODS)}")
     quiet_environment()
-    result = run_bench(dataset, str(data_dir) if data_dir else None, model, str(checkpoint) if checkpoint else None,
-                       scenario, forget_class if scenario == "class" else None, fraction if scenario == "sample" else None,
-                       [int(s) for s in seeds.split(",")], names, out_dir, Path(".cache") / "bench", load_settings(params),
-                       out, oracle_epochs, oracle_precision)
+    result = run_bench(
+        dataset,
+        str(data_dir) if data_dir else None,
+        model,
+        str(checkpoint) if checkpoint else None,
+        scenario,
+        forget_class if scenario == "class" else None,
+        fraction if scenario == "sample" else None,
+        [int(s) for s in seeds.split(",")],
+        names,
+        out_dir,
+        Path(".cache") / "bench",
+        load_settings(params),
+        out,
+        oracle_epochs,
+        oracle_precision,
+    )
     typer.echo((out_dir / "results.md").read_text())
     out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
 
 
 @app.command("bench-report")
-def bench_report(out_dir: Path = typer.Argument(..., help="A bench output folder (with results.json)."),
-                 notes: Optional[Path] = typer.Option(None, help="Markdown appended as the Notes section: "
-                                                                  "what was tried for a missed target.")) -> None:
+def bench_report(
+    out_dir: Path = typer.Argument(..., help="A bench output folder (with results.json)."),
+    notes: Optional[Path] = typer.Option(
+        None, help="Markdown appended as the Notes section: what was tried for a missed target."
+    ),
+) -> None:
     """Re-render results.md from results.json (e.g. after writing the notes of a run)."""
     import json
 
@@ -313,9 +432,13 @@ def bench_report(out_dir: Path = typer.Argument(..., help="A bench output folder
 
 
 @app.command("bench-merge")
-def bench_merge(out_dir: Path = typer.Argument(..., help="Folder for the merged results.json / results.md."),
-                runs: list[Path] = typer.Argument(..., help="Bench output folders of one configuration, other seeds."),
-                notes: Optional[Path] = typer.Option(None, help="Markdown appended as the Notes section.")) -> None:
+def bench_merge(
+    out_dir: Path = typer.Argument(..., help="Folder for the merged results.json / results.md."),
+    runs: list[Path] = typer.Argument(
+        ..., help="Bench output folders of one configuration, other seeds."
+    ),
+    notes: Optional[Path] = typer.Option(None, help="Markdown appended as the Notes section."),
+) -> None:
     """Merge bench runs that covered different seeds of one configuration into one table."""
     import json
 
@@ -353,8 +476,19 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.review import ReviewError
     from pipelines.workspace import WorkspaceError
 
-    return (CliError, CertificateError, DataError, ForgetSetError, ModelError, RequestError, SettingsError, BatchError,
-            RegistryError, ReviewError, WorkspaceError)
+    return (
+        CliError,
+        CertificateError,
+        DataError,
+        ForgetSetError,
+        ModelError,
+        RequestError,
+        SettingsError,
+        BatchError,
+        RegistryError,
+        ReviewError,
+        WorkspaceError,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,13 +28,24 @@ def reproduce_base(ws) -> None:
     from pipelines.snapshot import commit_files
     from pipelines.workspace import WorkspaceError
 
-    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    proc = subprocess.run([sys.executable, "-m", "dvc", "repro", "train_base"], cwd=ws.root, env=env,
-                          capture_output=True, text=True)
+    env = dict(
+        os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "dvc", "repro", "train_base"],
+        cwd=ws.root,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
         raise WorkspaceError(f"dvc repro train_base failed: {' | '.join(tail)}")
-    commit_files(ws, ["dvc.lock", "reports/base_metrics.json"], "train_base: base model trained and registered")
+    commit_files(
+        ws,
+        ["dvc.lock", "reports/base_metrics.json"],
+        "train_base: base model trained and registered",
+    )
 
 
 def _pick_sample_requests(ws, forgotten: int, fraction: float, seed: int = 0) -> list[dict]:
@@ -47,25 +58,43 @@ def _pick_sample_requests(ws, forgotten: int, fraction: float, seed: int = 0) ->
     eligible = st.train.ids[st.train.y != forgotten]
     label = dict(zip(st.train.ids.tolist(), st.train.y.tolist()))
     present = set(eligible.tolist())
-    subject = next(s for s in sorted(st.subjects) if st.subjects[s] and all(i in present for i in st.subjects[s]))
+    subject = next(
+        s
+        for s in sorted(st.subjects)
+        if st.subjects[s] and all(i in present for i in st.subjects[s])
+    )
     taken = set(st.subjects[subject])
     n = max(1, int(round(fraction * len(st.train)))) - len(taken)
     rest = rng.choice(np.array(sorted(present - taken)), size=max(1, n), replace=False)
     assert all(label[i] != forgotten for i in rest)
-    return [{"kind": "subject", "subject_id": subject}, {"kind": "samples", "sample_ids": sorted(rest.tolist())}]
+    return [
+        {"kind": "subject", "subject_id": subject},
+        {"kind": "samples", "sample_ids": sorted(rest.tolist())},
+    ]
 
 
 def _batch_summary(name: str, outcome) -> dict:
-    row = {"scenario": outcome.scenario, "model_name": name, "model_version": outcome.model_version,
-           **{k: outcome.unlearned.get(k) for k in METRIC_KEYS},
-           "gates_passed": bool(outcome.gates.get("passed")), "certificate_sha256": outcome.certificate_sha256,
-           "base": {k: outcome.original.get(k) for k in METRIC_KEYS}, "status": outcome.status,
-           "gates": outcome.gates.get("gates", [])}
+    row = {
+        "scenario": outcome.scenario,
+        "model_name": name,
+        "model_version": outcome.model_version,
+        **{k: outcome.unlearned.get(k) for k in METRIC_KEYS},
+        "gates_passed": bool(outcome.gates.get("passed")),
+        "certificate_sha256": outcome.certificate_sha256,
+        "base": {k: outcome.original.get(k) for k in METRIC_KEYS},
+        "status": outcome.status,
+        "gates": outcome.gates.get("gates", []),
+    }
     return row
 
 
-def run_demo(workspace: Path | None, summary: Path | None, forget_class: int, sample_fraction: float,
-             console: Console) -> dict:
+def run_demo(
+    workspace: Path | None,
+    summary: Path | None,
+    forget_class: int,
+    sample_fraction: float,
+    console: Console,
+) -> dict:
     t0 = time.perf_counter()
     root = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="unlearn-demo-"))
     quiet_environment(root / ".unlearn" / "prefect")
@@ -85,6 +114,7 @@ def run_demo(workspace: Path | None, summary: Path | None, forget_class: int, sa
     from pipelines.intake import submit
     from pipelines.report import gate_table, print_trace
     from pipelines.review import approve
+
     name = ws.settings.registry.model_name
     console.print(f"workspace {ws.root}")
     with console.status("training the base model (dvc repro train_base)"):
@@ -94,8 +124,10 @@ def run_demo(workspace: Path | None, summary: Path | None, forget_class: int, sa
 
     batches = []
     # The sample batch's requests are drawn after the class batch, from the snapshot it left.
-    schedule = [("class", lambda: [{"kind": "class", "class_label": forget_class}]),
-                ("sample", lambda: _pick_sample_requests(ws, forget_class, sample_fraction))]
+    schedule = [
+        ("class", lambda: [{"kind": "class", "class_label": forget_class}]),
+        ("sample", lambda: _pick_sample_requests(ws, forget_class, sample_fraction)),
+    ]
     for scenario, make_requests in schedule:
         for raw in make_requests():
             stored, _, n = submit(ws, raw)
@@ -117,11 +149,25 @@ def run_demo(workspace: Path | None, summary: Path | None, forget_class: int, sa
         if b["model_version"]:
             rep = verify(ws, reg, name, b["model_version"])
             verified[b["model_version"]] = rep.ok
-            console.print(f"verify {name}/{b['model_version']}: {'ok' if rep.ok else 'FAILED: ' + '; '.join(rep.problems)} ({len(rep.checks)} checks)")
-    ok = len(batches) == 2 and all(b["gates_passed"] for b in batches) and all(verified.values()) and len(verified) == 2
-    result = {"ok": ok, "workspace": str(ws.root), "batches": batches, "verified": verified,
-              "seconds": round(time.perf_counter() - t0, 2)}
+            console.print(
+                f"verify {name}/{b['model_version']}: {'ok' if rep.ok else 'FAILED: ' + '; '.join(rep.problems)} ({len(rep.checks)} checks)"
+            )
+    ok = (
+        len(batches) == 2
+        and all(b["gates_passed"] for b in batches)
+        and all(verified.values())
+        and len(verified) == 2
+    )
+    result = {
+        "ok": ok,
+        "workspace": str(ws.root),
+        "batches": batches,
+        "verified": verified,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     if summary:
         Path(summary).write_text(json.dumps(result, indent=1) + "\n")
-    console.print(f"demo {'passed' if ok else 'FAILED'} in {result['seconds']:.1f} s; workspace kept at {ws.root}")
+    console.print(
+        f"demo {'passed' if ok else 'FAILED'} in {result['seconds']:.1f} s; workspace kept at {ws.root}"
+    )
     return result

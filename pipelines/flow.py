@@ -22,7 +22,7 @@ from pipelines.workspace import Workspace
 
 @dataclass
 class BatchOutcome:
-    status: str                                  # nothing_pending | awaiting_approval | gates_failed
+    status: str  # nothing_pending | awaiting_approval | gates_failed
     batch_id: str = ""
     scenario: str = ""
     model_version: str = ""
@@ -31,7 +31,7 @@ class BatchOutcome:
     original: dict = field(default_factory=dict)
     unlearned: dict = field(default_factory=dict)
     gates: dict = field(default_factory=dict)
-    seconds: float = 0.0                         # the unlearning step (RFA) alone
+    seconds: float = 0.0  # the unlearning step (RFA) alone
     timings: dict = field(default_factory=dict)  # wall seconds per stage of the whole batch
 
 
@@ -49,8 +49,13 @@ def unlearn_task(ws: Workspace, pinned, ext, scenario: str):
 
     def progress(step: int, total: int, values: dict[str, float]) -> None:
         if step == total or step % max(1, total // 4) == 0:
-            logger.info("RFA step %d/%d  retain-loss %.4f  forget-loss %.4f", step, total,
-                        values.get("loss_retain", 0.0), values.get("loss_forget", 0.0))
+            logger.info(
+                "RFA step %d/%d  retain-loss %.4f  forget-loss %.4f",
+                step,
+                total,
+                values.get("loss_retain", 0.0),
+                values.get("loss_forget", 0.0),
+            )
 
     return steps.unlearn(ws, pinned, ext, scenario, progress)
 
@@ -73,8 +78,16 @@ def deletion_batch(workspace: str) -> BatchOutcome:
                 result = unlearn_task(ws, pinned, ext, plan.scenario)
             with timed(t, "evaluate"):
                 ev = assess_task(ws, pinned, ext, result, plan.scenario, t)
-            outcome = BatchOutcome("", plan.batch_id, plan.scenario, original=ev.original, unlearned=ev.unlearned,
-                                   gates=ev.gates_record(), seconds=result.seconds, timings=t)
+            outcome = BatchOutcome(
+                "",
+                plan.batch_id,
+                plan.scenario,
+                original=ev.original,
+                unlearned=ev.unlearned,
+                gates=ev.gates_record(),
+                seconds=result.seconds,
+                timings=t,
+            )
             if not ev.gates.passed:
                 reason = "gates failed: " + "; ".join(ev.gates.failures)
                 steps.record_failure(ws, reg, plan, ev)
@@ -84,7 +97,11 @@ def deletion_batch(workspace: str) -> BatchOutcome:
             with timed(t, "publish"):
                 ref, cert_sha = publish_task(ws, reg, plan, pinned, ext, result, ev, t)
             store.transition(plan.batch_id, "awaiting_approval", model_version=ref.version)
-            outcome.status, outcome.model_version, outcome.certificate_sha256 = "awaiting_approval", ref.version, cert_sha
+            outcome.status, outcome.model_version, outcome.certificate_sha256 = (
+                "awaiting_approval",
+                ref.version,
+                cert_sha,
+            )
             return outcome
         except Exception as err:
             reason = f"batch {plan.batch_id} failed: {err}"

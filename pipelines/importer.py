@@ -40,25 +40,38 @@ def check_declared_training_data(ws: Workspace, state: DataState, trained_on: st
     split was taken from (data/splits.json) and by content (a duplicated image)."""
     if trained_on not in TRAINED_ON:
         raise WorkspaceError(f"--trained-on must be one of {list(TRAINED_ON)}, not {trained_on!r}")
-    origins = json.loads(git_show(ws, state.info.git_rev, "data/splits.json") or "{}").get("origins", {})
+    origins = json.loads(git_show(ws, state.info.git_rev, "data/splits.json") or "{}").get(
+        "origins", {}
+    )
     if trained_on == "train-files":
-        carved = [name for name in ("heldout", "test") if origins.get(name, "train-files") == "train-files"]
+        carved = [
+            name
+            for name in ("heldout", "test")
+            if origins.get(name, "train-files") == "train-files"
+        ]
         if carved:
             raise WorkspaceError(
                 f"the {' and '.join(carved)} split{'s were' if len(carved) > 1 else ' was'} carved from the training files this "
                 "model was trained on, so it would count seen data as unseen; re-create the workspace with data.heldout_from: "
-                "test (and a source with a test split), or pass --trained-on train-split if the model saw only this train split")
+                "test (and a source with a test split), or pass --trained-on train-split if the model saw only this train split"
+            )
     seen = set(split_hashes(state.train))
     for name, split in (("heldout", state.heldout), ("test", state.test)):
         dup = [i for i, h in zip(split.ids.tolist(), split_hashes(split)) if h in seen]
         if dup:
-            raise WorkspaceError(f"{len(dup)} {name} samples (e.g. {dup[0]!r}) have the same pixels and label as training "
-                                 "samples; the model has seen them, so they cannot serve as unseen data")
+            raise WorkspaceError(
+                f"{len(dup)} {name} samples (e.g. {dup[0]!r}) have the same pixels and label as training "
+                "samples; the model has seen them, so they cannot serve as unseen data"
+            )
 
 
 def _weights_from_file(model: nn.Module, path: Path) -> tuple[nn.Module, dict[str, str]]:
     fitted = fit_state_dict(model, read_checkpoint(path), f"checkpoint {path}")
-    return fitted, {"source": "checkpoint", "source.file": path.name, "source.sha256": sha256_hex(path.read_bytes())}
+    return fitted, {
+        "source": "checkpoint",
+        "source.file": path.name,
+        "source.sha256": sha256_hex(path.read_bytes()),
+    }
 
 
 def _resolve_uri(uri: str, tracking_uri: str) -> tuple[dict[str, str], str]:
@@ -70,44 +83,76 @@ def _resolve_uri(uri: str, tracking_uri: str) -> tuple[dict[str, str], str]:
 
     Registry(tracking_uri, "unused").check_available()
     client = MlflowClient(tracking_uri)
-    facts = {"source": "mlflow", "source.uri": uri, "source.tracking_uri": tracking_uri.split("@")[-1]}
+    facts = {
+        "source": "mlflow",
+        "source.uri": uri,
+        "source.tracking_uri": tracking_uri.split("@")[-1],
+    }
     try:
         if uri.startswith("models:/"):
             name, _, rest = uri.removeprefix("models:/").partition("@")
-            mv = client.get_model_version_by_alias(name, rest) if rest else client.get_model_version(*name.rsplit("/", 1))
-            facts.update({"source.model": mv.name, "source.version": str(mv.version), "source.run_id": mv.run_id or ""})
+            mv = (
+                client.get_model_version_by_alias(name, rest)
+                if rest
+                else client.get_model_version(*name.rsplit("/", 1))
+            )
+            facts.update(
+                {
+                    "source.model": mv.name,
+                    "source.version": str(mv.version),
+                    "source.run_id": mv.run_id or "",
+                }
+            )
             files = mv.source
         elif uri.startswith("runs:/"):
-            facts["source.run_id"] = client.get_run(uri.removeprefix("runs:/").split("/")[0]).info.run_id
+            facts["source.run_id"] = client.get_run(
+                uri.removeprefix("runs:/").split("/")[0]
+            ).info.run_id
             files = uri
         else:
-            raise RegistryError(f"model URI {uri!r}: use models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH")
+            raise RegistryError(
+                f"model URI {uri!r}: use models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH"
+            )
     except (MlflowException, ValueError, TypeError) as err:
         msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
         raise RegistryError(f"model URI {uri} does not resolve in {tracking_uri}: {msg}") from None
     return facts, files
 
 
-def _weights_from_uri(model: nn.Module, uri: str, tracking_uri: str, tmp: Path) -> tuple[nn.Module, dict[str, str]]:
+def _weights_from_uri(
+    model: nn.Module, uri: str, tracking_uri: str, tmp: Path
+) -> tuple[nn.Module, dict[str, str]]:
     """Our own pyfunc layout (spec + safetensors), else one state-dict file among the artifacts
     (e.g. `mlflow.pytorch.log_state_dict`); a pickled whole module is refused, never unpickled."""
     import mlflow.artifacts
 
     facts, files = _resolve_uri(uri, tracking_uri)
     try:
-        d = Path(mlflow.artifacts.download_artifacts(artifact_uri=files, dst_path=str(tmp), tracking_uri=tracking_uri))
+        d = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=files, dst_path=str(tmp), tracking_uri=tracking_uri
+            )
+        )
     except Exception as err:
-        raise RegistryError(f"artifacts of {uri} cannot be downloaded from {tracking_uri}: {str(err).splitlines()[0][:200]}") from None
+        raise RegistryError(
+            f"artifacts of {uri} cannot be downloaded from {tracking_uri}: {str(err).splitlines()[0][:200]}"
+        ) from None
     if (d / "artifacts" / "spec.json").is_file():
         theirs, _ = read_model_dir(d)
         return fit_state_dict(model, theirs.state_dict(), f"{uri}"), facts
     files = [p for p in sorted(d.rglob("*")) if p.is_file() and p.suffix in WEIGHT_SUFFIXES]
     if len(files) != 1:
         found = ", ".join(p.relative_to(d).as_posix() for p in files[:5]) or "none"
-        raise ModelError(f"{uri}: expected one state-dict or safetensors file among its artifacts, found {found}; log the "
-                         "weights with mlflow.pytorch.log_state_dict or as safetensors")
+        raise ModelError(
+            f"{uri}: expected one state-dict or safetensors file among its artifacts, found {found}; log the "
+            "weights with mlflow.pytorch.log_state_dict or as safetensors"
+        )
     fitted, _ = _weights_from_file(model, files[0])
-    return fitted, {**facts, "source.file": files[0].name, "source.sha256": sha256_hex(files[0].read_bytes())}
+    return fitted, {
+        **facts,
+        "source.file": files[0].name,
+        "source.sha256": sha256_hex(files[0].read_bytes()),
+    }
 
 
 def _check_outputs(model: nn.Module, state: DataState) -> int:
@@ -118,19 +163,31 @@ def _check_outputs(model: nn.Module, state: DataState) -> int:
         with torch.no_grad():
             out = model.eval()(to_input(state.test.x[:2]))
     except Exception as err:
-        raise ModelError(f"the model cannot run on this workspace's images {tuple(state.test.x.shape[1:])} "
-                         f"(C, H, W): {type(err).__name__}: {str(err).splitlines()[0][:200]}") from None
+        raise ModelError(
+            f"the model cannot run on this workspace's images {tuple(state.test.x.shape[1:])} "
+            f"(C, H, W): {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        ) from None
     if out.ndim != 2:
-        raise ModelError(f"the model returns shape {tuple(out.shape)} for a batch of 2; it must return logits (N, classes)")
+        raise ModelError(
+            f"the model returns shape {tuple(out.shape)} for a batch of 2; it must return logits (N, classes)"
+        )
     k = int(out.shape[1])
     top = int(max(state.train.y.max(), state.test.y.max(), state.heldout.y.max()))
     if top >= k:
-        raise ModelError(f"labels outside the model's classes: the data has label {top}, the model predicts {k} classes (0..{k - 1})")
+        raise ModelError(
+            f"labels outside the model's classes: the data has label {top}, the model predicts {k} classes (0..{k - 1})"
+        )
     return k
 
 
-def import_model(ws: Workspace, checkpoint: Path | None = None, uri: str | None = None, tracking_uri: str | None = None,
-                 trained_on: str = "train-files", replace_champion: bool = False) -> tuple[VersionRef, dict]:
+def import_model(
+    ws: Workspace,
+    checkpoint: Path | None = None,
+    uri: str | None = None,
+    tracking_uri: str | None = None,
+    trained_on: str = "train-files",
+    replace_champion: bool = False,
+) -> tuple[VersionRef, dict]:
     """Register an existing model as champion without training. Changes nothing on any error."""
     s = ws.settings
     if (checkpoint is None) == (uri is None):
@@ -138,9 +195,13 @@ def import_model(ws: Workspace, checkpoint: Path | None = None, uri: str | None 
     reg = registry_for(ws)
     name = s.registry.model_name
     if reg.has_alias(name, ALIAS_CHAMPION) and not replace_champion:
-        raise WorkspaceError(f"{name} already has a champion (version {reg.champion(name).version}); pass --replace-champion")
+        raise WorkspaceError(
+            f"{name} already has a champion (version {reg.champion(name).version}); pass --replace-champion"
+        )
     if ws.git("status", "--porcelain", "--", "data"):
-        raise WorkspaceError("data/ has uncommitted changes; commit the snapshot before importing a model trained on it")
+        raise WorkspaceError(
+            "data/ has uncommitted changes; commit the snapshot before importing a model trained on it"
+        )
     state = read_state(ws, head_rev(ws))
     check_declared_training_data(ws, state, trained_on)
     num_classes = int(max(state.train.y.max(), state.test.y.max())) + 1
@@ -150,19 +211,52 @@ def import_model(ws: Workspace, checkpoint: Path | None = None, uri: str | None 
         if checkpoint is not None:
             model, source = _weights_from_file(model, Path(checkpoint))
         else:
-            model, source = _weights_from_uri(model, uri or "", tracking_uri or reg.tracking_uri, Path(tmp))
+            model, source = _weights_from_uri(
+                model, uri or "", tracking_uri or reg.tracking_uri, Path(tmp)
+            )
     k = _check_outputs(model, state)
     check_layers(model, s.lora.target_modules, tuple(s.rfa.taps))
     device = resolve_device(s.rfa.device)
-    sample = state.train.take(np.sort(np.random.default_rng(0).choice(len(state.train), min(2000, len(state.train)), replace=False)))
-    metrics = {"acc_train_sample": accuracy(predict(model, sample, device)), "acc_test": accuracy(predict(model, state.test, device)),
-               "acc_heldout": accuracy(predict(model, state.heldout, device))}
+    sample = state.train.take(
+        np.sort(
+            np.random.default_rng(0).choice(
+                len(state.train), min(2000, len(state.train)), replace=False
+            )
+        )
+    )
+    metrics = {
+        "acc_train_sample": accuracy(predict(model, sample, device)),
+        "acc_test": accuracy(predict(model, state.test, device)),
+        "acc_heldout": accuracy(predict(model, state.heldout, device)),
+    }
     model = model.to("cpu").eval()
-    tags = {"kind": "base", "status": "base", "origin": "imported", **source, "data.rev": state.info.git_rev,
-            "data.dvc_md5": state.info.dvc_md5, "data.dataset_sha256": state.info.dataset_sha256,
-            "data.trained_on": trained_on, "model_digest": model_digest(model), "code_version": code_version()}
-    params = {**{f"model.{k_}": v for k_, v in s.model.model_dump().items()}, "num_outputs": k,
-              **{f"pkg.{k_}": v for k_, v in package_versions().items()}}
-    ref = reg.register(name, model, spec, {}, metrics, params, tags, run_name="imported-model", example=state.test.x[:2])
+    tags = {
+        "kind": "base",
+        "status": "base",
+        "origin": "imported",
+        **source,
+        "data.rev": state.info.git_rev,
+        "data.dvc_md5": state.info.dvc_md5,
+        "data.dataset_sha256": state.info.dataset_sha256,
+        "data.trained_on": trained_on,
+        "model_digest": model_digest(model),
+        "code_version": code_version(),
+    }
+    params = {
+        **{f"model.{k_}": v for k_, v in s.model.model_dump().items()},
+        "num_outputs": k,
+        **{f"pkg.{k_}": v for k_, v in package_versions().items()},
+    }
+    ref = reg.register(
+        name,
+        model,
+        spec,
+        {},
+        metrics,
+        params,
+        tags,
+        run_name="imported-model",
+        example=state.test.x[:2],
+    )
     reg.set_alias(ref, ALIAS_CHAMPION)
     return ref, {**metrics, **source}

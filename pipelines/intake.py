@@ -34,20 +34,33 @@ def load_mapping(path: str | Path) -> dict[str, list[str]]:
     except (OSError, json.JSONDecodeError) as err:
         raise RequestError(f"subject mapping {p}: unreadable ({err})") from None
     if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
-        raise RequestError(f"subject mapping {p}: must be a JSON object of subject id -> list of sample ids")
+        raise RequestError(
+            f"subject mapping {p}: must be a JSON object of subject id -> list of sample ids"
+        )
     return {str(k): [str(i) for i in v] for k, v in raw.items()}
 
 
-def submit(ws: Workspace, raw: dict, mapping: str | Path | None = None) -> tuple[StoredRequest, bool, int]:
+def submit(
+    ws: Workspace, raw: dict, mapping: str | Path | None = None
+) -> tuple[StoredRequest, bool, int]:
     """Validate and store a request. Returns (stored, created, number of samples it erases now)."""
     req: ForgetRequest = parse_request(raw)
     state = current_state(ws)
     subjects = load_mapping(mapping) if mapping else state.subjects
     num_classes = int(max(state.train.y.max(initial=0), state.test.y.max(initial=0))) + 1
-    ids = resolve(req, state.train, num_classes, subjects, state.erased, {int(c) for c in state.forgotten_classes})
+    ids = resolve(
+        req,
+        state.train,
+        num_classes,
+        subjects,
+        state.erased,
+        {int(c) for c in state.forgotten_classes},
+    )
     if len(ids) > ws.settings.requests.max_forget_fraction * len(state.train):
-        raise RequestError(f"the request erases {len(ids)} of {len(state.train)} training samples, above "
-                           f"requests.max_forget_fraction={ws.settings.requests.max_forget_fraction}; retrain instead")
+        raise RequestError(
+            f"the request erases {len(ids)} of {len(state.train)} training samples, above "
+            f"requests.max_forget_fraction={ws.settings.requests.max_forget_fraction}; retrain instead"
+        )
     if req.kind == "subject" and not req.sample_ids:
         # Freeze the subject's ids into the request: the batch erases exactly what was validated,
         # whichever mapping file was used.

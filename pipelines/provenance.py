@@ -6,7 +6,17 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("certified-unlearning", "torch", "peft", "mlflow", "prefect", "dvc", "scikit-learn", "numpy", "pydantic")
+PACKAGES = (
+    "certified-unlearning",
+    "torch",
+    "peft",
+    "mlflow",
+    "prefect",
+    "dvc",
+    "scikit-learn",
+    "numpy",
+    "pydantic",
+)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -22,9 +32,12 @@ def package_versions() -> dict[str, str]:
 
 def code_version() -> str:
     """The project's git commit (with '+dirty' for uncommitted changes), else the package version."""
+
     def git(*args: str) -> str | None:
         try:
-            proc = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+            proc = subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
+            )
         except (OSError, subprocess.TimeoutExpired):
             return None
         return proc.stdout.strip() if proc.returncode == 0 else None

@@ -75,7 +75,9 @@ def _set_fluent_uri(uri: str) -> None:
 
 
 class Registry:
-    def __init__(self, tracking_uri: str, experiment: str, artifact_location: str | None = None) -> None:
+    def __init__(
+        self, tracking_uri: str, experiment: str, artifact_location: str | None = None
+    ) -> None:
         self.tracking_uri = tracking_uri
         self.experiment = experiment
         self.artifact_location = artifact_location
@@ -91,10 +93,14 @@ class Registry:
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status != 200:
-                    raise RegistryError(f"MLflow server at {self.tracking_uri} answered {resp.status} on /health")
+                    raise RegistryError(
+                        f"MLflow server at {self.tracking_uri} answered {resp.status} on /health"
+                    )
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise RegistryError(f"MLflow tracking server at {self.tracking_uri} is unreachable ({reason}); start it or unset MLFLOW_TRACKING_URI") from None
+            raise RegistryError(
+                f"MLflow tracking server at {self.tracking_uri} is unreachable ({reason}); start it or unset MLFLOW_TRACKING_URI"
+            ) from None
 
     @property
     def client(self):
@@ -116,7 +122,9 @@ class Registry:
         exp = self.client.get_experiment_by_name(self.experiment)
         if exp is not None:
             return exp.experiment_id
-        return self.client.create_experiment(self.experiment, artifact_location=self.artifact_location)
+        return self.client.create_experiment(
+            self.experiment, artifact_location=self.artifact_location
+        )
 
     # --- versions ---------------------------------------------------------------------------
 
@@ -130,7 +138,9 @@ class Registry:
             return self.client.get_model_version(name, str(version))
         except MlflowException:
             what = f"alias {alias!r}" if alias is not None else f"version {version}"
-            raise RegistryError(f"model {name!r} has no {what} in the registry at {self.tracking_uri}") from None
+            raise RegistryError(
+                f"model {name!r} has no {what} in the registry at {self.tracking_uri}"
+            ) from None
 
     def champion(self, name: str):
         return self.resolve(name, alias=ALIAS_CHAMPION)
@@ -146,12 +156,25 @@ class Registry:
         from mlflow.exceptions import MlflowException
 
         try:
-            return sorted(self.client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+            return sorted(
+                self.client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version)
+            )
         except MlflowException:
             return []
 
-    def register(self, name: str, model, spec: dict, files: dict[str, bytes], metrics: dict[str, float],
-                 params: dict[str, Any], tags: dict[str, str], run_name: str, example: Any, dataset: Any = None) -> VersionRef:
+    def register(
+        self,
+        name: str,
+        model,
+        spec: dict,
+        files: dict[str, bytes],
+        metrics: dict[str, float],
+        params: dict[str, Any],
+        tags: dict[str, str],
+        run_name: str,
+        example: Any,
+        dataset: Any = None,
+    ) -> VersionRef:
         """One MLflow run with the model (a pyfunc model plus our files), then a registered version
         pointing at it. `example`: a few input images (uint8 NCHW) for the signature and example.
         If registering fails, the run is marked FAILED and no version is left behind."""
@@ -167,7 +190,9 @@ class Registry:
                 (d / fname).write_bytes(data)
             with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
                 mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-                mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and v == v})
+                mlflow.log_metrics(
+                    {k: float(v) for k, v in metrics.items() if v is not None and v == v}
+                )
                 mlflow.set_tags(tags)
                 if dataset is not None:
                     mlflow.log_input(dataset, context="training")
@@ -178,7 +203,9 @@ class Registry:
             try:
                 self.client.get_registered_model(name)
             except MlflowException:
-                self.client.create_registered_model(name, description="Models certified by the unlearning pipeline")
+                self.client.create_registered_model(
+                    name, description="Models certified by the unlearning pipeline"
+                )
             mv = self.client.create_model_version(name, source=source, run_id=run_id, tags=tags)
         except MlflowException as err:
             self.client.set_terminated(run_id, status="FAILED")
@@ -208,7 +235,9 @@ class Registry:
         mv = self.resolve(ref.name, ref.version)
         self.activate()
         try:
-            return Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dst)))
+            return Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=mv.source, dst_path=str(dst))
+            )
         except Exception as err:
             raise RegistryError(f"artifacts of {ref} cannot be downloaded: {err}") from None
 
@@ -270,12 +299,22 @@ def save_pyfunc(d: Path, model, spec: dict, example, staging: Path) -> None:
     example = np.ascontiguousarray(np.asarray(example, dtype=np.uint8))
     with torch.no_grad():
         out = model.eval()(to_input(example)).float().numpy()
-    reqs = [f"{p}=={metadata.version(p)}" for p in ("mlflow", "torch", "numpy", "safetensors", "pydantic", "pyyaml")]
+    reqs = [
+        f"{p}=={metadata.version(p)}"
+        for p in ("mlflow", "torch", "numpy", "safetensors", "pydantic", "pyyaml")
+    ]
     import mlflow.pyfunc
     from mlflow.models import infer_signature
 
     mlflow.pyfunc.save_model(
-        path=str(d), python_model=str(PYFUNC_CODE), artifacts={"spec": str(staging / "spec.json"),
-                                                               "weights": str(staging / "weights.safetensors")},
-        code_paths=_code_paths(spec), signature=infer_signature(example, out), input_example=example,
-        pip_requirements=reqs)
+        path=str(d),
+        python_model=str(PYFUNC_CODE),
+        artifacts={
+            "spec": str(staging / "spec.json"),
+            "weights": str(staging / "weights.safetensors"),
+        },
+        code_paths=_code_paths(spec),
+        signature=infer_signature(example, out),
+        input_example=example,
+        pip_requirements=reqs,
+    )

@@ -5,16 +5,33 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
-METRIC_ROWS = (("acc_dr", "Acc(Dr) %"), ("acc_df", "Acc(Df) %"), ("acc_dt", "Acc(Dt) %"), ("acc_drt", "Acc(Drt) %"),
-               ("acc_dft", "Acc(Dft) %"), ("mia_efficacy", "MIA-efficacy (Df), confidence"), ("mia_heldout", "  same on heldout"),
-               ("mia_efficacy_entropy", "MIA-efficacy (Df), entropy"), ("mia_heldout_entropy", "  same on heldout"),
-               ("mia_efficacy_modified_entropy", "MIA-efficacy (Df), mod. entropy"),
-               ("mia_heldout_modified_entropy", "  same on heldout"),
-               ("loss_mia_auc", "loss-MIA AUC"), ("retain_leakage", "retain leakage %"))
+METRIC_ROWS = (
+    ("acc_dr", "Acc(Dr) %"),
+    ("acc_df", "Acc(Df) %"),
+    ("acc_dt", "Acc(Dt) %"),
+    ("acc_drt", "Acc(Drt) %"),
+    ("acc_dft", "Acc(Dft) %"),
+    ("mia_efficacy", "MIA-efficacy (Df), confidence"),
+    ("mia_heldout", "  same on heldout"),
+    ("mia_efficacy_entropy", "MIA-efficacy (Df), entropy"),
+    ("mia_heldout_entropy", "  same on heldout"),
+    ("mia_efficacy_modified_entropy", "MIA-efficacy (Df), mod. entropy"),
+    ("mia_heldout_modified_entropy", "  same on heldout"),
+    ("loss_mia_auc", "loss-MIA AUC"),
+    ("retain_leakage", "retain leakage %"),
+)
 
 
 def _f(v) -> str:
-    return "-" if v is None else f"{v:.3f}" if isinstance(v, float) and abs(v) < 1 else f"{v:.2f}" if isinstance(v, float) else str(v)
+    return (
+        "-"
+        if v is None
+        else f"{v:.3f}"
+        if isinstance(v, float) and abs(v) < 1
+        else f"{v:.2f}"
+        if isinstance(v, float)
+        else str(v)
+    )
 
 
 def metrics_table(title: str, original: dict, unlearned: dict) -> Table:
@@ -34,22 +51,40 @@ def gates_table(title: str, gates: dict) -> Table:
     for col in ("gate", "value", "threshold", "noise allowance", "verdict", "reference"):
         t.add_column(col)
     for g in gates.get("gates", []):
-        t.add_row(g["name"], _f(g["value"]), f"{g['comparator']} {_f(g['threshold'])}", _f(g["allowance"]) if g["allowance"] else "",
-                  "[green]pass[/]" if g["passed"] else "[red]FAIL[/]", g["reference"])
+        t.add_row(
+            g["name"],
+            _f(g["value"]),
+            f"{g['comparator']} {_f(g['threshold'])}",
+            _f(g["allowance"]) if g["allowance"] else "",
+            "[green]pass[/]" if g["passed"] else "[red]FAIL[/]",
+            g["reference"],
+        )
     return t
 
 
 def gate_table(outcome) -> Table:
     """Metrics of base vs unlearned, then every gate, stacked."""
     grid = Table.grid()
-    grid.add_row(metrics_table(f"{outcome.batch_id} ({outcome.scenario})", outcome.original, outcome.unlearned))
-    grid.add_row(gates_table(f"gates ({'passed' if outcome.gates.get('passed') else 'FAILED'})", outcome.gates))
+    grid.add_row(
+        metrics_table(
+            f"{outcome.batch_id} ({outcome.scenario})", outcome.original, outcome.unlearned
+        )
+    )
+    grid.add_row(
+        gates_table(
+            f"gates ({'passed' if outcome.gates.get('passed') else 'FAILED'})", outcome.gates
+        )
+    )
     if "forgetting_evidence" in outcome.gates:
         grid.add_row(f"forgetting evidence: {outcome.gates['forgetting_evidence']}")
     if outcome.timings:
-        rest = sum(v for k, v in outcome.timings.items() if k in ("pin", "extract", "evaluate", "publish"))
-        grid.add_row(f"seconds: unlearning {outcome.timings.get('unlearn', 0):.1f}, everything else {rest:.1f} "
-                     f"({', '.join(f'{k} {v:.1f}' for k, v in outcome.timings.items() if k != 'unlearn')})")
+        rest = sum(
+            v for k, v in outcome.timings.items() if k in ("pin", "extract", "evaluate", "publish")
+        )
+        grid.add_row(
+            f"seconds: unlearning {outcome.timings.get('unlearn', 0):.1f}, everything else {rest:.1f} "
+            f"({', '.join(f'{k} {v:.1f}' for k, v in outcome.timings.items() if k != 'unlearn')})"
+        )
     return grid
 
 
@@ -57,20 +92,36 @@ def print_trace(console: Console, name: str, chain: list[dict]) -> None:
     for e in chain:
         head = f"[bold]{name}/{e['version']}[/] {e.get('kind', '')} status={e.get('status', '')} aliases={','.join(e.get('aliases', [])) or '-'}"
         console.print(head)
-        console.print(f"  model digest {e.get('model_digest', '')[:16]}  code {e.get('code_version', '')[:16]}")
+        console.print(
+            f"  model digest {e.get('model_digest', '')[:16]}  code {e.get('code_version', '')[:16]}"
+        )
         if e.get("kind") == "base":
-            console.print(f"  trained on data {e.get('data.rev', '')[:10]} (dvc {e.get('data.dvc_md5', '')[:10]}, dataset {e.get('data.dataset_sha256', '')[:10]})")
+            console.print(
+                f"  trained on data {e.get('data.rev', '')[:10]} (dvc {e.get('data.dvc_md5', '')[:10]}, dataset {e.get('data.dataset_sha256', '')[:10]})"
+            )
             continue
         cert = e.get("certificate", {})
-        console.print(f"  batch {e.get('batch_id')} ({e.get('scenario')}) from base version {e.get('base_version')}")
+        console.print(
+            f"  batch {e.get('batch_id')} ({e.get('scenario')}) from base version {e.get('base_version')}"
+        )
         for r in cert.get("requests", []):
-            console.print(f"  request {r['id']} {r['kind']} n={r['n_samples']} received {r['received_at']} deadline {r['deadline'][:10]}")
-        console.print(f"  forget manifest {e.get('forget_manifest_sha256', '')[:16]} ({cert.get('forget_count')} samples)")
+            console.print(
+                f"  request {r['id']} {r['kind']} n={r['n_samples']} received {r['received_at']} deadline {r['deadline'][:10]}"
+            )
+        console.print(
+            f"  forget manifest {e.get('forget_manifest_sha256', '')[:16]} ({cert.get('forget_count')} samples)"
+        )
         d = cert.get("data", {})
         if d:
-            console.print(f"  data before {d['before']['git_rev'][:10]} -> after {d['after']['git_rev'][:10]} (dvc {d['after']['dvc_md5'][:10]})")
+            console.print(
+                f"  data before {d['before']['git_rev'][:10]} -> after {d['after']['git_rev'][:10]} (dvc {d['after']['dvc_md5'][:10]})"
+            )
         console.print(f"  certificate {cert.get('sha256', '')[:16]}")
         for gname, value, thr, ok in cert.get("gates", []):
             console.print(f"    gate {gname}: {_f(value)} vs {_f(thr)} {'pass' if ok else 'FAIL'}")
         appr = e.get("approval")
-        console.print(f"  approved by {appr['reviewer']} at {appr['at']}" if appr else f"  not approved ({e.get('status')})")
+        console.print(
+            f"  approved by {appr['reviewer']} at {appr['at']}"
+            if appr
+            else f"  not approved ({e.get('status')})"
+        )

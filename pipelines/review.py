@@ -16,7 +16,9 @@ class ReviewError(RuntimeError):
     """The decision refused the approval / rejection; the message lists why."""
 
 
-def gather_facts(ws: Workspace, reg: Registry, name: str, version: str, check_certificate: bool = True) -> VersionFacts:
+def gather_facts(
+    ws: Workspace, reg: Registry, name: str, version: str, check_certificate: bool = True
+) -> VersionFacts:
     try:
         mv = reg.resolve(name, version)
     except RegistryError:
@@ -27,9 +29,17 @@ def gather_facts(ws: Workspace, reg: Registry, name: str, version: str, check_ce
     if has_cert and check_certificate:
         problems = tuple(verify(ws, reg, name, version).problems)
     champion = reg.champion(name).version if reg.has_alias(name, ALIAS_CHAMPION) else ""
-    return VersionFacts(True, has_cert, problems, tags.get("gates_passed") == "true", tags.get("status", ""),
-                        tags.get("certificate_sha256", ""), ALIAS_CANDIDATE in (mv.aliases or []),
-                        tags.get("base_version", ""), str(champion))
+    return VersionFacts(
+        True,
+        has_cert,
+        problems,
+        tags.get("gates_passed") == "true",
+        tags.get("status", ""),
+        tags.get("certificate_sha256", ""),
+        ALIAS_CANDIDATE in (mv.aliases or []),
+        tags.get("base_version", ""),
+        str(champion),
+    )
 
 
 def _validate_reviewer(reviewer: str) -> str:
@@ -39,7 +49,14 @@ def _validate_reviewer(reviewer: str) -> str:
     return reviewer
 
 
-def approve(ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, certificate_sha256: str | None = None) -> Decision:
+def approve(
+    ws: Workspace,
+    reg: Registry,
+    name: str,
+    version: str,
+    reviewer: str,
+    certificate_sha256: str | None = None,
+) -> Decision:
     """Move `champion` to the version if its certificate verifies; requests become certified."""
     reviewer = _validate_reviewer(reviewer)
     facts = gather_facts(ws, reg, name, version)
@@ -49,23 +66,51 @@ def approve(ws: Workspace, reg: Registry, name: str, version: str, reviewer: str
     key = signing_key(ws.settings.certificate.key_env)
     ref = VersionRef(name, version)
     mv = reg.resolve(name, version)
-    approval = {"schema": "unlearn.approval/1", "model": name, "version": version, "decision": "approved",
-                "certificate_sha256": facts.certificate_sha256, "reviewer": reviewer, "at": utcnow()}
+    approval = {
+        "schema": "unlearn.approval/1",
+        "model": name,
+        "version": version,
+        "decision": "approved",
+        "certificate_sha256": facts.certificate_sha256,
+        "reviewer": reviewer,
+        "at": utcnow(),
+    }
     previous = reg.champion(name).version if reg.has_alias(name, ALIAS_CHAMPION) else None
     # Order matters for crash safety: the signed record first, then the alias, then the requests.
-    reg.log_to_run(mv.run_id, {"approval.json": canonical_json(approval), "approval.sig": sign(approval, key).encode()})
-    reg.set_tags(ref, {"status": "approved", "approved_by": reviewer, "approved_at": approval["at"]})
+    reg.log_to_run(
+        mv.run_id,
+        {"approval.json": canonical_json(approval), "approval.sig": sign(approval, key).encode()},
+    )
+    reg.set_tags(
+        ref, {"status": "approved", "approved_by": reviewer, "approved_at": approval["at"]}
+    )
     reg.set_alias(ref, ALIAS_CHAMPION)
     reg.drop_alias(name, ALIAS_CANDIDATE)
-    append_alias_history(ws, {"model": name, "alias": ALIAS_CHAMPION, "version": version, "previous": previous,
-                              "actor": reviewer, "reason": f"approved certificate {facts.certificate_sha256}"})
+    append_alias_history(
+        ws,
+        {
+            "model": name,
+            "alias": ALIAS_CHAMPION,
+            "version": version,
+            "previous": previous,
+            "actor": reviewer,
+            "reason": f"approved certificate {facts.certificate_sha256}",
+        },
+    )
     with RequestStore(ws.requests_db) as store:
-        store.transition(mv.tags.get("batch_id", ""), "certified", model_version=version, from_status=("awaiting_approval",),
-                         reason=f"certified in {name}/{version}, approved by {reviewer}")
+        store.transition(
+            mv.tags.get("batch_id", ""),
+            "certified",
+            model_version=version,
+            from_status=("awaiting_approval",),
+            reason=f"certified in {name}/{version}, approved by {reviewer}",
+        )
     return decision
 
 
-def reject(ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, reason: str) -> Decision:
+def reject(
+    ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, reason: str
+) -> Decision:
     """Mark the version rejected, drop `candidate`; its requests return to pending with the reason."""
     reviewer = _validate_reviewer(reviewer)
     if not reason.strip():
@@ -75,12 +120,32 @@ def reject(ws: Workspace, reg: Registry, name: str, version: str, reviewer: str,
     if not decision.promote:
         raise ReviewError(f"cannot reject {name}/{version}: {decision.text}")
     mv = reg.resolve(name, version)
-    reg.set_tags(VersionRef(name, version), {"status": "rejected", "rejected_by": reviewer, "rejected_at": utcnow(),
-                                             "rejection_reason": reason[:500]})
+    reg.set_tags(
+        VersionRef(name, version),
+        {
+            "status": "rejected",
+            "rejected_by": reviewer,
+            "rejected_at": utcnow(),
+            "rejection_reason": reason[:500],
+        },
+    )
     reg.drop_alias(name, ALIAS_CANDIDATE)
-    append_alias_history(ws, {"model": name, "alias": ALIAS_CANDIDATE, "version": None, "previous": version,
-                              "actor": reviewer, "reason": f"rejected: {reason}"})
+    append_alias_history(
+        ws,
+        {
+            "model": name,
+            "alias": ALIAS_CANDIDATE,
+            "version": None,
+            "previous": version,
+            "actor": reviewer,
+            "reason": f"rejected: {reason}",
+        },
+    )
     with RequestStore(ws.requests_db) as store:
-        store.transition(mv.tags.get("batch_id", ""), "pending", reason=f"rejected by {reviewer}: {reason}",
-                         from_status=("awaiting_approval",))
+        store.transition(
+            mv.tags.get("batch_id", ""),
+            "pending",
+            reason=f"rejected by {reviewer}: {reason}",
+            from_status=("awaiting_approval",),
+        )
     return decision

@@ -46,12 +46,12 @@ class SnapshotInfo:
 class DataState:
     """Everything read from one snapshot."""
 
-    info: SnapshotInfo | None             # None when read without pixels (ids and labels only)
+    info: SnapshotInfo | None  # None when read without pixels (ids and labels only)
     train: Split
     heldout: Split
     test: Split
-    erased: dict[str, str]                 # sample id -> batch id
-    forgotten_classes: dict[str, str]      # class label (str) -> batch id
+    erased: dict[str, str]  # sample id -> batch id
+    forgotten_classes: dict[str, str]  # class label (str) -> batch id
     subjects: dict[str, list[str]]
 
 
@@ -59,8 +59,8 @@ class DataState:
 class Listing:
     """One split of a snapshot as DVC lists it: ids, labels and each sample's cache object."""
 
-    ids: np.ndarray      # (N,) str, sorted
-    labels: np.ndarray   # (N,) int64
+    ids: np.ndarray  # (N,) str, sorted
+    labels: np.ndarray  # (N,) int64
     objects: tuple[Path, ...]
 
 
@@ -94,7 +94,9 @@ def _fetch(ws: Workspace, rev: str) -> None:
         with Repo(str(ws.root)) as repo, quiet_dvc():
             repo.fetch(targets=[RAW], revs=[rev])
     except Exception as err:  # dvc raises its own many kinds; the message is what matters here
-        raise WorkspaceError(f"cannot fetch {RAW} at {rev[:10]} from the DVC remote: {type(err).__name__}: {err}") from None
+        raise WorkspaceError(
+            f"cannot fetch {RAW} at {rev[:10]} from the DVC remote: {type(err).__name__}: {err}"
+        ) from None
 
 
 def dir_listing(ws: Workspace, rev: str) -> list[dict]:
@@ -108,8 +110,10 @@ def dir_listing(ws: Workspace, rev: str) -> list[dict]:
     except (OSError, json.JSONDecodeError) as err:
         raise WorkspaceError(f"DVC listing of {RAW} at {rev[:10]} unreadable: {err}") from None
     if any(e["relpath"] in ("train.npz", "test.npz") for e in entries):
-        raise WorkspaceError(f"{RAW} at {rev[:10]} holds whole-split npz files (a workspace made before per-sample "
-                             "snapshots); create a new workspace with `unlearn init` and import the model into it")
+        raise WorkspaceError(
+            f"{RAW} at {rev[:10]} holds whole-split npz files (a workspace made before per-sample "
+            "snapshots); create a new workspace with `unlearn init` and import the model into it"
+        )
     return entries
 
 
@@ -120,11 +124,14 @@ def listing(ws: Workspace, rev: str, split: str, entries: list[dict] | None = No
     for e in entries:
         rel = e["relpath"]
         if rel.startswith(prefix) and rel.endswith(".npy"):
-            label, _, sid = rel[len(prefix):].partition("/")
+            label, _, sid = rel[len(prefix) :].partition("/")
             rows.append((sid[:-4], int(label), e["md5"]))
     rows.sort()
-    return Listing(np.array([r[0] for r in rows], dtype=str), np.array([r[1] for r in rows], dtype=np.int64),
-                   tuple(_object_path(ws, r[2]) for r in rows))
+    return Listing(
+        np.array([r[0] for r in rows], dtype=str),
+        np.array([r[1] for r in rows], dtype=np.int64),
+        tuple(_object_path(ws, r[2]) for r in rows),
+    )
 
 
 def _load_pixels(lst: Listing, ws: Workspace, rev: str) -> np.ndarray:
@@ -137,7 +144,7 @@ def _load_pixels(lst: Listing, ws: Workspace, rev: str) -> np.ndarray:
         first = np.load(lst.objects[0], allow_pickle=False)
         x = np.empty((len(lst.objects), *first.shape), dtype=np.uint8)
         raw = lst.objects[0].read_bytes()
-        header = raw[:len(raw) - first.nbytes]  # .npy header: magic, dtype, shape, padding
+        header = raw[: len(raw) - first.nbytes]  # .npy header: magic, dtype, shape, padding
         for i, p in enumerate(lst.objects):
             raw = p.read_bytes()
             # Same header bytes = same dtype, shape and order: the pixels are the tail. Parsing
@@ -147,23 +154,35 @@ def _load_pixels(lst: Listing, ws: Workspace, rev: str) -> np.ndarray:
             else:
                 x[i] = np.load(p, allow_pickle=False)
     except (OSError, ValueError) as err:  # still missing after the fetch, or not an .npy
-        raise WorkspaceError(f"a sample object of {RAW} at {rev[:10]} is unreadable: {err}") from None
+        raise WorkspaceError(
+            f"a sample object of {RAW} at {rev[:10]} is unreadable: {err}"
+        ) from None
     return x
 
 
 def index_only(labels: np.ndarray, ids: np.ndarray) -> Split:
     """A split whose ids and labels are real but whose pixels were not read (a zero-stride view
     of one blank pixel, no memory): what request intake needs, in a fraction of the time."""
-    return Split(np.broadcast_to(np.zeros((1, 1, 1, 1), dtype=np.uint8), (len(labels), 1, 1, 1)), labels, ids)
+    return Split(
+        np.broadcast_to(np.zeros((1, 1, 1, 1), dtype=np.uint8), (len(labels), 1, 1, 1)), labels, ids
+    )
 
 
-def read_split(ws: Workspace, rev: str, name: str, ids: set[str] | None = None, pixels: bool = True,
-               entries: list[dict] | None = None) -> Split:
+def read_split(
+    ws: Workspace,
+    rev: str,
+    name: str,
+    ids: set[str] | None = None,
+    pixels: bool = True,
+    entries: list[dict] | None = None,
+) -> Split:
     """One split at a rev (only the samples in `ids` when given)."""
     lst = listing(ws, rev, name, entries)
     if ids is not None:
         keep = np.isin(lst.ids, np.array(sorted(ids), dtype=str))
-        lst = Listing(lst.ids[keep], lst.labels[keep], tuple(p for p, k in zip(lst.objects, keep) if k))
+        lst = Listing(
+            lst.ids[keep], lst.labels[keep], tuple(p for p, k in zip(lst.objects, keep) if k)
+        )
     if not pixels:
         return index_only(lst.labels, lst.ids)
     return Split(_load_pixels(lst, ws, rev), lst.labels, lst.ids)
@@ -174,7 +193,9 @@ def snapshot_info(ws: Workspace, rev: str, train: Split | None = None) -> Snapsh
     md5 = _dir_md5(ws, rev)
     lock = git_show(ws, rev, "dvc.lock")
     train = train if train is not None else read_split(ws, rev, "train")
-    return SnapshotInfo(rev, md5, sha256_hex(lock.encode()) if lock is not None else None, dataset_hash(train))
+    return SnapshotInfo(
+        rev, md5, sha256_hex(lock.encode()) if lock is not None else None, dataset_hash(train)
+    )
 
 
 def read_state(ws: Workspace, rev: str, pixels: bool = True) -> DataState:
@@ -183,11 +204,20 @@ def read_state(ws: Workspace, rev: str, pixels: bool = True) -> DataState:
     rev = ws.git("rev-parse", rev)
     entries = dir_listing(ws, rev)
     splits = {name: read_split(ws, rev, name, pixels=pixels, entries=entries) for name in SPLITS}
-    tomb = json.loads(git_show(ws, rev, "data/tombstones.json") or '{"erased": {}, "forgotten_classes": {}}')
+    tomb = json.loads(
+        git_show(ws, rev, "data/tombstones.json") or '{"erased": {}, "forgotten_classes": {}}'
+    )
     subjects = json.loads(git_show(ws, rev, "data/subjects.json") or "{}")
     info = snapshot_info(ws, rev, splits["train"]) if pixels else None
-    return DataState(info, splits["train"], splits["heldout"], splits["test"], tomb["erased"], tomb["forgotten_classes"],
-                     subjects)
+    return DataState(
+        info,
+        splits["train"],
+        splits["heldout"],
+        splits["test"],
+        tomb["erased"],
+        tomb["forgotten_classes"],
+        subjects,
+    )
 
 
 def _restore_working_tree(ws: Workspace, rev: str, force: bool = False) -> None:
@@ -204,8 +234,14 @@ def _restore_working_tree(ws: Workspace, rev: str, force: bool = False) -> None:
         repo.checkout(targets=[str(ws.data_dir)], force=True)
 
 
-def commit_snapshot(ws: Workspace, before: DataState, forget: Split, erased: dict[str, str],
-                    forgotten_classes: dict[str, str], message: str) -> SnapshotInfo:
+def commit_snapshot(
+    ws: Workspace,
+    before: DataState,
+    forget: Split,
+    erased: dict[str, str],
+    forgotten_classes: dict[str, str],
+    message: str,
+) -> SnapshotInfo:
     """Remove Df's files from the pinned snapshot, write the tombstones, `dvc add`, commit, push.
 
     The new listing is checked to be exactly the old one minus Df (same objects for every sample
@@ -215,10 +251,14 @@ def commit_snapshot(ws: Workspace, before: DataState, forget: Split, erased: dic
     from dvc.repo import Repo
 
     if before.info is None:
-        raise WorkspaceError("commit_snapshot needs the pinned snapshot read with its pixels (its fingerprint)")
+        raise WorkspaceError(
+            "commit_snapshot needs the pinned snapshot read with its pixels (its fingerprint)"
+        )
     rev = before.info.git_rev
     old = dir_listing(ws, rev)
-    gone = {sample_relpath("train", y, sid) for y, sid in zip(forget.y.tolist(), forget.ids.tolist())}
+    gone = {
+        sample_relpath("train", y, sid) for y, sid in zip(forget.y.tolist(), forget.ids.tolist())
+    }
     expected = [e for e in old if e["relpath"] not in gone]
     for force in (False, True):
         _restore_working_tree(ws, rev, force)
@@ -227,9 +267,18 @@ def commit_snapshot(ws: Workspace, before: DataState, forget: Split, erased: dic
         ws.git("checkout", "HEAD", "--", f"{RAW}.dvc")
     else:
         _restore_working_tree(ws, "HEAD", force=True)
-        raise WorkspaceError(f"{RAW} does not match its snapshot at {rev[:10]} minus Df; nothing was committed")
+        raise WorkspaceError(
+            f"{RAW} does not match its snapshot at {rev[:10]} minus Df; nothing was committed"
+        )
     (ws.root / "data" / "tombstones.json").write_text(
-        json.dumps({"erased": dict(sorted(erased.items())), "forgotten_classes": dict(sorted(forgotten_classes.items()))}, indent=1))
+        json.dumps(
+            {
+                "erased": dict(sorted(erased.items())),
+                "forgotten_classes": dict(sorted(forgotten_classes.items())),
+            },
+            indent=1,
+        )
+    )
     ws.git("add", f"{RAW}.dvc", "data/tombstones.json")
     ws.git("commit", "-q", "-m", message)
     with Repo(str(ws.root)) as repo, quiet_dvc():

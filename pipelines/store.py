@@ -82,15 +82,30 @@ class RequestStore:
         self.close()
 
     def _row(self, r: tuple) -> StoredRequest:
-        return StoredRequest(r[0], r[1], ForgetRequest.model_validate_json(r[2]), r[3], r[4], r[5], r[6], r[7], r[8], r[9])
+        return StoredRequest(
+            r[0],
+            r[1],
+            ForgetRequest.model_validate_json(r[2]),
+            r[3],
+            r[4],
+            r[5],
+            r[6],
+            r[7],
+            r[8],
+            r[9],
+        )
 
     _COLS = "id, kind, payload, n_samples, received_at, deadline, status, reason, batch_id, model_version"
 
-    def add(self, req: ForgetRequest, n_samples: int, deadline_days: int) -> tuple[StoredRequest, bool]:
+    def add(
+        self, req: ForgetRequest, n_samples: int, deadline_days: int
+    ) -> tuple[StoredRequest, bool]:
         """Store a validated request as pending. Returns (request, created); a duplicate of an
         existing request returns that one with created=False."""
         key = req.dedup_key()
-        existing = self._db.execute(f"SELECT {self._COLS} FROM requests WHERE dedup_key = ?", (key,)).fetchone()
+        existing = self._db.execute(
+            f"SELECT {self._COLS} FROM requests WHERE dedup_key = ?", (key,)
+        ).fetchone()
         if existing:
             return self._row(existing), False
         now = _now()
@@ -99,8 +114,17 @@ class RequestStore:
             self._db.execute(
                 "INSERT INTO requests (id, dedup_key, kind, payload, n_samples, received_at, deadline, status, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                (rid, key, req.kind, req.model_dump_json(), n_samples, now.isoformat(),
-                 (now + timedelta(days=deadline_days)).isoformat(), now.isoformat()))
+                (
+                    rid,
+                    key,
+                    req.kind,
+                    req.model_dump_json(),
+                    n_samples,
+                    now.isoformat(),
+                    (now + timedelta(days=deadline_days)).isoformat(),
+                    now.isoformat(),
+                ),
+            )
             self._event(rid, "pending", "received")
         return self.get(rid), True
 
@@ -111,44 +135,75 @@ class RequestStore:
         return self._row(row)
 
     def list(self, status: str | None = None) -> list[StoredRequest]:
-        q = f"SELECT {self._COLS} FROM requests" + (" WHERE status = ?" if status else "") + " ORDER BY received_at, id"
+        q = (
+            f"SELECT {self._COLS} FROM requests"
+            + (" WHERE status = ?" if status else "")
+            + " ORDER BY received_at, id"
+        )
         return [self._row(r) for r in self._db.execute(q, (status,) if status else ())]
 
     def by_batch(self, batch_id: str) -> list[StoredRequest]:
-        return [self._row(r) for r in self._db.execute(f"SELECT {self._COLS} FROM requests WHERE batch_id = ? ORDER BY id", (batch_id,))]
+        return [
+            self._row(r)
+            for r in self._db.execute(
+                f"SELECT {self._COLS} FROM requests WHERE batch_id = ? ORDER BY id", (batch_id,)
+            )
+        ]
 
     def history(self, rid: str) -> list[tuple[str, str, str]]:
-        return list(self._db.execute("SELECT at, status, note FROM events WHERE request_id = ? ORDER BY rowid", (rid,)))
+        return list(
+            self._db.execute(
+                "SELECT at, status, note FROM events WHERE request_id = ? ORDER BY rowid", (rid,)
+            )
+        )
 
     def claim(self, ids: list[str], batch_id: str) -> None:
         """pending -> processing, atomically: all of them or none."""
         with self._tx():
             for rid in ids:
-                cur = self._db.execute("UPDATE requests SET status='processing', batch_id=?, reason='', updated_at=?"
-                                       " WHERE id=? AND status='pending'", (batch_id, _now().isoformat(), rid))
+                cur = self._db.execute(
+                    "UPDATE requests SET status='processing', batch_id=?, reason='', updated_at=?"
+                    " WHERE id=? AND status='pending'",
+                    (batch_id, _now().isoformat(), rid),
+                )
                 if cur.rowcount != 1:
                     raise RuntimeError(f"request {rid} is no longer pending")
                 self._event(rid, "processing", f"claimed by {batch_id}")
 
-    def transition(self, batch_id: str, status: str, reason: str = "", model_version: str = "",
-                   from_status: tuple[str, ...] = ("processing",)) -> int:
+    def transition(
+        self,
+        batch_id: str,
+        status: str,
+        reason: str = "",
+        model_version: str = "",
+        from_status: tuple[str, ...] = ("processing",),
+    ) -> int:
         """Move every request of a batch (in one of `from_status`) to `status`."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         marks = ",".join("?" * len(from_status))
         with self._tx():
-            rows = [r[0] for r in self._db.execute(
-                f"SELECT id FROM requests WHERE batch_id=? AND status IN ({marks})", (batch_id, *from_status))]
+            rows = [
+                r[0]
+                for r in self._db.execute(
+                    f"SELECT id FROM requests WHERE batch_id=? AND status IN ({marks})",
+                    (batch_id, *from_status),
+                )
+            ]
             for rid in rows:
-                self._db.execute("UPDATE requests SET status=?, reason=?, model_version=COALESCE(NULLIF(?, ''), model_version),"
-                                 " batch_id=CASE WHEN ?='pending' THEN '' ELSE batch_id END, updated_at=? WHERE id=?",
-                                 (status, reason, model_version, status, _now().isoformat(), rid))
+                self._db.execute(
+                    "UPDATE requests SET status=?, reason=?, model_version=COALESCE(NULLIF(?, ''), model_version),"
+                    " batch_id=CASE WHEN ?='pending' THEN '' ELSE batch_id END, updated_at=? WHERE id=?",
+                    (status, reason, model_version, status, _now().isoformat(), rid),
+                )
                 self._event(rid, status, reason or f"{batch_id} {model_version}".strip())
         return len(rows)
 
     def _event(self, rid: str, status: str, note: str) -> None:
-        self._db.execute("INSERT INTO events (request_id, at, status, note) VALUES (?, ?, ?, ?)",
-                         (rid, _now().isoformat(), status, note))
+        self._db.execute(
+            "INSERT INTO events (request_id, at, status, note) VALUES (?, ?, ?, ?)",
+            (rid, _now().isoformat(), status, note),
+        )
 
     def _tx(self):
         db = self._db
@@ -175,4 +230,6 @@ def payload_summary(r: StoredRequest) -> str:
 
 
 def to_json(r: StoredRequest) -> str:
-    return json.dumps({"id": r.id, "kind": r.kind, "status": r.status, "reason": r.reason, "deadline": r.deadline})
+    return json.dumps(
+        {"id": r.id, "kind": r.kind, "status": r.status, "reason": r.reason, "deadline": r.deadline}
+    )

@@ -79,12 +79,16 @@ class Workspace:
     @property
     def artifact_location(self) -> str | None:
         """Local artifact root for the sqlite store; a tracking server chooses its own."""
-        return None if os.environ.get("MLFLOW_TRACKING_URI") else (self.root / "mlartifacts").as_uri()
+        return (
+            None if os.environ.get("MLFLOW_TRACKING_URI") else (self.root / "mlartifacts").as_uri()
+        )
 
     def git(self, *args: str, check: bool = True) -> str:
         proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True)
         if check and proc.returncode != 0:
-            raise WorkspaceError(f"git {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}")
+            raise WorkspaceError(
+                f"git {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
+            )
         return proc.stdout.strip()
 
 
@@ -107,7 +111,9 @@ def find_workspace(start: str | Path | None = None) -> Workspace:
         if (d / MARKER).is_file():
             return Workspace(d)
     hint = f"{start} is not" if start else "the current directory is not"
-    raise WorkspaceError(f"{hint} inside an unlearn workspace; run `unlearn init DIR` or pass --workspace DIR")
+    raise WorkspaceError(
+        f"{hint} inside an unlearn workspace; run `unlearn init DIR` or pass --workspace DIR"
+    )
 
 
 def _project_file(name: str) -> str | None:
@@ -120,10 +126,15 @@ def _synthetic_subjects(ds: Dataset, per_subject: int, seed: int) -> dict[str, l
     import numpy as np
 
     ids = np.random.default_rng(seed).permutation(ds.train.ids)
-    return {f"subject-{i // per_subject:04d}": sorted(ids[i:i + per_subject].tolist()) for i in range(0, len(ids), per_subject)}
+    return {
+        f"subject-{i // per_subject:04d}": sorted(ids[i : i + per_subject].tolist())
+        for i in range(0, len(ids), per_subject)
+    }
 
 
-def init_workspace(directory: str | Path, params_path: str | Path | None = None, remote: str | Path | None = None) -> Workspace:
+def init_workspace(
+    directory: str | Path, params_path: str | Path | None = None, remote: str | Path | None = None
+) -> Workspace:
     """Create a workspace: git repo, DVC with a local remote, the raw data snapshot (dvc add,
     commit, push), the request store. Validates params and data before writing anything."""
     from dvc.repo import Repo
@@ -154,11 +165,27 @@ def init_workspace(directory: str | Path, params_path: str | Path | None = None,
         (root / ".gitignore").write_text(GITIGNORE)
         for name, split in (("train", ds.train), ("heldout", ds.heldout), ("test", ds.test)):
             write_samples(ws.data_dir, name, split)
-        (root / "data" / "splits.json").write_text(json.dumps(
-            {"dataset": ds.name, "origins": dict(ds.origins), "class_names": list(ds.class_names),
-             "counts": {"train": len(ds.train), "heldout": len(ds.heldout), "test": len(ds.test)}}, indent=1))
-        (root / "data" / "subjects.json").write_text(json.dumps(_synthetic_subjects(ds, 4, settings.data.seed), indent=1))
-        (root / "data" / "tombstones.json").write_text(json.dumps({"erased": {}, "forgotten_classes": {}}, indent=1))
+        (root / "data" / "splits.json").write_text(
+            json.dumps(
+                {
+                    "dataset": ds.name,
+                    "origins": dict(ds.origins),
+                    "class_names": list(ds.class_names),
+                    "counts": {
+                        "train": len(ds.train),
+                        "heldout": len(ds.heldout),
+                        "test": len(ds.test),
+                    },
+                },
+                indent=1,
+            )
+        )
+        (root / "data" / "subjects.json").write_text(
+            json.dumps(_synthetic_subjects(ds, 4, settings.data.seed), indent=1)
+        )
+        (root / "data" / "tombstones.json").write_text(
+            json.dumps({"erased": {}, "forgotten_classes": {}}, indent=1)
+        )
         ws.git("init", "-q", "-b", "main")
         ws.git("config", "user.name", "unlearn-pipeline")
         ws.git("config", "user.email", "unlearn-pipeline@localhost")
@@ -169,15 +196,26 @@ def init_workspace(directory: str | Path, params_path: str | Path | None = None,
             conf["core"]["analytics"] = "false"
             conf["core"]["autostage"] = "true"
             conf["core"]["remote"] = "local"
-            conf["remote"]["local"] = {"url": str(Path(remote).resolve() if remote else root / STATE_DIR / "dvc-remote")}
+            conf["remote"]["local"] = {
+                "url": str(Path(remote).resolve() if remote else root / STATE_DIR / "dvc-remote")
+            }
         with quiet_dvc():
             repo.add(str(ws.data_dir))
         ws.git("add", "-A")
-        ws.git("commit", "-q", "-m", f"init: raw {ds.name} snapshot ({len(ds.train)} train / {len(ds.heldout)} heldout / {len(ds.test)} test)")
+        ws.git(
+            "commit",
+            "-q",
+            "-m",
+            f"init: raw {ds.name} snapshot ({len(ds.train)} train / {len(ds.heldout)} heldout / {len(ds.test)} test)",
+        )
         repo.push()
         repo.close()
-        (root / MARKER).write_text(json.dumps({"created_at": utcnow(), "dataset": ds.name,
-                                                "subject_salt": secrets.token_hex(16)}, indent=1))
+        (root / MARKER).write_text(
+            json.dumps(
+                {"created_at": utcnow(), "dataset": ds.name, "subject_salt": secrets.token_hex(16)},
+                indent=1,
+            )
+        )
         from pipelines.store import RequestStore
 
         RequestStore(ws.requests_db).close()

@@ -15,17 +15,19 @@ import yaml
 
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="unlearn-tests-"))
 # Set before anything imports prefect / mlflow / dvc (they read these at import time).
-os.environ.update({
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1",
-    "HF_HUB_OFFLINE": "1",
-    "PREFECT_HOME": str(_SESSION_TMP / "prefect-home"),
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "DVC_SITE_CACHE_DIR": str(_SESSION_TMP / "dvc-site"),
-    "UNLEARN_CERT_KEY": "test-signing-key-0123456789abcdef",
-})
+os.environ.update(
+    {
+        "DO_NOT_TRACK": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DVC_NO_ANALYTICS": "1",
+        "HF_HUB_OFFLINE": "1",
+        "PREFECT_HOME": str(_SESSION_TMP / "prefect-home"),
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+        "DVC_SITE_CACHE_DIR": str(_SESSION_TMP / "dvc-site"),
+        "UNLEARN_CERT_KEY": "test-signing-key-0123456789abcdef",
+    }
+)
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 os.environ.pop("PREFECT_API_URL", None)
 

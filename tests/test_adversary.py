@@ -44,7 +44,9 @@ def test_penalty_gradient_reaches_the_features_never_the_probe():
     # Moving the features against their gradient lowers the penalty: the adapter's direction is right.
     with torch.no_grad():
         moved = feats - 5.0 * feats.grad / feats.grad.norm(dim=1, keepdim=True)
-    assert recognition_penalty(probe, moved, (1,)) < recognition_penalty(probe, feats.detach(), (1,))
+    assert recognition_penalty(probe, moved, (1,)) < recognition_penalty(
+        probe, feats.detach(), (1,)
+    )
 
 
 def test_feature_bank_keeps_the_newest_pairs():
@@ -56,22 +58,41 @@ def test_feature_bank_keeps_the_newest_pairs():
 
 def test_sample_unlearning_refuses_the_probe_naming_the_key():
     with pytest.raises(SettingsError, match="sample_unlearning.probe_weight"):
-        parse_settings({"rfa": {"sample_unlearning": {"target": "margin_quantile", "probe_weight": 1.0}}})
+        parse_settings(
+            {"rfa": {"sample_unlearning": {"target": "margin_quantile", "probe_weight": 1.0}}}
+        )
 
 
 def test_rfa_with_the_probe_trains_it_in_the_loop_and_still_forgets(base_model, digits):
     c = 4
     fs = extract_forget_set(digits.train, set(digits.train.ids[digits.train.y == c].tolist()))
     task = UnlearnTask("class", fs.forget, fs.retain, digits.heldout, (c,))
-    cfg = RfaSettings(min_steps=40, max_steps=40,
-                      class_unlearning={"target": "masked_nearest_class", "forget_epochs": 1, "probe_weight": 1.0})
+    cfg = RfaSettings(
+        min_steps=40,
+        max_steps=40,
+        class_unlearning={
+            "target": "masked_nearest_class",
+            "forget_epochs": 1,
+            "probe_weight": 1.0,
+        },
+    )
     result = rfa(base_model, task, LoraSettings(), cfg)
     probe_recs = [h for h in result.history if "probe_penalty" in h]
-    assert len(probe_recs) == 4 and all(h["probe_fit"] >= 0 and h["probe_penalty"] >= 0 for h in probe_recs)
+    assert len(probe_recs) == 4 and all(
+        h["probe_fit"] >= 0 and h["probe_penalty"] >= 0 for h in probe_recs
+    )
     ft = digits.test.take(digits.test.y == c)
     with torch.no_grad():
         assert (result.model(to_input(ft.x)).argmax(1).numpy() == c).mean() <= 0.01
     # Off by default: the same run without the probe records no probe terms.
-    plain = rfa(base_model, task, LoraSettings(), RfaSettings(min_steps=10, max_steps=10,
-                class_unlearning={"target": "masked_nearest_class", "forget_epochs": 1}))
+    plain = rfa(
+        base_model,
+        task,
+        LoraSettings(),
+        RfaSettings(
+            min_steps=10,
+            max_steps=10,
+            class_unlearning={"target": "masked_nearest_class", "forget_epochs": 1},
+        ),
+    )
     assert not any("probe_penalty" in h for h in plain.history)

@@ -50,20 +50,54 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     settings = Settings.model_validate({"train": {"epochs": 3}})
-    result = run_bench("digits", None, "small_cnn", None, "class", 2, None, [0], ["rfa", "ft", "retrain"],
-                       tmp_path / "out", tmp_path / "cache", settings, Console(quiet=True), oracle_epochs=3)
+    result = run_bench(
+        "digits",
+        None,
+        "small_cnn",
+        None,
+        "class",
+        2,
+        None,
+        [0],
+        ["rfa", "ft", "retrain"],
+        tmp_path / "out",
+        tmp_path / "cache",
+        settings,
+        Console(quiet=True),
+        oracle_epochs=3,
+    )
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert [r["method"] for r in saved["records"]] == ["original", "retrain", "rfa", "ft"]
-    keys = {"method", "seed", "acc_dr", "acc_df", "acc_dt", "acc_drt", "acc_dft", "mia_efficacy", "loss_mia_auc",
-            "probe_acc_dft", "act_dist_dt", "js_df", "seconds", "trainable_fraction"}
+    keys = {
+        "method",
+        "seed",
+        "acc_dr",
+        "acc_df",
+        "acc_dt",
+        "acc_drt",
+        "acc_dft",
+        "mia_efficacy",
+        "loss_mia_auc",
+        "probe_acc_dft",
+        "act_dist_dt",
+        "js_df",
+        "seconds",
+        "trainable_fraction",
+    }
     for r in saved["records"]:
         assert keys <= set(r)
     rfa = saved["records"][2]
-    assert rfa["acc_dft"] <= 1.0 and rfa["act_dist_dt"] is not None and 0 < rfa["trainable_fraction"] < 0.05
+    assert (
+        rfa["acc_dft"] <= 1.0
+        and rfa["act_dist_dt"] is not None
+        and 0 < rfa["trainable_fraction"] < 0.05
+    )
     assert saved["records"][0]["seconds"] == 0.0 and saved["records"][1]["act_dist_dt"] == 0.0
     assert saved["records"][0]["cpu_seconds"] == 0.0
-    assert all(r["cpu_seconds"] > 0 for r in saved["records"][1:])  # CPU seconds beside the wall seconds
+    assert all(
+        r["cpu_seconds"] > 0 for r in saved["records"][1:]
+    )  # CPU seconds beside the wall seconds
     assert saved["config"]["scenario"] == "class" and saved["config"]["packages"]["torch"]
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| rfa |" in md and "time / Retrain" in md and "## Targets" in md
@@ -71,15 +105,31 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
     # The oracle is cached: a second run reuses it (same weights, its first measured seconds)
     # instead of retraining.
     assert saved["records"][1]["oracle_cached"] is False
-    again = run_bench("digits", None, "small_cnn", None, "class", 2, None, [0], ["retrain"],
-                      tmp_path / "out2", tmp_path / "cache", settings, Console(quiet=True), oracle_epochs=3)
+    again = run_bench(
+        "digits",
+        None,
+        "small_cnn",
+        None,
+        "class",
+        2,
+        None,
+        [0],
+        ["retrain"],
+        tmp_path / "out2",
+        tmp_path / "cache",
+        settings,
+        Console(quiet=True),
+        oracle_epochs=3,
+    )
     first, second = saved["records"][1], again["records"][1]
     assert second["method"] == "retrain" and second["oracle_cached"] is True
     assert second["seconds"] == first["seconds"] and second["acc_df"] == first["acc_df"]
     assert second["acc_dt"] == first["acc_dt"]
 
 
-@pytest.mark.skipif(not CKPT.exists() or not CIFAR_TEST.exists(), reason="../shared model or data absent")
+@pytest.mark.skipif(
+    not CKPT.exists() or not CIFAR_TEST.exists(), reason="../shared model or data absent"
+)
 def test_resnet20_checkpoint_loads_with_its_published_accuracy():
     from components.checkpoints import load_akamaster
 
@@ -105,7 +155,13 @@ def test_oracle_cache_key_changes_with_the_training_recipe_not_the_seed():
 
     base = TrainSettings()
     assert train_key(base) == train_key(TrainSettings(seed=7))  # the seed is a key part of its own
-    for change in ({"lr": 0.1}, {"epochs": 3}, {"optimizer": "sgd"}, {"augment": True}, {"precision": "bf16"}):
+    for change in (
+        {"lr": 0.1},
+        {"epochs": 3},
+        {"optimizer": "sgd"},
+        {"augment": True},
+        {"precision": "bf16"},
+    ):
         assert train_key(TrainSettings(**change)) != train_key(base), change
     # fp32 stays out of the hash: oracles cached before the precision setting keep their keys.
     assert train_key(base) == "8deb3855"  # the key of the digits oracles cached before it
@@ -118,7 +174,10 @@ def test_oracle_key_separates_model_widths_and_a_wrong_width_checkpoint_is_a_mod
     from pipelines.bench import oracle_key
 
     narrow, wide = (make_spec("small_cnn", digits.train.x, 10, w) for w in (16, 32))
-    keys = {oracle_key("digits", "small_cnn", spec, "ab" * 32, 0, TrainSettings()) for spec in (narrow, wide, narrow)}
+    keys = {
+        oracle_key("digits", "small_cnn", spec, "ab" * 32, 0, TrainSettings())
+        for spec in (narrow, wide, narrow)
+    }
     assert len(keys) == 2
     with pytest.raises(ModelError, match="does not fit spec small_cnn: size mismatch"):
         load_model(wide, state_bytes(build_model(narrow)))
@@ -143,16 +202,37 @@ def test_time_ratios_use_each_unit_only_where_both_runs_measured_it():
     from pipelines.bench_report import summarise, targets
 
     def rec(method, seed, seconds, cpu):
-        return {"method": method, "seed": seed, "acc_dr": 90.0, "acc_df": 0.0, "acc_dt": 88.0, "acc_drt": 90.0,
-                "acc_dft": 0.0, "mia_efficacy": 100.0, "loss_mia_auc": 0.5, "probe_acc_dft": 80.0,
-                "act_dist_dt": 0.1, "js_df": 0.01, "seconds": seconds, "cpu_seconds": cpu,
-                "trainable_fraction": 0.04 if method == "rfa" else 1.0}
+        return {
+            "method": method,
+            "seed": seed,
+            "acc_dr": 90.0,
+            "acc_df": 0.0,
+            "acc_dt": 88.0,
+            "acc_drt": 90.0,
+            "acc_dft": 0.0,
+            "mia_efficacy": 100.0,
+            "loss_mia_auc": 0.5,
+            "probe_acc_dft": 80.0,
+            "act_dist_dt": 0.1,
+            "js_df": 0.01,
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "trainable_fraction": 0.04 if method == "rfa" else 1.0,
+        }
 
-    result = {"config": {"scenario": "class"},
-              "records": [rec("original", 0, 0.0, 0.0), rec("retrain", 0, 1000.0, None), rec("rfa", 0, 40.0, 20.0),
-                          rec("ft", 0, 100.0, 80.0),
-                          rec("original", 1, 0.0, 0.0), rec("retrain", 1, 1000.0, 800.0), rec("rfa", 1, 30.0, 24.0),
-                          rec("ft", 1, 100.0, 60.0)]}
+    result = {
+        "config": {"scenario": "class"},
+        "records": [
+            rec("original", 0, 0.0, 0.0),
+            rec("retrain", 0, 1000.0, None),
+            rec("rfa", 0, 40.0, 20.0),
+            rec("ft", 0, 100.0, 80.0),
+            rec("original", 1, 0.0, 0.0),
+            rec("retrain", 1, 1000.0, 800.0),
+            rec("rfa", 1, 30.0, 24.0),
+            rec("ft", 1, 100.0, 60.0),
+        ],
+    }
     rows = summarise(result)
     assert rows["rfa"]["t_retrain"] == [0.04, 0.03] and rows["rfa"]["c_retrain"] == [0.03]
     assert rows["rfa"]["c_ft"] == [0.25, 0.4]
@@ -168,15 +248,34 @@ def test_targets_flag_an_rfa_no_closer_to_retrain_than_the_untouched_original():
     from pipelines.bench_report import summarise, targets
 
     def rec(method, df, dr, dt, mia):
-        return {"method": method, "seed": 0, "acc_df": df, "acc_dr": dr, "acc_dt": dt, "acc_drt": None,
-                "acc_dft": None, "mia_efficacy": mia, "loss_mia_auc": 0.5, "probe_acc_dft": None,
-                "act_dist_dt": None, "js_df": None, "seconds": 1.0, "cpu_seconds": 1.0,
-                "trainable_fraction": 0.04 if method == "rfa" else 1.0}
+        return {
+            "method": method,
+            "seed": 0,
+            "acc_df": df,
+            "acc_dr": dr,
+            "acc_dt": dt,
+            "acc_drt": None,
+            "acc_dft": None,
+            "mia_efficacy": mia,
+            "loss_mia_auc": 0.5,
+            "probe_acc_dft": None,
+            "act_dist_dt": None,
+            "js_df": None,
+            "seconds": 1.0,
+            "cpu_seconds": 1.0,
+            "trainable_fraction": 0.04 if method == "rfa" else 1.0,
+        }
 
-    records = [rec("original", 93.0, 92.8, 90.7, 8.4), rec("retrain", 91.1, 92.6, 90.7, 10.4),
-               rec("ft", 89.6, 89.7, 88.4, 17.5)]
+    records = [
+        rec("original", 93.0, 92.8, 90.7, 8.4),
+        rec("retrain", 91.1, 92.6, 90.7, 10.4),
+        rec("ft", 89.6, 89.7, 88.4, 17.5),
+    ]
     for rfa_df, rfa_mia, forgot in ((93.0, 8.4, False), (91.5, 10.0, True)):
-        result = {"config": {"scenario": "sample"}, "records": [*records, rec("rfa", rfa_df, 92.8, 90.7, rfa_mia)]}
+        result = {
+            "config": {"scenario": "sample"},
+            "records": [*records, rec("rfa", rfa_df, 92.8, 90.7, rfa_mia)],
+        }
         got = {name: ok for name, ok, _ in targets(result, summarise(result))}
         assert got["average gap to Retrain ≤ 2.0"] and got["gap smaller than ft's"]
         assert got["gap smaller than the untouched original's (did it forget?)"] is forgot

@@ -1,12 +1,22 @@
 import pytest
 
 from components.canonical import canonical_json
-from components.certificate import (CertificateError, build_certificate, certificate_digest, flat_diff, sign,
-                                    signing_key, subject_digest, verify_signature)
+from components.certificate import (
+    CertificateError,
+    build_certificate,
+    certificate_digest,
+    flat_diff,
+    sign,
+    signing_key,
+    subject_digest,
+    verify_signature,
+)
 
 
 def test_canonical_bytes_ignore_key_order():
-    assert canonical_json({"b": 1, "a": [1, {"d": 2, "c": 3}]}) == canonical_json({"a": [1, {"c": 3, "d": 2}], "b": 1})
+    assert canonical_json({"b": 1, "a": [1, {"d": 2, "c": 3}]}) == canonical_json(
+        {"a": [1, {"c": 3, "d": 2}], "b": 1}
+    )
 
 
 def test_sign_verify_and_tamper():

@@ -30,22 +30,31 @@ def _request_count(ws) -> int:
         return len(s.list())
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["request", "submit", "--samples", "dtrain-99999"], "unknown sample id 'dtrain-99999'"),
-    (["request", "submit", "--class", "42"], "unknown class 42"),
-    (["request", "submit", "--samples", " , "], "needs its target"),
-    (["request", "submit"], "exactly one of"),
-    (["request", "submit", "--class", "1", "--subject", "x"], "exactly one of"),
-    (["request", "submit", "--subject", "nobody"], "unknown subject 'nobody'"),
-    (["review", "approve", "digits-cnn", "99", "--reviewer", "r"], "does not exist"),
-    (["review", "approve", "digits-cnn", "1", "--reviewer", "r"], "has no unlearning certificate"),
-    (["review", "approve", "digits-cnn", "1", "--reviewer", " "], "--reviewer"),
-    (["review", "reject", "digits-cnn", "1", "--reviewer", "r", "--reason", "no"], "not awaiting_approval"),
-    (["audit", "verify", "digits-cnn", "99"], "has no version 99"),
-    (["audit", "trace", "digits-cnn@nope"], "has no alias 'nope'"),
-    (["audit", "trace", "digits-cnn"], "NAME@ALIAS or NAME/VERSION"),
-    (["train"], "already has a champion (version 1)"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["request", "submit", "--samples", "dtrain-99999"], "unknown sample id 'dtrain-99999'"),
+        (["request", "submit", "--class", "42"], "unknown class 42"),
+        (["request", "submit", "--samples", " , "], "needs its target"),
+        (["request", "submit"], "exactly one of"),
+        (["request", "submit", "--class", "1", "--subject", "x"], "exactly one of"),
+        (["request", "submit", "--subject", "nobody"], "unknown subject 'nobody'"),
+        (["review", "approve", "digits-cnn", "99", "--reviewer", "r"], "does not exist"),
+        (
+            ["review", "approve", "digits-cnn", "1", "--reviewer", "r"],
+            "has no unlearning certificate",
+        ),
+        (["review", "approve", "digits-cnn", "1", "--reviewer", " "], "--reviewer"),
+        (
+            ["review", "reject", "digits-cnn", "1", "--reviewer", "r", "--reason", "no"],
+            "not awaiting_approval",
+        ),
+        (["audit", "verify", "digits-cnn", "99"], "has no version 99"),
+        (["audit", "trace", "digits-cnn@nope"], "has no alias 'nope'"),
+        (["audit", "trace", "digits-cnn"], "NAME@ALIAS or NAME/VERSION"),
+        (["train"], "already has a champion (version 1)"),
+    ],
+)
 def test_bad_input_is_one_line_and_changes_nothing(trained_ws, capsys, args, needle):
     before = (_request_count(trained_ws), trained_ws.git("rev-parse", "HEAD"))
     code, _, err = run(capsys, "--workspace", str(trained_ws.root), *args)
@@ -57,7 +66,9 @@ def test_bad_input_is_one_line_and_changes_nothing(trained_ws, capsys, args, nee
 def test_forget_set_covering_the_whole_training_set_is_refused(trained_ws, capsys):
     ids = read_split(trained_ws, "HEAD", "train").ids.tolist()
     before = _request_count(trained_ws)
-    code, _, err = run(capsys, "-w", str(trained_ws.root), "request", "submit", "--samples", ",".join(ids))
+    code, _, err = run(
+        capsys, "-w", str(trained_ws.root), "request", "submit", "--samples", ",".join(ids)
+    )
     assert code == 2
     _one_line_error(err, "whole training set")
     assert _request_count(trained_ws) == before
@@ -67,13 +78,33 @@ def test_subject_request_with_a_mapping_file_freezes_its_sample_ids(trained_ws, 
     ids = read_split(trained_ws, "HEAD", "train").ids[100:103].tolist()
     mapping = tmp_path / "subjects.json"
     mapping.write_text(json.dumps({"user-42": ids}))
-    code, out, _ = run(capsys, "-w", str(trained_ws.root), "request", "submit", "--subject", "user-42", "--mapping", str(mapping))
+    code, out, _ = run(
+        capsys,
+        "-w",
+        str(trained_ws.root),
+        "request",
+        "submit",
+        "--subject",
+        "user-42",
+        "--mapping",
+        str(mapping),
+    )
     assert code == 0 and "3 samples" in out
     with RequestStore(trained_ws.requests_db) as s:
         (req,) = [r for r in s.list() if r.kind == "subject"]
     assert req.request.subject_id == "user-42" and list(req.request.sample_ids) == sorted(ids)
     mapping.write_text("[1, 2]")
-    code, _, err = run(capsys, "-w", str(trained_ws.root), "request", "submit", "--subject", "user-43", "--mapping", str(mapping))
+    code, _, err = run(
+        capsys,
+        "-w",
+        str(trained_ws.root),
+        "request",
+        "submit",
+        "--subject",
+        "user-43",
+        "--mapping",
+        str(mapping),
+    )
     assert code == 2
     _one_line_error(err, "must be a JSON object")
 
@@ -83,7 +114,9 @@ def test_submit_list_and_dedup(tmp_path, capsys):
     ids = read_split(ws, "HEAD", "train").ids[:3].tolist()
     code, out, _ = run(capsys, "-w", str(ws.root), "request", "submit", "--samples", ",".join(ids))
     assert code == 0 and "stored req-" in out
-    code, out, _ = run(capsys, "-w", str(ws.root), "request", "submit", "--samples", ",".join(reversed(ids)))
+    code, out, _ = run(
+        capsys, "-w", str(ws.root), "request", "submit", "--samples", ",".join(reversed(ids))
+    )
     assert code == 0 and "already known as" in out
     code, out, _ = run(capsys, "-w", str(ws.root), "request", "list", "--json")
     rows = [json.loads(line) for line in out.strip().splitlines()]
@@ -121,7 +154,9 @@ def test_corrupt_checkpoint_fails_verify_and_blocks_batches(tmp_path, capsys, pr
     from pipelines.base import registry_for
 
     reg = registry_for(ws)
-    weights = urlparse(reg.resolve("digits-cnn", "1").source).path + "/artifacts/weights.safetensors"
+    weights = (
+        urlparse(reg.resolve("digits-cnn", "1").source).path + "/artifacts/weights.safetensors"
+    )
     with open(weights, "r+b") as f:
         f.truncate(100)
     code, out, err = run(capsys, "-w", str(ws.root), "audit", "verify", "digits-cnn", "1")
@@ -140,7 +175,13 @@ def test_bench_report_rerenders_with_notes_and_refuses_a_folder_without_results(
     import shutil
     from pathlib import Path
 
-    src = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "digits-class0" / "results.json"
+    src = (
+        Path(__file__).resolve().parents[1]
+        / "benchmarks"
+        / "results"
+        / "digits-class0"
+        / "results.json"
+    )
     out = tmp_path / "run"
     out.mkdir()
     shutil.copy(src, out / "results.json")
@@ -148,7 +189,12 @@ def test_bench_report_rerenders_with_notes_and_refuses_a_folder_without_results(
     notes.write_text("Tried forget_epochs 20 and 40.")
     code, stdout, _ = run(capsys, "bench-report", str(out), "--notes", str(notes))
     md = (out / "results.md").read_text()
-    assert code == 0 and "## Notes" in md and "Tried forget_epochs 20 and 40." in md and "| rfa |" in md
+    assert (
+        code == 0
+        and "## Notes" in md
+        and "Tried forget_epochs 20 and 40." in md
+        and "| rfa |" in md
+    )
     assert "gap to Retrain ≤ every baseline's" in md
     code, _, err = run(capsys, "bench-report", str(tmp_path / "empty"))
     assert code == 2
@@ -159,13 +205,30 @@ def test_bench_merge_joins_seed_runs_and_refuses_mismatched_or_overlapping_ones(
     import json
     from pathlib import Path
 
-    full = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "digits-class0"
-                       / "results.json").read_text())
+    full = json.loads(
+        (
+            Path(__file__).resolve().parents[1]
+            / "benchmarks"
+            / "results"
+            / "digits-class0"
+            / "results.json"
+        ).read_text()
+    )
     runs = []
-    for seeds in ([2], [0, 1]):  # split the committed 3-seed run as two parallel processes would write it
-        part = {"config": {**full["config"], "seeds": seeds,
-                           "lr_chosen": {k: v for k, v in full["config"]["lr_chosen"].items() if int(k[-1]) in seeds}},
-                "records": [r for r in full["records"] if r["seed"] in seeds]}
+    for seeds in (
+        [2],
+        [0, 1],
+    ):  # split the committed 3-seed run as two parallel processes would write it
+        part = {
+            "config": {
+                **full["config"],
+                "seeds": seeds,
+                "lr_chosen": {
+                    k: v for k, v in full["config"]["lr_chosen"].items() if int(k[-1]) in seeds
+                },
+            },
+            "records": [r for r in full["records"] if r["seed"] in seeds],
+        }
         d = tmp_path / f"run{seeds[0]}"
         d.mkdir()
         (d / "results.json").write_text(json.dumps(part))
@@ -193,12 +256,15 @@ def test_bench_merge_joins_seed_runs_and_refuses_mismatched_or_overlapping_ones(
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--oracle-precision", "fp16"], "--oracle-precision must be one of ['bf16', 'fp32']"),
-    (["--scenario", "both"], "--scenario must be class or sample"),
-    # typer >= 0.2x raises its own copy of click's usage errors: they once escaped as tracebacks.
-    (["--bogus"], "No such option: --bogus"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--oracle-precision", "fp16"], "--oracle-precision must be one of ['bf16', 'fp32']"),
+        (["--scenario", "both"], "--scenario must be class or sample"),
+        # typer >= 0.2x raises its own copy of click's usage errors: they once escaped as tracebacks.
+        (["--bogus"], "No such option: --bogus"),
+    ],
+)
 def test_bench_usage_errors_are_one_line_before_loading_anything(capsys, tmp_path, args, needle):
     code, _, err = run(capsys, "bench", *args, "--out", str(tmp_path / "run"))
     assert code == 2
@@ -223,11 +289,15 @@ def test_a_bare_typer_exception_is_still_one_line(capsys, monkeypatch):
     _one_line_error(capsys.readouterr().err, "the registry refused the request")
 
 
-def test_batch_run_refuses_before_any_flow_without_a_champion_and_says_when_nothing_pends(tmp_path, capsys):
+def test_batch_run_refuses_before_any_flow_without_a_champion_and_says_when_nothing_pends(
+    tmp_path, capsys
+):
     ws = make_workspace(tmp_path, train=False)
     code, _, err = run(capsys, "-w", str(ws.root), "batch", "run")
     assert code == 2
-    _one_line_error(err, "has no champion model; run `unlearn train` or `unlearn model import` first")
+    _one_line_error(
+        err, "has no champion model; run `unlearn train` or `unlearn model import` first"
+    )
     from pipelines.base import train_base
 
     train_base(ws)

@@ -38,8 +38,16 @@ def test_dataset_hash_is_order_independent(digits):
 
 def test_npz_source_reads_nhwc_and_official_test_split(tmp_path):
     rng = np.random.default_rng(0)
-    np.savez(tmp_path / "train.npz", x=rng.integers(0, 255, (50, 6, 6, 3), dtype=np.uint8), y=np.arange(50) % 5)
-    np.savez(tmp_path / "test.npz", x=rng.integers(0, 255, (20, 6, 6, 3), dtype=np.uint8), y=np.arange(20) % 5)
+    np.savez(
+        tmp_path / "train.npz",
+        x=rng.integers(0, 255, (50, 6, 6, 3), dtype=np.uint8),
+        y=np.arange(50) % 5,
+    )
+    np.savez(
+        tmp_path / "test.npz",
+        x=rng.integers(0, 255, (20, 6, 6, 3), dtype=np.uint8),
+        y=np.arange(20) % 5,
+    )
     ds = load_dataset(DataSettings(source="npz", root=str(tmp_path), heldout_fraction=0.2))
     assert ds.train.x.shape[1:] == (3, 6, 6)
     assert len(ds.test) == 20 and len(ds.train) + len(ds.heldout) == 50
@@ -56,9 +64,16 @@ def test_torchvision_source_without_local_copy_refuses_to_download(tmp_path):
         load_dataset(DataSettings(source="fashion_mnist", root=str(tmp_path)))
 
 
-@pytest.mark.skipif(not (SHARED / "datasets" / "fashion_mnist" / "test.npz").exists(), reason="../shared datasets absent")
+@pytest.mark.skipif(
+    not (SHARED / "datasets" / "fashion_mnist" / "test.npz").exists(),
+    reason="../shared datasets absent",
+)
 def test_real_fashion_mnist_npz_loads_with_stable_hashes():
-    ds = load_dataset(DataSettings(source="npz", root=str(SHARED / "datasets" / "fashion_mnist"), heldout_fraction=0.1))
+    ds = load_dataset(
+        DataSettings(
+            source="npz", root=str(SHARED / "datasets" / "fashion_mnist"), heldout_fraction=0.1
+        )
+    )
     assert len(ds.test) == 10000 and len(ds.train) + len(ds.heldout) == 60000
     assert ds.train.x.shape[1:] == (1, 28, 28) and ds.num_classes == 10
     assert np.bincount(ds.test.y).tolist() == [1000] * 10

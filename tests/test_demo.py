@@ -17,7 +17,9 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 def test_demo_forgets_a_class_and_samples_and_certifies_both(tmp_path, prefect_server):
     summary = tmp_path / "summary.json"
-    result = run_demo(tmp_path / "ws", summary, forget_class=0, sample_fraction=0.05, console=Console(quiet=True))
+    result = run_demo(
+        tmp_path / "ws", summary, forget_class=0, sample_fraction=0.05, console=Console(quiet=True)
+    )
     assert result["ok"]
     data = json.loads(summary.read_text())
     cls, smp = data["batches"]

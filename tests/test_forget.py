@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from components.data import Split
-from components.forget import ForgetSetError, ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
+from components.forget import (
+    ForgetSetError,
+    ForgetSplit,
+    extract_forget_set,
+    forget_manifest,
+    manifest_sha256,
+)
 
 
 def _split(n=20):
@@ -23,12 +29,15 @@ def test_overlapping_split_is_refused():
         ForgetSplit(forget=s.take(np.array([0, 1])), retain=s.take(np.array([1, 2])))
 
 
-@pytest.mark.parametrize("ids, message", [
-    (set(), "empty"),
-    ({"nope"}, "not in the training snapshot"),
-    ({f"s{i:03d}" for i in range(20)}, "whole training set"),
-    ({f"s{i:03d}" for i in range(15)}, "max_forget_fraction"),
-])
+@pytest.mark.parametrize(
+    "ids, message",
+    [
+        (set(), "empty"),
+        ({"nope"}, "not in the training snapshot"),
+        ({f"s{i:03d}" for i in range(20)}, "whole training set"),
+        ({f"s{i:03d}" for i in range(15)}, "max_forget_fraction"),
+    ],
+)
 def test_bad_forget_sets(ids, message):
     with pytest.raises(ForgetSetError, match=message):
         extract_forget_set(_split(), ids, max_fraction=0.5)

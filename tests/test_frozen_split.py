@@ -21,7 +21,9 @@ def _resnet(n=6):
 
 
 def _perturbed_student(model, targets):
-    student = attach_lora(copy.deepcopy(model), LoraSettings(rank=3, alpha=6, target_modules=targets))
+    student = attach_lora(
+        copy.deepcopy(model), LoraSettings(rank=3, alpha=6, target_modules=targets)
+    )
     with torch.no_grad():
         for p in [p for n, p in student.named_parameters() if "lora_B" in n]:
             p.normal_(0, 0.05)
@@ -35,7 +37,9 @@ def test_prefix_then_suffix_is_the_adapted_forward_exactly():
     xin = to_input(x)
     with torch.no_grad():
         assert torch.equal(suffix(prefix(xin)), student(xin))
-        assert not torch.allclose(student(xin), model(xin), atol=1e-4)  # the suffix carries the adapter
+        assert not torch.allclose(
+            student(xin), model(xin), atol=1e-4
+        )  # the suffix carries the adapter
 
 
 def test_no_split_when_an_adapter_sits_in_the_prefix_or_the_model_has_none():
@@ -66,8 +70,14 @@ def test_rfa_with_the_cached_prefix_forgets_a_class_on_a_resnet():
     keep = y != 1
     task = UnlearnTask("class", split.take(~keep), split.take(keep), split.take(keep), (1,))
     lora = LoraSettings(rank=3, alpha=6, target_modules=PROFILES["resnet20"].lora_targets)
-    cfg = RfaSettings(taps=PROFILES["resnet20"].taps, retain_pool=64, retain_batch=32, min_steps=40, max_steps=40,
-                      class_unlearning={"target": "masked_nearest_class", "forget_epochs": 1, "lr": 0.01})
+    cfg = RfaSettings(
+        taps=PROFILES["resnet20"].taps,
+        retain_pool=64,
+        retain_batch=32,
+        min_steps=40,
+        max_steps=40,
+        class_unlearning={"target": "masked_nearest_class", "forget_epochs": 1, "lr": 0.01},
+    )
     result = rfa(model, task, lora, cfg)
     with torch.no_grad():
         before = (model(to_input(x[y == 1])).argmax(1) == 1).float().mean().item()

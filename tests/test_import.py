@@ -28,9 +28,15 @@ class TinyNet(nn.Module):
 
     def __init__(self, num_classes: int, width: int) -> None:
         super().__init__()
-        self.features = nn.Sequential(nn.Conv2d(1, width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
-                                      nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(),
-                                      nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )
         self.classifier = nn.Linear(2 * width, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,8 +48,15 @@ def tiny_net(num_classes: int = 10, width: int = 8) -> nn.Module:
     return TinyNet(num_classes, width)
 
 
-BUILDER = {"model": {"arch": "builder", "builder": "tests.test_import:tiny_net", "builder_kwargs": {"num_classes": 10}},
-           "lora": {"target_modules": r"features\.3|classifier"}, "rfa": {"taps": ["features.1", "features.4"]}}
+BUILDER = {
+    "model": {
+        "arch": "builder",
+        "builder": "tests.test_import:tiny_net",
+        "builder_kwargs": {"num_classes": 10},
+    },
+    "lora": {"target_modules": r"features\.3|classifier"},
+    "rfa": {"taps": ["features.1", "features.4"]},
+}
 
 
 def run(capsys, *args):
@@ -69,19 +82,36 @@ def digits_checkpoint(base_model, tmp_path_factory) -> Path:
     return path
 
 
-def test_import_checkpoint_then_first_batch_runs_as_on_a_trained_base(tmp_path, digits_checkpoint, base_model, capsys,
-                                                                      prefect_server):
+def test_import_checkpoint_then_first_batch_runs_as_on_a_trained_base(
+    tmp_path, digits_checkpoint, base_model, capsys, prefect_server
+):
     from components.models import model_digest
     from pipelines.flow import deletion_batch
     from pipelines.intake import submit
 
     ws = fresh(tmp_path)
-    code, out, err = run(capsys, "-w", ws.root, "model", "import", "--checkpoint", digits_checkpoint, "--trained-on", "train-split")
+    code, out, err = run(
+        capsys,
+        "-w",
+        ws.root,
+        "model",
+        "import",
+        "--checkpoint",
+        digits_checkpoint,
+        "--trained-on",
+        "train-split",
+    )
     assert code == 0, err
     reg, name = registry_for(ws), ws.settings.registry.model_name
     tags = reg.champion(name).tags
-    assert tags["origin"] == "imported" and tags["source.sha256"] == hashlib.sha256(digits_checkpoint.read_bytes()).hexdigest()
-    assert tags["model_digest"] == model_digest(base_model) and tags["data.trained_on"] == "train-split"
+    assert (
+        tags["origin"] == "imported"
+        and tags["source.sha256"] == hashlib.sha256(digits_checkpoint.read_bytes()).hexdigest()
+    )
+    assert (
+        tags["model_digest"] == model_digest(base_model)
+        and tags["data.trained_on"] == "train-split"
+    )
     assert tags["data.rev"] == ws.git("rev-parse", "HEAD")
     submit(ws, {"kind": "class", "class_label": 5})
     outcome = deletion_batch(str(ws.root))
@@ -98,12 +128,24 @@ def test_import_users_own_architecture_by_builder_path(tmp_path, capsys):
 
     ws = fresh(tmp_path, BUILDER)
     net = tiny_net()
-    train_classifier(net, read_state(ws, "HEAD").train, TrainSettings(epochs=2), torch.device("cpu"))
+    train_classifier(
+        net, read_state(ws, "HEAD").train, TrainSettings(epochs=2), torch.device("cpu")
+    )
     ckpt = tmp_path / "tiny.safetensors"
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(ckpt))
-    code, out, err = run(capsys, "-w", ws.root, "model", "import", "--checkpoint", ckpt, "--trained-on", "train-split")
+    code, out, err = run(
+        capsys,
+        "-w",
+        ws.root,
+        "model",
+        "import",
+        "--checkpoint",
+        ckpt,
+        "--trained-on",
+        "train-split",
+    )
     assert code == 0, err
     assert "imported tiny.safetensors as digits-cnn/1 (champion)" in " ".join(out.split())
     x = read_state(ws, "HEAD", pixels=True).test.x[:32]
@@ -115,7 +157,9 @@ def test_import_users_own_architecture_by_builder_path(tmp_path, capsys):
         assert np.array_equal(served, net.eval()(to_input(x)).numpy())
 
 
-@pytest.mark.skipif(not (RESNET20.exists() and CIFAR_TEST.exists()), reason="../shared models/datasets absent")
+@pytest.mark.skipif(
+    not (RESNET20.exists() and CIFAR_TEST.exists()), reason="../shared models/datasets absent"
+)
 def test_import_pretrained_resnet20_checkpoint(tmp_path, capsys):
     """The akamaster checkpoint on 2,000 official CIFAR-10 test images (a small workspace): the
     import records the file's sha256 and reaches the checkpoint's published accuracy."""
@@ -123,8 +167,12 @@ def test_import_pretrained_resnet20_checkpoint(tmp_path, capsys):
     data = tmp_path / "cifar-small"
     data.mkdir()
     np.savez(data / "train.npz", x=t["x"][:1000], y=t["y"][:1000], names=t["names"][:1000])
-    np.savez(data / "test.npz", x=t["x"][1000:2000], y=t["y"][1000:2000], names=t["names"][1000:2000])
-    params = Path(__file__).resolve().parent.parent / "examples" / "cifar10_resnet20" / "params.yaml"
+    np.savez(
+        data / "test.npz", x=t["x"][1000:2000], y=t["y"][1000:2000], names=t["names"][1000:2000]
+    )
+    params = (
+        Path(__file__).resolve().parent.parent / "examples" / "cifar10_resnet20" / "params.yaml"
+    )
     import yaml
 
     cfg = yaml.safe_load(params.read_text().replace("__DATA_DIR__", str(data)))
@@ -132,14 +180,21 @@ def test_import_pretrained_resnet20_checkpoint(tmp_path, capsys):
     code, out, err = run(capsys, "-w", ws.root, "model", "import", "--checkpoint", RESNET20)
     assert code == 0, err
     mv = registry_for(ws).champion("cifar10-resnet20")
-    assert mv.tags["source.sha256"] == "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8"
+    assert (
+        mv.tags["source.sha256"]
+        == "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8"
+    )
     assert mv.tags["data.trained_on"] == "train-files"
     run_ = registry_for(ws).client.get_run(mv.run_id)
     assert run_.data.metrics["acc_test"] > 88.0  # published: 91.73 % on the whole test split
-    assert set(read_state(ws, "HEAD", pixels=False).train.ids.tolist()) == set(t["names"][:1000].tolist())  # data.id_key
+    assert set(read_state(ws, "HEAD", pixels=False).train.ids.tolist()) == set(
+        t["names"][:1000].tolist()
+    )  # data.id_key
 
 
-def test_import_from_an_mlflow_uri_of_the_users_own_server(tmp_path, trained_ws, base_model, capsys, monkeypatch):
+def test_import_from_an_mlflow_uri_of_the_users_own_server(
+    tmp_path, trained_ws, base_model, capsys, monkeypatch
+):
     """models:/NAME@ALIAS from another tracking store (a version our pipeline registered there), and
     runs:/ID/PATH of a plain `mlflow.pytorch.log_state_dict`."""
     import mlflow
@@ -147,12 +202,25 @@ def test_import_from_an_mlflow_uri_of_the_users_own_server(tmp_path, trained_ws,
 
     ws = fresh(tmp_path / "a")
     src = registry_for(trained_ws).tracking_uri
-    code, out, err = run(capsys, "-w", ws.root, "model", "import", "--uri", "models:/digits-cnn@champion", "--tracking-uri", src,
-                         "--trained-on", "train-split")
+    code, out, err = run(
+        capsys,
+        "-w",
+        ws.root,
+        "model",
+        "import",
+        "--uri",
+        "models:/digits-cnn@champion",
+        "--tracking-uri",
+        src,
+        "--trained-on",
+        "train-split",
+    )
     assert code == 0, err
     tags = registry_for(ws).champion("digits-cnn").tags
     assert tags["source.uri"] == "models:/digits-cnn@champion" and tags["source.version"] == "1"
-    assert tags["model_digest"] == registry_for(trained_ws).champion("digits-cnn").tags["model_digest"]
+    assert (
+        tags["model_digest"] == registry_for(trained_ws).champion("digits-cnn").tags["model_digest"]
+    )
 
     theirs = f"sqlite:///{tmp_path}/theirs.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", theirs)  # set_tracking_uri exports it; removed below
@@ -161,8 +229,19 @@ def test_import_from_an_mlflow_uri_of_the_users_own_server(tmp_path, trained_ws,
         mlflow.pytorch.log_state_dict(base_model.state_dict(), "weights")
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
     ws2 = fresh(tmp_path / "b")
-    code, out, err = run(capsys, "-w", ws2.root, "model", "import", "--uri", f"runs:/{r.info.run_id}/weights",
-                         "--tracking-uri", theirs, "--trained-on", "train-split")
+    code, out, err = run(
+        capsys,
+        "-w",
+        ws2.root,
+        "model",
+        "import",
+        "--uri",
+        f"runs:/{r.info.run_id}/weights",
+        "--tracking-uri",
+        theirs,
+        "--trained-on",
+        "train-split",
+    )
     assert code == 0, err
     assert registry_for(ws2).champion("digits-cnn").tags["source.run_id"] == r.info.run_id
 
@@ -182,24 +261,66 @@ def _cases(tmp: Path, base_model) -> dict:
     torch.save(tiny_net(num_classes=5).state_dict(), tmp / "five-classes.pt")
     split = ["--trained-on", "train-split"]
     return {
-        "does not fit": (None, ["--checkpoint", tmp / "narrow.pt", *split], "does not fit the architecture"),
+        "does not fit": (
+            None,
+            ["--checkpoint", tmp / "narrow.pt", *split],
+            "does not fit the architecture",
+        ),
         "no file": (None, ["--checkpoint", tmp / "missing.pt", *split], "no such file"),
-        "pickle": (None, ["--checkpoint", tmp / "pickled-module.pt", *split], "cannot be read as weights only"),
-        "builder import": ({"model": {"arch": "builder", "builder": "no_such_pkg.nets:build"}},
-                           ["--checkpoint", tmp / "ok.pt", *split], "cannot import no_such_pkg.nets"),
-        "taps": ({"rfa": {"taps": ["block9"]}}, ["--checkpoint", tmp / "ok.pt", *split], "rfa.taps ['block9'] name no layer"),
-        "lora targets": ({"lora": {"target_modules": r"nothing\.here"}}, ["--checkpoint", tmp / "ok.pt", *split],
-                         "matches no Conv/Linear/attention layer"),
-        "labels": ({**BUILDER, "model": {**BUILDER["model"], "builder_kwargs": {"num_classes": 5}}},
-                   ["--checkpoint", tmp / "five-classes.pt", *split], "labels outside the model's classes"),
+        "pickle": (
+            None,
+            ["--checkpoint", tmp / "pickled-module.pt", *split],
+            "cannot be read as weights only",
+        ),
+        "builder import": (
+            {"model": {"arch": "builder", "builder": "no_such_pkg.nets:build"}},
+            ["--checkpoint", tmp / "ok.pt", *split],
+            "cannot import no_such_pkg.nets",
+        ),
+        "taps": (
+            {"rfa": {"taps": ["block9"]}},
+            ["--checkpoint", tmp / "ok.pt", *split],
+            "rfa.taps ['block9'] name no layer",
+        ),
+        "lora targets": (
+            {"lora": {"target_modules": r"nothing\.here"}},
+            ["--checkpoint", tmp / "ok.pt", *split],
+            "matches no Conv/Linear/attention layer",
+        ),
+        "labels": (
+            {**BUILDER, "model": {**BUILDER["model"], "builder_kwargs": {"num_classes": 5}}},
+            ["--checkpoint", tmp / "five-classes.pt", *split],
+            "labels outside the model's classes",
+        ),
         "uri": (None, ["--uri", "models:/no-such-model/1", *split], "does not resolve"),
-        "server down": (None, ["--uri", "models:/m/1", "--tracking-uri", f"http://127.0.0.1:{_free_port()}", *split], "unreachable"),
-        "overlap": (None, ["--checkpoint", tmp / "ok.pt", "--trained-on", "train-files"], "carved from the training files"),
+        "server down": (
+            None,
+            ["--uri", "models:/m/1", "--tracking-uri", f"http://127.0.0.1:{_free_port()}", *split],
+            "unreachable",
+        ),
+        "overlap": (
+            None,
+            ["--checkpoint", tmp / "ok.pt", "--trained-on", "train-files"],
+            "carved from the training files",
+        ),
     }
 
 
-@pytest.mark.parametrize("case", ["does not fit", "no file", "pickle", "builder import", "taps", "lora targets", "labels",
-                                  "uri", "server down", "overlap"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "does not fit",
+        "no file",
+        "pickle",
+        "builder import",
+        "taps",
+        "lora targets",
+        "labels",
+        "uri",
+        "server down",
+        "overlap",
+    ],
+)
 def test_bad_import_is_one_line_and_registers_nothing(tmp_path, base_model, capsys, case):
     overrides, args, needle = _cases(tmp_path, base_model)[case]
     ws = fresh(tmp_path, overrides)
@@ -221,8 +342,20 @@ def test_a_test_image_identical_to_a_training_image_is_refused(tmp_path, capsys)
     x_te[1:] = rng.integers(0, 255, (11, 8, 8), dtype=np.uint8)  # test image 0 is training image 0
     np.savez(d / "train.npz", x=x, y=y)
     np.savez(d / "test.npz", x=x_te, y=y_te)
-    ws = fresh(tmp_path, {"data": {"source": "npz", "root": str(d), "heldout_from": "test", "heldout_fraction": 0.5}})
-    code, _, err = run(capsys, "-w", ws.root, "model", "import", "--checkpoint", tmp_path / "any.pt")
+    ws = fresh(
+        tmp_path,
+        {
+            "data": {
+                "source": "npz",
+                "root": str(d),
+                "heldout_from": "test",
+                "heldout_fraction": 0.5,
+            }
+        },
+    )
+    code, _, err = run(
+        capsys, "-w", ws.root, "model", "import", "--checkpoint", tmp_path / "any.pt"
+    )
     assert code == 2
     one_line_error(err, "have the same pixels and label as training samples")
     assert registry_for(ws).versions("digits-cnn") == []
@@ -233,4 +366,6 @@ def test_data_ids_prints_a_seeded_draw_of_the_snapshot(trained_ws, capsys):
     ids = out.strip().split(",")
     assert code == 0 and len(set(ids)) == 5
     assert set(ids) <= set(read_state(trained_ws, "HEAD", pixels=False).train.ids.tolist())
-    assert run(capsys, "-w", trained_ws.root, "data", "ids", "--random", "5", "--seed", "3")[1] == out
+    assert (
+        run(capsys, "-w", trained_ws.root, "data", "ids", "--random", "5", "--seed", "3")[1] == out
+    )

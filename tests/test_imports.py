@@ -37,7 +37,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
         stack.append(u)
         for v in sorted(graph[u]):
             if state.get(v) == "open":
-                found.append(stack[stack.index(v):] + [v])
+                found.append(stack[stack.index(v) :] + [v])
             elif v not in state:
                 visit(v)
         stack.pop()

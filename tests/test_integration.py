@@ -45,21 +45,31 @@ def test_class_batch_end_to_end_then_tamper_detection(tmp_path, prefect_server):
     assert u["acc_drt"] >= o["acc_drt"] - 1.0
     version = outcome.model_version
     mv = reg.resolve(name, alias="candidate")
-    assert str(mv.version) == version and mv.tags["certificate_sha256"] == outcome.certificate_sha256
+    assert (
+        str(mv.version) == version and mv.tags["certificate_sha256"] == outcome.certificate_sha256
+    )
     assert _statuses(ws)[stored.id][0] == "awaiting_approval"
 
     # The new DVC snapshot lacks every forgotten sample, and it was pushed to the local remote.
     before = read_split(ws, mv.tags["data.before_rev"], "train")
     after = read_split(ws, mv.tags["data.after_rev"], "train")
-    assert (before.y == 4).sum() == n and (after.y == 4).sum() == 0 and len(after) == len(before) - n
+    assert (
+        (before.y == 4).sum() == n and (after.y == 4).sum() == 0 and len(after) == len(before) - n
+    )
     remote = ws.state / "dvc-remote" / "files" / "md5"
     md5 = mv.tags["data.dvc_md5"].removesuffix(".dir")
     assert (remote / md5[:2] / (md5[2:] + ".dir")).is_file()
 
     report = verify(ws, reg, name, version)
     assert report.ok, report.problems
-    assert {c[0] for c in report.checks} >= {"certificate.sha256", "certificate.signature", "forget_manifest.dvc",
-                                             "data.before", "data.after", "model.weights"}
+    assert {c[0] for c in report.checks} >= {
+        "certificate.sha256",
+        "certificate.signature",
+        "forget_manifest.dvc",
+        "data.before",
+        "data.after",
+        "model.weights",
+    }
 
     approve(ws, reg, name, version, "alice")
     assert str(reg.champion(name).version) == version and not reg.has_alias(name, "candidate")
@@ -67,7 +77,10 @@ def test_class_batch_end_to_end_then_tamper_detection(tmp_path, prefect_server):
     with pytest.raises(ReviewError, match="already approved"):
         approve(ws, reg, name, version, "alice")
     history = (ws.root / "audit" / "alias_history.jsonl").read_text().splitlines()
-    assert json.loads(history[-1])["actor"] == "alice" and ws.git("status", "--porcelain", "audit") == ""
+    assert (
+        json.loads(history[-1])["actor"] == "alice"
+        and ws.git("status", "--porcelain", "audit") == ""
+    )
     assert verify(ws, reg, name, version).ok  # approval record verifies too
 
     # One byte changed in the certificate: verify names the file and the changed field.
@@ -78,14 +91,18 @@ def test_class_batch_end_to_end_then_tamper_detection(tmp_path, prefect_server):
     bad = verify(ws, reg, name, version)
     assert not bad.ok
     text = " ".join(bad.problems)
-    assert "certificate.sha256" in text and "batch.scenario" in text and "certificate.signature" in text
+    assert (
+        "certificate.sha256" in text
+        and "batch.scenario" in text
+        and "certificate.signature" in text
+    )
     cert_path.write_bytes(original)
 
     # One byte changed in the forget manifest.
     man_path = art / "forget_manifest.json"
     man = man_path.read_bytes()
     i = man.index(b'"sha256":"') + len(b'"sha256":"')
-    man_path.write_bytes(man[:i] + (b"0" if man[i:i + 1] != b"0" else b"1") + man[i + 1:])
+    man_path.write_bytes(man[:i] + (b"0" if man[i : i + 1] != b"0" else b"1") + man[i + 1 :])
     bad = verify(ws, reg, name, version)
     assert [p.split(":")[0] for p in bad.problems] == ["forget_manifest.artifact"]
     assert "samples[0].sha256" in bad.problems[0]
@@ -95,8 +112,19 @@ def test_class_batch_end_to_end_then_tamper_detection(tmp_path, prefect_server):
 
 def test_failed_gates_register_nothing_and_return_requests_to_pending(tmp_path, prefect_server):
     # A learning rate too small to change anything: forgetting gates must fail.
-    ws = make_workspace(tmp_path, {"rfa": {"min_steps": 5, "class_unlearning": {
-        "target": "masked_nearest_class", "lr": 1e-7, "forget_epochs": 1}}})
+    ws = make_workspace(
+        tmp_path,
+        {
+            "rfa": {
+                "min_steps": 5,
+                "class_unlearning": {
+                    "target": "masked_nearest_class",
+                    "lr": 1e-7,
+                    "forget_epochs": 1,
+                },
+            }
+        },
+    )
     reg, name = registry_for(ws), ws.settings.registry.model_name
     stored, _, _ = submit(ws, {"kind": "class", "class_label": 2})
     commits = ws.git("rev-list", "--count", "HEAD")
@@ -108,20 +136,29 @@ def test_failed_gates_register_nothing_and_return_requests_to_pending(tmp_path, 
     assert ws.git("rev-list", "--count", "HEAD") == commits  # no data snapshot for a failed batch
     import mlflow
 
-    runs = mlflow.search_runs(experiment_names=[ws.settings.registry.experiment], filter_string="tags.status = 'gates_failed'")
+    runs = mlflow.search_runs(
+        experiment_names=[ws.settings.registry.experiment],
+        filter_string="tags.status = 'gates_failed'",
+    )
     assert len(runs) == 1
 
 
-def test_crashing_batch_loses_no_request_and_leaves_no_version(tmp_path, prefect_server, monkeypatch):
+def test_crashing_batch_loses_no_request_and_leaves_no_version(
+    tmp_path, prefect_server, monkeypatch
+):
     ws = make_workspace(tmp_path)
     reg, name = registry_for(ws), ws.settings.registry.model_name
-    stored, _, _ = submit(ws, {"kind": "samples", "sample_ids": list(read_split(ws, "HEAD", "train").ids[:30])})
+    stored, _, _ = submit(
+        ws, {"kind": "samples", "sample_ids": list(read_split(ws, "HEAD", "train").ids[:30])}
+    )
     monkeypatch.delenv("UNLEARN_CERT_KEY")
     with pytest.raises(BatchError, match="UNLEARN_CERT_KEY"):
         deletion_batch(str(ws.root))
     status, reason = _statuses(ws)[stored.id]
     assert status == "pending" and "UNLEARN_CERT_KEY" in reason
-    assert [str(v.version) for v in reg.versions(name)] == ["1"] and not reg.has_alias(name, "candidate")
+    assert [str(v.version) for v in reg.versions(name)] == ["1"] and not reg.has_alias(
+        name, "candidate"
+    )
 
 
 def test_rejection_returns_requests_and_unblocks_the_next_batch(tmp_path, prefect_server):
@@ -135,7 +172,10 @@ def test_rejection_returns_requests_and_unblocks_the_next_batch(tmp_path, prefec
     assert _statuses(ws)[stored.id][0] == "awaiting_approval"
     reject(ws, reg, name, first.model_version, "bob", "wrong class")
     assert _statuses(ws)[stored.id] == ("pending", "rejected by bob: wrong class")
-    assert str(reg.champion(name).version) == "1" and reg.resolve(name, first.model_version).tags["status"] == "rejected"
+    assert (
+        str(reg.champion(name).version) == "1"
+        and reg.resolve(name, first.model_version).tags["status"] == "rejected"
+    )
     with pytest.raises(ReviewError, match="was rejected"):
         approve(ws, reg, name, first.model_version, "bob")
     second = deletion_batch(str(ws.root))  # re-run from the champion's own snapshot
@@ -143,7 +183,9 @@ def test_rejection_returns_requests_and_unblocks_the_next_batch(tmp_path, prefec
     assert second.model_version != first.model_version
 
 
-def test_a_version_built_on_an_older_champion_cannot_undo_a_certified_erasure(tmp_path, prefect_server):
+def test_a_version_built_on_an_older_champion_cannot_undo_a_certified_erasure(
+    tmp_path, prefect_server
+):
     """Two batches that both built on v1 (two runs at once, or a crash that left a version without
     its alias): approving the second after the first would serve a model that still knows what the
     first erased. Both orders are refused."""
@@ -157,11 +199,18 @@ def test_a_version_built_on_an_older_champion_cannot_undo_a_certified_erasure(tm
     submit(ws, {"kind": "samples", "sample_ids": v1.ids[v1.y != 4][:30].tolist()})
     second = deletion_batch(str(ws.root))
     assert second.status == "awaiting_approval", second.reason
-    assert reg.resolve(name, first.model_version).tags["base_version"] == reg.resolve(name, second.model_version).tags["base_version"] == "1"
+    assert (
+        reg.resolve(name, first.model_version).tags["base_version"]
+        == reg.resolve(name, second.model_version).tags["base_version"]
+        == "1"
+    )
     with pytest.raises(ReviewError, match="does not hold the candidate alias"):
         approve(ws, reg, name, first.model_version, "alice")
     approve(ws, reg, name, second.model_version, "alice")
     reg.set_alias(VersionRef(name, first.model_version), "candidate")  # moved back by hand
-    with pytest.raises(ReviewError, match=f"built on version 1, but the champion is now version {second.model_version}"):
+    with pytest.raises(
+        ReviewError,
+        match=f"built on version 1, but the champion is now version {second.model_version}",
+    ):
         approve(ws, reg, name, first.model_version, "alice")
     assert str(reg.champion(name).version) == second.model_version

@@ -45,8 +45,13 @@ def test_rfa_class_unlearning_forgets_class_keeps_rest_and_freezes_bn(base_model
     assert model_digest(base_model) == before_digest
     after_bn = _bn_stats(result.model)
     assert all(torch.equal(before_bn[k], after_bn[k]) for k in before_bn)
-    splits = EvalSplits.build(fs.forget, fs.retain, digits.test, digits.heldout, (3,), EvaluationSettings())
-    o, u = evaluate(base_model, splits, EvaluationSettings(), CPU), evaluate(result.model, splits, EvaluationSettings(), CPU)
+    splits = EvalSplits.build(
+        fs.forget, fs.retain, digits.test, digits.heldout, (3,), EvaluationSettings()
+    )
+    o, u = (
+        evaluate(base_model, splits, EvaluationSettings(), CPU),
+        evaluate(result.model, splits, EvaluationSettings(), CPU),
+    )
     assert o["acc_dft"] > 90 and u["acc_dft"] <= 1.0 and u["acc_df"] <= 1.0
     assert u["acc_drt"] >= o["acc_drt"] - 1.0
     assert u["mia_efficacy"] >= 95
@@ -57,7 +62,11 @@ def test_rfa_class_unlearning_forgets_class_keeps_rest_and_freezes_bn(base_model
 
 def test_adapter_save_load_round_trip_reproduces_the_unlearned_model(base_model, digits):
     _, task = _class_task(digits, c=5)
-    cfg = RfaSettings(min_steps=20, max_steps=15, class_unlearning={"target": "masked_nearest_class", "forget_epochs": 1})
+    cfg = RfaSettings(
+        min_steps=20,
+        max_steps=15,
+        class_unlearning={"target": "masked_nearest_class", "forget_epochs": 1},
+    )
     result = rfa(base_model, task, LoraSettings(), cfg)
     assert result.steps == 15  # the cap wins over min_steps and |Df|
     restored_state = st_load(st_save(result.adapter))
@@ -66,8 +75,14 @@ def test_adapter_save_load_round_trip_reproduces_the_unlearned_model(base_model,
     with torch.no_grad():
         assert torch.allclose(rebuilt(x), result.model(x), atol=1e-5)
     # The served checkpoint itself round-trips through safetensors bytes without pickle.
-    spec = {"arch": "small_cnn", "in_channels": 1, "num_classes": 10, "width": 32,
-            "mean": base_model.norm.mean.flatten().tolist(), "std": base_model.norm.std.flatten().tolist()}
+    spec = {
+        "arch": "small_cnn",
+        "in_channels": 1,
+        "num_classes": 10,
+        "width": 32,
+        "mean": base_model.norm.mean.flatten().tolist(),
+        "std": base_model.norm.std.flatten().tolist(),
+    }
     assert model_digest(load_model(spec, state_bytes(result.model))) == model_digest(result.model)
 
 
@@ -77,7 +92,9 @@ def test_rfa_sample_unlearning_moves_forget_margins_toward_nonmembers(base_model
     rng = np.random.default_rng(0)
     ids = set(rng.choice(digits.train.ids, size=50, replace=False).tolist())
     fs = extract_forget_set(digits.train, ids)
-    result = get_method("rfa")(base_model, UnlearnTask("sample", fs.forget, fs.retain, digits.heldout), MethodConfig())
+    result = get_method("rfa")(
+        base_model, UnlearnTask("sample", fs.forget, fs.retain, digits.heldout), MethodConfig()
+    )
 
     def quantiles(model, split):
         with torch.no_grad():
@@ -97,29 +114,41 @@ def test_rfa_sample_unlearning_moves_forget_margins_toward_nonmembers(base_model
         assert (result.model(xr).argmax(1) == base_model(xr).argmax(1)).float().mean() > 0.99
 
 
-def test_sample_rfa_skips_the_unread_retain_reference_pass_without_changing_its_result(base_model, digits, monkeypatch):
+def test_sample_rfa_skips_the_unread_retain_reference_pass_without_changing_its_result(
+    base_model, digits, monkeypatch
+):
     """margin_quantile reads Df and the heldout split only: the teacher must not run over the
     retain reference, and skipping it must leave every random draw, so the adapter, unchanged."""
     from components import alignment, methods
 
     seen: list[int] = []
     real = methods._logits_and_taps
-    monkeypatch.setattr(methods, "_logits_and_taps", lambda model, x, *a, **k: (seen.append(len(x)), real(model, x, *a, **k))[1])
+    monkeypatch.setattr(
+        methods,
+        "_logits_and_taps",
+        lambda model, x, *a, **k: (seen.append(len(x)), real(model, x, *a, **k))[1],
+    )
     rng = np.random.default_rng(1)
-    fs = extract_forget_set(digits.train, set(rng.choice(digits.train.ids, size=40, replace=False).tolist()))
+    fs = extract_forget_set(
+        digits.train, set(rng.choice(digits.train.ids, size=40, replace=False).tolist())
+    )
     task = UnlearnTask("sample", fs.forget, fs.retain, digits.heldout)
     cfg = RfaSettings(max_steps=30, min_steps=30)
     skipped = rfa(base_model, task, LoraSettings(), cfg)
     assert seen == [40, 0, len(digits.heldout)]
     seen.clear()
-    monkeypatch.setattr(methods, "NEEDS_RETAIN_REFERENCE", alignment.NEEDS_RETAIN_REFERENCE | {"margin_quantile"})
+    monkeypatch.setattr(
+        methods, "NEEDS_RETAIN_REFERENCE", alignment.NEEDS_RETAIN_REFERENCE | {"margin_quantile"}
+    )
     full = rfa(base_model, task, LoraSettings(), cfg)
     assert seen == [40, min(len(fs.retain), 4000), len(digits.heldout)]
     assert skipped.adapter.keys() == full.adapter.keys()
     assert all(torch.equal(skipped.adapter[k], full.adapter[k]) for k in full.adapter)
 
 
-def test_target_refresh_rebuilds_the_sample_target_from_the_students_heldout_outputs(base_model, digits, monkeypatch):
+def test_target_refresh_rebuilds_the_sample_target_from_the_students_heldout_outputs(
+    base_model, digits, monkeypatch
+):
     """target_refresh N: every N steps (not at the last) the student, not the teacher, re-reads the
     heldout split and Df is re-aimed at its non-members; 0 builds the target once, as before."""
     from components import methods
@@ -127,17 +156,30 @@ def test_target_refresh_rebuilds_the_sample_target_from_the_students_heldout_out
 
     seen: list[tuple[int, bool]] = []  # (images, pass ran with trainable adapters = the student)
     real = methods._logits_and_taps
-    monkeypatch.setattr(methods, "_logits_and_taps", lambda model, x, *a, **k: (
-        seen.append((len(x), any(p.requires_grad for p in model.parameters()))), real(model, x, *a, **k))[1])
+    monkeypatch.setattr(
+        methods,
+        "_logits_and_taps",
+        lambda model, x, *a, **k: (
+            seen.append((len(x), any(p.requires_grad for p in model.parameters()))),
+            real(model, x, *a, **k),
+        )[1],
+    )
     rng = np.random.default_rng(1)
-    fs = extract_forget_set(digits.train, set(rng.choice(digits.train.ids, size=40, replace=False).tolist()))
+    fs = extract_forget_set(
+        digits.train, set(rng.choice(digits.train.ids, size=40, replace=False).tolist())
+    )
     task = UnlearnTask("sample", fs.forget, fs.retain, digits.heldout)
     once = RfaSettings(max_steps=30, min_steps=30)
     plain = rfa(base_model, task, LoraSettings(), once)
     assert seen == [(40, False), (0, False), (len(digits.heldout), False)]
     seen.clear()
     sample = once.sample_unlearning.model_dump() | {"target_refresh": 10}
-    refreshed = rfa(base_model, task, LoraSettings(), once.model_copy(update={"sample_unlearning": ScenarioSettings(**sample)}))
+    refreshed = rfa(
+        base_model,
+        task,
+        LoraSettings(),
+        once.model_copy(update={"sample_unlearning": ScenarioSettings(**sample)}),
+    )
     assert seen[3:] == [(len(digits.heldout), True)] * 2  # steps 10 and 20; none after the last
     assert any(not torch.equal(plain.adapter[k], refreshed.adapter[k]) for k in plain.adapter)
 
@@ -151,21 +193,37 @@ def test_retain_cross_entropy_is_a_per_scenario_setting_that_steers_the_adapter(
 
     _, task = _class_task(digits, c=6)
     base = RfaSettings(min_steps=20, max_steps=20, stop_check_every=0)
-    with_ce = base.model_copy(update={"class_unlearning": ScenarioSettings(
-        target="masked_nearest_class", forget_epochs=40, retain_ce_weight=5.0)})
-    a, b = rfa(base_model, task, LoraSettings(), base), rfa(base_model, task, LoraSettings(), with_ce)
+    with_ce = base.model_copy(
+        update={
+            "class_unlearning": ScenarioSettings(
+                target="masked_nearest_class", forget_epochs=40, retain_ce_weight=5.0
+            )
+        }
+    )
+    a, b = (
+        rfa(base_model, task, LoraSettings(), base),
+        rfa(base_model, task, LoraSettings(), with_ce),
+    )
     assert any(not torch.equal(a.adapter[k], b.adapter[k]) for k in a.adapter)
     with pytest.raises(pydantic.ValidationError, match="retain_ce_weight"):
         RfaSettings.model_validate({"retain_ce_weight": 1.0})
 
 
-def test_early_stop_ends_once_the_forget_check_reaches_the_target_and_still_forgets(base_model, digits):
+def test_early_stop_ends_once_the_forget_check_reaches_the_target_and_still_forgets(
+    base_model, digits
+):
     _, task = _class_task(digits, c=3)
     cfg = RfaSettings(min_steps=20, max_steps=600, stop_check_every=10, stop_tolerance_pt=1.0)
     result = rfa(base_model, task, LoraSettings(), cfg)
     checks = [h for h in result.history if "check_acc" in h]
-    assert 20 <= result.steps < 600 and checks[-1]["step"] == result.steps and result.stop_reason == "target"
-    assert checks[-1]["check_acc"] <= checks[-1]["check_target"] + 1.0 == 1.0  # class target scores 0 %
+    assert (
+        20 <= result.steps < 600
+        and checks[-1]["step"] == result.steps
+        and result.stop_reason == "target"
+    )
+    assert (
+        checks[-1]["check_acc"] <= checks[-1]["check_target"] + 1.0 == 1.0
+    )  # class target scores 0 %
     assert all(c["check_acc"] > 1.0 for c in checks[:-1])  # it did not stop before reaching it
     x = to_input(task.forget.x)
     with torch.no_grad():
@@ -178,25 +236,45 @@ def test_stall_stop_ends_a_run_that_no_longer_moves_the_forget_set(base_model, d
     from components.settings import ScenarioSettings
 
     stuck = ScenarioSettings(target="masked_nearest_class", lr=1e-9, forget_epochs=40)
-    cfg = RfaSettings(class_unlearning=stuck, min_steps=10, max_steps=200, stop_check_every=10,
-                      stop_tolerance_pt=0.5, stop_patience=3)
+    cfg = RfaSettings(
+        class_unlearning=stuck,
+        min_steps=10,
+        max_steps=200,
+        stop_check_every=10,
+        stop_tolerance_pt=0.5,
+        stop_patience=3,
+    )
     _, task = _class_task(digits, c=5)
     result = rfa(base_model, task, LoraSettings(), cfg)
     checks = [h for h in result.history if "check_acc" in h]
-    assert checks[0]["check_acc"] > 90 and checks[0]["check_target"] == 0.0  # the target is out of reach
-    assert result.stop_reason == "stalled" and result.steps == 40  # first check at 10, three stale ones after
+    assert (
+        checks[0]["check_acc"] > 90 and checks[0]["check_target"] == 0.0
+    )  # the target is out of reach
+    assert (
+        result.stop_reason == "stalled" and result.steps == 40
+    )  # first check at 10, three stale ones after
     assert [c["step"] for c in checks] == [10, 20, 30, 40]
-    off = rfa(base_model, task, LoraSettings(), cfg.model_copy(update={"stop_patience": 0, "max_steps": 60}))
+    off = rfa(
+        base_model,
+        task,
+        LoraSettings(),
+        cfg.model_copy(update={"stop_patience": 0, "max_steps": 60}),
+    )
     assert off.stop_reason == "steps" and off.steps == 60
 
 
-def test_rfa_under_the_cuda_policy_bf16_and_channels_last_still_forgets(base_model, digits, monkeypatch):
+def test_rfa_under_the_cuda_policy_bf16_and_channels_last_still_forgets(
+    base_model, digits, monkeypatch
+):
     """No GPU here: run the CUDA policy (bf16 autocast + channels_last) on the CPU, which supports
     both, so the mixed-precision code path itself is exercised."""
     from components import runtime
 
     cuda_policy = runtime.DEVICE_POLICIES["cuda"]
-    assert cuda_policy.autocast_dtype == torch.bfloat16 and cuda_policy.memory_format == torch.channels_last
+    assert (
+        cuda_policy.autocast_dtype == torch.bfloat16
+        and cuda_policy.memory_format == torch.channels_last
+    )
     assert runtime.device_policy(torch.device("cpu")).autocast_dtype is None
     monkeypatch.setitem(runtime.DEVICE_POLICIES, "cpu", cuda_policy)
     _, task = _class_task(digits, c=4)
@@ -208,24 +286,39 @@ def test_rfa_under_the_cuda_policy_bf16_and_channels_last_still_forgets(base_mod
     assert all(p.is_contiguous() for p in result.model.parameters())  # served in the plain layout
 
 
-def test_forget_loss_is_a_scenario_setting_and_a_misspelt_one_fails_before_any_pass(base_model, digits, monkeypatch):
+def test_forget_loss_is_a_scenario_setting_and_a_misspelt_one_fails_before_any_pass(
+    base_model, digits, monkeypatch
+):
     """`forget_loss` reaches the training loop (KL and squared logit error train different
     adapters from the same draws); an unknown name stops RFA before the teacher runs at all."""
     from components import methods
     from components.settings import ScenarioSettings
 
     rng = np.random.default_rng(2)
-    fs = extract_forget_set(digits.train, set(rng.choice(digits.train.ids, size=40, replace=False).tolist()))
+    fs = extract_forget_set(
+        digits.train, set(rng.choice(digits.train.ids, size=40, replace=False).tolist())
+    )
     task = UnlearnTask("sample", fs.forget, fs.retain, digits.heldout)
 
     def cfg(loss: str) -> RfaSettings:
-        sc = ScenarioSettings(target="margin_quantile", forget_loss=loss, lr=1e-2, forget_weight=10.0, feature_weight=0.0)
+        sc = ScenarioSettings(
+            target="margin_quantile",
+            forget_loss=loss,
+            lr=1e-2,
+            forget_weight=10.0,
+            feature_weight=0.0,
+        )
         return RfaSettings(min_steps=20, max_steps=20, sample_unlearning=sc)
 
-    mse, kl = rfa(base_model, task, LoraSettings(), cfg("logit_mse")), rfa(base_model, task, LoraSettings(), cfg("kl"))
+    mse, kl = (
+        rfa(base_model, task, LoraSettings(), cfg("logit_mse")),
+        rfa(base_model, task, LoraSettings(), cfg("kl")),
+    )
     assert any(not torch.equal(mse.adapter[k], kl.adapter[k]) for k in mse.adapter)
     passes: list[int] = []
-    monkeypatch.setattr(methods, "_logits_and_taps", lambda model, x, *a, **k: passes.append(len(x)))
+    monkeypatch.setattr(
+        methods, "_logits_and_taps", lambda model, x, *a, **k: passes.append(len(x))
+    )
     with pytest.raises(ValueError, match="unknown forget loss 'l1'"):
         rfa(base_model, task, LoraSettings(), cfg("l1"))
     assert passes == []

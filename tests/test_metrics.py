@@ -1,7 +1,18 @@
 import numpy as np
 
-from components.metrics import (Predictions, accuracy, auc_standard_error, confidence, entropy, loss_mia, mia_efficacy,
-                                modified_entropy, rate_standard_error, retain_leakage, two_rate_standard_error)
+from components.metrics import (
+    Predictions,
+    accuracy,
+    auc_standard_error,
+    confidence,
+    entropy,
+    loss_mia,
+    mia_efficacy,
+    modified_entropy,
+    rate_standard_error,
+    retain_leakage,
+    two_rate_standard_error,
+)
 
 
 def _preds(conf_true, n_classes=3, seed=0):
@@ -24,7 +35,10 @@ def test_modified_entropy_matches_song_mittal_formula():
     expected = -(1 - q[0]) * np.log(q[0]) - q[1] * np.log(1 - q[1]) - q[2] * np.log(1 - q[2])
     assert np.isclose(modified_entropy(p)[0], expected)
     # Unlike entropy it separates a confident right answer from a confident wrong one.
-    right, wrong = _preds([0.98]), Predictions(np.log(np.array([[0.01, 0.98, 0.01]])), np.array([0]))
+    right, wrong = (
+        _preds([0.98]),
+        Predictions(np.log(np.array([[0.01, 0.98, 0.01]])), np.array([0])),
+    )
     assert np.isclose(entropy(right), entropy(wrong))
     assert modified_entropy(wrong)[0] > 10 * modified_entropy(right)[0]
 
@@ -33,8 +47,14 @@ def test_mia_efficacy_separates_member_like_from_nonmember_like():
     rng = np.random.default_rng(0)
     retain = _preds(rng.uniform(0.97, 1.0, 300))
     test = _preds(rng.uniform(0.3, 0.9, 200))
-    out = mia_efficacy(retain, test, {"memberish": _preds(rng.uniform(0.97, 1.0, 50)),
-                                      "forgotten": _preds(rng.uniform(0.0, 0.3, 50))})
+    out = mia_efficacy(
+        retain,
+        test,
+        {
+            "memberish": _preds(rng.uniform(0.97, 1.0, 50)),
+            "forgotten": _preds(rng.uniform(0.0, 0.3, 50)),
+        },
+    )
     assert out["memberish"] < 10 and out["forgotten"] > 90
 
 
@@ -82,8 +102,11 @@ def test_predict_many_shares_an_identical_prefix_and_matches_predict():
     b = copy.deepcopy(a)
     with torch.no_grad():
         b.layer3[0].conv1.weight.mul_(1.5)  # what LoRA changes: only the suffix
-    split = Split(np.random.default_rng(0).integers(0, 255, (10, 3, 32, 32), dtype=np.uint8), np.arange(10) % 10,
-                  np.array([f"s{i}" for i in range(10)]))
+    split = Split(
+        np.random.default_rng(0).integers(0, 255, (10, 3, 32, 32), dtype=np.uint8),
+        np.arange(10) % 10,
+        np.array([f"s{i}" for i in range(10)]),
+    )
     assert shared_prefix([a, b]) is not None
     pa, pb = predict_many([a, b], split, torch.device("cpu"), batch=4)
     assert np.array_equal(pa.logits, predict(a, split, torch.device("cpu"), batch=4).logits)

@@ -30,9 +30,24 @@ def mlflow_server(tmp_path):
     port = _free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     proc = subprocess.Popen(
-        [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db", "--artifacts-destination",
-         str(tmp_path / "srv-artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            str(mlflow_bin),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path}/srv.db",
+            "--artifacts-destination",
+            str(tmp_path / "srv-artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -65,4 +80,6 @@ def test_registry_over_http_then_server_down(tmp_path, mlflow_server, monkeypatc
     proc.wait(timeout=60)
     assert main(["-w", str(ws.root), "audit", "verify", "digits-cnn", "1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: MLflow tracking server at http://127.0.0.1") and "unreachable" in err
+    assert (
+        err.startswith("error: MLflow tracking server at http://127.0.0.1") and "unreachable" in err
+    )

@@ -33,7 +33,10 @@ def test_lora_on_declared_targets_is_small_tapped_and_merges_exactly(arch):
     torch.manual_seed(0)
     model = build_model(make_spec(arch, x, 10, 32)).eval()
     profile = PROFILES[arch]
-    student = attach_lora(copy.deepcopy(model), LoraSettings(rank=RANKS[arch], alpha=8, target_modules=profile.lora_targets))
+    student = attach_lora(
+        copy.deepcopy(model),
+        LoraSettings(rank=RANKS[arch], alpha=8, target_modules=profile.lora_targets),
+    )
     assert 0 < trainable_fraction(student) <= 0.05
     with torch.no_grad():  # B starts at zero: a fresh adapter is the identity
         for p in [p for n, p in student.named_parameters() if "lora_B" in n]:

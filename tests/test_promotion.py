@@ -1,7 +1,15 @@
 from components.promotion import VersionFacts, decide_approval, decide_rejection
 
-GOOD = VersionFacts(exists=True, has_certificate=True, gates_passed=True, status="awaiting_approval", certificate_sha256="abc123",
-                    is_candidate=True, base_version="1", champion_version="1")
+GOOD = VersionFacts(
+    exists=True,
+    has_certificate=True,
+    gates_passed=True,
+    status="awaiting_approval",
+    certificate_sha256="abc123",
+    is_candidate=True,
+    base_version="1",
+    champion_version="1",
+)
 
 
 def test_good_candidate_is_promoted():
@@ -13,7 +21,12 @@ def test_refusals_name_their_reason():
     cases = [
         (VersionFacts(exists=False, has_certificate=False), "does not exist"),
         (VersionFacts(True, False, status="base"), "no unlearning certificate"),
-        (VersionFacts(True, True, ("certificate.sha256: differs",), True, "awaiting_approval", "abc"), "certificate: certificate.sha256"),
+        (
+            VersionFacts(
+                True, True, ("certificate.sha256: differs",), True, "awaiting_approval", "abc"
+            ),
+            "certificate: certificate.sha256",
+        ),
         (VersionFacts(True, True, (), True, "approved", "abc"), "already approved"),
         (VersionFacts(True, True, (), True, "rejected", "abc"), "was rejected"),
         (VersionFacts(True, True, (), False, "awaiting_approval", "abc"), "gates did not pass"),
@@ -35,4 +48,6 @@ def test_a_stale_or_orphaned_candidate_is_refused():
     orphan = decide_approval(replace(GOOD, is_candidate=False))
     assert not orphan.promote and "does not hold the candidate alias" in orphan.text
     stale = decide_approval(replace(GOOD, base_version="1", champion_version="2"))
-    assert not stale.promote and "built on version 1, but the champion is now version 2" in stale.text
+    assert (
+        not stale.promote and "built on version 1, but the champion is now version 2" in stale.text
+    )

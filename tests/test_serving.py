@@ -49,7 +49,10 @@ def test_version_folder_is_pickle_free(trained_ws):
     mlmodel = yaml.safe_load((src / "MLmodel").read_text())
     pyfunc = mlmodel["flavors"]["python_function"]
     # Models from code: MLflow runs pyfunc_model.py at load; no python_model.pkl is written.
-    assert pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model" and "python_model" not in pyfunc
+    assert (
+        pyfunc["loader_module"] == "mlflow.pyfunc.loaders.code_model"
+        and "python_model" not in pyfunc
+    )
     assert not [p for p in src.rglob("*") if p.suffix in (".pkl", ".pickle", ".pt", ".pth")]
     assert (src / "artifacts" / "weights.safetensors").is_file()
 
@@ -63,12 +66,32 @@ def _free_port() -> int:
 def test_mlflow_models_serve_answers_a_scoring_request(trained_ws, tmp_path):
     port = _free_port()
     bin_dir = Path(sys.executable).parent  # `mlflow models serve` runs `uvicorn` from PATH
-    env = dict(os.environ, MLFLOW_TRACKING_URI=registry_for(trained_ws).tracking_uri,
-               PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}")
+    env = dict(
+        os.environ,
+        MLFLOW_TRACKING_URI=registry_for(trained_ws).tracking_uri,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+    )
     mlflow_bin = bin_dir / "mlflow"
-    proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", "models:/digits-cnn@champion", "--env-manager", "local",
-                             "-h", "127.0.0.1", "-p", str(port)], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            str(mlflow_bin),
+            "models",
+            "serve",
+            "-m",
+            "models:/digits-cnn@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 180  # a busy 2-core machine: imports alone take seconds
         while True:
@@ -78,11 +101,16 @@ def test_mlflow_models_serve_answers_a_scoring_request(trained_ws, tmp_path):
                         break
             except OSError:
                 pass
-            assert proc.poll() is None and time.monotonic() < deadline, "mlflow models serve did not start"
+            assert proc.poll() is None and time.monotonic() < deadline, (
+                "mlflow models serve did not start"
+            )
             time.sleep(0.5)
         x = read_split(trained_ws, "HEAD", "test").x[:5]
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=json.dumps({"inputs": x.tolist()}).encode(),
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=json.dumps({"inputs": x.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(req, timeout=60) as r:
             got = np.array(json.loads(r.read())["predictions"], dtype=np.float32)
         assert got.shape == (5, 10)

@@ -23,18 +23,26 @@ def test_bad_value_names_dotted_path():
 
 def test_nested_bad_value_names_full_path():
     with pytest.raises(SettingsError, match=r"rfa\.sample_unlearning\.forget_batch"):
-        parse_settings({"rfa": {"sample_unlearning": {"target": "margin_quantile", "forget_batch": -1}}})
+        parse_settings(
+            {"rfa": {"sample_unlearning": {"target": "margin_quantile", "forget_batch": -1}}}
+        )
 
 
 def test_forget_focus_is_a_share_of_the_batch():
     with pytest.raises(SettingsError, match=r"rfa\.sample_unlearning\.forget_focus"):
-        parse_settings({"rfa": {"sample_unlearning": {"target": "margin_quantile", "forget_focus": 1.5}}})
-    assert parse_settings({}).rfa.sample_unlearning.forget_focus == 0.0  # off unless a params file asks
+        parse_settings(
+            {"rfa": {"sample_unlearning": {"target": "margin_quantile", "forget_focus": 1.5}}}
+        )
+    assert (
+        parse_settings({}).rfa.sample_unlearning.forget_focus == 0.0
+    )  # off unless a params file asks
 
 
 def test_target_refresh_is_a_step_count_off_by_default():
     with pytest.raises(SettingsError, match=r"rfa\.sample_unlearning\.target_refresh"):
-        parse_settings({"rfa": {"sample_unlearning": {"target": "margin_quantile", "target_refresh": -5}}})
+        parse_settings(
+            {"rfa": {"sample_unlearning": {"target": "margin_quantile", "target_refresh": -5}}}
+        )
     assert parse_settings({}).rfa.sample_unlearning.target_refresh == 0
 
 
@@ -67,7 +75,15 @@ def test_defaults_match_project_params():
 
 def test_a_moved_key_says_where_it_lives_now():
     """rfa.retain_ce_weight became per scenario: an older params file is told where to put it."""
-    with pytest.raises(SettingsError, match=r"rfa\.retain_ce_weight has moved; set rfa\.class_unlearning\.retain_ce_weight"):
+    with pytest.raises(
+        SettingsError,
+        match=r"rfa\.retain_ce_weight has moved; set rfa\.class_unlearning\.retain_ce_weight",
+    ):
         parse_settings({"rfa": {"retain_ce_weight": 1.0}})
-    ok = parse_settings({"rfa": {"class_unlearning": {"target": "masked_nearest_class", "retain_ce_weight": 1.0}}})
-    assert ok.rfa.class_unlearning.retain_ce_weight == 1.0 and ok.rfa.sample_unlearning.retain_ce_weight == 0.0
+    ok = parse_settings(
+        {"rfa": {"class_unlearning": {"target": "masked_nearest_class", "retain_ce_weight": 1.0}}}
+    )
+    assert (
+        ok.rfa.class_unlearning.retain_ce_weight == 1.0
+        and ok.rfa.sample_unlearning.retain_ce_weight == 0.0
+    )

@@ -22,7 +22,9 @@ def test_deletion_adds_only_a_listing_and_leaves_exactly_d_minus_df(tmp_path):
     before = read_state(ws, "HEAD")
     forget = before.train.take(np.arange(0, 60, 2))
     objects = _objects(ws)
-    after = commit_snapshot(ws, before, forget, {i: "b1" for i in forget.ids.tolist()}, {}, "erase 30")
+    after = commit_snapshot(
+        ws, before, forget, {i: "b1" for i in forget.ids.tolist()}, {}, "erase 30"
+    )
     added = _objects(ws) - objects
     assert added == {after.dvc_md5}  # the new .dir listing, and not one sample object
     new = read_state(ws, "HEAD")
@@ -30,7 +32,10 @@ def test_deletion_adds_only_a_listing_and_leaves_exactly_d_minus_df(tmp_path):
     i, j = new.train.index_of(), before.train.index_of()
     some = new.train.ids[100]
     assert np.array_equal(new.train.x[i[some]], before.train.x[j[some]])
-    assert new.erased == {k: "b1" for k in forget.ids.tolist()} and new.info.dataset_sha256 == after.dataset_sha256
+    assert (
+        new.erased == {k: "b1" for k in forget.ids.tolist()}
+        and new.info.dataset_sha256 == after.dataset_sha256
+    )
     assert len(dir_listing(ws, "HEAD")) == len(dir_listing(ws, "HEAD~1")) - 30
 
 
@@ -57,12 +62,19 @@ def test_a_workspace_with_whole_split_npz_files_is_told_what_to_do(tmp_path):
     ws = make_workspace(tmp_path, train=False)
     shutil.rmtree(ws.data_dir)
     ws.data_dir.mkdir()
-    np.savez(ws.data_dir / "train.npz", x=np.zeros((2, 1, 2, 2), np.uint8), y=np.zeros(2), ids=np.array(["a", "b"]))
+    np.savez(
+        ws.data_dir / "train.npz",
+        x=np.zeros((2, 1, 2, 2), np.uint8),
+        y=np.zeros(2),
+        ids=np.array(["a", "b"]),
+    )
     with Repo(str(ws.root)) as repo:
         repo.add(str(ws.data_dir))
     ws.git("add", "-A")
     ws.git("commit", "-q", "-m", "old layout")
-    with pytest.raises(WorkspaceError, match="whole-split npz files .* create a new workspace with `unlearn init`"):
+    with pytest.raises(
+        WorkspaceError, match="whole-split npz files .* create a new workspace with `unlearn init`"
+    ):
         read_state(ws, "HEAD")
 
 
@@ -74,4 +86,6 @@ def test_objects_missing_from_the_cache_are_fetched_from_the_remote(tmp_path):
     for p in gone:
         p.unlink()
     after = read_state(ws, "HEAD")  # pulled back from the DVC remote
-    assert all(p.is_file() for p in gone) and after.info.dataset_sha256 == before.info.dataset_sha256
+    assert (
+        all(p.is_file() for p in gone) and after.info.dataset_sha256 == before.info.dataset_sha256
+    )

@@ -18,7 +18,7 @@ def test_augment_batch_shifts_and_flips_each_image_within_the_padding():
     found = 0
     for i in range(len(x)):
         padded = torch.nn.functional.pad(x[i], (2, 2, 2, 2))
-        crops = [padded[:, dy:dy + 8, dx:dx + 8] for dy in range(5) for dx in range(5)]
+        crops = [padded[:, dy : dy + 8, dx : dx + 8] for dy in range(5) for dx in range(5)]
         crops += [c.flip(2) for c in crops]
         found += any(torch.equal(out[i], c) for c in crops)
     assert found == len(x)
@@ -40,10 +40,12 @@ def test_every_registered_optimizer_trains_a_model_that_beats_chance(digits):
     for name, lr in (("adam", 3e-3), ("sgd", 0.05)):
         torch.manual_seed(0)
         model = build_model(spec)
-        train_classifier(model, digits.train, TrainSettings(epochs=4, lr=lr, optimizer=name),
-                         torch.device("cpu"))
+        train_classifier(
+            model, digits.train, TrainSettings(epochs=4, lr=lr, optimizer=name), torch.device("cpu")
+        )
         with torch.no_grad():
             from components.models import to_input
+
             acc = (model(to_input(digits.test.x)).argmax(1).numpy() == digits.test.y).mean()
         assert acc > 0.5, (name, acc)
 
@@ -59,8 +61,12 @@ def test_bf16_training_beats_chance_and_hands_back_an_fp32_model_in_the_usual_la
     for precision in ("fp32", "bf16"):
         torch.manual_seed(0)
         trained[precision] = build_model(spec)
-        train_classifier(trained[precision], digits.train, TrainSettings(epochs=4, lr=3e-3, precision=precision),
-                         torch.device("cpu"))
+        train_classifier(
+            trained[precision],
+            digits.train,
+            TrainSettings(epochs=4, lr=3e-3, precision=precision),
+            torch.device("cpu"),
+        )
     model = trained["bf16"]
     # Same seed, same batches: only the arithmetic differs, so bf16 really ran.
     assert not torch.equal(model.head.weight, trained["fp32"].head.weight)
@@ -81,7 +87,9 @@ def test_bf16_on_a_cpu_without_bf16_units_fails_before_training_with_the_fix(dig
     model = build_model(make_spec("small_cnn", digits.train.x, digits.num_classes, 8))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(RuntimeError, match="AVX512-BF16 or AMX.*train.precision: fp32"):
-        train_classifier(model, digits.train, TrainSettings(epochs=1, precision="bf16"), torch.device("cpu"))
+        train_classifier(
+            model, digits.train, TrainSettings(epochs=1, precision="bf16"), torch.device("cpu")
+        )
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 

@@ -30,8 +30,8 @@ class UnlearnTask:
 
 @dataclass
 class UnlearnResult:
-    model: nn.Module                       # merged, plain module (eval mode, CPU)
-    adapter: dict[str, torch.Tensor]       # LoRA weights for audit; empty for full-weight methods
+    model: nn.Module  # merged, plain module (eval mode, CPU)
+    adapter: dict[str, torch.Tensor]  # LoRA weights for audit; empty for full-weight methods
     seconds: float
     trainable_fraction: float
     steps: int
