@@ -1,39 +1,40 @@
-"""One RFA tuning run on CIFAR-10 / ResNet-20 or Fashion-MNIST / small CNN (seed 0's forget set):
-the sweeps behind benchmarks/notes/*.md.
+"""One RFA tuning run on CIFAR-10 / ResNet-20 or Fashion-MNIST / small CNN (seed 0's forget set).
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune.py '{"probe_weight": 15, "lr": 0.005}'
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune.py '{"scenario": "sample", "forget_batch": 64}'
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/tune.py '{"dataset": "fashion_mnist", "retain_batch": 8}'
+    .venv/bin/python -m benchmarks.tune --set rfa.class_unlearning.probe_weight=15
+    .venv/bin/python -m benchmarks.tune --scenario sample --set rfa.sample_unlearning.forget_batch=64
+    .venv/bin/python -m benchmarks.tune --dataset fashion_mnist --set rfa.retain_batch=8 --set lora.rank=4
 
-`dataset` is cifar10 (the default) or fashion_mnist; the rest of the JSON overrides
-`benchmarks/params/<dataset>.yaml` keys of the scenario's `rfa.*_unlearning`, of
-`rfa` and of `lora` (`rank`, and `targets` for the peft regex); `base_epochs` and
-`base_precision` pick a longer-trained cached base (Fashion-MNIST; the one `unlearn bench
---oracle-epochs / --oracle-precision` trains) and `width` a wider one; `scenario` is class
-(forget class 0, the default) or sample (10 % random). Prints one JSON line: seconds, steps,
-trainable share and the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe scored as
-the benchmark scores it; sample: Acc(Df), Acc(Dt), |Df - Dt|, Acc(Dr) on the gate's random 5,000
-retained images, MIA-efficacy on Df next to its heldout baseline, and the pipeline's sample gates that fail
-(value, effective threshold). Not a benchmark: no oracle, no baselines; it sizes a setting.
+Settings come from `benchmarks/params/<dataset>.yaml`; each `--set dotted.key=value` (value in
+YAML) replaces one key, and the result is validated like any params file, so a misspelt key fails
+with its dotted path. `--base-epochs` / `--base-precision` pick the longer-trained cached base that
+`unlearn bench --oracle-epochs / --oracle-precision` trains. Prints one JSON line: seconds, steps,
+trainable share and the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe as the
+benchmark scores them; sample: Acc(Df), Acc(Dt), |Df - Dt|, Acc(Dr), MIA-efficacy on Df next to
+its heldout baseline, and the pipeline's sample gates that fail. Not a benchmark: no oracle, no
+baselines; it sizes a setting.
 """
 
 from __future__ import annotations
 
+import copy
 import json
-import sys
+from typing import Optional
 from pathlib import Path
 
 import numpy as np
 import torch
+import typer
+import yaml
 
 from components.evaluation import EvalSplits, evaluate
 from components.forget import extract_forget_set
 from components.gates import sample_gates
-from components.methods import UnlearnTask, rfa
-from components.models import PROFILES, to_input
+from components.models import to_input
 from components.reference import feature_probe
-from components.settings import EvaluationSettings, load_settings
-from pipelines.bench import forget_ids, load_bench_data, original_model, training_recipe
+from components.settings import Settings, SettingsError, parse_settings
+from components.unlearning.rfa import rfa
+from components.unlearning.types import UnlearnTask
+from benchmarks.cache import forget_ids, load_bench_data, original_model, training_recipe
 
 SHARED = "../shared"
 MODELS = {
@@ -50,42 +51,43 @@ def _acc(model, split) -> float:
     return float(100 * (pred.numpy() == split.y).mean())
 
 
-def main(overrides: dict, keep: dict | None = None) -> dict:
+def with_overrides(raw: dict, pairs: list[str]) -> Settings:
+    """The params mapping with each `dotted.key=value` applied (value parsed as YAML), validated."""
+    raw = copy.deepcopy(raw)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SettingsError(f"--set {pair!r}: expected dotted.key=value")
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return parse_settings(raw, source="params with --set overrides")
+
+
+def main(
+    dataset: str = "cifar10",
+    scenario: str = "class",
+    overrides: list[str] | None = None,
+    base_epochs: int | None = None,
+    base_precision: str | None = None,
+) -> dict:
     torch.set_num_threads(1)
-    ov = dict(overrides)
-    dataset = ov.pop("dataset", "cifar10")
     arch, ckpt = MODELS[dataset]
-    s = load_settings(f"benchmarks/params/{dataset}.yaml")
-    ds = load_bench_data(dataset, f"{SHARED}/datasets/{dataset}")
+    raw = yaml.safe_load(Path(f"benchmarks/params/{dataset}.yaml").read_text())
+    s = with_overrides(raw, overrides or [])
+    ds = load_bench_data(dataset, f"{SHARED}/datasets/{dataset}", s.bench.heldout_seed)
     cpu = torch.device("cpu")
-    # base_epochs / base_precision: the base the bench trains under --oracle-epochs / --oracle-precision
-    train = training_recipe(s.train, ov.pop("base_epochs", None), ov.pop("base_precision", None))
-    width = ov.pop(
-        "width", s.model.width
-    )  # small_cnn only: a wider cached base (trained on first use)
-    original, _ = original_model(ds, arch, ckpt, Path(".cache") / "bench", train, cpu, width)
-    prof = PROFILES[arch]
-    scenario = ov.pop("scenario", "class")
+    train = training_recipe(s.train, base_epochs, base_precision)
+    original, _ = original_model(ds, arch, ckpt, Path(".cache") / "bench", train, cpu, s.model.width)
     fs = extract_forget_set(ds.train, forget_ids(ds, scenario, 0, 0.1, 0), max_fraction=0.5)
-    task = UnlearnTask(
-        scenario, fs.forget, fs.retain, ds.heldout, (0,) if scenario == "class" else ()
-    )
-    lora = s.lora.model_copy(
-        update={
-            "target_modules": ov.pop("targets", prof.lora_targets),
-            "rank": ov.pop("rank", s.lora.rank),
-        }
-    )
-    key = f"{scenario}_unlearning"
-    sc = getattr(s.rfa, key)
-    sc = sc.model_copy(update={k: v for k, v in ov.items() if k in type(sc).model_fields})
-    rest = {k: v for k, v in ov.items() if k in type(s.rfa).model_fields}
-    cfg = s.rfa.model_copy(update={**rest, "taps": tuple(ov.get("taps", prof.taps)), key: sc})
+    classes = (0,) if scenario == "class" else ()
+    task = UnlearnTask(scenario, fs.forget, fs.retain, ds.heldout, classes)
+    lora, cfg = s.lora, s.rfa
     res = rfa(original, task, lora, cfg)
-    if keep is not None:
-        keep.update(model=res.model, original=original, ds=ds, fs=fs)
     out = {
-        "overrides": overrides,
+        "overrides": overrides or [],
         "seconds": round(res.seconds, 1),
         "steps": res.steps,
         "trainable": round(res.trainable_fraction, 4),
@@ -97,7 +99,7 @@ def main(overrides: dict, keep: dict | None = None) -> dict:
     }
     if scenario == "sample":
         # The pipeline's own sample MIA gate: Df against the heldout (non-member) baseline, same attack.
-        ev = EvaluationSettings(retain_eval_max=5000)  # as `unlearn bench` scores it
+        ev = s.bench.evaluation  # as `unlearn bench` scores it
         splits = EvalSplits.build(fs.forget, fs.retain, ds.test, ds.heldout, (), ev)
         m, m0 = evaluate(res.model, splits, ev, cpu), evaluate(original, splits, ev, cpu)
         # The pipeline's own sample gates (params' gates.*, noise allowances included): what a
@@ -107,8 +109,8 @@ def main(overrides: dict, keep: dict | None = None) -> dict:
             for g in sample_gates(m0, m, s.gates)
             if not g.passed
         }
-        # Every number from the same evaluate() pass the gates read: Acc(Dr) on the gate's own random
-        # 5,000 (the sweep before 8701a45 read the first 5,000: 98.76 where the gate saw 98.58).
+        # Every number from the same evaluate() pass the gates read (Acc(Dr) on the same random
+        # retained images the gate reads).
         df, dt = m["acc_df"], m["acc_dt"]
         return out | {
             "acc_df": round(df, 2),
@@ -126,10 +128,21 @@ def main(overrides: dict, keep: dict | None = None) -> dict:
         "acc_drt": round(_acc(res.model, ds.test.take(ds.test.y != 0)), 2),
         "acc_df_1000": _acc(res.model, fs.forget.take(np.arange(1000))),
         "probe_acc_dft": feature_probe(
-            res.model, ds.heldout, forgotten_test, prof.penultimate, cpu, 0
+            res.model, ds.heldout, forgotten_test, s.bench.probe_layer, cpu, 0
         ),
     }
 
 
+def cli(
+    dataset: str = typer.Option("cifar10", help="cifar10 | fashion_mnist"),
+    scenario: str = typer.Option("class", help="class (forget class 0) | sample (10 % random)"),
+    set_: list[str] = typer.Option([], "--set", help="dotted.key=value (repeatable)"),
+    base_epochs: Optional[int] = typer.Option(None, help="Epochs of the cached base (small_cnn)."),
+    base_precision: Optional[str] = typer.Option(None, help="fp32 | bf16 of the cached base."),
+) -> None:
+    """One RFA run with the given overrides; one JSON line on stdout."""
+    print(json.dumps(main(dataset, scenario, set_, base_epochs, base_precision)))
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(json.loads(sys.argv[1]) if len(sys.argv) > 1 else {})))
+    typer.run(cli)

@@ -9,11 +9,16 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.canonical import canonical_json, sha256_hex
 
 SCHEMA = "unlearn.certificate/1"
+GUARANTEE_NOTE = (
+    "membership-inference attacks are evidence, not proof; see gates and attacks"
+)
 
 
 class CertificateError(ValueError):
@@ -36,28 +41,133 @@ def subject_digest(subject_id: str, salt: str) -> str:
     return sha256_hex(f"{salt}:{subject_id}".encode())
 
 
-def build_certificate(body: dict[str, Any]) -> dict[str, Any]:
-    """Wrap the batch facts into a certificate document (unsigned)."""
-    cert = {
-        "schema": SCHEMA,
-        "guarantee": "empirical",
-        "guarantee_note": "membership-inference attacks are evidence, not proof; see gates and attacks",
-        **body,
-    }
-    canonical_json(cert)  # fails early on NaN or non-JSON values
-    return cert
+class _Doc(BaseModel):
+    # Unknown fields are refused: a certificate with an extra key is not one we wrote.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def certificate_digest(cert: dict[str, Any]) -> str:
-    return sha256_hex(canonical_json(cert))
+class BatchFacts(_Doc):
+    id: str
+    scenario: Literal["class", "sample"]
+    created_at: str
 
 
-def sign(cert: dict[str, Any], key: bytes) -> str:
-    return hmac.new(key, canonical_json(cert), hashlib.sha256).hexdigest()
+class RequestFacts(_Doc):
+    """One deletion request the batch served; subject ids appear only as salted hashes."""
+
+    id: str
+    kind: Literal["sample", "subject", "class"]
+    received_at: str
+    deadline: str
+    n_samples: int
+    subject_sha256: str | None = None  # subject requests only
+    class_label: int | None = None  # class requests only
 
 
-def verify_signature(cert: dict[str, Any], signature: str, key: bytes) -> bool:
-    return hmac.compare_digest(sign(cert, key), signature)
+class ManifestRef(_Doc):
+    sha256: str
+    count: int
+
+
+class SnapshotFacts(_Doc):
+    """A DVC data snapshot: the workspace git commit and what it pins."""
+
+    git_rev: str
+    dvc_md5: str
+    dvc_lock_sha256: str | None
+    dataset_sha256: str
+
+
+class DataFacts(_Doc):
+    before: SnapshotFacts
+    after: SnapshotFacts
+
+
+class ModelRef(_Doc):
+    name: str
+    version: str
+    digest: str  # sha256 of the weights (components.models.model_digest)
+
+
+class UnlearnedModelRef(ModelRef):
+    run_id: str
+
+
+class MethodFacts(_Doc):
+    name: str
+    params: dict[str, Any]  # the rfa and lora settings, as run
+    trainable_fraction: float
+    steps: int
+    stop_reason: str
+    device: str
+    seconds: float
+
+
+class CodeFacts(_Doc):
+    version: str
+    packages: dict[str, str]
+
+
+class EvaluationFacts(_Doc):
+    original: dict[str, Any]  # metric -> value (None where a split was empty)
+    unlearned: dict[str, Any]
+    attacks: list[str]
+
+
+class Certificate(_Doc):
+    """The certificate body, schema `unlearn.certificate/1`: what `publish` signs and `verify`
+    checks field by field. Serialised with `to_json` (canonical JSON, unset fields left out)."""
+
+    schema_: Literal["unlearn.certificate/1"] = Field(alias="schema")
+    guarantee: Literal["empirical"]
+    guarantee_note: str
+    batch: BatchFacts
+    requests: list[RequestFacts]
+    forget_manifest: ManifestRef
+    data: DataFacts
+    base_model: ModelRef
+    unlearned_model: UnlearnedModelRef
+    method: MethodFacts
+    code: CodeFacts
+    evaluation: EvaluationFacts
+    gates: dict[str, Any]  # the gate report (components.gates) with the base model's verdicts
+
+    def to_json(self) -> bytes:
+        """Canonical JSON bytes: what is hashed, signed and stored."""
+        return canonical_json(self.model_dump(mode="json", by_alias=True, exclude_unset=True))
+
+    def digest(self) -> str:
+        return sha256_hex(self.to_json())
+
+
+def parse_certificate(raw: bytes) -> Certificate:
+    """The typed certificate from its stored bytes; CertificateError with one line if not one."""
+    try:
+        return Certificate.model_validate_json(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise CertificateError(
+            f"not a {SCHEMA} certificate: {where}: {first['msg']} ({err.error_count()} problems)"
+        ) from None
+
+
+def build_certificate(**facts: Any) -> Certificate:
+    """The certificate for a batch's facts (unsigned); ValueError on a missing or wrong field."""
+    canonical_json(facts)  # NaN / inf fail here: pydantic's JSON mode would turn them into null
+    return Certificate.model_validate(
+        {"schema": SCHEMA, "guarantee": "empirical", "guarantee_note": GUARANTEE_NOTE, **facts}
+    )
+
+
+def sign(doc: Certificate | dict[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 over the document's canonical JSON."""
+    raw = doc.to_json() if isinstance(doc, Certificate) else canonical_json(doc)
+    return hmac.new(key, raw, hashlib.sha256).hexdigest()
+
+
+def verify_signature(doc: Certificate | dict[str, Any], signature: str, key: bytes) -> bool:
+    return hmac.compare_digest(sign(doc, key), signature)
 
 
 def flat_diff(expected: Any, actual: Any, path: str = "") -> list[str]:

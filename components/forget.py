@@ -10,6 +10,11 @@ from components.canonical import canonical_json, sha256_hex
 from components.data import Split, split_hashes
 
 
+# The one definition of the forget manifest: {"schema", "count", "samples": [{"id", "sha256"}]},
+# samples sorted by id, each hash over the sample's pixels and label (components.data.split_hashes).
+MANIFEST_SCHEMA = "unlearn.forget-manifest/1"
+
+
 class ForgetSetError(ValueError):
     """The requested forget set is not a proper, non-empty subset of the training data."""
 
@@ -61,10 +66,15 @@ def forget_manifest(forget: Split) -> dict:
     """Sorted sample ids with per-sample content hashes (never the raw data)."""
     pairs = sorted(zip(forget.ids.tolist(), split_hashes(forget)))
     return {
-        "schema": "unlearn.forget-manifest/1",
+        "schema": MANIFEST_SCHEMA,
         "count": len(pairs),
         "samples": [{"id": i, "sha256": h} for i, h in pairs],
     }
+
+
+def removed_ids(before: np.ndarray, after: np.ndarray) -> set[str]:
+    """Ids in the `before` listing missing from `after`: the samples a snapshot erased."""
+    return set(before.tolist()) - set(after.tolist())
 
 
 def manifest_sha256(manifest: dict) -> str:

@@ -8,11 +8,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
-from components.alignment import feature_taps, pooled
 from components.data import Split
 from components.metrics import Predictions
 from components.models import to_input
 from components.runtime import device_policy
+from components.unlearning.taps import feature_taps, pooled
 
 
 def activation_distance(p: Predictions, ref: Predictions) -> float:

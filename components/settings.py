@@ -174,10 +174,62 @@ class RfaSettings(_Frozen):
         return {"class": self.class_unlearning, "sample": self.sample_unlearning}[name]
 
 
+class BaselineSettings(_Frozen):
+    """The baselines' shared knobs (components/unlearning/baselines.py); the benchmark sweeps lr."""
+
+    lr: float = Field(0.01, gt=0)
+    epochs: int = Field(1, ge=1)  # passes over Dr (ft) or Df-driven epochs (the others)
+    batch_size: int = Field(128, ge=1)
+    alpha: float = Field(0.9, ge=0, le=1)  # NegGrad+: weight of the retain loss
+    forget_cap: float = Field(5.0, gt=0)  # NegGrad+: the ascent term is capped, else it diverges
+    saliency_fraction: float = Field(0.5, gt=0, le=1)  # SalUn: share of weights updated
+    scrub_max_steps: int = Field(2, ge=0)  # SCRUB: epochs with a max-step on Df
+    temperature: float = Field(4.0, gt=0)  # SCRUB: KL temperature
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    seed: int = 0
+
+
 class EvaluationSettings(_Frozen):
     retain_eval_max: int = Field(2000, ge=10)
     loss_mia_folds: int = Field(10, ge=2)
     seed: int = 0
+
+
+class BenchSettings(_Frozen):
+    """The benchmark harness (`unlearn bench`, benchmarks/): what it sweeps and how it scores.
+
+    RFA runs with the file's own `lora` and `rfa` sections; the harness checks that their layer
+    names exist in the model and never replaces them.
+    """
+
+    # Learning-rate grid per baseline; each baseline keeps the grid point closest to Retrain.
+    grids: dict[str, tuple[float, ...]] = {
+        "ft": (0.01, 0.04),
+        "neggrad": (0.005, 0.02),
+        "rl": (0.0005, 0.001),
+        "salun": (0.0005, 0.001),
+        "scrub": (0.002, 0.01),
+    }
+    # Epochs per baseline (passes over Dr for ft; over Df for the others).
+    epochs: dict[str, int] = {"ft": 1, "neggrad": 5, "rl": 2, "salun": 2, "scrub": 3}
+    # The baselines' shared knobs; lr and epochs are set per baseline from grids / epochs.
+    baseline: BaselineSettings = BaselineSettings()
+    # The bench scores every method on up to 5,000 retained images (the gates read fewer).
+    evaluation: EvaluationSettings = EvaluationSettings(retain_eval_max=5000)
+    # The module whose pooled output the feature probe reads (the penultimate features).
+    probe_layer: str = "pool"
+    # npz datasets: the official test split is divided once, stratified, with this seed, into
+    # the non-member reference (heldout) and Dt.
+    heldout_seed: int = 12345
+
+    @model_validator(mode="after")
+    def _epochs_for_every_grid(self) -> "BenchSettings":
+        missing = sorted(set(self.grids) - set(self.epochs))
+        if missing:
+            raise ValueError(f"bench.epochs has no entry for {', '.join(missing)}")
+        if any(len(g) == 0 for g in self.grids.values()):
+            raise ValueError("every bench.grids entry needs at least one learning rate")
+        return self
 
 
 class GateSettings(_Frozen):
@@ -221,6 +273,7 @@ class Settings(_Frozen):
     requests: RequestSettings = RequestSettings()
     registry: RegistrySettings = RegistrySettings()
     certificate: CertificateSettings = CertificateSettings()
+    bench: BenchSettings = BenchSettings()
 
 
 def _describe(err: ValidationError) -> str:

@@ -8,15 +8,18 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.canonical import canonical_json, sha256_hex
+from components.canonical import sha256_hex
 from components.certificate import (
+    Certificate,
     CertificateError,
-    certificate_digest,
+    DataFacts,
+    ModelRef,
     flat_diff,
+    parse_certificate,
     signing_key,
     verify_signature,
 )
-from components.forget import forget_manifest, manifest_sha256
+from components.forget import forget_manifest, manifest_sha256, removed_ids
 from components.models import ModelError, model_digest
 from pipelines.registry import Registry, RegistryError, VersionRef, read_model_dir
 from pipelines.snapshot import commit_files, read_split, snapshot_info
@@ -63,13 +66,13 @@ def _check_snapshot(ws: Workspace, report: VerifyReport, label: str, expected: d
     )
 
 
-def _expected_manifest(ws: Workspace, before_rev: str, after_rev: str) -> dict:
-    """The forget manifest recomputed from DVC: samples in the before snapshot missing after
+def _expected_manifest(ws: Workspace, data: DataFacts) -> dict:
+    """The forget manifest recomputed from DVC: the samples of the before snapshot missing after
     (found from the two listings; only the missing samples' pixels are read)."""
-    before_ids = read_split(ws, before_rev, "train", pixels=False).ids
-    after_ids = read_split(ws, after_rev, "train", pixels=False).ids
-    gone = set(before_ids.tolist()) - set(after_ids.tolist())
-    return forget_manifest(read_split(ws, before_rev, "train", ids=gone))
+    before_ids = read_split(ws, data.before.git_rev, "train", pixels=False).ids
+    after_ids = read_split(ws, data.after.git_rev, "train", pixels=False).ids
+    gone = removed_ids(before_ids, after_ids)
+    return forget_manifest(read_split(ws, data.before.git_rev, "train", ids=gone))
 
 
 def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyReport:
@@ -81,111 +84,141 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
     key = signing_key(ws.settings.certificate.key_env)
     with tempfile.TemporaryDirectory() as tmp:
         d = reg.download(ref, Path(tmp))
-        try:
-            model, _ = read_model_dir(d)
-            digest = model_digest(model)
-            report.add(
-                "model.weights",
-                digest == tags.get("model_digest"),
-                f"sha256 {digest[:12]} vs registered {tags.get('model_digest', '')[:12]}",
-            )
-        except (ModelError, OSError, json.JSONDecodeError) as err:
-            report.add("model.weights", False, f"{ref}: {err}")
-            digest = ""
+        digest = _check_weights(d, ref, tags, report)
         if tags.get("kind") == "base":
-            _check_snapshot(
-                ws,
-                report,
-                "trained_on",
-                {
-                    "git_rev": tags.get("data.rev", ""),
-                    "dvc_md5": tags.get("data.dvc_md5"),
-                    "dataset_sha256": tags.get("data.dataset_sha256"),
-                },
-            )
+            trained_on = {
+                "git_rev": tags.get("data.rev", ""),
+                "dvc_md5": tags.get("data.dvc_md5"),
+                "dataset_sha256": tags.get("data.dataset_sha256"),
+            }
+            _check_snapshot(ws, report, "trained_on", trained_on)
             return report
-        raw = _read(d, "certificate.json")
-        if raw is None:
-            report.add("certificate", False, "no certificate.json among the version's artifacts")
+        cert = _check_certificate(ws, d, ref, tags, key, report)
+        if cert is None:
             return report
-        try:
-            cert = json.loads(raw)
-        except json.JSONDecodeError as err:
-            report.add(
-                "certificate",
-                False,
-                f"certificate.json is not valid JSON ({err.msg} at byte {err.pos})",
-            )
-            return report
-        cert_sha = sha256_hex(raw)
-        ok = cert_sha == tags.get("certificate_sha256") and raw == canonical_json(cert)
-        detail = f"sha256 {cert_sha[:12]} matches the registered hash"
-        if not ok:
-            detail = f"certificate.json sha256 {cert_sha[:12]} differs from registered {tags.get('certificate_sha256', '')[:12]}"
-            copy = ws.root / "audit" / "certificates" / name / f"v{version}.json"
-            if copy.is_file():
-                changed = flat_diff(json.loads(copy.read_text()), cert)
-                detail += f"; fields changed vs the committed audit copy: {', '.join(changed) or 'formatting only'}"
-        report.add("certificate.sha256", ok, detail)
-        sig = (_read(d, "certificate.sig") or b"").decode()
-        report.add(
-            "certificate.signature",
-            verify_signature(cert, sig, key) and sig == tags.get("certificate_signature"),
-            "HMAC-SHA256 over the canonical certificate",
-        )
-        man_raw = _read(d, "forget_manifest.json")
-        man_sha = sha256_hex(man_raw) if man_raw is not None else "missing"
-        want = cert.get("forget_manifest", {}).get("sha256")
-        detail = f"sha256 {man_sha[:12]}"
-        if man_sha != want and man_raw is not None:
-            try:
-                expected = _expected_manifest(
-                    ws, cert["data"]["before"]["git_rev"], cert["data"]["after"]["git_rev"]
-                )
-                changed = flat_diff(expected, json.loads(man_raw))
-                detail = f"forget_manifest.json sha256 {man_sha[:12]} differs from the certificate's {str(want)[:12]}; changed: {', '.join(changed[:5]) or 'formatting'}"
-            except (json.JSONDecodeError, KeyError, WorkspaceError) as err:
-                detail = f"forget_manifest.json sha256 {man_sha[:12]} differs from the certificate's {str(want)[:12]} ({err})"
-        report.add("forget_manifest.artifact", man_sha == want, detail)
-        data = cert.get("data", {})
-        try:
-            recomputed = manifest_sha256(
-                _expected_manifest(ws, data["before"]["git_rev"], data["after"]["git_rev"])
-            )
-            report.add(
-                "forget_manifest.dvc",
-                recomputed == want,
-                f"recomputed from the DVC snapshots: {recomputed[:12]}",
-            )
-        except (KeyError, WorkspaceError) as err:
-            report.add("forget_manifest.dvc", False, str(err))
+        _check_tags(cert, tags, report)
+        _check_manifest(ws, d, cert, report)
         for label in ("before", "after"):
-            if label in data:
-                _check_snapshot(ws, report, label, data[label])
-        um = cert.get("unlearned_model", {})
+            _check_snapshot(ws, report, label, getattr(cert.data, label).model_dump())
+        um = cert.unlearned_model
         report.add(
             "certificate.model",
-            um.get("digest") == digest and str(um.get("version")) == ref.version,
-            f"certificate binds {um.get('name')}/{um.get('version')} digest {str(um.get('digest'))[:12]}",
+            um.digest == digest and um.version == ref.version,
+            f"certificate binds {um.name}/{um.version} digest {um.digest[:12]}",
         )
-        bm = cert.get("base_model", {})
-        try:
-            base, _ = reg.load_model(VersionRef(name, str(bm.get("version"))))
-            report.add(
-                "certificate.base_model",
-                model_digest(base) == bm.get("digest"),
-                f"base {name}/{bm.get('version')}",
-            )
-        except (RegistryError, ModelError) as err:
-            report.add("certificate.base_model", False, str(err))
-        report.add(
-            "gates",
-            bool(cert.get("gates", {}).get("passed")),
-            "all gates passed" if cert.get("gates", {}).get("passed") else "a gate failed",
-        )
+        _check_base_model(reg, cert.base_model, report)
+        passed = bool(cert.gates.get("passed"))
+        report.add("gates", passed, "all gates passed" if passed else "a gate failed")
         if tags.get("status") == "approved":
-            _check_approval(d, cert_sha, key, report)
+            _check_approval(d, cert.digest(), key, report)
     return report
+
+
+def _check_weights(d: Path, ref: VersionRef, tags: dict, report: VerifyReport) -> str:
+    """The weights' digest recomputed from the downloaded model; "" if unreadable."""
+    try:
+        model, _ = read_model_dir(d)
+    except (ModelError, OSError, json.JSONDecodeError) as err:
+        report.add("model.weights", False, f"{ref}: {err}")
+        return ""
+    digest = model_digest(model)
+    registered = tags.get("model_digest", "")
+    detail = f"sha256 {digest[:12]} vs registered {registered[:12]}"
+    report.add("model.weights", digest == registered, detail)
+    return digest
+
+
+def _check_certificate(
+    ws: Workspace, d: Path, ref: VersionRef, tags: dict, key: bytes, report: VerifyReport
+) -> Certificate | None:
+    """The stored certificate: present, typed, its bytes hashed as registered and signed."""
+    raw = _read(d, "certificate.json")
+    if raw is None:
+        report.add("certificate", False, "no certificate.json among the version's artifacts")
+        return None
+    try:
+        cert = parse_certificate(raw)
+    except CertificateError as err:
+        report.add("certificate", False, f"certificate.json: {err}")
+        return None
+    cert_sha, registered = sha256_hex(raw), tags.get("certificate_sha256", "")
+    ok = cert_sha == registered and raw == cert.to_json()
+    detail = f"sha256 {cert_sha[:12]} matches the registered hash"
+    if not ok:
+        detail = f"certificate.json sha256 {cert_sha[:12]} differs from registered {registered[:12]}"
+        copy = ws.root / "audit" / "certificates" / ref.name / f"v{ref.version}.json"
+        if copy.is_file():
+            changed = flat_diff(json.loads(copy.read_text()), json.loads(raw))
+            detail += "; fields changed vs the committed audit copy: "
+            detail += ", ".join(changed) or "formatting only"
+    report.add("certificate.sha256", ok, detail)
+    sig = (_read(d, "certificate.sig") or b"").decode()
+    report.add(
+        "certificate.signature",
+        verify_signature(cert, sig, key) and sig == tags.get("certificate_signature"),
+        "HMAC-SHA256 over the canonical certificate",
+    )
+    return cert
+
+
+def certified_tags(cert: Certificate) -> dict[str, str]:
+    """The version tags the certificate also records, as the certificate has them."""
+    return {
+        "batch_id": cert.batch.id,
+        "scenario": cert.batch.scenario,
+        "base_version": cert.base_model.version,
+        "data.before_rev": cert.data.before.git_rev,
+        "data.after_rev": cert.data.after.git_rev,
+        "data.dvc_md5": cert.data.after.dvc_md5,
+        "data.dataset_sha256": cert.data.after.dataset_sha256,
+        "model_digest": cert.unlearned_model.digest,
+        "forget_manifest_sha256": cert.forget_manifest.sha256,
+        "requests": ",".join(r.id for r in cert.requests),
+    }
+
+
+def _check_tags(cert: Certificate, tags: dict, report: VerifyReport) -> None:
+    """Tags the pipeline reads (data.after_rev, base_version, ...) must say what was signed."""
+    want = certified_tags(cert)
+    changed = sorted(k for k, v in want.items() if tags.get(k) != v)
+    detail = f"{len(want)} tags match the certificate"
+    if changed:
+        detail = f"tags differ from the signed certificate: {', '.join(changed)}"
+    report.add("version.tags", not changed, detail)
+
+
+def _check_manifest(ws: Workspace, d: Path, cert: Certificate, report: VerifyReport) -> None:
+    """The stored forget manifest, and the one recomputed from the two DVC snapshots."""
+    man_raw = _read(d, "forget_manifest.json")
+    man_sha = sha256_hex(man_raw) if man_raw is not None else "missing"
+    want = cert.forget_manifest.sha256
+    detail = f"sha256 {man_sha[:12]}"
+    expected: dict | None = None
+    try:
+        expected = _expected_manifest(ws, cert.data)
+    except WorkspaceError as err:
+        report.add("forget_manifest.dvc", False, str(err))
+    if man_sha != want and man_raw is not None:
+        detail = f"forget_manifest.json sha256 {man_sha[:12]} differs from the certificate's {want[:12]}"
+        try:
+            changed = flat_diff(expected, json.loads(man_raw)) if expected is not None else []
+            detail += f"; changed: {', '.join(changed[:5]) or 'formatting'}"
+        except json.JSONDecodeError as err:
+            detail += f" ({err})"
+    report.add("forget_manifest.artifact", man_sha == want, detail)
+    if expected is not None:
+        recomputed = manifest_sha256(expected)
+        detail = f"recomputed from the DVC snapshots: {recomputed[:12]}"
+        report.add("forget_manifest.dvc", recomputed == want, detail)
+
+
+def _check_base_model(reg: Registry, base: ModelRef, report: VerifyReport) -> None:
+    try:
+        model, _ = reg.load_model(VersionRef(base.name, base.version))
+        ok = model_digest(model) == base.digest
+        report.add("certificate.base_model", ok, f"base {base.name}/{base.version}")
+    except (RegistryError, ModelError) as err:
+        report.add("certificate.base_model", False, str(err))
 
 
 def _check_approval(d: Path, cert_sha: str, key: bytes, report: VerifyReport) -> None:
@@ -230,7 +263,7 @@ def trace(
             if raw is not None:
                 cert = json.loads(raw)
                 entry["certificate"] = {
-                    "sha256": certificate_digest(cert),
+                    "sha256": sha256_hex(raw),
                     "requests": cert.get("requests", []),
                     "gates": [
                         (g["name"], g["value"], g["effective_threshold"], g["passed"])

@@ -14,13 +14,9 @@ from components.models import build_model, model_digest, spec_from_settings
 from components.runtime import ProgressFn, no_progress, resolve_device, set_seed
 from components.training import train_classifier
 from pipelines.provenance import code_version, package_versions
-from pipelines.registry import ALIAS_CHAMPION, Registry, VersionRef
+from pipelines.registry import ALIAS_CHAMPION, VersionRef
 from pipelines.snapshot import head_rev, read_state
 from pipelines.workspace import Workspace, WorkspaceError
-
-
-def registry_for(ws: Workspace) -> Registry:
-    return Registry(ws.tracking_uri, ws.settings.registry.experiment, ws.artifact_location)
 
 
 def _mlflow_dataset(train: Split, digest: str, name: str):
@@ -34,7 +30,7 @@ def train_base(
 ) -> tuple[VersionRef, dict]:
     """Train on the snapshot at HEAD, write reports/base_metrics.json, register, alias champion."""
     s = ws.settings
-    reg = registry_for(ws)
+    reg = ws.registry()
     name = s.registry.model_name
     if reg.has_alias(name, ALIAS_CHAMPION) and not replace_champion:
         cur = reg.champion(name)

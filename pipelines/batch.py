@@ -14,8 +14,8 @@ from torch import nn
 
 from components.canonical import canonical_json
 from components.certificate import (
+    Certificate,
     build_certificate,
-    certificate_digest,
     sign,
     signing_key,
     subject_digest,
@@ -24,13 +24,14 @@ from components.data import Split
 from components.evaluation import EvalSplits, evaluate_many
 from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
 from components.gates import GateReport, evaluate_gates
-from components.methods import MethodConfig, UnlearnResult, UnlearnTask, get_method
 from components.models import model_digest
 from components.requests import RequestError, resolve
 from components.runtime import ProgressFn, no_progress, resolve_device, timed
+from components.unlearning.registry import get_method
+from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
 from pipelines.provenance import code_version, package_versions
 from pipelines.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, Registry, VersionRef, data_rev
-from pipelines.snapshot import DataState, commit_files, commit_snapshot, read_state
+from pipelines.snapshot import DataState, SnapshotInfo, commit_files, commit_snapshot, read_state
 from pipelines.store import RequestStore, StoredRequest
 from pipelines.workspace import Workspace, utcnow
 
@@ -235,22 +236,94 @@ def _request_facts(plan: BatchPlan, salt: str) -> list[dict]:
     return out
 
 
-def record_failure(ws: Workspace, reg: Registry, plan: BatchPlan, ev: Evaluation) -> str:
+def record_failure(reg: Registry, plan: BatchPlan, ev: Evaluation) -> str:
     """Log a failed-gates run (metrics and gate numbers, no model version); returns its run id."""
-    import mlflow
+    tags = {"batch_id": plan.batch_id, "scenario": plan.scenario, "status": "gates_failed"}
+    metrics = {f"unlearned.{k}": v for k, v in ev.unlearned.items() if v is not None and v == v}
+    return reg.log_run(
+        f"{plan.batch_id}-gates-failed", tags, metrics, {"gates.json": ev.gates_record()}
+    )
 
-    reg.activate()
-    with mlflow.start_run(
-        experiment_id=reg.experiment_id(), run_name=f"{plan.batch_id}-gates-failed"
-    ) as run:
-        mlflow.set_tags(
-            {"batch_id": plan.batch_id, "scenario": plan.scenario, "status": "gates_failed"}
-        )
-        mlflow.log_metrics(
-            {f"unlearned.{k}": v for k, v in ev.unlearned.items() if v is not None and v == v}
-        )
-        mlflow.log_dict(ev.gates_record(), "gates.json")
-        return run.info.run_id
+
+ATTACKS = [
+    "SVC(C=3, rbf) on true-class confidence / entropy / modified entropy; retain vs test",
+    "logistic regression on per-example cross-entropy, Df vs class-matched test, stratified k-fold",
+]
+
+
+def certificate_for(
+    ws: Workspace,
+    plan: BatchPlan,
+    pinned: Pinned,
+    ext: Extraction,
+    result: UnlearnResult,
+    ev: Evaluation,
+    after: SnapshotInfo,
+    unlearned: dict[str, str],
+) -> Certificate:
+    """The batch's certificate: requests, forget manifest, both data snapshots, both models, the
+    method as run, the code, the evaluation and the gates."""
+    s, st = ws.settings, pinned.state
+    name = s.registry.model_name
+    return build_certificate(
+        batch={"id": plan.batch_id, "scenario": plan.scenario, "created_at": utcnow()},
+        requests=_request_facts(plan, ws.meta["subject_salt"]),
+        forget_manifest={"sha256": ext.manifest_sha256, "count": len(ext.split.forget)},
+        data={"before": st.info.to_dict(), "after": after.to_dict()},
+        base_model={
+            "name": name, "version": pinned.base.version, "digest": model_digest(pinned.model)
+        },
+        unlearned_model={"name": name, **unlearned},
+        method={
+            "name": METHOD,
+            "params": {
+                "rfa": s.rfa.model_dump(mode="json"), "lora": s.lora.model_dump(mode="json")
+            },
+            "trainable_fraction": result.trainable_fraction,
+            "steps": result.steps,
+            "stop_reason": result.stop_reason,
+            "device": result.device,
+            "seconds": round(result.seconds, 3),
+        },
+        code={"version": code_version(), "packages": package_versions()},
+        evaluation={"original": ev.original, "unlearned": ev.unlearned, "attacks": ATTACKS},
+        gates=ev.gates_record(),
+    )  # fmt: skip
+
+
+def _version_tags(
+    plan: BatchPlan, pinned: Pinned, ext: Extraction, ev: Evaluation, after: SnapshotInfo, digest: str
+) -> dict[str, str]:
+    """The version's MLflow tags; those the certificate also records are checked against it."""
+    return {
+        "kind": "unlearned",
+        "status": "awaiting_approval",
+        "batch_id": plan.batch_id,
+        "scenario": plan.scenario,
+        "base_version": pinned.base.version,
+        "data.before_rev": pinned.state.info.git_rev,
+        "data.after_rev": after.git_rev,
+        "data.dvc_md5": after.dvc_md5,
+        "data.dataset_sha256": after.dataset_sha256,
+        "model_digest": digest,
+        "forget_manifest_sha256": ext.manifest_sha256,
+        "gates_passed": str(ev.gates.passed).lower(),
+        "requests": ",".join(r.id for r in plan.requests),
+        "code_version": code_version(),
+    }
+
+
+def _version_files(ext: Extraction, result: UnlearnResult, ev: Evaluation) -> dict[str, bytes]:
+    from safetensors.torch import save as st_save
+
+    return {
+        "adapter.safetensors": st_save(result.adapter) if result.adapter else b"",
+        "forget_manifest.json": canonical_json(ext.manifest),
+        "gates.json": canonical_json(ev.gates_record()),
+        "metrics.json": canonical_json(
+            {"original": ev.original, "unlearned": ev.unlearned, "history": result.history}
+        ),
+    }
 
 
 def publish(
@@ -270,43 +343,12 @@ def publish(
     key = signing_key(s.certificate.key_env)  # before any write: no key, no certificate, no version
     erased = {**st.erased, **{i: plan.batch_id for i in ext.split.forget.ids.tolist()}}
     classes = {**st.forgotten_classes, **{str(c): plan.batch_id for c in ext.forget_classes}}
+    n = len(ext.split.forget)
     with timed(timings, "snapshot"):
-        after = commit_snapshot(
-            ws,
-            st,
-            ext.split.forget,
-            erased,
-            classes,
-            f"{plan.batch_id}: erase {len(ext.split.forget)} samples ({plan.scenario} unlearning)",
-        )
+        msg = f"{plan.batch_id}: erase {n} samples ({plan.scenario} unlearning)"
+        after = commit_snapshot(ws, st, ext.split.forget, erased, classes, msg)
     digest = model_digest(result.model)
     name = s.registry.model_name
-    tags = {
-        "kind": "unlearned",
-        "status": "awaiting_approval",
-        "batch_id": plan.batch_id,
-        "scenario": plan.scenario,
-        "base_version": pinned.base.version,
-        "data.before_rev": st.info.git_rev,
-        "data.after_rev": after.git_rev,
-        "data.dvc_md5": after.dvc_md5,
-        "data.dataset_sha256": after.dataset_sha256,
-        "model_digest": digest,
-        "forget_manifest_sha256": ext.manifest_sha256,
-        "gates_passed": str(ev.gates.passed).lower(),
-        "requests": ",".join(r.id for r in plan.requests),
-        "code_version": code_version(),
-    }
-    from safetensors.torch import save as st_save
-
-    files = {
-        "adapter.safetensors": st_save(result.adapter) if result.adapter else b"",
-        "forget_manifest.json": canonical_json(ext.manifest),
-        "gates.json": canonical_json(ev.gates_record()),
-        "metrics.json": canonical_json(
-            {"original": ev.original, "unlearned": ev.unlearned, "history": result.history}
-        ),
-    }
     params = {
         "method": METHOD,
         **{f"rfa.{k}": v for k, v in s.rfa.model_dump().items()},
@@ -323,67 +365,24 @@ def publish(
             name,
             result.model,
             pinned.spec,
-            files,
+            _version_files(ext, result, ev),
             metrics,
             params,
-            tags,
+            _version_tags(plan, pinned, ext, ev, after, digest),
             run_name=plan.batch_id,
             example=ext.test.x[:2],
         )
     try:
         run_id = reg.resolve(name, ref.version).run_id
-        cert = build_certificate(
-            {
-                "batch": {"id": plan.batch_id, "scenario": plan.scenario, "created_at": utcnow()},
-                "requests": _request_facts(plan, ws.meta["subject_salt"]),
-                "forget_manifest": {"sha256": ext.manifest_sha256, "count": len(ext.split.forget)},
-                "data": {"before": st.info.to_dict(), "after": after.to_dict()},
-                "base_model": {
-                    "name": name,
-                    "version": pinned.base.version,
-                    "digest": model_digest(pinned.model),
-                },
-                "unlearned_model": {
-                    "name": name,
-                    "version": ref.version,
-                    "digest": digest,
-                    "run_id": run_id,
-                },
-                "method": {
-                    "name": METHOD,
-                    "params": {
-                        "rfa": s.rfa.model_dump(mode="json"),
-                        "lora": s.lora.model_dump(mode="json"),
-                    },
-                    "trainable_fraction": result.trainable_fraction,
-                    "steps": result.steps,
-                    "stop_reason": result.stop_reason,
-                    "device": result.device,
-                    "seconds": round(result.seconds, 3),
-                },
-                "code": {"version": code_version(), "packages": package_versions()},
-                "evaluation": {
-                    "original": ev.original,
-                    "unlearned": ev.unlearned,
-                    "attacks": [
-                        "SVC(C=3, rbf) on true-class confidence / entropy / modified entropy; retain vs test",
-                        "logistic regression on per-example cross-entropy, Df vs class-matched test, stratified k-fold",
-                    ],
-                },
-                "gates": ev.gates_record(),
-            }
-        )
-        cert_sha, sig = certificate_digest(cert), sign(cert, key)
-        reg.log_to_run(
-            run_id, {"certificate.json": canonical_json(cert), "certificate.sig": sig.encode()}
-        )
+        unlearned = {"version": ref.version, "digest": digest, "run_id": run_id}
+        cert = certificate_for(ws, plan, pinned, ext, result, ev, after, unlearned)
+        raw, cert_sha, sig = cert.to_json(), cert.digest(), sign(cert, key)
+        reg.log_to_run(run_id, {"certificate.json": raw, "certificate.sig": sig.encode()})
         reg.set_tags(ref, {"certificate_sha256": cert_sha, "certificate_signature": sig})
-        cert_dir = ws.root / "audit" / "certificates" / name
-        cert_dir.mkdir(parents=True, exist_ok=True)
-        (cert_dir / f"v{ref.version}.json").write_bytes(canonical_json(cert))
-        commit_files(
-            ws, [str(cert_dir / f"v{ref.version}.json")], f"{plan.batch_id}: certificate of {ref}"
-        )
+        cert_file = ws.root / "audit" / "certificates" / name / f"v{ref.version}.json"
+        cert_file.parent.mkdir(parents=True, exist_ok=True)
+        cert_file.write_bytes(raw)
+        commit_files(ws, [str(cert_file)], f"{plan.batch_id}: certificate of {ref}")
         reg.set_alias(ref, ALIAS_CANDIDATE)
     except Exception:
         reg.delete_version(ref)

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks import cli as bench_cli
 from pipelines.env import quiet_environment
 
 app = typer.Typer(
@@ -62,9 +63,7 @@ def _ws():
 
 
 def _reg(ws):
-    from pipelines.base import registry_for
-
-    return registry_for(ws)
+    return ws.registry()
 
 
 @app.command()
@@ -342,122 +341,10 @@ def demo(
         raise typer.Exit(1)
 
 
-@app.command()
-def bench(
-    dataset: str = typer.Option("digits", help="digits | fashion_mnist | cifar10"),
-    data_dir: Optional[Path] = typer.Option(
-        None, help="Folder with train*.npz / test.npz (fashion_mnist, cifar10)."
-    ),
-    model: str = typer.Option(
-        "small_cnn",
-        help="small_cnn | resnet20 | resnet32 (pre-trained checkpoint) | resnet18 | vit (trained here; GPU advised)",
-    ),
-    checkpoint: Optional[Path] = typer.Option(None, help="Pre-trained checkpoint (resnet20/32)."),
-    scenario: str = typer.Option("class", help="class | sample"),
-    forget_class: int = typer.Option(0, help="Class forgotten (class scenario)."),
-    fraction: float = typer.Option(0.1, help="Share of D forgotten at random (sample scenario)."),
-    seeds: str = typer.Option(
-        "0", help="Comma-separated seeds: each fixes the forget set and the training randomness."
-    ),
-    methods: str = typer.Option("rfa,ft,neggrad,rl,salun,scrub,retrain"),
-    out_dir: Path = typer.Option(
-        Path("benchmarks/results/run"), "--out", help="Output folder for results.json / results.md."
-    ),
-    params: Path = typer.Option(
-        Path("params.yaml"), help="params.yaml with the rfa / lora / train settings."
-    ),
-    oracle_epochs: Optional[int] = typer.Option(
-        None, help="Epochs of the Retrain oracle (default: train.epochs)."
-    ),
-    oracle_precision: Optional[str] = typer.Option(
-        None,
-        help="fp32 | bf16 for the Retrain oracle (default: train.precision; "
-        "bf16 needs AMX / AVX512-BF16 on CPU).",
-    ),
-) -> None:
-    """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
-    from components.methods import METHODS
-    from components.runtime import TRAIN_PRECISIONS
-    from components.settings import load_settings
-    from pipelines.bench import run_bench
-
-    if scenario not in ("class", "sample"):
-        raise typer.BadParameter("--scenario must be class or sample")
-    if oracle_precision is not None and oracle_precision not in TRAIN_PRECISIONS:
-        raise typer.BadParameter(f"--oracle-precision must be one of {sorted(TRAIN_PRECISIONS)}")
-    names = [m.strip() for m in methods.split(",") if m.strip()]
-    unknown = [m for m in names if m not in METHODS]
-    if unknown:
-        raise typer.BadParameter(f"unknown methods {unknown}; known: {sorted(METHODS)}")
-    quiet_environment()
-    result = run_bench(
-        dataset,
-        str(data_dir) if data_dir else None,
-        model,
-        str(checkpoint) if checkpoint else None,
-        scenario,
-        forget_class if scenario == "class" else None,
-        fraction if scenario == "sample" else None,
-        [int(s) for s in seeds.split(",")],
-        names,
-        out_dir,
-        Path(".cache") / "bench",
-        load_settings(params),
-        out,
-        oracle_epochs,
-        oracle_precision,
-    )
-    typer.echo((out_dir / "results.md").read_text())
-    out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
-
-
-@app.command("bench-report")
-def bench_report(
-    out_dir: Path = typer.Argument(..., help="A bench output folder (with results.json)."),
-    notes: Optional[Path] = typer.Option(
-        None, help="Markdown appended as the Notes section: what was tried for a missed target."
-    ),
-) -> None:
-    """Re-render results.md from results.json (e.g. after writing the notes of a run)."""
-    import json
-
-    from pipelines.bench_report import render_markdown
-
-    src = out_dir / "results.json"
-    if not src.exists():
-        raise CliError(f"{src} not found; run `unlearn bench --out {out_dir}` first")
-    text = notes.read_text() if notes else ""
-    (out_dir / "results.md").write_text(render_markdown(json.loads(src.read_text()), text))
-    typer.echo((out_dir / "results.md").read_text())
-
-
-@app.command("bench-merge")
-def bench_merge(
-    out_dir: Path = typer.Argument(..., help="Folder for the merged results.json / results.md."),
-    runs: list[Path] = typer.Argument(
-        ..., help="Bench output folders of one configuration, other seeds."
-    ),
-    notes: Optional[Path] = typer.Option(None, help="Markdown appended as the Notes section."),
-) -> None:
-    """Merge bench runs that covered different seeds of one configuration into one table."""
-    import json
-
-    from pipelines.bench_report import MergeError, merge_results, render_markdown
-
-    loaded = []
-    for run in runs:
-        src = run / "results.json"
-        if not src.exists():
-            raise CliError(f"{src} not found; each folder must hold a bench run's results.json")
-        loaded.append((str(run), json.loads(src.read_text())))
-    try:
-        merged = merge_results(loaded)
-    except MergeError as e:
-        raise CliError(str(e)) from None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(merged, indent=1) + "\n")
-    (out_dir / "results.md").write_text(render_markdown(merged, notes.read_text() if notes else ""))
-    typer.echo((out_dir / "results.md").read_text())
+# The benchmark harness's commands (benchmarks/cli.py): unlearn bench | bench-report | bench-merge.
+app.command()(bench_cli.bench)
+app.command("bench-report")(bench_cli.bench_report)
+app.command("bench-merge")(bench_cli.bench_merge)
 
 
 class CliError(Exception):
@@ -478,6 +365,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
     return (
         CliError,
+        bench_cli.BenchError,
         CertificateError,
         DataError,
         ForgetSetError,

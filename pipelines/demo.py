@@ -109,7 +109,6 @@ def run_demo(
         ws = init_workspace(root)
     # Imported only now: Prefect reads PREFECT_HOME (inside the new workspace) at import.
     from pipelines.audit import trace, verify
-    from pipelines.base import registry_for
     from pipelines.flow import deletion_batch
     from pipelines.intake import submit
     from pipelines.report import gate_table, print_trace
@@ -119,7 +118,7 @@ def run_demo(
     console.print(f"workspace {ws.root}")
     with console.status("training the base model (dvc repro train_base)"):
         reproduce_base(ws)
-    reg = registry_for(ws)
+    reg = ws.registry()
     console.print(f"base model {name}/{reg.champion(name).version} is champion")
 
     batches = []

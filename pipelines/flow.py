@@ -15,7 +15,6 @@ from prefect.cache_policies import NO_CACHE
 
 from components.runtime import timed
 from pipelines import batch as steps
-from pipelines.base import registry_for
 from pipelines.store import RequestStore
 from pipelines.workspace import Workspace
 
@@ -63,7 +62,7 @@ def unlearn_task(ws: Workspace, pinned, ext, scenario: str):
 @flow(name="deletion-batch", log_prints=True)
 def deletion_batch(workspace: str) -> BatchOutcome:
     ws = Workspace(Path(workspace))
-    reg = registry_for(ws)
+    reg = ws.registry()
     t: dict[str, float] = {}
     with RequestStore(ws.requests_db) as store:
         plan = plan_task(ws, store, reg)
@@ -90,7 +89,7 @@ def deletion_batch(workspace: str) -> BatchOutcome:
             )
             if not ev.gates.passed:
                 reason = "gates failed: " + "; ".join(ev.gates.failures)
-                steps.record_failure(ws, reg, plan, ev)
+                steps.record_failure(reg, plan, ev)
                 steps.release(store, plan, reason)
                 outcome.status, outcome.reason = "gates_failed", reason
                 return outcome

@@ -23,7 +23,6 @@ from components.data import split_hashes
 from components.metrics import accuracy, predict
 from components.models import ModelError, build_model, model_digest, spec_from_settings
 from components.runtime import resolve_device
-from pipelines.base import registry_for
 from pipelines.provenance import code_version, package_versions
 from pipelines.registry import ALIAS_CHAMPION, Registry, RegistryError, VersionRef, read_model_dir
 from pipelines.snapshot import DataState, git_show, head_rev, read_state
@@ -192,7 +191,7 @@ def import_model(
     s = ws.settings
     if (checkpoint is None) == (uri is None):
         raise WorkspaceError("give exactly one of --checkpoint FILE or --uri MODEL_URI")
-    reg = registry_for(ws)
+    reg = ws.registry()
     name = s.registry.model_name
     if reg.has_alias(name, ALIAS_CHAMPION) and not replace_champion:
         raise WorkspaceError(

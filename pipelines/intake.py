@@ -9,7 +9,6 @@ import json
 from pathlib import Path
 
 from components.requests import ForgetRequest, RequestError, parse_request, resolve
-from pipelines.base import registry_for
 from pipelines.registry import ALIAS_CHAMPION, data_rev
 from pipelines.snapshot import DataState, head_rev, read_state
 from pipelines.store import RequestStore, StoredRequest
@@ -19,7 +18,7 @@ from pipelines.workspace import Workspace
 def current_state(ws: Workspace, pixels: bool = False) -> DataState:
     """The snapshot the champion stands on (or HEAD before any model exists). Validating a request
     needs ids and labels only, so by default no pixel is read."""
-    reg = registry_for(ws)
+    reg = ws.registry()
     name = ws.settings.registry.model_name
     rev = head_rev(ws)
     if reg.has_alias(name, ALIAS_CHAMPION):

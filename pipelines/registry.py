@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import json
 import tempfile
-from importlib import metadata
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -249,6 +249,21 @@ class Registry:
                 return read_model_dir(d)
             except ModelError as err:
                 raise ModelError(f"{ref}: {err}") from None
+
+    def log_run(
+        self, run_name: str, tags: dict[str, str], metrics: dict[str, float], docs: dict[str, Any]
+    ) -> str:
+        """A run with no model (e.g. a batch whose gates failed): tags, metrics and JSON documents
+        (file name -> content). Returns the run id."""
+        import mlflow
+
+        self.activate()
+        with mlflow.start_run(experiment_id=self.experiment_id(), run_name=run_name) as run:
+            mlflow.set_tags(tags)
+            mlflow.log_metrics(metrics)
+            for fname, doc in docs.items():
+                mlflow.log_dict(doc, fname)
+            return run.info.run_id
 
     def log_to_run(self, run_id: str, files: dict[str, bytes], folder: str = "model") -> None:
         with tempfile.TemporaryDirectory() as tmp:

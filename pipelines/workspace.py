@@ -22,6 +22,7 @@ import yaml
 
 from components.data import Dataset, load_dataset, write_samples
 from components.settings import Settings, load_settings
+from pipelines.registry import Registry
 
 STATE_DIR = ".unlearn"
 MARKER = f"{STATE_DIR}/workspace.json"
@@ -82,6 +83,10 @@ class Workspace:
         return (
             None if os.environ.get("MLFLOW_TRACKING_URI") else (self.root / "mlartifacts").as_uri()
         )
+
+    def registry(self) -> Registry:
+        """The MLflow registry this workspace records its versions in."""
+        return Registry(self.tracking_uri, self.settings.registry.experiment, self.artifact_location)
 
     def git(self, *args: str, check: bool = True) -> str:
         proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True)

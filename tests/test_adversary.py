@@ -3,11 +3,12 @@
 import pytest
 import torch
 
-from components.adversary import FeatureBank, ForgetProbe, fit_probe, recognition_penalty
 from components.forget import extract_forget_set
-from components.methods import UnlearnTask, rfa
 from components.models import to_input
 from components.settings import LoraSettings, RfaSettings, SettingsError, parse_settings
+from components.unlearning.adversary import FeatureBank, ForgetProbe, fit_probe, recognition_penalty
+from components.unlearning.rfa import rfa
+from components.unlearning.types import UnlearnTask
 
 
 def _two_blobs(n=200, dim=8, seed=0):

@@ -1,18 +1,20 @@
 import torch
 
-from components.alignment import (
-    TeacherView,
-    feature_taps,
+from components.unlearning.batches import forget_batches
+from components.unlearning.rfa_loss import (
     get_forget_loss,
     logit_mse,
+    relative_sq_distance,
+    target_kl,
+)
+from components.unlearning.taps import feature_taps
+from components.unlearning.targets import (
+    TeacherView,
     margin_quantile,
     margins,
     masked_nearest_class,
-    relative_sq_distance,
     target_divergence,
-    target_kl,
 )
-from components.methods import forget_batches
 
 
 def test_relative_distance_zero_iff_equal_and_scale_free():
@@ -88,7 +90,7 @@ def test_feature_taps_record_and_detach_hooks():
 
 
 def test_masked_nearest_neighbour_targets_the_closest_retained_sample_features():
-    from components.alignment import masked_nearest_neighbour
+    from components.unlearning.targets import masked_nearest_neighbour
 
     z = torch.tensor([[5.0, 1.0, 3.0], [4.0, 2.0, 0.0]])
     r_feats = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.9, 0.1]])

@@ -9,11 +9,12 @@ import pytest
 import torch
 from rich.console import Console
 
-from components.baselines import BASELINES, BaselineSettings, saliency_mask
 from components.forget import extract_forget_set
-from components.methods import METHODS, MethodConfig, UnlearnTask
 from components.models import ModelError, model_digest, to_input
-from components.settings import Settings, TrainSettings
+from components.settings import BaselineSettings, Settings, TrainSettings
+from components.unlearning.baselines import BASELINES, saliency_mask
+from components.unlearning.registry import METHODS
+from components.unlearning.types import MethodConfig, UnlearnTask
 from tests.conftest import SHARED
 
 CKPT = SHARED / "models" / "resnet_cifar10_akamaster" / "resnet20-12fca82f.th"
@@ -46,26 +47,13 @@ def test_salun_mask_keeps_the_requested_share(base_model, digits):
 
 
 def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
-    from pipelines.bench import run_bench
+    from benchmarks.harness import BenchRun, run_bench
 
     monkeypatch.chdir(tmp_path)
     settings = Settings.model_validate({"train": {"epochs": 3}})
-    result = run_bench(
-        "digits",
-        None,
-        "small_cnn",
-        None,
-        "class",
-        2,
-        None,
-        [0],
-        ["rfa", "ft", "retrain"],
-        tmp_path / "out",
-        tmp_path / "cache",
-        settings,
-        Console(quiet=True),
-        oracle_epochs=3,
-    )
+    run = BenchRun(dataset="digits", scenario="class", forget_class=2, seeds=[0],
+                   methods=["rfa", "ft", "retrain"], out=tmp_path / "out", oracle_epochs=3)  # fmt: skip
+    result = run_bench(run, settings, tmp_path / "cache", Console(quiet=True))
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert [r["method"] for r in saved["records"]] == ["original", "retrain", "rfa", "ft"]
@@ -105,22 +93,8 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
     # The oracle is cached: a second run reuses it (same weights, its first measured seconds)
     # instead of retraining.
     assert saved["records"][1]["oracle_cached"] is False
-    again = run_bench(
-        "digits",
-        None,
-        "small_cnn",
-        None,
-        "class",
-        2,
-        None,
-        [0],
-        ["retrain"],
-        tmp_path / "out2",
-        tmp_path / "cache",
-        settings,
-        Console(quiet=True),
-        oracle_epochs=3,
-    )
+    rerun = run.model_copy(update={"methods": ["retrain"], "out": tmp_path / "out2"})
+    again = run_bench(rerun, settings, tmp_path / "cache", Console(quiet=True))
     first, second = saved["records"][1], again["records"][1]
     assert second["method"] == "retrain" and second["oracle_cached"] is True
     assert second["seconds"] == first["seconds"] and second["acc_df"] == first["acc_df"]
@@ -151,7 +125,7 @@ def test_corrupt_resnet_checkpoint_is_a_clear_error(tmp_path):
 
 
 def test_oracle_cache_key_changes_with_the_training_recipe_not_the_seed():
-    from pipelines.bench import train_key
+    from benchmarks.cache import train_key
 
     base = TrainSettings()
     assert train_key(base) == train_key(TrainSettings(seed=7))  # the seed is a key part of its own
@@ -171,7 +145,7 @@ def test_oracle_key_separates_model_widths_and_a_wrong_width_checkpoint_is_a_mod
     """A width-32 run once found the width-16 oracle of the same forget set and recipe and died in
     load_state_dict with a size-mismatch traceback."""
     from components.models import build_model, load_model, make_spec, state_bytes
-    from pipelines.bench import oracle_key
+    from benchmarks.cache import oracle_key
 
     narrow, wide = (make_spec("small_cnn", digits.train.x, 10, w) for w in (16, 32))
     keys = {
@@ -186,7 +160,7 @@ def test_oracle_key_separates_model_widths_and_a_wrong_width_checkpoint_is_a_mod
 def test_training_recipe_applies_the_oracle_overrides_and_refuses_a_bad_one():
     from pydantic import ValidationError
 
-    from pipelines.bench import training_recipe
+    from benchmarks.cache import training_recipe
 
     base = TrainSettings(lr=0.05)
     assert training_recipe(base) == base  # no override: the params file's recipe
@@ -199,7 +173,7 @@ def test_training_recipe_applies_the_oracle_overrides_and_refuses_a_bad_one():
 def test_time_ratios_use_each_unit_only_where_both_runs_measured_it():
     """A cached oracle from before CPU seconds were recorded has none: its CPU ratios are left out
     (not computed against zero or a wall time), while the wall ratios stand."""
-    from pipelines.bench_report import summarise, targets
+    from benchmarks.report import summarise, targets
 
     def rec(method, seed, seconds, cpu):
         return {
@@ -245,7 +219,7 @@ def test_time_ratios_use_each_unit_only_where_both_runs_measured_it():
 def test_targets_flag_an_rfa_no_closer_to_retrain_than_the_untouched_original():
     """Sample unlearning on a base that barely memorises: RFA that leaves the model as it was meets
     "gap ≤ 2.0" and beats a baseline that damages Dr, and the sanity row must say it did not forget."""
-    from pipelines.bench_report import summarise, targets
+    from benchmarks.report import summarise, targets
 
     def rec(method, df, dr, dt, mia):
         return {

@@ -1,11 +1,14 @@
+import json
+
 import pytest
 
 from components.canonical import canonical_json
 from components.certificate import (
     CertificateError,
+    ManifestRef,
     build_certificate,
-    certificate_digest,
     flat_diff,
+    parse_certificate,
     sign,
     signing_key,
     subject_digest,
@@ -19,22 +22,74 @@ def test_canonical_bytes_ignore_key_order():
     )
 
 
+def _facts(**over) -> dict:
+    snap = {"git_rev": "a" * 40, "dvc_md5": "m", "dvc_lock_sha256": None, "dataset_sha256": "d"}
+    facts = {
+        "batch": {"id": "b1", "scenario": "class", "created_at": "2026-12-02T00:00:00+00:00"},
+        "requests": [
+            {"id": "r1", "kind": "class", "received_at": "t", "deadline": "t", "n_samples": 3,
+             "class_label": 4},
+        ],
+        "forget_manifest": {"sha256": "ab", "count": 3},
+        "data": {"before": snap, "after": {**snap, "git_rev": "b" * 40}},
+        "base_model": {"name": "m", "version": "1", "digest": "x"},
+        "unlearned_model": {"name": "m", "version": "2", "digest": "y", "run_id": "r"},
+        "method": {"name": "rfa", "params": {}, "trainable_fraction": 0.1, "steps": 5,
+                   "stop_reason": "steps", "device": "cpu", "seconds": 1.5},
+        "code": {"version": "c", "packages": {"torch": "2"}},
+        "evaluation": {"original": {"acc_df": 99.0, "n_df": 3}, "unlearned": {"acc_df": 0.0},
+                       "attacks": ["a"]},
+        "gates": {"passed": True},
+    }  # fmt: skip
+    return {**facts, **over}
+
+
 def test_sign_verify_and_tamper():
     key = b"k" * 32
-    cert = build_certificate({"gates": {"passed": True}, "forget_manifest": {"sha256": "ab"}})
-    assert cert["guarantee"] == "empirical"
+    cert = build_certificate(**_facts())
+    assert cert.guarantee == "empirical" and cert.schema_ == "unlearn.certificate/1"
     sig = sign(cert, key)
     assert verify_signature(cert, sig, key)
-    tampered = {**cert, "forget_manifest": {"sha256": "ac"}}
+    tampered = cert.model_copy(update={"forget_manifest": ManifestRef(sha256="ac", count=3)})
     assert not verify_signature(tampered, sig, key)
-    assert certificate_digest(tampered) != certificate_digest(cert)
+    assert tampered.digest() != cert.digest()
     assert not verify_signature(cert, sig, b"x" * 32)
-    assert flat_diff(cert, tampered) == ["forget_manifest.sha256"]
+    before, after = json.loads(cert.to_json()), json.loads(tampered.to_json())
+    assert flat_diff(before, after) == ["forget_manifest.sha256"]
+
+
+def test_the_stored_bytes_parse_back_to_the_same_certificate_and_bytes():
+    """verify hashes the stored bytes and reads the typed fields: both must round-trip, with
+    optional request fields left out where unset (a class request carries no subject hash) and
+    integer metrics staying integers."""
+    cert = build_certificate(**_facts())
+    raw = cert.to_json()
+    assert b"subject_sha256" not in raw and b'"n_df":3' in raw
+    again = parse_certificate(raw)
+    assert again == cert and again.to_json() == raw
+    assert again.data.after.git_rev == "b" * 40 and again.requests[0].class_label == 4
+
+
+@pytest.mark.parametrize("case, where", [
+    ("list", "<root>"), ("truncated", "<root>"), ("bad-value", "batch.scenario"),
+    ("extra-field", "surprise"),
+])  # fmt: skip
+def test_a_malformed_certificate_is_one_line_naming_the_field(case, where):
+    good = json.loads(build_certificate(**_facts()).to_json())
+    raw = {
+        "list": b"[]",
+        "truncated": b"{",
+        "bad-value": json.dumps({**good, "batch": {**good["batch"], "scenario": "all"}}).encode(),
+        "extra-field": json.dumps({**good, "surprise": 1}).encode(),
+    }[case]
+    with pytest.raises(CertificateError, match="not a unlearn.certificate/1") as err:
+        parse_certificate(raw)
+    assert where in str(err.value) and "\n" not in str(err.value)
 
 
 def test_nan_cannot_enter_a_certificate():
     with pytest.raises(ValueError):
-        build_certificate({"value": float("nan")})
+        build_certificate(**_facts(gates={"value": float("nan")})).to_json()
 
 
 def test_key_must_be_set_and_long(monkeypatch):

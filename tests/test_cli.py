@@ -151,9 +151,8 @@ def test_tracking_server_down_is_one_line(trained_ws, capsys, monkeypatch):
 
 def test_corrupt_checkpoint_fails_verify_and_blocks_batches(tmp_path, capsys, prefect_server):
     ws = make_workspace(tmp_path)
-    from pipelines.base import registry_for
 
-    reg = registry_for(ws)
+    reg = ws.registry()
     weights = (
         urlparse(reg.resolve("digits-cnn", "1").source).path + "/artifacts/weights.safetensors"
     )
@@ -237,7 +236,10 @@ def test_bench_merge_joins_seed_runs_and_refuses_mismatched_or_overlapping_ones(
     merged = json.loads((tmp_path / "merged" / "results.json").read_text())
     assert code == 0 and merged["config"]["seeds"] == [0, 1, 2]
     assert merged["config"]["lr_chosen"] == full["config"]["lr_chosen"]
-    key = lambda r: (r["seed"], r["method"])
+
+    def key(r: dict) -> tuple:
+        return (r["seed"], r["method"])
+
     assert sorted(merged["records"], key=key) == sorted(full["records"], key=key)
     md = (tmp_path / "merged" / "results.md").read_text()
     drt = {r["seed"]: r["acc_drt"] for r in full["records"] if r["method"] == "rfa"}

@@ -8,7 +8,6 @@ import pytest
 from rich.console import Console
 
 from pipelines.audit import verify
-from pipelines.base import registry_for
 from pipelines.demo import run_demo
 from pipelines.workspace import Workspace
 
@@ -32,7 +31,7 @@ def test_demo_forgets_a_class_and_samples_and_certifies_both(tmp_path, prefect_s
     assert data["seconds"] > 0
 
     ws = Workspace(tmp_path / "ws")
-    reg = registry_for(ws)
+    reg = ws.registry()
     versions = {str(v.version): v for v in reg.versions("digits-cnn")}
     assert sorted(versions) == ["1", "2", "3"]
     assert str(reg.champion("digits-cnn").version) == smp["model_version"] == "3"

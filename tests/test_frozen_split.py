@@ -8,10 +8,11 @@ import numpy as np
 import torch
 
 from components.data import Split
-from components.lora import attach_lora, frozen_split
-from components.methods import UnlearnTask, rfa
 from components.models import PROFILES, build_model, make_spec, to_input
 from components.settings import LoraSettings, RfaSettings
+from components.unlearning.lora import attach_lora, frozen_split
+from components.unlearning.rfa import rfa
+from components.unlearning.types import UnlearnTask
 
 
 def _resnet(n=6):

@@ -12,7 +12,6 @@ import pytest
 import torch
 from torch import nn
 
-from pipelines.base import registry_for
 from pipelines.cli import main
 from pipelines.snapshot import read_state
 from tests.conftest import SHARED, make_workspace
@@ -102,7 +101,7 @@ def test_import_checkpoint_then_first_batch_runs_as_on_a_trained_base(
         "train-split",
     )
     assert code == 0, err
-    reg, name = registry_for(ws), ws.settings.registry.model_name
+    reg, name = ws.registry(), ws.settings.registry.model_name
     tags = reg.champion(name).tags
     assert (
         tags["origin"] == "imported"
@@ -149,7 +148,7 @@ def test_import_users_own_architecture_by_builder_path(tmp_path, capsys):
     assert code == 0, err
     assert "imported tiny.safetensors as digits-cnn/1 (champion)" in " ".join(out.split())
     x = read_state(ws, "HEAD", pixels=True).test.x[:32]
-    registry_for(ws).activate()
+    ws.registry().activate()
     served = mlflow.pyfunc.load_model("models:/digits-cnn@champion").predict(x)
     with torch.no_grad():
         from components.models import to_input
@@ -179,13 +178,13 @@ def test_import_pretrained_resnet20_checkpoint(tmp_path, capsys):
     ws = fresh(tmp_path, {k: cfg[k] for k in ("data", "model", "lora", "rfa", "registry")})
     code, out, err = run(capsys, "-w", ws.root, "model", "import", "--checkpoint", RESNET20)
     assert code == 0, err
-    mv = registry_for(ws).champion("cifar10-resnet20")
+    mv = ws.registry().champion("cifar10-resnet20")
     assert (
         mv.tags["source.sha256"]
         == "12fca82f0bebc4135bf1f32f6e3710e61d5108578464b84fd6d7f5c1b04036c8"
     )
     assert mv.tags["data.trained_on"] == "train-files"
-    run_ = registry_for(ws).client.get_run(mv.run_id)
+    run_ = ws.registry().client.get_run(mv.run_id)
     assert run_.data.metrics["acc_test"] > 88.0  # published: 91.73 % on the whole test split
     assert set(read_state(ws, "HEAD", pixels=False).train.ids.tolist()) == set(
         t["names"][:1000].tolist()
@@ -201,7 +200,7 @@ def test_import_from_an_mlflow_uri_of_the_users_own_server(
     import mlflow.pytorch
 
     ws = fresh(tmp_path / "a")
-    src = registry_for(trained_ws).tracking_uri
+    src = trained_ws.registry().tracking_uri
     code, out, err = run(
         capsys,
         "-w",
@@ -216,10 +215,10 @@ def test_import_from_an_mlflow_uri_of_the_users_own_server(
         "train-split",
     )
     assert code == 0, err
-    tags = registry_for(ws).champion("digits-cnn").tags
+    tags = ws.registry().champion("digits-cnn").tags
     assert tags["source.uri"] == "models:/digits-cnn@champion" and tags["source.version"] == "1"
     assert (
-        tags["model_digest"] == registry_for(trained_ws).champion("digits-cnn").tags["model_digest"]
+        tags["model_digest"] == trained_ws.registry().champion("digits-cnn").tags["model_digest"]
     )
 
     theirs = f"sqlite:///{tmp_path}/theirs.db"
@@ -243,7 +242,7 @@ def test_import_from_an_mlflow_uri_of_the_users_own_server(
         "train-split",
     )
     assert code == 0, err
-    assert registry_for(ws2).champion("digits-cnn").tags["source.run_id"] == r.info.run_id
+    assert ws2.registry().champion("digits-cnn").tags["source.run_id"] == r.info.run_id
 
 
 def _free_port() -> int:
@@ -328,7 +327,7 @@ def test_bad_import_is_one_line_and_registers_nothing(tmp_path, base_model, caps
     code, _, err = run(capsys, "-w", ws.root, "model", "import", *args)
     assert code == 2
     one_line_error(err, needle)
-    assert registry_for(ws).versions("digits-cnn") == [] and ws.git("rev-parse", "HEAD") == head
+    assert ws.registry().versions("digits-cnn") == [] and ws.git("rev-parse", "HEAD") == head
 
 
 def test_a_test_image_identical_to_a_training_image_is_refused(tmp_path, capsys):
@@ -358,7 +357,7 @@ def test_a_test_image_identical_to_a_training_image_is_refused(tmp_path, capsys)
     )
     assert code == 2
     one_line_error(err, "have the same pixels and label as training samples")
-    assert registry_for(ws).versions("digits-cnn") == []
+    assert ws.registry().versions("digits-cnn") == []
 
 
 def test_data_ids_prints_a_seeded_draw_of_the_snapshot(trained_ws, capsys):

@@ -10,12 +10,11 @@ from urllib.parse import urlparse
 import pytest
 
 from pipelines.audit import verify
-from pipelines.base import registry_for
 from pipelines.batch import BatchError
 from pipelines.flow import deletion_batch
 from pipelines.intake import submit
-from pipelines.review import ReviewError, approve, reject
 from pipelines.registry import VersionRef
+from pipelines.review import ReviewError, approve, reject
 from pipelines.snapshot import read_split
 from pipelines.store import RequestStore
 from tests.conftest import make_workspace
@@ -34,7 +33,7 @@ def _statuses(ws):
 
 def test_class_batch_end_to_end_then_tamper_detection(tmp_path, prefect_server):
     ws = make_workspace(tmp_path)
-    reg, name = registry_for(ws), ws.settings.registry.model_name
+    reg, name = ws.registry(), ws.settings.registry.model_name
     stored, created, n = submit(ws, {"kind": "class", "class_label": 4})
     assert created and n > 50
 
@@ -125,7 +124,7 @@ def test_failed_gates_register_nothing_and_return_requests_to_pending(tmp_path, 
             }
         },
     )
-    reg, name = registry_for(ws), ws.settings.registry.model_name
+    reg, name = ws.registry(), ws.settings.registry.model_name
     stored, _, _ = submit(ws, {"kind": "class", "class_label": 2})
     commits = ws.git("rev-list", "--count", "HEAD")
     outcome = deletion_batch(str(ws.root))
@@ -147,7 +146,7 @@ def test_crashing_batch_loses_no_request_and_leaves_no_version(
     tmp_path, prefect_server, monkeypatch
 ):
     ws = make_workspace(tmp_path)
-    reg, name = registry_for(ws), ws.settings.registry.model_name
+    reg, name = ws.registry(), ws.settings.registry.model_name
     stored, _, _ = submit(
         ws, {"kind": "samples", "sample_ids": list(read_split(ws, "HEAD", "train").ids[:30])}
     )
@@ -163,7 +162,7 @@ def test_crashing_batch_loses_no_request_and_leaves_no_version(
 
 def test_rejection_returns_requests_and_unblocks_the_next_batch(tmp_path, prefect_server):
     ws = make_workspace(tmp_path)
-    reg, name = registry_for(ws), ws.settings.registry.model_name
+    reg, name = ws.registry(), ws.settings.registry.model_name
     stored, _, _ = submit(ws, {"kind": "class", "class_label": 7})
     first = deletion_batch(str(ws.root))
     assert first.status == "awaiting_approval", first.reason
@@ -190,7 +189,7 @@ def test_a_version_built_on_an_older_champion_cannot_undo_a_certified_erasure(
     its alias): approving the second after the first would serve a model that still knows what the
     first erased. Both orders are refused."""
     ws = make_workspace(tmp_path)
-    reg, name = registry_for(ws), ws.settings.registry.model_name
+    reg, name = ws.registry(), ws.settings.registry.model_name
     submit(ws, {"kind": "class", "class_label": 4})
     first = deletion_batch(str(ws.root))
     assert first.status == "awaiting_approval", first.reason

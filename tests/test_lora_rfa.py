@@ -10,10 +10,12 @@ from safetensors.torch import save as st_save
 
 from components.evaluation import EvalSplits, evaluate
 from components.forget import extract_forget_set
-from components.lora import apply_adapter, attach_lora, trainable_fraction
-from components.methods import MethodConfig, UnlearnTask, get_method, rfa
 from components.models import load_model, model_digest, state_bytes, to_input
 from components.settings import EvaluationSettings, LoraSettings, RfaSettings
+from components.unlearning.lora import apply_adapter, attach_lora, trainable_fraction
+from components.unlearning.registry import get_method
+from components.unlearning.rfa import rfa
+from components.unlearning.types import MethodConfig, UnlearnTask
 
 CPU = torch.device("cpu")
 
@@ -87,7 +89,7 @@ def test_adapter_save_load_round_trip_reproduces_the_unlearned_model(base_model,
 
 
 def test_rfa_sample_unlearning_moves_forget_margins_toward_nonmembers(base_model, digits):
-    from components.alignment import margins
+    from components.unlearning.targets import margins
 
     rng = np.random.default_rng(0)
     ids = set(rng.choice(digits.train.ids, size=50, replace=False).tolist())
@@ -119,13 +121,14 @@ def test_sample_rfa_skips_the_unread_retain_reference_pass_without_changing_its_
 ):
     """margin_quantile reads Df and the heldout split only: the teacher must not run over the
     retain reference, and skipping it must leave every random draw, so the adapter, unchanged."""
-    from components import alignment, methods
+    from components.unlearning import rfa as methods
+    from components.unlearning import targets as alignment
 
     seen: list[int] = []
-    real = methods._logits_and_taps
+    real = methods.logits_and_taps
     monkeypatch.setattr(
         methods,
-        "_logits_and_taps",
+        "logits_and_taps",
         lambda model, x, *a, **k: (seen.append(len(x)), real(model, x, *a, **k))[1],
     )
     rng = np.random.default_rng(1)
@@ -151,14 +154,14 @@ def test_target_refresh_rebuilds_the_sample_target_from_the_students_heldout_out
 ):
     """target_refresh N: every N steps (not at the last) the student, not the teacher, re-reads the
     heldout split and Df is re-aimed at its non-members; 0 builds the target once, as before."""
-    from components import methods
     from components.settings import ScenarioSettings
+    from components.unlearning import rfa as methods
 
     seen: list[tuple[int, bool]] = []  # (images, pass ran with trainable adapters = the student)
-    real = methods._logits_and_taps
+    real = methods.logits_and_taps
     monkeypatch.setattr(
         methods,
-        "_logits_and_taps",
+        "logits_and_taps",
         lambda model, x, *a, **k: (
             seen.append((len(x), any(p.requires_grad for p in model.parameters()))),
             real(model, x, *a, **k),
@@ -291,8 +294,8 @@ def test_forget_loss_is_a_scenario_setting_and_a_misspelt_one_fails_before_any_p
 ):
     """`forget_loss` reaches the training loop (KL and squared logit error train different
     adapters from the same draws); an unknown name stops RFA before the teacher runs at all."""
-    from components import methods
     from components.settings import ScenarioSettings
+    from components.unlearning import rfa as methods
 
     rng = np.random.default_rng(2)
     fs = extract_forget_set(
@@ -317,7 +320,7 @@ def test_forget_loss_is_a_scenario_setting_and_a_misspelt_one_fails_before_any_p
     assert any(not torch.equal(mse.adapter[k], kl.adapter[k]) for k in mse.adapter)
     passes: list[int] = []
     monkeypatch.setattr(
-        methods, "_logits_and_taps", lambda model, x, *a, **k: passes.append(len(x))
+        methods, "logits_and_taps", lambda model, x, *a, **k: passes.append(len(x))
     )
     with pytest.raises(ValueError, match="unknown forget loss 'l1'"):
         rfa(base_model, task, LoraSettings(), cfg("l1"))

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from components.alignment import feature_taps, pooled
-from components.lora import attach_lora, trainable_fraction
 from components.models import ARCHS, PROFILES, build_model, make_spec, to_input
 from components.settings import LoraSettings
+from components.unlearning.lora import attach_lora, trainable_fraction
+from components.unlearning.taps import feature_taps, pooled
 
 # The rank each is run at (params.yaml / benchmarks/params): ResNet-20/32 need rank 3 for ≤ 5 %.
 RANKS = {"small_cnn": 4, "resnet20": 3, "resnet32": 3, "resnet18": 4, "vit": 4}

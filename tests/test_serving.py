@@ -19,7 +19,6 @@ import torch
 import yaml
 
 from components.models import to_input
-from pipelines.base import registry_for
 from pipelines.registry import VersionRef
 from pipelines.snapshot import read_split
 
@@ -27,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 
 def _pipeline_logits(ws, x: np.ndarray) -> np.ndarray:
-    model, _ = registry_for(ws).load_model(VersionRef("digits-cnn", "1"))
+    model, _ = ws.registry().load_model(VersionRef("digits-cnn", "1"))
     with torch.no_grad():
         return model(to_input(x)).numpy()
 
@@ -35,7 +34,7 @@ def _pipeline_logits(ws, x: np.ndarray) -> np.ndarray:
 def test_pyfunc_load_model_predicts_the_pipelines_logits(trained_ws):
     import mlflow.pyfunc
 
-    registry_for(trained_ws).activate()
+    trained_ws.registry().activate()
     model = mlflow.pyfunc.load_model("models:/digits-cnn@champion")
     x = read_split(trained_ws, "HEAD", "test").x[:64]
     assert np.array_equal(model.predict(x), _pipeline_logits(trained_ws, x))
@@ -45,7 +44,7 @@ def test_pyfunc_load_model_predicts_the_pipelines_logits(trained_ws):
 
 
 def test_version_folder_is_pickle_free(trained_ws):
-    src = Path(registry_for(trained_ws).resolve("digits-cnn", "1").source.removeprefix("file://"))
+    src = Path(trained_ws.registry().resolve("digits-cnn", "1").source.removeprefix("file://"))
     mlmodel = yaml.safe_load((src / "MLmodel").read_text())
     pyfunc = mlmodel["flavors"]["python_function"]
     # Models from code: MLflow runs pyfunc_model.py at load; no python_model.pkl is written.
@@ -68,7 +67,7 @@ def test_mlflow_models_serve_answers_a_scoring_request(trained_ws, tmp_path):
     bin_dir = Path(sys.executable).parent  # `mlflow models serve` runs `uvicorn` from PATH
     env = dict(
         os.environ,
-        MLFLOW_TRACKING_URI=registry_for(trained_ws).tracking_uri,
+        MLFLOW_TRACKING_URI=trained_ws.registry().tracking_uri,
         PATH=f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     )
     mlflow_bin = bin_dir / "mlflow"

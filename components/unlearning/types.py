@@ -1,14 +1,16 @@
-"""What every unlearning method takes and returns: one task, one result (baselines and RFA alike)."""
+"""What every unlearning method takes and returns (RFA and the baselines alike)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Callable, Literal
 
 import torch
 from torch import nn
 
 from components.data import Split
+from components.runtime import ProgressFn
+from components.settings import BaselineSettings, LoraSettings, RfaSettings, TrainSettings
 
 Scenario = Literal["class", "sample"]
 
@@ -40,3 +42,17 @@ class UnlearnResult:
     # Why training ended: "steps" (ran its schedule), "target" (the forget subset reached the
     # target's accuracy), "stalled" (no progress for stop_patience checks). Shown to reviewers.
     stop_reason: str = "steps"
+
+
+@dataclass(frozen=True)
+class MethodConfig:
+    """Everything any registered method may read; each takes only its own part."""
+
+    lora: LoraSettings = LoraSettings()
+    rfa: RfaSettings = RfaSettings()
+    baseline: BaselineSettings = BaselineSettings()
+    train: TrainSettings = TrainSettings()  # the Retrain oracle's schedule
+
+
+# The one signature of every registered method: (original, task, config, progress) -> result.
+Method = Callable[[nn.Module, UnlearnTask, MethodConfig, ProgressFn], UnlearnResult]

@@ -13,9 +13,14 @@ the features the student produced lately (64-dimensional: cheap next to the netw
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from components.settings import ScenarioSettings
+from components.unlearning.targets import TeacherView
 
 
 class ForgetProbe(nn.Module):
@@ -81,3 +86,43 @@ def recognition_penalty(
     """
     p = F.softmax(probe(feats, watch_only=True), dim=1)[:, list(forget_classes)].sum(1)  # (B,)
     return -torch.log1p(-p.clamp(max=1 - 1e-6)).mean()
+
+
+@dataclass
+class Adversary:
+    """The in-loop probe, its optimiser and the feature bank it is fitted on."""
+
+    probe: ForgetProbe
+    opt: torch.optim.Optimizer
+    bank: FeatureBank
+
+    def penalty(
+        self,
+        feats: torch.Tensor,
+        labels: torch.Tensor,
+        n_retain: int,
+        forget_classes: tuple[int, ...],
+        steps: int,
+    ) -> tuple[float, torch.Tensor]:
+        """Fit on the batch's pooled features (B, C) [retain; forget], then the forget part's
+        recognition penalty. Returns (the probe's last fit loss, the penalty)."""
+        self.bank.add(feats, labels)
+        fit = fit_probe(self.probe, self.opt, self.bank.feats, self.bank.labels, steps=steps)
+        return fit, recognition_penalty(self.probe, feats[n_retain:], forget_classes)
+
+
+def warm_adversary(
+    view: TeacherView, tap: str, device: torch.device, sc: ScenarioSettings, warm_steps: int = 200
+) -> Adversary:
+    """The adversarial probe, first fitted on the teacher's features of the retain subsample plus
+    as many Df samples as one retained class has (so the forgotten class is not over-weighted);
+    its bank starts from those features and fills with the student's as RFA runs."""
+    k = view.retain_logits.shape[1]
+    per_class = max(1, len(view.retain_labels) // max(1, k - len(view.forget_classes)))
+    feats = torch.cat([view.retain_pooled[tap], view.forget_pooled[tap][:per_class]]).to(device)
+    labels = torch.cat([view.retain_labels, view.forget_labels[:per_class]]).to(device)
+    probe = ForgetProbe(feats, k).to(device)
+    opt = torch.optim.Adam(probe.parameters(), lr=sc.probe_lr)
+    fit_probe(probe, opt, feats, labels, steps=warm_steps)
+    shuffle = torch.randperm(len(labels), device=device)  # the bank drops its oldest entries first
+    return Adversary(probe, opt, FeatureBank(feats[shuffle], labels[shuffle], sc.probe_bank))

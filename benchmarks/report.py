@@ -84,11 +84,11 @@ def targets(result: dict, rows: dict[str, dict]) -> list[tuple[str, bool | None,
     if "rfa" not in rows:
         return []
     r, o = rows["rfa"], rows.get("original", {})
-    mean = (
-        lambda xs: float(np.mean([x for x in xs if x is not None]))
-        if xs and any(x is not None for x in xs)
-        else None
-    )  # noqa: E731
+
+    def mean(xs: list) -> float | None:
+        vals = [x for x in (xs or []) if x is not None]
+        return float(np.mean(vals)) if vals else None
+
     out: list[tuple[str, bool | None, str]] = []
     share = mean(r["trainable_fraction"])
     out.append(

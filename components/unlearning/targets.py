@@ -1,70 +1,17 @@
-"""Residual feature alignment: feature taps, distances and forget targets (pure tensor code).
+"""Forget targets: where RFA moves each forget sample, built from the frozen teacher's view.
 
-Retain term (zero residual): the student's tapped features and logits equal the frozen teacher's
-on Dr. Forget term (shifted residual): on Df they move to a target built from the teacher.
-Targets live in the `FORGET_TARGETS` registry so they can be swapped and measured.
+Targets live in the `FORGET_TARGETS` registry so they can be swapped and measured. Class targets
+move Df onto the retained class the teacher ranks next (logits and features); the sample target
+gives Df the margins of non-members, rank for rank.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-EPS = 1e-8
-
-
-@contextmanager
-def feature_taps(model: nn.Module, names: tuple[str, ...]) -> Iterator[dict[str, torch.Tensor]]:
-    """Record the outputs of the named sub-modules during forward passes.
-
-    Names are module paths of the plain model (`block2`); a peft-wrapped model is searched by
-    suffix so the same names work for teacher and student.
-    """
-    modules = dict(model.named_modules())
-    found: dict[str, nn.Module] = {}
-    for name in names:
-        match = modules.get(name) or next(
-            (m for k, m in modules.items() if k.endswith("model." + name)), None
-        )
-        if match is None:
-            raise KeyError(f"feature tap {name!r} is not a module of {type(model).__name__}")
-        found[name] = match
-    store: dict[str, torch.Tensor] = {}
-    handles = [
-        m.register_forward_hook(lambda _m, _i, out, n=n: store.__setitem__(n, out))
-        for n, m in found.items()
-    ]
-    try:
-        yield store
-    finally:
-        for h in handles:
-            h.remove()
-
-
-def relative_sq_distance(f: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    """Mean over the batch of ||f - g||^2 / ||g||^2 per sample.
-
-    f, g: (B, ...) same shape. Scale-free, so taps of different width and magnitude weigh alike.
-    """
-    f2, g2 = f.flatten(1), g.flatten(1)
-    return ((f2 - g2).pow(2).sum(1) / (g2.pow(2).sum(1) + EPS)).mean()
-
-
-def pooled(f: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C) channel means; (B, T, D) tokens -> (B, D) token means; (B, C) as is."""
-    return POOLS[f.dim()](f)
-
-
-POOLS: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {
-    2: lambda f: f,
-    3: lambda f: f.mean(dim=1),  # transformer blocks: (B, tokens, hidden)
-    4: lambda f: f.mean(dim=(2, 3)),  # conv blocks
-}
 
 
 def margins(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -232,40 +179,6 @@ def target_divergence(teacher: torch.Tensor, target: torch.Tensor) -> torch.Tens
         .sum(1)
         .clamp_min(0.0)
     )
-
-
-def logit_mse(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample squared logit error, summed over classes (one edited logit counts fully)."""
-    return (student - target).pow(2).sum(1).mean()
-
-
-def target_kl(student: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """KL(softmax(target) || softmax(student)), mean over the batch.
-
-    Why for sample unlearning: most Df samples are confident both before and after (margin 20 or
-    10 is the same probability 1.0), yet squared logit error is dominated by exactly those large
-    margin cuts, while the few samples whose target is a wrong prediction (the ones that decide
-    Acc(Df) and the attacks) weigh little. In probability space those saturated samples contribute
-    ~0 and the flips carry the loss.
-    """
-    return F.kl_div(
-        F.log_softmax(student, 1), F.log_softmax(target, 1), log_target=True, reduction="batchmean"
-    )
-
-
-FORGET_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "logit_mse": logit_mse,
-    "kl": target_kl,
-}
-
-
-def get_forget_loss(name: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    try:
-        return FORGET_LOSSES[name]
-    except KeyError:
-        raise ValueError(
-            f"unknown forget loss {name!r}; choose one of {sorted(FORGET_LOSSES)}"
-        ) from None
 
 
 def get_target(name: str) -> Callable[[TeacherView], ForgetTarget]:

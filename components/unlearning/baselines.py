@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -19,22 +19,9 @@ from torch import nn
 from components.data import Split
 from components.models import to_input
 from components.runtime import ProgressFn, no_progress, resolve_device, set_seed
+from components.settings import BaselineSettings, TrainSettings
 from components.training import train_classifier
-from components.unlearning.types import UnlearnResult
-
-
-@dataclass(frozen=True)
-class BaselineSettings:
-    lr: float = 0.01
-    epochs: int = 1  # passes over Dr (ft) or Df-driven epochs (others)
-    batch_size: int = 128
-    alpha: float = 0.9  # NegGrad+: weight of the retain loss
-    forget_cap: float = 5.0  # NegGrad+: the ascent term is capped, else it diverges
-    saliency_fraction: float = 0.5  # SalUn: share of weights updated
-    scrub_max_steps: int = 2  # SCRUB: epochs with a max-step on Df
-    temperature: float = 4.0  # SCRUB: KL temperature
-    device: str = "auto"
-    seed: int = 0
+from components.unlearning.types import UnlearnResult, UnlearnTask
 
 
 def _batches(split: Split, batch: int, gen: torch.Generator, device):
@@ -189,9 +176,8 @@ def salun(
     original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress
 ):
     """Random-label unlearning restricted to the salient weights."""
-    t0 = (
-        time.perf_counter()
-    )  # the saliency mask is part of SalUn's cost: the clock starts before it
+    # The saliency mask is part of SalUn's cost: the clock starts before it.
+    t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     mask = saliency_mask(copy.deepcopy(original), task.forget, cfg.saliency_fraction, device)
     k = _num_classes(original)
@@ -259,7 +245,12 @@ def scrub(
     return _result(student, t0, steps, device)
 
 
-BASELINES = {
+# (original, task, baseline settings, the oracle's training schedule, progress) -> result
+Baseline = Callable[
+    [nn.Module, UnlearnTask, BaselineSettings, TrainSettings, ProgressFn], UnlearnResult
+]
+
+BASELINES: dict[str, Baseline] = {
     "retrain": retrain,
     "ft": ft,
     "neggrad": neggrad,

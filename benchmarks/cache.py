@@ -1,0 +1,143 @@
+"""The benchmark's data and models: the bench splits, trained base models and Retrain oracles.
+
+Oracles and trained base models are cached under the project's `.cache/bench` (never in
+../shared), keyed by everything that makes them what they are: data, spec, recipe and seed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from components.canonical import canonical_json, sha256_hex
+from components.data import Dataset, dataset_hash, load_dataset
+from components.models import build_model, load_model, make_spec, state_bytes
+from components.runtime import set_seed
+from components.settings import DataSettings, TrainSettings
+from components.training import train_classifier
+from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
+
+
+def load_bench_data(name: str, data_dir: str | None, heldout_seed: int) -> Dataset:
+    """digits: the pipeline's own splits. npz datasets: the model trains on the whole official
+    train split (as the pre-trained checkpoints did), so the non-member `heldout` reference is
+    half of the official test split, stratified, and the other half is Dt."""
+    if name == "digits":
+        return load_dataset(DataSettings())
+    ds = load_dataset(DataSettings(source="npz", root=data_dir, heldout_fraction=0.0))
+    rng = np.random.default_rng(heldout_seed)
+    held = np.zeros(len(ds.test), dtype=bool)
+    for c in np.unique(ds.test.y):
+        idx = np.flatnonzero(ds.test.y == c)
+        held[rng.choice(idx, size=len(idx) // 2, replace=False)] = True
+    return replace(ds, name=name, heldout=ds.test.take(held), test=ds.test.take(~held))
+
+
+def forget_ids(
+    ds: Dataset, scenario: str, forget_class: int | None, fraction: float | None, seed: int
+) -> set[str]:
+    """Df's ids: the whole class, or `fraction` of D drawn with `seed`."""
+    if scenario == "class":
+        return set(ds.train.ids[ds.train.y == forget_class].tolist())
+    rng = np.random.default_rng(seed)
+    size = int(round(fraction * len(ds.train)))
+    return set(rng.choice(ds.train.ids, size=size, replace=False).tolist())
+
+
+def _cached_model(path: Path, spec: dict) -> tuple[nn.Module | None, dict | None]:
+    if path.with_suffix(".safetensors").exists():
+        meta = json.loads(path.with_suffix(".json").read_text())
+        return load_model(spec, path.with_suffix(".safetensors").read_bytes()), meta
+    return None, None
+
+
+def _save_model(path: Path, model: nn.Module, meta: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".safetensors").write_bytes(state_bytes(model))
+    path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+
+
+def train_key(cfg: TrainSettings) -> str:
+    """Short hash of the training recipe (seed excluded: it is part of the key on its own), so a
+    changed schedule never reuses an oracle trained under another one. fp32 (the default) stays
+    out of the hash: the committed oracles were keyed before the precision setting existed."""
+    skip = {"seed"} | ({"precision"} if cfg.precision == "fp32" else set())
+    return sha256_hex(canonical_json(cfg.model_dump(exclude=skip)))[:8]
+
+
+def oracle_key(
+    dataset: str, arch: str, spec: dict, manifest_sha: str, seed: int, train: TrainSettings
+) -> str:
+    """Cache name of a Retrain oracle: data, architecture spec (a wider model is another oracle,
+    not a shape error on load), forget manifest, seed and the training recipe."""
+    spec_hash = sha256_hex(canonical_json(spec))[:8]
+    recipe = f"e{train.epochs}-t{train_key(train)}"
+    return f"{dataset}-{arch}-{manifest_sha[:16]}-s{seed}-{recipe}-m{spec_hash}"
+
+
+def training_recipe(
+    train: TrainSettings, epochs: int | None = None, precision: str | None = None
+) -> TrainSettings:
+    """`train` with the --oracle-epochs / --oracle-precision overrides (base model and Retrain
+    share it). Validated, unlike model_copy, so a wrong value fails here, not deep in training."""
+    overrides = {k: v for k, v in (("epochs", epochs), ("precision", precision)) if v is not None}
+    return TrainSettings.model_validate({**train.model_dump(), **overrides})
+
+
+def original_model(
+    ds: Dataset,
+    arch: str,
+    checkpoint: str | None,
+    cache: Path,
+    train_cfg: TrainSettings,
+    device: torch.device,
+    width: int = 32,
+) -> tuple[nn.Module, dict]:
+    """(model, spec): the pre-trained checkpoint when one is given, else a base model trained
+    here on the bench's training split (cached)."""
+    if checkpoint is not None:
+        from components.checkpoints import load_akamaster
+
+        model = load_akamaster(checkpoint, arch)
+        spec = {
+            "arch": arch,
+            "num_classes": 10,
+            "mean": model.norm.mean.flatten().tolist(),
+            "std": model.norm.std.flatten().tolist(),
+        }
+        return model, spec
+    spec = make_spec(arch, ds.train.x, ds.num_classes, width)
+    recipe = {"data": dataset_hash(ds.train), "spec": spec, "train": train_cfg.model_dump()}
+    path = cache / "base" / f"{ds.name}-{arch}-{sha256_hex(canonical_json(recipe))[:16]}"
+    model, _ = _cached_model(path, spec)
+    if model is None:
+        set_seed(train_cfg.seed)
+        model = build_model(spec)
+        info = train_classifier(model, ds.train, train_cfg, device)
+        _save_model(path, model, {"seconds": info["seconds"]})
+    return model.eval(), spec
+
+
+Runner = Callable[[str, nn.Module, UnlearnTask, MethodConfig], tuple[UnlearnResult, float]]
+
+
+def oracle(
+    original: nn.Module, task: UnlearnTask, cfg: MethodConfig, spec: dict, path: Path,
+    run: Runner,
+) -> tuple[nn.Module, dict]:  # fmt: skip
+    """The Retrain oracle for this forget set and seed, from the cache when it was trained before
+    (then it carries no CPU seconds of this run)."""
+    model, meta = _cached_model(path, spec)
+    if model is not None:
+        return model, {"cpu_seconds": None, **meta, "oracle_cached": True}
+    res, cpu = run("retrain", original, task, cfg)
+    meta = {"seconds": res.seconds, "cpu_seconds": cpu, "measured_at": time.time()}
+    _save_model(path, res.model, meta)
+    return res.model, {**meta, "oracle_cached": False}

@@ -1,0 +1,126 @@
+"""`unlearn bench`, `bench-report`, `bench-merge`: the harness's commands (mounted by pipelines/cli)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+out = Console(highlight=False)
+
+
+class BenchError(ValueError):
+    """A bench run cannot start or a results folder is unusable (one `error:` line, exit 2)."""
+
+
+def bench(
+    dataset: str = typer.Option("digits", help="digits | fashion_mnist | cifar10"),
+    data_dir: Optional[Path] = typer.Option(
+        None, help="Folder with train*.npz / test.npz (fashion_mnist, cifar10)."
+    ),
+    model: str = typer.Option(
+        "small_cnn", help="small_cnn | resnet20 | resnet32 | resnet18 | vit (model.arch names)"
+    ),
+    checkpoint: Optional[Path] = typer.Option(
+        None, help="Pre-trained checkpoint (resnet20/32, akamaster's); without it one is trained."
+    ),
+    scenario: str = typer.Option("class", help="class | sample"),
+    forget_class: int = typer.Option(0, help="Class forgotten (class scenario)."),
+    fraction: float = typer.Option(0.1, help="Share of D forgotten at random (sample scenario)."),
+    seeds: str = typer.Option(
+        "0", help="Comma-separated seeds: each fixes the forget set and the training randomness."
+    ),
+    methods: str = typer.Option("rfa,ft,neggrad,rl,salun,scrub,retrain"),
+    out_dir: Path = typer.Option(
+        Path("benchmarks/results/run"), "--out", help="Output folder for results.json / results.md."
+    ),
+    params: Path = typer.Option(
+        Path("params.yaml"), help="Params file: rfa / lora / train / evaluation / bench sections."
+    ),
+    oracle_epochs: Optional[int] = typer.Option(
+        None, help="Epochs of the Retrain oracle (default: train.epochs)."
+    ),
+    oracle_precision: Optional[str] = typer.Option(
+        None, help="fp32 | bf16 for the Retrain oracle (default: train.precision)."
+    ),
+) -> None:
+    """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
+    from pydantic import ValidationError
+
+    from benchmarks.harness import BenchRun, run_bench
+    from components.runtime import TRAIN_PRECISIONS
+    from components.settings import load_settings
+    from pipelines.env import quiet_environment
+
+    if scenario not in ("class", "sample"):
+        raise typer.BadParameter("--scenario must be class or sample")
+    if oracle_precision is not None and oracle_precision not in TRAIN_PRECISIONS:
+        raise typer.BadParameter(f"--oracle-precision must be one of {sorted(TRAIN_PRECISIONS)}")
+    try:
+        run = BenchRun(
+            dataset=dataset, data_dir=data_dir, model=model, checkpoint=checkpoint,
+            scenario=scenario, forget_class=forget_class, fraction=fraction,
+            seeds=[int(s) for s in seeds.split(",")] if seeds.strip() else [],
+            methods=[m.strip() for m in methods.split(",") if m.strip()], out=out_dir,
+            oracle_epochs=oracle_epochs, oracle_precision=oracle_precision,
+        )  # fmt: skip
+    except (ValidationError, ValueError) as e:
+        raise typer.BadParameter(_first_error(e)) from None
+    quiet_environment()
+    result = run_bench(run, load_settings(params), Path(".cache") / "bench", out)
+    typer.echo((out_dir / "results.md").read_text())
+    out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
+
+
+def _first_error(e: Exception) -> str:
+    errors = getattr(e, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"--{'.'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}"
+    return str(e)
+
+
+def bench_report(
+    out_dir: Path = typer.Argument(..., help="A bench output folder (with results.json)."),
+    notes: Optional[Path] = typer.Option(
+        None, help="Markdown appended as the Notes section: what was tried for a missed target."
+    ),
+) -> None:
+    """Re-render results.md from results.json (e.g. after writing the notes of a run)."""
+    from benchmarks.report import render_markdown
+
+    src = out_dir / "results.json"
+    if not src.exists():
+        raise BenchError(f"{src} not found; run `unlearn bench --out {out_dir}` first")
+    text = notes.read_text() if notes else ""
+    (out_dir / "results.md").write_text(render_markdown(json.loads(src.read_text()), text))
+    typer.echo((out_dir / "results.md").read_text())
+
+
+def bench_merge(
+    out_dir: Path = typer.Argument(..., help="Folder for the merged results.json / results.md."),
+    runs: list[Path] = typer.Argument(
+        ..., help="Bench output folders of one configuration, other seeds."
+    ),
+    notes: Optional[Path] = typer.Option(None, help="Markdown appended as the Notes section."),
+) -> None:
+    """Merge bench runs that covered different seeds of one configuration into one table."""
+    from benchmarks.report import MergeError, merge_results, render_markdown
+
+    loaded = []
+    for run in runs:
+        src = run / "results.json"
+        if not src.exists():
+            raise BenchError(f"{src} not found; each folder must hold a bench run's results.json")
+        loaded.append((str(run), json.loads(src.read_text())))
+    try:
+        merged = merge_results(loaded)
+    except MergeError as e:
+        raise BenchError(str(e)) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "results.json").write_text(json.dumps(merged, indent=1) + "\n")
+    (out_dir / "results.md").write_text(render_markdown(merged, notes.read_text() if notes else ""))
+    typer.echo((out_dir / "results.md").read_text())
