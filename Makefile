@@ -25,8 +25,12 @@ demo: install
 test: install
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
+# ruff (rule set in pyproject.toml) and the layering / size rules the unit tests enforce.
+SOURCES := components pipelines benchmarks examples tests
 lint: install
-	$(VENV)/bin/python -m pytest -q tests/test_purity.py
+	$(VENV)/bin/ruff check $(SOURCES)
+	$(VENV)/bin/ruff format --check $(SOURCES)
+	$(VENV)/bin/python -m pytest -q tests/unit/test_purity.py tests/unit/test_imports.py tests/unit/test_layout.py
 
 clean:
 	rm -rf .pytest_cache build *.egg-info

@@ -1,10 +1,9 @@
-"""`unlearn bench`, `bench-report`, `bench-merge`: the harness's commands (mounted by pipelines/cli)."""
+"""`unlearn bench`, `bench-report`, `bench-merge`: the harness's commands."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -18,13 +17,13 @@ class BenchError(ValueError):
 
 def bench(
     dataset: str = typer.Option("digits", help="digits | fashion_mnist | cifar10"),
-    data_dir: Optional[Path] = typer.Option(
+    data_dir: Path | None = typer.Option(
         None, help="Folder with train*.npz / test.npz (fashion_mnist, cifar10)."
     ),
     model: str = typer.Option(
         "small_cnn", help="small_cnn | resnet20 | resnet32 | resnet18 | vit (model.arch names)"
     ),
-    checkpoint: Optional[Path] = typer.Option(
+    checkpoint: Path | None = typer.Option(
         None, help="Pre-trained checkpoint (resnet20/32, akamaster's); without it one is trained."
     ),
     scenario: str = typer.Option("class", help="class | sample"),
@@ -40,10 +39,10 @@ def bench(
     params: Path = typer.Option(
         Path("params.yaml"), help="Params file: rfa / lora / train / evaluation / bench sections."
     ),
-    oracle_epochs: Optional[int] = typer.Option(
+    oracle_epochs: int | None = typer.Option(
         None, help="Epochs of the Retrain oracle (default: train.epochs)."
     ),
-    oracle_precision: Optional[str] = typer.Option(
+    oracle_precision: str | None = typer.Option(
         None, help="fp32 | bf16 for the Retrain oracle (default: train.precision)."
     ),
 ) -> None:
@@ -85,7 +84,7 @@ def _first_error(e: Exception) -> str:
 
 def bench_report(
     out_dir: Path = typer.Argument(..., help="A bench output folder (with results.json)."),
-    notes: Optional[Path] = typer.Option(
+    notes: Path | None = typer.Option(
         None, help="Markdown appended as the Notes section: what was tried for a missed target."
     ),
 ) -> None:
@@ -105,7 +104,7 @@ def bench_merge(
     runs: list[Path] = typer.Argument(
         ..., help="Bench output folders of one configuration, other seeds."
     ),
-    notes: Optional[Path] = typer.Option(None, help="Markdown appended as the Notes section."),
+    notes: Path | None = typer.Option(None, help="Markdown appended as the Notes section."),
 ) -> None:
     """Merge bench runs that covered different seeds of one configuration into one table."""
     from benchmarks.report import MergeError, merge_results, render_markdown

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from components.data import Dataset, Split
 from components.evaluation import EvalSplits, evaluate
 from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
 from components.metrics import predict
-from components.models import ModelError, model_digest, to_input
+from components.models import ModelError, build_model, make_spec, model_digest, to_input
 from components.reference import activation_distance, feature_probe, js_divergence
 from components.runtime import resolve_device
 from components.settings import Settings
@@ -194,13 +195,10 @@ def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> 
     ds = load_bench_data(run.dataset, _opt(run.data_dir), settings.bench.heldout_seed)
     train_cfg = training_recipe(settings.train, run.oracle_epochs, run.oracle_precision)
     settings = settings.model_copy(update={"train": train_cfg})
+    _check_layer_names(run, settings, ds)  # before any training: a typo costs nothing
     original, spec = original_model(
         ds, run.model, _opt(run.checkpoint), cache, train_cfg, device, settings.model.width
     )
-    # The file's own layer names, checked against the model: never replaced by a profile.
-    check_layers(original, settings.lora.target_modules, tuple(settings.rfa.taps))
-    if settings.bench.probe_layer not in dict(original.named_modules()):
-        raise ModelError(f"bench.probe_layer {settings.bench.probe_layer!r} names no layer")
     config = {
         "dataset": run.dataset, "model": run.model, "scenario": run.scenario,
         "forget_class": run.forget_class if run.scenario == "class" else None,
@@ -214,6 +212,16 @@ def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> 
     return Bench(run, settings, ds, original, spec, device, cache, console, config, [])
 
 
+def _check_layer_names(run: BenchRun, settings: Settings, ds: Dataset) -> None:
+    """The params file's LoRA targets, taps and probe layer must name layers of the model: they
+    are used as written, never replaced by an architecture's defaults. ModelError otherwise."""
+    spec = make_spec(run.model, ds.train.x[:16], ds.num_classes, settings.model.width)
+    arch = build_model(spec)  # the architecture only: its statistics and weights do not matter
+    check_layers(arch, settings.lora.target_modules, tuple(settings.rfa.taps))
+    if settings.bench.probe_layer not in dict(arch.named_modules()):
+        raise ModelError(f"bench.probe_layer {settings.bench.probe_layer!r} names no layer")
+
+
 def _opt(p: Path | None) -> str | None:
     return str(p) if p is not None else None
 
@@ -225,7 +233,9 @@ def _seed_bench(b: Bench, seed: int) -> SeedBench:
     fs = extract_forget_set(ds.train, ids, max_fraction=0.5)
     classes = (forget_class,) if forget_class is not None else ()
     task = UnlearnTask(run.scenario, fs.forget, fs.retain, ds.heldout, classes)
-    splits = EvalSplits.build(fs.forget, fs.retain, ds.test, ds.heldout, classes, s.bench.evaluation)
+    splits = EvalSplits.build(
+        fs.forget, fs.retain, ds.test, ds.heldout, classes, s.bench.evaluation
+    )
     forgotten_test = ds.test.take(np.isin(ds.test.y, np.array(classes))) if classes else None
 
     def measure(model: nn.Module) -> dict:
@@ -262,7 +272,7 @@ def _method_record(b: Bench, sb: SeedBench, name: str) -> dict:
         )  # fmt: skip
         if found is None:
             return {"method": name, "seed": sb.seed, "diverged": True,
-                    **{k: None for k in KEYS}, **EMPTY}  # fmt: skip
+                    **dict.fromkeys(KEYS), **EMPTY}  # fmt: skip
         res, m, lr, cpu = found
         model, seconds, share = res.model, res.seconds, res.trainable_fraction
         extra = {"cpu_seconds": cpu, "lr": lr, "steps": res.steps, "stop_reason": res.stop_reason}

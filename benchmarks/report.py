@@ -79,99 +79,97 @@ def _seeds(xs: list, fmt: str = "{:.1f}", scale: float = 1.0) -> str:
     return f" ({' / '.join(fmt.format(scale * v) for v in vals)} by seed)" if len(vals) > 1 else ""
 
 
-def targets(result: dict, rows: dict[str, dict]) -> list[tuple[str, bool | None, str]]:
-    """Issue-3 targets for RFA, each (target, met?, measured). None = cannot be judged here."""
+Target = tuple[str, bool | None, str]  # (target, met? (None: cannot be judged here), measured)
+
+
+def _mean(xs: list) -> float | None:
+    vals = [x for x in (xs or []) if x is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def targets(result: dict, rows: dict[str, dict]) -> list[Target]:
+    """RFA's targets (docs/method.md), each (target, met?, measured)."""
     if "rfa" not in rows:
         return []
+    r = rows["rfa"]
+    share = _mean(r["trainable_fraction"])
+    out: list[Target] = [
+        ("RFA trains ≤ 5 % of the parameters", share is not None and share <= 0.05,
+         f"{100 * share:.2f} %"),
+    ]  # fmt: skip
+    scenario = _class_targets if result["config"]["scenario"] == "class" else _sample_targets
+    return out + scenario(rows) + _gap_targets(rows) + _time_targets(r)
+
+
+def _class_targets(rows: dict[str, dict]) -> list[Target]:
     r, o = rows["rfa"], rows.get("original", {})
-
-    def mean(xs: list) -> float | None:
-        vals = [x for x in (xs or []) if x is not None]
-        return float(np.mean(vals)) if vals else None
-
-    out: list[tuple[str, bool | None, str]] = []
-    share = mean(r["trainable_fraction"])
-    out.append(
-        (
-            "RFA trains ≤ 5 % of the parameters",
-            share is not None and share <= 0.05,
-            f"{100 * share:.2f} %",
+    dft, drt, mia = _mean(r["acc_dft"]), _mean(r["acc_drt"]), _mean(r["mia_efficacy"])
+    out: list[Target] = [
+        ("Acc(Dft) ≤ 1 %", dft is not None and dft <= 1, f"{dft:.2f}"),
+        ("Acc(Drt) ≥ original − 1", drt is not None and drt >= _mean(o["acc_drt"]) - 1,
+         f"{drt:.2f} vs {_mean(o['acc_drt']):.2f}" + _seeds(r["acc_drt"], "{:.2f}")),
+        ("MIA-efficacy ≥ 95", mia is not None and mia >= 95, f"{mia:.2f}"),
+    ]  # fmt: skip
+    if "retrain" in rows:
+        p, po = _mean(r["probe_acc_dft"]), _mean(rows["retrain"]["probe_acc_dft"])
+        oracle_probe = dict(
+            zip(rows["retrain"]["seed"], rows["retrain"]["probe_acc_dft"], strict=True)
         )
-    )
-    if result["config"]["scenario"] == "class":
-        dft, drt, mia = mean(r["acc_dft"]), mean(r["acc_drt"]), mean(r["mia_efficacy"])
-        out.append(("Acc(Dft) ≤ 1 %", dft is not None and dft <= 1, f"{dft:.2f}"))
-        out.append(
-            (
-                "Acc(Drt) ≥ original − 1",
-                drt is not None and drt >= mean(o["acc_drt"]) - 1,
-                f"{drt:.2f} vs {mean(o['acc_drt']):.2f}" + _seeds(r["acc_drt"], "{:.2f}"),
-            )
-        )
-        out.append(("MIA-efficacy ≥ 95", mia is not None and mia >= 95, f"{mia:.2f}"))
-        if "retrain" in rows:
-            p, po = mean(r["probe_acc_dft"]), mean(rows["retrain"]["probe_acc_dft"])
-            oracle_probe = dict(zip(rows["retrain"]["seed"], rows["retrain"]["probe_acc_dft"]))
-            diffs = [
-                a - oracle_probe[s]
-                for s, a in zip(r["seed"], r["probe_acc_dft"])
-                if a is not None and oracle_probe.get(s) is not None
-            ]
-            out.append(
-                (
-                    "feature probe on Dft within 5 pt of the oracle's",
-                    abs(p - po) <= 5,
-                    f"{p:.2f} vs oracle {po:.2f}" + _seeds(diffs, "{:+.1f} pt"),
-                )
-            )
-    else:
-        if r["gap"]:
-            g = mean(r["gap"])
-            out.append(("average gap to Retrain ≤ 2.0", g <= 2.0, f"{g:.2f}"))
-            for other in ("ft", "neggrad"):
-                if rows.get(other, {}).get("gap"):
-                    go = mean(rows[other]["gap"])
-                    out.append((f"gap smaller than {other}'s", g < go, f"{g:.2f} vs {go:.2f}"))
+        diffs = [
+            a - oracle_probe[s]
+            for s, a in zip(r["seed"], r["probe_acc_dft"], strict=True)
+            if a is not None and oracle_probe.get(s) is not None
+        ]
+        out.append(("feature probe on Dft within 5 pt of the oracle's", abs(p - po) <= 5,
+                    f"{p:.2f} vs oracle {po:.2f}" + _seeds(diffs, "{:+.1f} pt")))  # fmt: skip
+    return out
+
+
+def _sample_targets(rows: dict[str, dict]) -> list[Target]:
+    r = rows["rfa"]
+    if not r["gap"]:
+        return []
+    g = _mean(r["gap"])
+    out: list[Target] = [("average gap to Retrain ≤ 2.0", g <= 2.0, f"{g:.2f}")]
+    for other in ("ft", "neggrad"):
+        if rows.get(other, {}).get("gap"):
+            go = _mean(rows[other]["gap"])
+            out.append((f"gap smaller than {other}'s", g < go, f"{g:.2f} vs {go:.2f}"))
+    return out
+
+
+def _gap_targets(rows: dict[str, dict]) -> list[Target]:
+    r, o = rows["rfa"], rows.get("original", {})
+    out: list[Target] = []
     others = {
-        m: mean(row["gap"])
+        m: _mean(row["gap"])
         for m, row in rows.items()
         if m not in ("original", "retrain", "rfa") and row["gap"]
     }
     if r["gap"] and others:
-        g, best = mean(r["gap"]), min(others, key=others.get)
-        out.append(
-            (
-                "gap to Retrain ≤ every baseline's",
-                g <= others[best],
-                f"{g:.2f} vs {best} {others[best]:.2f}",
-            )
-        )
-    # Not one of the issue's targets, a sanity row: on a base that barely memorises, leaving the
-    # model untouched can already meet "gap ≤ 2.0" and beat baselines that damage Dr; this row
-    # says whether RFA did better than doing nothing.
+        g, best = _mean(r["gap"]), min(others, key=others.get)
+        out.append(("gap to Retrain ≤ every baseline's", g <= others[best],
+                    f"{g:.2f} vs {best} {others[best]:.2f}"))  # fmt: skip
+    # A sanity row: on a base that barely memorises, leaving the model untouched can already meet
+    # "gap ≤ 2.0" and beat baselines that damage Dr; this says whether RFA did better than nothing.
     if r["gap"] and o.get("gap"):
-        g, go = mean(r["gap"]), mean(o["gap"])
-        out.append(
-            (
-                "gap smaller than the untouched original's (did it forget?)",
-                g < go,
-                f"{g:.3f} vs {go:.3f}",
-            )
-        )
-    # Wall seconds are the target's measure; CPU seconds (same runs) are shown beside them because
-    # on a shared machine the wall ratio also measures how the load changed between two runs.
+        g, go = _mean(r["gap"]), _mean(o["gap"])
+        out.append(("gap smaller than the untouched original's (did it forget?)", g < go,
+                    f"{g:.3f} vs {go:.3f}"))  # fmt: skip
+    return out
+
+
+def _time_targets(r: dict) -> list[Target]:
+    """Wall seconds are the target's measure; CPU seconds (same runs) are shown beside them
+    because on a shared machine the wall ratio also measures how the load changed between runs."""
+    out: list[Target] = []
     for key, unit in (("t", ""), ("c", ", CPU seconds")):
         for ref, name, limit in (("retrain", "Retrain", 0.05), ("ft", "FT", 0.5)):
             ratios = r[f"{key}_{ref}"]
             if ratios:
-                t = mean(ratios)
-                out.append(
-                    (
-                        f"time ≤ {100 * limit:.0f} % of {name}'s{unit}",
-                        t <= limit,
-                        f"{100 * t:.2f} %" + _seeds(ratios, "{:.1f} %", 100),
-                    )
-                )
+                t = _mean(ratios)
+                out.append((f"time ≤ {100 * limit:.0f} % of {name}'s{unit}", t <= limit,
+                            f"{100 * t:.2f} %" + _seeds(ratios, "{:.1f} %", 100)))  # fmt: skip
     return out
 
 
@@ -188,8 +186,10 @@ def render_markdown(result: dict, notes: str = "") -> str:
         f"# {cfg['dataset']} / {cfg['model']} — {what}",
         "",
         (
-            f"Seeds {cfg['seeds']}, device {cfg['device']} ({cfg['torch_threads']} threads). Mean ± std over seeds; "
-            "accuracies, MIA-efficacy and the probe in percent. Gap = mean |Δ| to Retrain over UA, RA, TA, MIA-efficacy. "
+            f"Seeds {cfg['seeds']}, device {cfg['device']} ({cfg['torch_threads']} threads). Mean "
+            "± std over seeds; "
+            "accuracies, MIA-efficacy and the probe in percent. Gap = mean |Δ| to Retrain over UA, "
+            "RA, TA, MIA-efficacy. "
             "Time ratios use the same seed's Retrain and FT; wall seconds, and CPU seconds of the "
             "process (load-independent) where recorded."
         ),
@@ -271,7 +271,8 @@ def merge_results(results: list[tuple[str, dict]]) -> dict:
             key = (r["method"], r["seed"])
             if key in seen:
                 raise MergeError(
-                    f"{label} repeats method {key[0]!r} for seed {key[1]}; each seed may come from one run only"
+                    f"{label} repeats method {key[0]!r} for seed {key[1]}; each seed may come from "
+                    "one run only"
                 )
             seen.add(key)
             records.append(r)

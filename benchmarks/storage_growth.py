@@ -74,7 +74,7 @@ def main() -> None:
         t_read = time.perf_counter() - t0
         pick = np.zeros(len(st.train), dtype=bool)
         pick[rng.choice(len(st.train), size=args.n, replace=False)] = True
-        erased = {**st.erased, **{i: f"batch-{b}" for i in st.train.ids[pick].tolist()}}
+        erased = {**st.erased, **dict.fromkeys(st.train.ids[pick].tolist(), f"batch-{b}")}
         part = st.train.take(pick) if takes_forget else st.train.take(~pick)
         t1 = time.perf_counter()
         snapshot.commit_snapshot(

@@ -1,8 +1,8 @@
 """One RFA tuning run on CIFAR-10 / ResNet-20 or Fashion-MNIST / small CNN (seed 0's forget set).
 
-    .venv/bin/python -m benchmarks.tune --set rfa.class_unlearning.probe_weight=15
-    .venv/bin/python -m benchmarks.tune --scenario sample --set rfa.sample_unlearning.forget_batch=64
-    .venv/bin/python -m benchmarks.tune --dataset fashion_mnist --set rfa.retain_batch=8 --set lora.rank=4
+    python -m benchmarks.tune --set rfa.class_unlearning.probe_weight=15
+    python -m benchmarks.tune --scenario sample --set rfa.sample_unlearning.forget_batch=64
+    python -m benchmarks.tune --dataset fashion_mnist --set rfa.retain_batch=8 --set lora.rank=4
 
 Settings come from `benchmarks/params/<dataset>.yaml`; each `--set dotted.key=value` (value in
 YAML) replaces one key, and the result is validated like any params file, so a misspelt key fails
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Optional
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,8 @@ import torch
 import typer
 import yaml
 
+from benchmarks.cache import forget_ids, load_bench_data, original_model, training_recipe
+from components.data import Split
 from components.evaluation import EvalSplits, evaluate
 from components.forget import extract_forget_set
 from components.gates import sample_gates
@@ -34,7 +35,6 @@ from components.reference import feature_probe
 from components.settings import Settings, SettingsError, parse_settings
 from components.unlearning.rfa import rfa
 from components.unlearning.types import UnlearnTask
-from benchmarks.cache import forget_ids, load_bench_data, original_model, training_recipe
 
 SHARED = "../shared"
 MODELS = {
@@ -44,7 +44,7 @@ MODELS = {
 
 
 @torch.no_grad()
-def _acc(model, split) -> float:
+def _acc(model: torch.nn.Module, split: Split) -> float:
     pred = torch.cat(
         [model(to_input(split.x[i : i + 1000])).argmax(1) for i in range(0, len(split), 1000)]
     )
@@ -80,7 +80,9 @@ def main(
     ds = load_bench_data(dataset, f"{SHARED}/datasets/{dataset}", s.bench.heldout_seed)
     cpu = torch.device("cpu")
     train = training_recipe(s.train, base_epochs, base_precision)
-    original, _ = original_model(ds, arch, ckpt, Path(".cache") / "bench", train, cpu, s.model.width)
+    original, _ = original_model(
+        ds, arch, ckpt, Path(".cache") / "bench", train, cpu, s.model.width
+    )
     fs = extract_forget_set(ds.train, forget_ids(ds, scenario, 0, 0.1, 0), max_fraction=0.5)
     classes = (0,) if scenario == "class" else ()
     task = UnlearnTask(scenario, fs.forget, fs.retain, ds.heldout, classes)
@@ -98,7 +100,8 @@ def main(
         ][-12:],
     }
     if scenario == "sample":
-        # The pipeline's own sample MIA gate: Df against the heldout (non-member) baseline, same attack.
+        # The pipeline's own sample MIA gate: Df against the heldout (non-member) baseline, same
+        # attack.
         ev = s.bench.evaluation  # as `unlearn bench` scores it
         splits = EvalSplits.build(fs.forget, fs.retain, ds.test, ds.heldout, (), ev)
         m, m0 = evaluate(res.model, splits, ev, cpu), evaluate(original, splits, ev, cpu)
@@ -137,8 +140,8 @@ def cli(
     dataset: str = typer.Option("cifar10", help="cifar10 | fashion_mnist"),
     scenario: str = typer.Option("class", help="class (forget class 0) | sample (10 % random)"),
     set_: list[str] = typer.Option([], "--set", help="dotted.key=value (repeatable)"),
-    base_epochs: Optional[int] = typer.Option(None, help="Epochs of the cached base (small_cnn)."),
-    base_precision: Optional[str] = typer.Option(None, help="fp32 | bf16 of the cached base."),
+    base_epochs: int | None = typer.Option(None, help="Epochs of the cached base (small_cnn)."),
+    base_precision: str | None = typer.Option(None, help="fp32 | bf16 of the cached base."),
 ) -> None:
     """One RFA run with the given overrides; one JSON line on stdout."""
     print(json.dumps(main(dataset, scenario, set_, base_epochs, base_precision)))

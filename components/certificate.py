@@ -14,11 +14,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from components.canonical import canonical_json, sha256_hex
+from components.requests import RequestKind
 
 SCHEMA = "unlearn.certificate/1"
-GUARANTEE_NOTE = (
-    "membership-inference attacks are evidence, not proof; see gates and attacks"
-)
+GUARANTEE_NOTE = "membership-inference attacks are evidence, not proof; see gates and attacks"
 
 
 class CertificateError(ValueError):
@@ -56,7 +55,7 @@ class RequestFacts(_Doc):
     """One deletion request the batch served; subject ids appear only as salted hashes."""
 
     id: str
-    kind: Literal["sample", "subject", "class"]
+    kind: RequestKind
     received_at: str
     deadline: str
     n_samples: int
@@ -140,24 +139,29 @@ class Certificate(_Doc):
         return sha256_hex(self.to_json())
 
 
+def _one_line(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "<root>"
+    return f"not a {SCHEMA} certificate: {where}: {first['msg']} ({err.error_count()} problems)"
+
+
 def parse_certificate(raw: bytes) -> Certificate:
     """The typed certificate from its stored bytes; CertificateError with one line if not one."""
     try:
         return Certificate.model_validate_json(raw)
     except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "<root>"
-        raise CertificateError(
-            f"not a {SCHEMA} certificate: {where}: {first['msg']} ({err.error_count()} problems)"
-        ) from None
+        raise CertificateError(_one_line(err)) from None
 
 
 def build_certificate(**facts: Any) -> Certificate:
-    """The certificate for a batch's facts (unsigned); ValueError on a missing or wrong field."""
-    canonical_json(facts)  # NaN / inf fail here: pydantic's JSON mode would turn them into null
-    return Certificate.model_validate(
-        {"schema": SCHEMA, "guarantee": "empirical", "guarantee_note": GUARANTEE_NOTE, **facts}
-    )
+    """The certificate for a batch's facts (unsigned); CertificateError (one line) on a missing
+    or wrong field, ValueError on NaN / inf (pydantic's JSON mode would turn them into null)."""
+    canonical_json(facts)
+    doc = {"schema": SCHEMA, "guarantee": "empirical", "guarantee_note": GUARANTEE_NOTE, **facts}
+    try:
+        return Certificate.model_validate(doc)
+    except ValidationError as err:
+        raise CertificateError(_one_line(err)) from None
 
 
 def sign(doc: Certificate | dict[str, Any], key: bytes) -> str:
@@ -179,7 +183,7 @@ def flat_diff(expected: Any, actual: Any, path: str = "") -> list[str]:
         return out
     if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
         out = []
-        for i, (a, b) in enumerate(zip(expected, actual)):
+        for i, (a, b) in enumerate(zip(expected, actual, strict=True)):
             out += flat_diff(a, b, f"{path}[{i}]")
         return out
     return [] if expected == actual else [path or "<root>"]

@@ -1,6 +1,6 @@
 """Bringing an existing model in: read a checkpoint without unpickling code, fit it to an
-architecture (a user's own builder lives in components/models.py), and check that LoRA targets and feature taps name real
-layers. Every failure is a ModelError whose message says what to change.
+architecture (a user's own builder lives in components/models.py), and check that LoRA targets
+and feature taps name real layers. Every failure is a ModelError saying what to change.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], what: str) 
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         raise ModelError(
-            f"{what} does not fit the architecture: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+            f"{what} does not fit the architecture: missing "
+            f"{missing[:3]}{'...' if len(missing) > 3 else ''}, "
             f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}"
         )
     bad = next((k for k, v in state.items() if tuple(v.shape) != tuple(own[k].shape)), None)
@@ -96,7 +97,8 @@ def check_layers(model: nn.Module, target_modules: str, taps: tuple[str, ...]) -
     ]
     if not targets:
         raise ModelError(
-            f"lora.target_modules {target_modules!r} matches no Conv/Linear/attention layer of the model "
+            f"lora.target_modules {target_modules!r} matches no Conv/Linear/attention layer of the "
+            "model "
             f"(its layers: {listed}...)"
         )
     return targets

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -47,7 +47,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, mask_or_index: np.ndarray) -> "Split":
+    def take(self, mask_or_index: np.ndarray) -> Split:
         return Split(self.x[mask_or_index], self.y[mask_or_index], self.ids[mask_or_index])
 
     def index_of(self) -> dict[str, int]:
@@ -90,7 +90,7 @@ def split_hashes(split: Split) -> list[str]:
 
 def dataset_hash(split: Split) -> str:
     """Order-independent hash of a split: sha256 over its sorted (id, sample hash) lines."""
-    lines = sorted(f"{i}:{h}" for i, h in zip(split.ids.tolist(), split_hashes(split)))
+    lines = sorted(f"{i}:{h}" for i, h in zip(split.ids.tolist(), split_hashes(split), strict=True))
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
 
 
@@ -129,7 +129,8 @@ def check_ids(ids: np.ndarray, where: str) -> np.ndarray:
     bad = next((i for i in ids.tolist() if not _ID.match(i)), None)
     if bad is not None:
         raise DataError(
-            f"{where}: sample id {bad!r} is not usable (letters, digits, . _ - + = and / only; no ..)"
+            f"{where}: sample id {bad!r} is not usable (letters, digits, . _ - + = and / only; no "
+            "..)"
         )
     uniq, counts = np.unique(ids, return_counts=True)
     if (counts > 1).any():
@@ -140,7 +141,7 @@ def check_ids(ids: np.ndarray, where: str) -> np.ndarray:
     return ids
 
 
-def _labels(y, where: str) -> np.ndarray:
+def _labels(y: np.ndarray, where: str) -> np.ndarray:
     y = np.asarray(y)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
         raise DataError(f"{where}: labels must be non-negative integers, one per image")
@@ -149,14 +150,14 @@ def _labels(y, where: str) -> np.ndarray:
 
 def _assemble(
     name: str,
-    x_tr,
-    y_tr,
-    x_te,
-    y_te,
+    x_tr: np.ndarray,
+    y_tr: np.ndarray,
+    x_te: np.ndarray,
+    y_te: np.ndarray,
     cfg: DataSettings,
     prefix: str,
-    ids_tr=None,
-    ids_te=None,
+    ids_tr: np.ndarray | None = None,
+    ids_te: np.ndarray | None = None,
     class_names: tuple[str, ...] = (),
 ) -> Dataset:
     x_tr = _to_nchw(np.asarray(x_tr)).astype(np.uint8, copy=False)
@@ -169,7 +170,8 @@ def _assemble(
     if x_te is None:  # no official test split: carve one, stratified and seeded
         if cfg.heldout_from == "test":
             raise DataError(
-                f"{name} has no test split to carve the heldout reference from; set data.heldout_from: train"
+                f"{name} has no test split to carve the heldout reference from; set "
+                "data.heldout_from: train"
             )
         train_all, test = _carve(x_tr, y_tr, ids_tr, cfg.test_fraction, cfg.seed)
         x_tr, y_tr, ids_tr = train_all.x, train_all.y, train_all.ids
@@ -187,7 +189,8 @@ def _assemble(
             )
         test = Split(x_te, y_te, ids_te)
     if cfg.heldout_from == "test":
-        # The test split is divided once: heldout (non-member reference) and Dt (what gates measure).
+        # The test split is divided once: heldout (non-member reference) and Dt (what gates
+        # measure).
         test, heldout = _carve(test.x, test.y, test.ids, cfg.heldout_fraction, cfg.seed + 1)
         train = Split(x_tr, y_tr, ids_tr)
         origins["heldout"] = origins["test"]
@@ -270,7 +273,8 @@ def read_image_folder(
     unknown = sorted(set(found) - set(classes))
     if unknown:
         raise DataError(
-            f"{folder}: class folder {unknown[0]!r} is not among the training classes {list(classes)}"
+            f"{folder}: class folder {unknown[0]!r} is not among the training classes "
+            f"{list(classes)}"
         )
     files = [
         (p, c)
@@ -291,7 +295,8 @@ def read_image_folder(
         shape = shape or a.shape
         if a.shape != shape:
             raise DataError(
-                f"{p}: image is {a.shape[1]}x{a.shape[0]}x{a.shape[2]}, the others {shape[1]}x{shape[0]}x{shape[2]} "
+                f"{p}: image is {a.shape[1]}x{a.shape[0]}x{a.shape[2]}, the others "
+                f"{shape[1]}x{shape[0]}x{shape[2]} "
                 "(W x H x channels); resize them to one shape first"
             )
         arrays.append(a)
@@ -306,7 +311,8 @@ def _imagefolder(cfg: DataSettings) -> Dataset:
     `root/test/<class>/...` (an official test split)."""
     if not cfg.root:
         raise DataError(
-            "data.root must name a folder of class folders (root/<class>/<image>) or root/train + root/test"
+            "data.root must name a folder of class folders (root/<class>/<image>) or root/train + "
+            "root/test"
         )
     root = Path(cfg.root)
     if not root.is_dir():
@@ -333,7 +339,8 @@ def _torchvision(cls_name: str) -> Callable[[DataSettings], Dataset]:
             te = cls(cfg.root, train=False, download=cfg.download)
         except RuntimeError as err:  # torchvision says "Dataset not found..."
             raise DataError(
-                f"{cls_name} not found under {cfg.root} (set data.download: true to fetch it): {err}"
+                f"{cls_name} not found under {cfg.root} (set data.download: true to fetch it): "
+                f"{err}"
             ) from None
         to_np = lambda a: a.numpy() if hasattr(a, "numpy") else np.asarray(a)  # noqa: E731
         return _assemble(
@@ -376,7 +383,7 @@ def sample_relpath(split: str, label: int, sample_id: str) -> str:
 
 def write_samples(root: Path, name: str, split: Split) -> None:
     """One .npy file (uint8 C x H x W) per sample under root/<name>/<label>/."""
-    for x, y, sid in zip(split.x, split.y.tolist(), split.ids.tolist()):
+    for x, y, sid in zip(split.x, split.y.tolist(), split.ids.tolist(), strict=True):
         path = root / sample_relpath(name, y, sid)
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, np.ascontiguousarray(x), allow_pickle=False)

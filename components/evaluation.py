@@ -10,7 +10,14 @@ import torch
 from torch import nn
 
 from components.data import Split
-from components.metrics import accuracy, loss_mia, mia_efficacy, predict_many, retain_leakage
+from components.metrics import (
+    Predictions,
+    accuracy,
+    loss_mia,
+    mia_efficacy,
+    predict_many,
+    retain_leakage,
+)
 from components.runtime import timed
 from components.settings import EvaluationSettings
 
@@ -34,7 +41,7 @@ class EvalSplits:
         heldout: Split,
         forget_classes: tuple[int, ...],
         cfg: EvaluationSettings,
-    ) -> "EvalSplits":
+    ) -> EvalSplits:
         rng = np.random.default_rng(cfg.seed)
         if len(retain) > cfg.retain_eval_max:
             retain = retain.take(
@@ -77,7 +84,14 @@ def evaluate_many(
         )
 
 
-def _metrics(s: EvalSplits, cfg: EvaluationSettings, dr, df, dt, dh) -> dict[str, float | None]:
+def _metrics(
+    s: EvalSplits,
+    cfg: EvaluationSettings,
+    dr: Predictions,
+    df: Predictions,
+    dt: Predictions,
+    dh: Predictions,
+) -> dict[str, float | None]:
     m: dict[str, float | None] = {
         "acc_dr": accuracy(dr),
         "acc_df": accuracy(df),

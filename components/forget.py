@@ -9,7 +9,6 @@ import numpy as np
 from components.canonical import canonical_json, sha256_hex
 from components.data import Split, split_hashes
 
-
 # The one definition of the forget manifest: {"schema", "count", "samples": [{"id", "sha256"}]},
 # samples sorted by id, each hash over the sample's pixels and label (components.data.split_hashes).
 MANIFEST_SCHEMA = "unlearn.forget-manifest/1"
@@ -53,18 +52,20 @@ def extract_forget_set(
     mask = np.isin(train.ids, np.array(sorted(forget_ids)))
     if mask.all():
         raise ForgetSetError(
-            "the forget set covers the whole training set: nothing would remain to retain; retrain instead"
+            "the forget set covers the whole training set: nothing would remain to retain; retrain "
+            "instead"
         )
     if mask.mean() > max_fraction:
         raise ForgetSetError(
-            f"the forget set is {mask.mean():.0%} of the training set (limit requests.max_forget_fraction={max_fraction:.0%}); retrain instead"
+            f"the forget set is {mask.mean():.0%} of the training set (limit "
+            f"requests.max_forget_fraction={max_fraction:.0%}); retrain instead"
         )
     return ForgetSplit(forget=train.take(mask), retain=train.take(~mask))
 
 
 def forget_manifest(forget: Split) -> dict:
     """Sorted sample ids with per-sample content hashes (never the raw data)."""
-    pairs = sorted(zip(forget.ids.tolist(), split_hashes(forget)))
+    pairs = sorted(zip(forget.ids.tolist(), split_hashes(forget), strict=True))
     return {
         "schema": MANIFEST_SCHEMA,
         "count": len(pairs),

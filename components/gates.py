@@ -14,8 +14,9 @@ overfits gives the attack nothing to learn) can neither fail nor pass a batch al
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 from components.metrics import auc_standard_error, rate_standard_error, two_rate_standard_error
 from components.settings import GateSettings
@@ -57,7 +58,7 @@ class GateReport:
 
     @property
     def forgetting_passed(self) -> bool:
-        """Every forgetting gate passes (what, measured on the base model, means nothing to forget)."""
+        """Every forgetting gate passes (on the base model: there is nothing to forget)."""
         return all(r.passed for r in self.results if r.kind == "forgetting")
 
     @property

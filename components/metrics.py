@@ -1,10 +1,11 @@
-"""Metrics of method.md section 3, derived from per-example predictions (one forward pass per split).
+"""Metrics of method.md section 3, from per-example predictions (one forward pass per split).
 
 All percentages are 0-100; AUCs 0-1.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +31,7 @@ class Predictions:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, mask: np.ndarray) -> "Predictions":
+    def take(self, mask: np.ndarray) -> Predictions:
         return Predictions(self.logits[mask], self.labels[mask])
 
     @property
@@ -63,7 +64,7 @@ def predict(
     return Predictions(logits=logits, labels=split.y.copy())
 
 
-def shared_prefix(models: list[nn.Module]):
+def shared_prefix(models: list[nn.Module]) -> tuple[Callable, list[Callable]] | None:
     """The frozen prefix (stem + early stages) all models share bit for bit, else None.
 
     An RFA model differs from its original only where LoRA sat (ResNetCifar: layer3 + head), so
@@ -98,7 +99,7 @@ def predict_many(
     for i in range(0, len(split), batch):
         x = to_input(split.x[i : i + batch]).to(device)
         h = prefix(x) if prefix is not None else None
-        for out, m in zip(outs, models):
+        for out, m in zip(outs, models, strict=True):
             out.append((m.suffix(h) if h is not None else m(x)).double().cpu().numpy())
     return [
         Predictions(logits=np.concatenate(o) if o else np.zeros((0, 0)), labels=split.y.copy())
@@ -214,7 +215,7 @@ def loss_mia(
     """
     rng = np.random.default_rng(seed)
     picks = []
-    for c, n in zip(*np.unique(forget.labels, return_counts=True)):
+    for c, n in zip(*np.unique(forget.labels, return_counts=True), strict=True):
         pool = np.flatnonzero(test.labels == c)
         picks.append(rng.choice(pool, size=min(n, len(pool)), replace=False))
     t = test.take(np.concatenate(picks)) if picks else test

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import importlib
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ def _resnet(depth_name: str) -> Callable[[dict], nn.Module]:
 
 
 class Normalised(nn.Module):
-    """A torchvision network behind the input normalisation (same [0, 1] input as every model here)."""
+    """A torchvision network behind the input normalisation ([0, 1] input like every model here)."""
 
     def __init__(self, net: nn.Module, mean: list[float], std: list[float]) -> None:
         super().__init__()
@@ -166,11 +166,13 @@ PROFILES: dict[str, ArchProfile] = {
     "resnet32": ArchProfile(
         ("layer3.1", "layer3.3", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"
     ),
-    # torchvision ResNet-18: the last stage's convs + fc (layer4 is 75 % of the weights: rank 4 keeps it small).
+    # torchvision ResNet-18: the last stage's convs + fc (layer4 is 75 % of the weights: rank 4
+    # keeps it small).
     "resnet18": ArchProfile(
         ("net.layer4.0", "net.layer4"), r"net\.layer4\.\d+\.conv[12]|net\.fc", "net.avgpool"
     ),
-    # ViT: attention of the last three encoder blocks + the head; taps on block outputs (token means).
+    # ViT: attention of the last three encoder blocks + the head; taps on block outputs (token
+    # means).
     "vit": ArchProfile(
         ("net.encoder.layers.encoder_layer_4", "net.encoder.layers.encoder_layer_5"),
         r".*encoder_layer_[345]\.self_attention|net\.heads\.head",
@@ -250,7 +252,7 @@ def load_model(spec: dict, weights: bytes) -> nn.Module:
     ) as err:  # safetensors raises its own SafetensorError on truncated/garbled bytes
         raise ModelError(f"corrupt checkpoint: {err}") from None
     try:
-        missing, unexpected = model.load_state_dict(sd, strict=False)
+        missing, unexpected = model.load_state_dict(sd, strict=True)
     except RuntimeError as err:  # same names, other shapes: e.g. weights of a narrower model
         first = next(
             (ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln),
@@ -259,7 +261,8 @@ def load_model(spec: dict, weights: bytes) -> nn.Module:
         raise ModelError(f"checkpoint does not fit spec {spec['arch']}: {first}") from None
     if missing or unexpected:
         raise ModelError(
-            f"checkpoint does not fit spec {spec['arch']}: missing {missing[:3]}, unexpected {unexpected[:3]}"
+            f"checkpoint does not fit spec {spec['arch']}: missing {missing[:3]}, unexpected "
+            f"{unexpected[:3]}"
         )
     return model.eval()
 

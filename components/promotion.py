@@ -51,7 +51,8 @@ def decide_approval(f: VersionFacts, certificate_sha256: str | None = None) -> D
         # Its data snapshot and weights descend from an older champion: approving it would bring
         # back whatever the current champion's batches erased.
         reasons.append(
-            f"was built on version {f.base_version}, but the champion is now version {f.champion_version}; "
+            f"was built on version {f.base_version}, but the champion is now version "
+            f"{f.champion_version}; "
             "approving it would undo that version's erasures; run a new batch"
         )
     if not f.has_certificate:
@@ -61,7 +62,8 @@ def decide_approval(f: VersionFacts, certificate_sha256: str | None = None) -> D
         reasons.append("gates did not pass")
     if certificate_sha256 and certificate_sha256 != f.certificate_sha256:
         reasons.append(
-            f"certificate hash {certificate_sha256[:12]}... is not the registered {f.certificate_sha256[:12]}..."
+            f"certificate hash {certificate_sha256[:12]}... is not the registered "
+            f"{f.certificate_sha256[:12]}..."
         )
     if reasons:
         return Decision(False, reasons)

@@ -1,4 +1,4 @@
-"""Deletion requests: the typed schema, validation against a data snapshot, and resolution to ids."""
+"""Deletion requests: the typed schema, validation against a snapshot, resolution to sample ids."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from components.canonical import canonical_json, sha256_hex
 from components.data import Split
+
+RequestKind = Literal["samples", "class", "subject"]
 
 
 class RequestError(ValueError):
@@ -19,7 +21,7 @@ class ForgetRequest(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    kind: Literal["samples", "class", "subject"]
+    kind: RequestKind
     sample_ids: tuple[str, ...] = ()
     class_label: int | None = Field(None, ge=0)
     subject_id: str | None = Field(None, min_length=1, max_length=200)
@@ -31,16 +33,15 @@ class ForgetRequest(BaseModel):
         return ids
 
     @model_validator(mode="after")
-    def _one_target(self) -> "ForgetRequest":
+    def _one_target(self) -> ForgetRequest:
         given = {
             "samples": bool(self.sample_ids),
             "class": self.class_label is not None,
             "subject": self.subject_id is not None,
         }
         if not given[self.kind]:
-            raise ValueError(
-                f"a {self.kind!r} request needs its target ({ {'samples': 'sample ids', 'class': 'a class label', 'subject': 'a subject id'}[self.kind] })"
-            )
+            target = {"samples": "sample ids", "class": "a class label", "subject": "a subject id"}
+            raise ValueError(f"a {self.kind!r} request needs its target ({target[self.kind]})")
         # A subject request may carry the sample ids it resolved to at intake (frozen there).
         extra = [
             k
@@ -68,7 +69,8 @@ def parse_request(raw: dict) -> ForgetRequest:
         e = err.errors()[0]
         where = ".".join(str(p) for p in e["loc"])
         raise RequestError(
-            f"invalid request: {where + ': ' if where else ''}{e['msg'].removeprefix('Value error, ')}"
+            "invalid request: "
+            f"{where + ': ' if where else ''}{e['msg'].removeprefix('Value error, ')}"
         ) from None
 
 

@@ -45,7 +45,11 @@ class ResNetCifar(nn.Module):
     """Input (B, 3, 32, 32) in [0, 1]; taps `layer1..3`, penultimate `pool` (B, 64)."""
 
     def __init__(
-        self, depth_n: int, num_classes: int = 10, mean=IMAGENET_MEAN, std=IMAGENET_STD
+        self,
+        depth_n: int,
+        num_classes: int = 10,
+        mean: list[float] = IMAGENET_MEAN,
+        std: list[float] = IMAGENET_STD,
     ) -> None:
         super().__init__()
         self.norm = Normalise(list(mean), list(std))

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import random
 import time
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Iterator
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ def timed(timings: dict[str, float] | None, key: str) -> Iterator[None]:
 
 
 def resolve_device(name: str) -> torch.device:
-    """ "auto" -> cuda when present, else cpu. Asking for cuda without one is an error, not a fallback."""
+    """ "auto" -> cuda when present, else cpu. cuda without one is an error, not a fallback."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -66,7 +66,7 @@ class DevicePolicy:
     def layout(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=self.memory_format) if x.dim() == 4 else x
 
-    def autocast(self, device: torch.device) -> ContextManager:
+    def autocast(self, device: torch.device) -> AbstractContextManager:
         if self.autocast_dtype is None:
             return nullcontext()
         return torch.autocast(device_type=device.type, dtype=self.autocast_dtype)
@@ -99,7 +99,8 @@ def bf16_cpu_supported() -> bool:
 
 
 # How supervised training (base model, Retrain oracle) runs, by `train.precision`. Measured on this
-# machine's Xeon (AMX), ResNet-20, batch 128, one thread: fp32 679 ms/step, bf16 + channels_last 268.
+# machine's Xeon (AMX), ResNet-20, batch 128, one thread: fp32 679 ms/step, bf16 + channels_last
+# 268.
 TRAIN_PRECISIONS: dict[str, Callable[[torch.device], DevicePolicy]] = {
     "fp32": lambda device: DevicePolicy(
         torch.contiguous_format, None, device_policy(device).infer_batch

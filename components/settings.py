@@ -37,7 +37,7 @@ class DataSettings(_Frozen):
     seed: int = 0
 
     @model_validator(mode="after")
-    def _fractions_leave_training_data(self) -> "DataSettings":
+    def _fractions_leave_training_data(self) -> DataSettings:
         if self.heldout_from == "train" and self.test_fraction + self.heldout_fraction >= 0.9:
             raise ValueError(
                 "test_fraction + heldout_fraction must leave at least 10% for training"
@@ -53,13 +53,14 @@ class ModelSettings(_Frozen):
     # ImageNet's), which no data statistic recovers.
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    # A user's own architecture: `package.module:builder`, called with `builder_kwargs`, returning an
+    # A user's own architecture: `package.module:builder`, called with `builder_kwargs`, returning
+    # an
     # nn.Module that takes float NCHW images in [0, 1]. Used when `arch` is `builder`.
     builder: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     builder_kwargs: dict[str, int | float | str | bool] = {}
 
     @model_validator(mode="after")
-    def _builder_named(self) -> "ModelSettings":
+    def _builder_named(self) -> ModelSettings:
         if (self.arch == "builder") != (self.builder is not None):
             raise ValueError(
                 "set model.builder (package.module:function) exactly when model.arch is builder"
@@ -76,13 +77,16 @@ class TrainSettings(_Frozen):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    # adam | sgd (Nesterov momentum 0.9; what CIFAR ResNets are trained with). Registry in training.py.
+    # adam | sgd (Nesterov momentum 0.9; what CIFAR ResNets are trained with). Registry in
+    # training.py.
     optimizer: Literal["adam", "sgd"] = "adam"
     # Random 4-pixel-shift crop + horizontal flip: the recipe of the pre-trained CIFAR ResNets,
-    # so a Retrain oracle trained here is comparable to the original. Off for digits (flips change digits).
+    # so a Retrain oracle trained here is comparable to the original. Off for digits (flips change
+    # digits).
     augment: bool = False
     # fp32 | bf16 (autocast + channels_last; registry TRAIN_PRECISIONS in runtime.py). bf16 is for
-    # long Retrain oracles: on this CPU's AMX units ResNet-20 trains 2.5x faster per step (1 thread).
+    # long Retrain oracles: on this CPU's AMX units ResNet-20 trains 2.5x faster per step (1
+    # thread).
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
 
@@ -162,7 +166,7 @@ class RfaSettings(_Frozen):
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     @model_validator(mode="after")
-    def _probe_is_for_classes(self) -> "RfaSettings":
+    def _probe_is_for_classes(self) -> RfaSettings:
         if self.sample_unlearning.probe_weight > 0:
             raise ValueError(
                 "sample_unlearning.probe_weight must be 0: the adversarial probe recognises a "
@@ -223,7 +227,7 @@ class BenchSettings(_Frozen):
     heldout_seed: int = 12345
 
     @model_validator(mode="after")
-    def _epochs_for_every_grid(self) -> "BenchSettings":
+    def _epochs_for_every_grid(self) -> BenchSettings:
         missing = sorted(set(self.grids) - set(self.epochs))
         if missing:
             raise ValueError(f"bench.epochs has no entry for {', '.join(missing)}")

@@ -78,6 +78,7 @@ def train_classifier(
             step += 1
             if step % steps_per_epoch == 0:
                 progress(step, total, {"loss": loss.item()})
-    # Weights stay fp32 under autocast; only the layout goes back, so saving and evaluation see the usual model.
+    # Weights stay fp32 under autocast; only the layout goes back, so saving and evaluation see the
+    # usual model.
     model.to(memory_format=torch.contiguous_format).eval()
     return {"final_loss": loss.item(), "seconds": time.perf_counter() - t0, "steps": step}

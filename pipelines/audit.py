@@ -62,7 +62,8 @@ def _check_snapshot(ws: Workspace, report: VerifyReport, label: str, expected: d
         not diffs,
         f"{', '.join(diffs)} differ from DVC at {expected['git_rev'][:10]}"
         if diffs
-        else f"git {expected['git_rev'][:10]}, dvc {got['dvc_md5'][:10]}, dataset {got['dataset_sha256'][:10]} recomputed",
+        else f"git {expected['git_rev'][:10]}, dvc {got['dvc_md5'][:10]}, "
+        f"dataset {got['dataset_sha256'][:10]} recomputed",
     )
 
 
@@ -145,7 +146,9 @@ def _check_certificate(
     ok = cert_sha == registered and raw == cert.to_json()
     detail = f"sha256 {cert_sha[:12]} matches the registered hash"
     if not ok:
-        detail = f"certificate.json sha256 {cert_sha[:12]} differs from registered {registered[:12]}"
+        detail = (
+            f"certificate.json sha256 {cert_sha[:12]} differs from registered {registered[:12]}"
+        )
         copy = ws.root / "audit" / "certificates" / ref.name / f"v{ref.version}.json"
         if copy.is_file():
             changed = flat_diff(json.loads(copy.read_text()), json.loads(raw))
@@ -199,7 +202,9 @@ def _check_manifest(ws: Workspace, d: Path, cert: Certificate, report: VerifyRep
     except WorkspaceError as err:
         report.add("forget_manifest.dvc", False, str(err))
     if man_sha != want and man_raw is not None:
-        detail = f"forget_manifest.json sha256 {man_sha[:12]} differs from the certificate's {want[:12]}"
+        detail = (
+            f"forget_manifest.json sha256 {man_sha[:12]} differs from the certificate's {want[:12]}"
+        )
         try:
             changed = flat_diff(expected, json.loads(man_raw)) if expected is not None else []
             detail += f"; changed: {', '.join(changed[:5]) or 'formatting'}"
@@ -232,7 +237,8 @@ def _check_approval(d: Path, cert_sha: str, key: bytes, report: VerifyReport) ->
     report.add(
         "approval",
         ok,
-        f"approved by {approval.get('reviewer')} at {approval.get('at')} for certificate {str(approval.get('certificate_sha256'))[:12]}",
+        f"approved by {approval.get('reviewer')} at {approval.get('at')} for certificate "
+        f"{str(approval.get('certificate_sha256'))[:12]}",
     )
 
 
@@ -244,7 +250,8 @@ def append_alias_history(ws: Workspace, entry: dict) -> None:
     commit_files(
         ws,
         [ALIAS_LOG],
-        f"alias {entry.get('alias')} -> {entry.get('model')}/{entry.get('version')} by {entry.get('actor')}",
+        f"alias {entry.get('alias')} -> {entry.get('model')}/{entry.get('version')} by "
+        f"{entry.get('actor')}",
     )
 
 

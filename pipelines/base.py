@@ -35,7 +35,8 @@ def train_base(
     if reg.has_alias(name, ALIAS_CHAMPION) and not replace_champion:
         cur = reg.champion(name)
         raise WorkspaceError(
-            f"{name} already has a champion (version {cur.version}); pass --replace-champion to register a new base model"
+            f"{name} already has a champion (version {cur.version}); pass --replace-champion to "
+            "register a new base model"
         )
     if ws.git("status", "--porcelain", "--", "data"):
         raise WorkspaceError(

@@ -13,17 +13,23 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
 
 from pipelines.env import quiet_environment
 
+if TYPE_CHECKING:
+    from pipelines.flow import BatchOutcome
+    from pipelines.registry import Registry
+    from pipelines.workspace import Workspace
+
 METRIC_KEYS = ("acc_dr", "acc_df", "acc_dt", "acc_drt", "acc_dft", "mia_efficacy")
 REVIEWER = "demo-reviewer"
 
 
-def reproduce_base(ws) -> None:
+def reproduce_base(ws: Workspace) -> None:
     """`dvc repro train_base` (which runs `unlearn train`), then commit dvc.lock and the metrics."""
     from pipelines.snapshot import commit_files
     from pipelines.workspace import WorkspaceError
@@ -48,7 +54,9 @@ def reproduce_base(ws) -> None:
     )
 
 
-def _pick_sample_requests(ws, forgotten: int, fraction: float, seed: int = 0) -> list[dict]:
+def _pick_sample_requests(
+    ws: Workspace, forgotten: int, fraction: float, seed: int = 0
+) -> list[dict]:
     """One subject request plus explicit sample ids, together about `fraction` of the training set,
     drawn from classes other than the forgotten one."""
     from pipelines.intake import current_state
@@ -56,7 +64,7 @@ def _pick_sample_requests(ws, forgotten: int, fraction: float, seed: int = 0) ->
     st = current_state(ws)
     rng = np.random.default_rng(seed)
     eligible = st.train.ids[st.train.y != forgotten]
-    label = dict(zip(st.train.ids.tolist(), st.train.y.tolist()))
+    label = dict(zip(st.train.ids.tolist(), st.train.y.tolist(), strict=True))
     present = set(eligible.tolist())
     subject = next(
         s
@@ -73,7 +81,7 @@ def _pick_sample_requests(ws, forgotten: int, fraction: float, seed: int = 0) ->
     ]
 
 
-def _batch_summary(name: str, outcome) -> dict:
+def _batch_summary(name: str, outcome: BatchOutcome) -> dict:
     row = {
         "scenario": outcome.scenario,
         "model_name": name,
@@ -86,6 +94,24 @@ def _batch_summary(name: str, outcome) -> dict:
         "gates": outcome.gates.get("gates", []),
     }
     return row
+
+
+def _verify_all(
+    ws: Workspace, reg: Registry, name: str, batches: list[dict], console: Console
+) -> dict[str, bool]:
+    """`audit verify` of every version the demo registered: version -> ok."""
+    from pipelines.audit import verify
+
+    verified = {}
+    for b in batches:
+        if b["model_version"]:
+            rep = verify(ws, reg, name, b["model_version"])
+            verified[b["model_version"]] = rep.ok
+            verdict = "ok" if rep.ok else "FAILED: " + "; ".join(rep.problems)
+            console.print(
+                f"verify {name}/{b['model_version']}: {verdict} ({len(rep.checks)} checks)"
+            )
+    return verified
 
 
 def run_demo(
@@ -108,7 +134,7 @@ def run_demo(
     with console.status("creating workspace (git + DVC, digits snapshot)"):
         ws = init_workspace(root)
     # Imported only now: Prefect reads PREFECT_HOME (inside the new workspace) at import.
-    from pipelines.audit import trace, verify
+    from pipelines.audit import trace
     from pipelines.flow import deletion_batch
     from pipelines.intake import submit
     from pipelines.report import gate_table, print_trace
@@ -143,14 +169,7 @@ def run_demo(
         console.print(f"{REVIEWER} approved {name}/{outcome.model_version}; champion moved")
 
     print_trace(console, name, trace(ws, reg, name, alias="champion"))
-    verified = {}
-    for b in batches:
-        if b["model_version"]:
-            rep = verify(ws, reg, name, b["model_version"])
-            verified[b["model_version"]] = rep.ok
-            console.print(
-                f"verify {name}/{b['model_version']}: {'ok' if rep.ok else 'FAILED: ' + '; '.join(rep.problems)} ({len(rep.checks)} checks)"
-            )
+    verified = _verify_all(ws, reg, name, batches, console)
     ok = (
         len(batches) == 2
         and all(b["gates_passed"] for b in batches)
@@ -167,6 +186,7 @@ def run_demo(
     if summary:
         Path(summary).write_text(json.dumps(result, indent=1) + "\n")
     console.print(
-        f"demo {'passed' if ok else 'FAILED'} in {result['seconds']:.1f} s; workspace kept at {ws.root}"
+        f"demo {'passed' if ok else 'FAILED'} in {result['seconds']:.1f} s; workspace kept at "
+        f"{ws.root}"
     )
     return result

@@ -34,7 +34,8 @@ QUIET_DEFAULTS = {
 def quiet_environment(prefect_home: Path | None = None) -> None:
     for key, value in QUIET_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    # DVC's API logs "You can now commit..." hints at INFO: noise for a pipeline that commits itself.
+    # DVC's API logs "You can now commit..." hints at INFO: noise for a pipeline that commits
+    # itself.
     logging.getLogger("dvc").setLevel(logging.WARNING)
     if prefect_home is not None:
         os.environ.setdefault("PREFECT_HOME", str(prefect_home))

@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 
 from components.runtime import timed
 from pipelines import batch as steps
+from pipelines.publish import publish
 from pipelines.store import RequestStore
 from pipelines.workspace import Workspace
 
@@ -39,11 +40,13 @@ plan_task = task(steps.plan_batch, name="plan-batch", cache_policy=NO_CACHE)
 pin_task = task(steps.pin_snapshot, name="pin-snapshot", cache_policy=NO_CACHE)
 extract_task = task(steps.extract, name="extract-forget-set", cache_policy=NO_CACHE)
 assess_task = task(steps.assess, name="evaluate-and-gate", cache_policy=NO_CACHE)
-publish_task = task(steps.publish, name="register-candidate", cache_policy=NO_CACHE)
+publish_task = task(publish, name="register-candidate", cache_policy=NO_CACHE)
 
 
 @task(name="unlearn-rfa", cache_policy=NO_CACHE)
-def unlearn_task(ws: Workspace, pinned, ext, scenario: str):
+def unlearn_task(
+    ws: Workspace, pinned: steps.Pinned, ext: steps.Extraction, scenario: str
+) -> steps.UnlearnResult:
     logger = get_run_logger()
 
     def progress(step: int, total: int, values: dict[str, float]) -> None:

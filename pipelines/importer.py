@@ -50,16 +50,20 @@ def check_declared_training_data(ws: Workspace, state: DataState, trained_on: st
         ]
         if carved:
             raise WorkspaceError(
-                f"the {' and '.join(carved)} split{'s were' if len(carved) > 1 else ' was'} carved from the training files this "
-                "model was trained on, so it would count seen data as unseen; re-create the workspace with data.heldout_from: "
-                "test (and a source with a test split), or pass --trained-on train-split if the model saw only this train split"
+                f"the {' and '.join(carved)} split{'s were' if len(carved) > 1 else ' was'} carved "
+                "from the training files this "
+                "model was trained on, so it would count seen data as unseen; re-create the "
+                "workspace with data.heldout_from: "
+                "test (and a source with a test split), or pass --trained-on train-split if the "
+                "model saw only this train split"
             )
     seen = set(split_hashes(state.train))
     for name, split in (("heldout", state.heldout), ("test", state.test)):
-        dup = [i for i, h in zip(split.ids.tolist(), split_hashes(split)) if h in seen]
+        dup = [i for i, h in zip(split.ids.tolist(), split_hashes(split), strict=True) if h in seen]
         if dup:
             raise WorkspaceError(
-                f"{len(dup)} {name} samples (e.g. {dup[0]!r}) have the same pixels and label as training "
+                f"{len(dup)} {name} samples (e.g. {dup[0]!r}) have the same pixels and label as "
+                "training "
                 "samples; the model has seen them, so they cannot serve as unseen data"
             )
 
@@ -110,7 +114,8 @@ def _resolve_uri(uri: str, tracking_uri: str) -> tuple[dict[str, str], str]:
             files = uri
         else:
             raise RegistryError(
-                f"model URI {uri!r}: use models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/PATH"
+                f"model URI {uri!r}: use models:/NAME@ALIAS, models:/NAME/VERSION or "
+                "runs:/RUN_ID/PATH"
             )
     except (MlflowException, ValueError, TypeError) as err:
         msg = str(err).strip().splitlines()[0][:200] if str(err).strip() else type(err).__name__
@@ -134,7 +139,8 @@ def _weights_from_uri(
         )
     except Exception as err:
         raise RegistryError(
-            f"artifacts of {uri} cannot be downloaded from {tracking_uri}: {str(err).splitlines()[0][:200]}"
+            f"artifacts of {uri} cannot be downloaded from {tracking_uri}: "
+            f"{str(err).splitlines()[0][:200]}"
         ) from None
     if (d / "artifacts" / "spec.json").is_file():
         theirs, _ = read_model_dir(d)
@@ -143,7 +149,8 @@ def _weights_from_uri(
     if len(files) != 1:
         found = ", ".join(p.relative_to(d).as_posix() for p in files[:5]) or "none"
         raise ModelError(
-            f"{uri}: expected one state-dict or safetensors file among its artifacts, found {found}; log the "
+            f"{uri}: expected one state-dict or safetensors file among its artifacts, found "
+            f"{found}; log the "
             "weights with mlflow.pytorch.log_state_dict or as safetensors"
         )
     fitted, _ = _weights_from_file(model, files[0])
@@ -168,15 +175,28 @@ def _check_outputs(model: nn.Module, state: DataState) -> int:
         ) from None
     if out.ndim != 2:
         raise ModelError(
-            f"the model returns shape {tuple(out.shape)} for a batch of 2; it must return logits (N, classes)"
+            f"the model returns shape {tuple(out.shape)} for a batch of 2; it must return logits "
+            "(N, classes)"
         )
     k = int(out.shape[1])
     top = int(max(state.train.y.max(), state.test.y.max(), state.heldout.y.max()))
     if top >= k:
         raise ModelError(
-            f"labels outside the model's classes: the data has label {top}, the model predicts {k} classes (0..{k - 1})"
+            f"labels outside the model's classes: the data has label {top}, the model predicts {k} "
+            f"classes (0..{k - 1})"
         )
     return k
+
+
+def _accuracies(model: nn.Module, state: DataState, device: torch.device) -> dict[str, float]:
+    """What a reviewer checks first: the model scores as its owner says on this data."""
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(state.train), min(2000, len(state.train)), replace=False)
+    return {
+        "acc_train_sample": accuracy(predict(model, state.train.take(np.sort(pick)), device)),
+        "acc_test": accuracy(predict(model, state.test, device)),
+        "acc_heldout": accuracy(predict(model, state.heldout, device)),
+    }
 
 
 def import_model(
@@ -195,11 +215,13 @@ def import_model(
     name = s.registry.model_name
     if reg.has_alias(name, ALIAS_CHAMPION) and not replace_champion:
         raise WorkspaceError(
-            f"{name} already has a champion (version {reg.champion(name).version}); pass --replace-champion"
+            f"{name} already has a champion (version {reg.champion(name).version}); pass "
+            "--replace-champion"
         )
     if ws.git("status", "--porcelain", "--", "data"):
         raise WorkspaceError(
-            "data/ has uncommitted changes; commit the snapshot before importing a model trained on it"
+            "data/ has uncommitted changes; commit the snapshot before importing a model trained "
+            "on it"
         )
     state = read_state(ws, head_rev(ws))
     check_declared_training_data(ws, state, trained_on)
@@ -215,19 +237,7 @@ def import_model(
             )
     k = _check_outputs(model, state)
     check_layers(model, s.lora.target_modules, tuple(s.rfa.taps))
-    device = resolve_device(s.rfa.device)
-    sample = state.train.take(
-        np.sort(
-            np.random.default_rng(0).choice(
-                len(state.train), min(2000, len(state.train)), replace=False
-            )
-        )
-    )
-    metrics = {
-        "acc_train_sample": accuracy(predict(model, sample, device)),
-        "acc_test": accuracy(predict(model, state.test, device)),
-        "acc_heldout": accuracy(predict(model, state.heldout, device)),
-    }
+    metrics = _accuracies(model, state, resolve_device(s.rfa.device))
     model = model.to("cpu").eval()
     tags = {
         "kind": "base",

@@ -58,7 +58,8 @@ def submit(
     if len(ids) > ws.settings.requests.max_forget_fraction * len(state.train):
         raise RequestError(
             f"the request erases {len(ids)} of {len(state.train)} training samples, above "
-            f"requests.max_forget_fraction={ws.settings.requests.max_forget_fraction}; retrain instead"
+            f"requests.max_forget_fraction={ws.settings.requests.max_forget_fraction}; retrain "
+            "instead"
         )
     if req.kind == "subject" and not req.sample_ids:
         # Freeze the subject's ids into the request: the batch erases exactly what was validated,

@@ -31,7 +31,7 @@ def package_versions() -> dict[str, str]:
 
 
 def code_version() -> str:
-    """The project's git commit (with '+dirty' for uncommitted changes), else the package version."""
+    """The project's git commit ('+dirty' with uncommitted changes), else the package version."""
 
     def git(*args: str) -> str | None:
         try:

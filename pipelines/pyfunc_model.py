@@ -19,7 +19,7 @@ from mlflow.pyfunc import PythonModel
 
 
 class UnlearnPyfunc(PythonModel):
-    def load_context(self, context) -> None:
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         from components.models import load_model
 
         spec = json.loads(Path(context.artifacts["spec"]).read_text())
@@ -27,7 +27,12 @@ class UnlearnPyfunc(PythonModel):
 
     # np.ndarray: a type hint MLflow takes as "no schema from hints" (the saved tensor signature
     # validates inputs), so it does not ask for hints on every load.
-    def predict(self, context, model_input: np.ndarray, params=None) -> np.ndarray:
+    def predict(
+        self,
+        context: mlflow.pyfunc.PythonModelContext,
+        model_input: np.ndarray,
+        params: dict | None = None,
+    ) -> np.ndarray:
         import torch
 
         from components.models import to_input

@@ -17,9 +17,15 @@ import urllib.request
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from components.models import ModelError, load_model, state_bytes
+
+if TYPE_CHECKING:
+    import numpy as np
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.tracking import MlflowClient
+    from torch import nn
 
 PYFUNC_CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
 COMPONENTS = Path(__file__).resolve().parent.parent / "components"
@@ -99,11 +105,12 @@ class Registry:
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
             raise RegistryError(
-                f"MLflow tracking server at {self.tracking_uri} is unreachable ({reason}); start it or unset MLFLOW_TRACKING_URI"
+                f"MLflow tracking server at {self.tracking_uri} is unreachable ({reason}); start "
+                "it or unset MLFLOW_TRACKING_URI"
             ) from None
 
     @property
-    def client(self):
+    def client(self) -> MlflowClient:
         if self._client is None:
             from mlflow import MlflowClient
 
@@ -115,7 +122,7 @@ class Registry:
     def activate(self) -> None:
         """Point mlflow's fluent API (start_run, download_artifacts) at this registry's store:
         another Registry in the same process may have pointed it elsewhere."""
-        self.client  # connect / health check first
+        _ = self.client  # connect / health check first
         _set_fluent_uri(self.tracking_uri)
 
     def experiment_id(self) -> str:
@@ -128,7 +135,9 @@ class Registry:
 
     # --- versions ---------------------------------------------------------------------------
 
-    def resolve(self, name: str, version: str | None = None, alias: str | None = None):
+    def resolve(
+        self, name: str, version: str | None = None, alias: str | None = None
+    ) -> ModelVersion:
         """The ModelVersion for name + version or alias; RegistryError naming what is missing."""
         from mlflow.exceptions import MlflowException
 
@@ -142,7 +151,7 @@ class Registry:
                 f"model {name!r} has no {what} in the registry at {self.tracking_uri}"
             ) from None
 
-    def champion(self, name: str):
+    def champion(self, name: str) -> ModelVersion:
         return self.resolve(name, alias=ALIAS_CHAMPION)
 
     def has_alias(self, name: str, alias: str) -> bool:
@@ -165,7 +174,7 @@ class Registry:
     def register(
         self,
         name: str,
-        model,
+        model: nn.Module,
         spec: dict,
         files: dict[str, bytes],
         metrics: dict[str, float],
@@ -241,7 +250,7 @@ class Registry:
         except Exception as err:
             raise RegistryError(f"artifacts of {ref} cannot be downloaded: {err}") from None
 
-    def load_model(self, ref: VersionRef):
+    def load_model(self, ref: VersionRef) -> tuple[nn.Module, dict]:
         """(model, spec) of a version, rebuilt from spec + safetensors (no pickle)."""
         with tempfile.TemporaryDirectory() as tmp:
             d = self.download(ref, Path(tmp))
@@ -272,7 +281,7 @@ class Registry:
             self.client.log_artifacts(run_id, tmp, artifact_path=folder)
 
 
-def read_model_dir(d: Path):
+def read_model_dir(d: Path) -> tuple[nn.Module, dict]:
     """(model, spec) from a downloaded version folder: spec + safetensors, never pickle."""
     try:
         spec = json.loads((d / SPEC_FILE).read_text())
@@ -300,7 +309,7 @@ def _code_paths(spec: dict) -> list[str]:
     return paths
 
 
-def save_pyfunc(d: Path, model, spec: dict, example, staging: Path) -> None:
+def save_pyfunc(d: Path, model: nn.Module, spec: dict, example: np.ndarray, staging: Path) -> None:
     """Write `d` as an MLflow pyfunc model: models-from-code script, spec and safetensors weights,
     a tensor signature inferred from `example` and the model's own output on it."""
     import numpy as np

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from pipelines.flow import BatchOutcome
 
 METRIC_ROWS = (
     ("acc_dr", "Acc(Dr) %"),
@@ -22,7 +27,7 @@ METRIC_ROWS = (
 )
 
 
-def _f(v) -> str:
+def _f(v: float | None) -> str:
     return (
         "-"
         if v is None
@@ -62,7 +67,7 @@ def gates_table(title: str, gates: dict) -> Table:
     return t
 
 
-def gate_table(outcome) -> Table:
+def gate_table(outcome: BatchOutcome) -> Table:
     """Metrics of base vs unlearned, then every gate, stacked."""
     grid = Table.grid()
     grid.add_row(
@@ -82,7 +87,8 @@ def gate_table(outcome) -> Table:
             v for k, v in outcome.timings.items() if k in ("pin", "extract", "evaluate", "publish")
         )
         grid.add_row(
-            f"seconds: unlearning {outcome.timings.get('unlearn', 0):.1f}, everything else {rest:.1f} "
+            f"seconds: unlearning {outcome.timings.get('unlearn', 0):.1f}, everything else "
+            f"{rest:.1f} "
             f"({', '.join(f'{k} {v:.1f}' for k, v in outcome.timings.items() if k != 'unlearn')})"
         )
     return grid
@@ -90,31 +96,42 @@ def gate_table(outcome) -> Table:
 
 def print_trace(console: Console, name: str, chain: list[dict]) -> None:
     for e in chain:
-        head = f"[bold]{name}/{e['version']}[/] {e.get('kind', '')} status={e.get('status', '')} aliases={','.join(e.get('aliases', [])) or '-'}"
+        aliases = ",".join(e.get("aliases", [])) or "-"
+        status = e.get("status", "")
+        head = (
+            f"[bold]{name}/{e['version']}[/] {e.get('kind', '')} status={status} aliases={aliases}"
+        )
         console.print(head)
         console.print(
-            f"  model digest {e.get('model_digest', '')[:16]}  code {e.get('code_version', '')[:16]}"
+            f"  model digest {e.get('model_digest', '')[:16]}  code "
+            f"{e.get('code_version', '')[:16]}"
         )
         if e.get("kind") == "base":
             console.print(
-                f"  trained on data {e.get('data.rev', '')[:10]} (dvc {e.get('data.dvc_md5', '')[:10]}, dataset {e.get('data.dataset_sha256', '')[:10]})"
+                f"  trained on data {e.get('data.rev', '')[:10]} (dvc "
+                f"{e.get('data.dvc_md5', '')[:10]}, dataset "
+                f"{e.get('data.dataset_sha256', '')[:10]})"
             )
             continue
         cert = e.get("certificate", {})
         console.print(
-            f"  batch {e.get('batch_id')} ({e.get('scenario')}) from base version {e.get('base_version')}"
+            f"  batch {e.get('batch_id')} ({e.get('scenario')}) from base version "
+            f"{e.get('base_version')}"
         )
         for r in cert.get("requests", []):
             console.print(
-                f"  request {r['id']} {r['kind']} n={r['n_samples']} received {r['received_at']} deadline {r['deadline'][:10]}"
+                f"  request {r['id']} {r['kind']} n={r['n_samples']} received {r['received_at']} "
+                f"deadline {r['deadline'][:10]}"
             )
         console.print(
-            f"  forget manifest {e.get('forget_manifest_sha256', '')[:16]} ({cert.get('forget_count')} samples)"
+            f"  forget manifest {e.get('forget_manifest_sha256', '')[:16]} "
+            f"({cert.get('forget_count')} samples)"
         )
         d = cert.get("data", {})
         if d:
             console.print(
-                f"  data before {d['before']['git_rev'][:10]} -> after {d['after']['git_rev'][:10]} (dvc {d['after']['dvc_md5'][:10]})"
+                f"  data before {d['before']['git_rev'][:10]} -> after "
+                f"{d['after']['git_rev'][:10]} (dvc {d['after']['dvc_md5'][:10]})"
             )
         console.print(f"  certificate {cert.get('sha256', '')[:16]}")
         for gname, value, thr, ok in cert.get("gates", []):

@@ -111,7 +111,7 @@ def approve(
 def reject(
     ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, reason: str
 ) -> Decision:
-    """Mark the version rejected, drop `candidate`; its requests return to pending with the reason."""
+    """Mark the version rejected, drop `candidate`; its requests go back to pending, with why."""
     reviewer = _validate_reviewer(reviewer)
     if not reason.strip():
         raise ReviewError("--reason must say why the version is rejected")

@@ -87,7 +87,7 @@ def _object_path(ws: Workspace, md5: str) -> Path:
 
 
 def _fetch(ws: Workspace, rev: str) -> None:
-    """Bring a snapshot's objects from the DVC remote into the cache (a fresh clone, a pruned cache)."""
+    """Bring a snapshot's objects from the DVC remote into the cache (fresh clone, pruned cache)."""
     from dvc.repo import Repo
 
     try:
@@ -181,7 +181,9 @@ def read_split(
     if ids is not None:
         keep = np.isin(lst.ids, np.array(sorted(ids), dtype=str))
         lst = Listing(
-            lst.ids[keep], lst.labels[keep], tuple(p for p, k in zip(lst.objects, keep) if k)
+            lst.ids[keep],
+            lst.labels[keep],
+            tuple(p for p, k in zip(lst.objects, keep, strict=True) if k),
         )
     if not pixels:
         return index_only(lst.labels, lst.ids)
@@ -257,7 +259,8 @@ def commit_snapshot(
     rev = before.info.git_rev
     old = dir_listing(ws, rev)
     gone = {
-        sample_relpath("train", y, sid) for y, sid in zip(forget.y.tolist(), forget.ids.tolist())
+        sample_relpath("train", y, sid)
+        for y, sid in zip(forget.y.tolist(), forget.ids.tolist(), strict=True)
     }
     expected = [e for e in old if e["relpath"] not in gone]
     for force in (False, True):

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from components.requests import ForgetRequest
@@ -43,7 +45,7 @@ CREATE TABLE IF NOT EXISTS events (
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc).replace(microsecond=0)
+    return datetime.now(UTC).replace(microsecond=0)
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ class RequestStore:
     def close(self) -> None:
         self._db.close()
 
-    def __enter__(self) -> "RequestStore":
+    def __enter__(self) -> RequestStore:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -95,7 +97,10 @@ class RequestStore:
             r[9],
         )
 
-    _COLS = "id, kind, payload, n_samples, received_at, deadline, status, reason, batch_id, model_version"
+    _COLS = (
+        "id, kind, payload, n_samples, received_at, deadline, status, reason, batch_id, "
+        "model_version"
+    )
 
     def add(
         self, req: ForgetRequest, n_samples: int, deadline_days: int
@@ -112,7 +117,8 @@ class RequestStore:
         rid = f"req-{uuid.uuid4().hex[:12]}"
         with self._tx():
             self._db.execute(
-                "INSERT INTO requests (id, dedup_key, kind, payload, n_samples, received_at, deadline, status, updated_at)"
+                "INSERT INTO requests (id, dedup_key, kind, payload, n_samples, received_at, "
+                "deadline, status, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
                 (
                     rid,
@@ -192,8 +198,10 @@ class RequestStore:
             ]
             for rid in rows:
                 self._db.execute(
-                    "UPDATE requests SET status=?, reason=?, model_version=COALESCE(NULLIF(?, ''), model_version),"
-                    " batch_id=CASE WHEN ?='pending' THEN '' ELSE batch_id END, updated_at=? WHERE id=?",
+                    "UPDATE requests SET status=?, reason=?, model_version=COALESCE(NULLIF(?, ''), "
+                    "model_version),"
+                    " batch_id=CASE WHEN ?='pending' THEN '' ELSE batch_id END, updated_at=? WHERE "
+                    "id=?",
                     (status, reason, model_version, status, _now().isoformat(), rid),
                 )
                 self._event(rid, status, reason or f"{batch_id} {model_version}".strip())
@@ -205,18 +213,16 @@ class RequestStore:
             (rid, _now().isoformat(), status, note),
         )
 
-    def _tx(self):
-        db = self._db
-
-        class _Tx:
-            def __enter__(self_inner):
-                db.execute("BEGIN IMMEDIATE")
-
-            def __exit__(self_inner, exc_type, *rest):
-                db.execute("ROLLBACK" if exc_type else "COMMIT")
-                return False
-
-        return _Tx()
+    @contextmanager
+    def _tx(self) -> Iterator[None]:
+        """One write transaction: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on an exception."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
 
 def payload_summary(r: StoredRequest) -> str:

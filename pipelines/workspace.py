@@ -13,8 +13,9 @@ import os
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -41,7 +42,7 @@ class WorkspaceError(RuntimeError):
 
 
 def utcnow() -> str:
-    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ class Workspace:
 
     @property
     def tracking_uri(self) -> str:
-        """MLFLOW_TRACKING_URI when set (e.g. a shared server), else a sqlite file in the workspace."""
+        """MLFLOW_TRACKING_URI when set (a shared server), else a sqlite file in the workspace."""
         return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{self.root / 'mlflow.db'}"
 
     @property
@@ -86,19 +87,20 @@ class Workspace:
 
     def registry(self) -> Registry:
         """The MLflow registry this workspace records its versions in."""
-        return Registry(self.tracking_uri, self.settings.registry.experiment, self.artifact_location)
+        return Registry(
+            self.tracking_uri, self.settings.registry.experiment, self.artifact_location
+        )
 
     def git(self, *args: str, check: bool = True) -> str:
         proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True)
         if check and proc.returncode != 0:
-            raise WorkspaceError(
-                f"git {' '.join(args)} failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode}"
-            )
+            why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
+            raise WorkspaceError(f"git {' '.join(args)} failed: {why}")
         return proc.stdout.strip()
 
 
 @contextlib.contextmanager
-def quiet_dvc():
+def quiet_dvc() -> Iterator[None]:
     """DVC's API prints "now commit / enable autostage" hints (logger and stdout); the pipeline
     commits itself, so they are noise here. Warnings and errors still show."""
     logging.disable(logging.INFO)
@@ -137,13 +139,51 @@ def _synthetic_subjects(ds: Dataset, per_subject: int, seed: int) -> dict[str, l
     }
 
 
+def _write_data(ws: Workspace, ds: Dataset, seed: int) -> None:
+    """The raw snapshot's files: one file per sample, the split summary, subjects, tombstones."""
+    for name, split in (("train", ds.train), ("heldout", ds.heldout), ("test", ds.test)):
+        write_samples(ws.data_dir, name, split)
+    counts = {"train": len(ds.train), "heldout": len(ds.heldout), "test": len(ds.test)}
+    splits = {"dataset": ds.name, "origins": dict(ds.origins),
+              "class_names": list(ds.class_names), "counts": counts}  # fmt: skip
+    data = ws.root / "data"
+    (data / "splits.json").write_text(json.dumps(splits, indent=1))
+    (data / "subjects.json").write_text(json.dumps(_synthetic_subjects(ds, 4, seed), indent=1))
+    tombstones = {"erased": {}, "forgotten_classes": {}}
+    (data / "tombstones.json").write_text(json.dumps(tombstones, indent=1))
+
+
+def _init_repos(ws: Workspace, ds: Dataset, remote: str | Path | None) -> None:
+    """git + DVC with the remote configured; the raw snapshot added, committed and pushed."""
+    from dvc.repo import Repo
+
+    root = ws.root
+    ws.git("init", "-q", "-b", "main")
+    ws.git("config", "user.name", "unlearn-pipeline")
+    ws.git("config", "user.email", "unlearn-pipeline@localhost")
+    ws.git("config", "commit.gpgsign", "false")
+    with quiet_dvc():
+        repo = Repo.init(str(root))
+    with repo.config.edit() as conf:
+        conf["core"]["analytics"] = "false"
+        conf["core"]["autostage"] = "true"
+        conf["core"]["remote"] = "local"
+        url = Path(remote).resolve() if remote else root / STATE_DIR / "dvc-remote"
+        conf["remote"]["local"] = {"url": str(url)}
+    with quiet_dvc():
+        repo.add(str(ws.data_dir))
+    ws.git("add", "-A")
+    sizes = f"{len(ds.train)} train / {len(ds.heldout)} heldout / {len(ds.test)} test"
+    ws.git("commit", "-q", "-m", f"init: raw {ds.name} snapshot ({sizes})")
+    repo.push()
+    repo.close()
+
+
 def init_workspace(
     directory: str | Path, params_path: str | Path | None = None, remote: str | Path | None = None
 ) -> Workspace:
     """Create a workspace: git repo, DVC with a local remote, the raw data snapshot (dvc add,
     commit, push), the request store. Validates params and data before writing anything."""
-    from dvc.repo import Repo
-
     root = Path(directory).resolve()
     if (root / MARKER).exists():
         raise WorkspaceError(f"{root} is already an unlearn workspace")
@@ -168,53 +208,8 @@ def init_workspace(
         (root / "params.yaml").write_text(params_text)
         (root / "dvc.yaml").write_text(_project_file("dvc.yaml") or "stages: {}\n")
         (root / ".gitignore").write_text(GITIGNORE)
-        for name, split in (("train", ds.train), ("heldout", ds.heldout), ("test", ds.test)):
-            write_samples(ws.data_dir, name, split)
-        (root / "data" / "splits.json").write_text(
-            json.dumps(
-                {
-                    "dataset": ds.name,
-                    "origins": dict(ds.origins),
-                    "class_names": list(ds.class_names),
-                    "counts": {
-                        "train": len(ds.train),
-                        "heldout": len(ds.heldout),
-                        "test": len(ds.test),
-                    },
-                },
-                indent=1,
-            )
-        )
-        (root / "data" / "subjects.json").write_text(
-            json.dumps(_synthetic_subjects(ds, 4, settings.data.seed), indent=1)
-        )
-        (root / "data" / "tombstones.json").write_text(
-            json.dumps({"erased": {}, "forgotten_classes": {}}, indent=1)
-        )
-        ws.git("init", "-q", "-b", "main")
-        ws.git("config", "user.name", "unlearn-pipeline")
-        ws.git("config", "user.email", "unlearn-pipeline@localhost")
-        ws.git("config", "commit.gpgsign", "false")
-        with quiet_dvc():
-            repo = Repo.init(str(root))
-        with repo.config.edit() as conf:
-            conf["core"]["analytics"] = "false"
-            conf["core"]["autostage"] = "true"
-            conf["core"]["remote"] = "local"
-            conf["remote"]["local"] = {
-                "url": str(Path(remote).resolve() if remote else root / STATE_DIR / "dvc-remote")
-            }
-        with quiet_dvc():
-            repo.add(str(ws.data_dir))
-        ws.git("add", "-A")
-        ws.git(
-            "commit",
-            "-q",
-            "-m",
-            f"init: raw {ds.name} snapshot ({len(ds.train)} train / {len(ds.heldout)} heldout / {len(ds.test)} test)",
-        )
-        repo.push()
-        repo.close()
+        _write_data(ws, ds, settings.data.seed)
+        _init_repos(ws, ds, remote)
         (root / MARKER).write_text(
             json.dumps(
                 {"created_at": utcnow(), "dataset": ds.name, "subject_salt": secrets.token_hex(16)},

@@ -38,6 +38,20 @@ quiet_environment()
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 
+# Every test lives in one tier folder and carries that tier's marker, so `-m unit` (seconds),
+# `-m behaviour` (toy forgetting, minutes) and `-m integration` (the real services) select by
+# folder and marker alike.
+TIERS = ("unit", "behaviour", "integration")
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        tier = Path(str(item.fspath)).parent.name
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/")
+        item.add_marker(getattr(pytest.mark, tier))
+
+
 # Smaller training for tests: the same code paths, a fraction of the epochs.
 FAST_PARAMS = {"train": {"epochs": 12}}
 

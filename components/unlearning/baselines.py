@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -23,8 +23,16 @@ from components.settings import BaselineSettings, TrainSettings
 from components.training import train_classifier
 from components.unlearning.types import UnlearnResult, UnlearnTask
 
+# One step's loss from a forget batch (xf, yf) and a retain batch (xr, yr).
+PairedStep = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator],
+    torch.Tensor,
+]
 
-def _batches(split: Split, batch: int, gen: torch.Generator, device):
+
+def _batches(
+    split: Split, batch: int, gen: torch.Generator, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     perm = torch.randperm(len(split), generator=gen)
     x, y = to_input(split.x), torch.from_numpy(split.y)
     for i in range(0, len(perm), batch):
@@ -32,7 +40,9 @@ def _batches(split: Split, batch: int, gen: torch.Generator, device):
         yield x[idx].to(device), y[idx].to(device)
 
 
-def _cycle(split: Split, batch: int, gen: torch.Generator, device):
+def _cycle(
+    split: Split, batch: int, gen: torch.Generator, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     while True:
         yield from _batches(split, batch, gen, device)
 
@@ -44,7 +54,9 @@ def _train_mode(model: nn.Module) -> nn.Module:
     return model.train()
 
 
-def _result(model: nn.Module, t0: float, steps: int, device, trainable: float = 1.0):
+def _result(
+    model: nn.Module, t0: float, steps: int, device: torch.device, trainable: float = 1.0
+) -> UnlearnResult:
     return UnlearnResult(
         model=model.to("cpu").eval(),
         adapter={},
@@ -56,8 +68,12 @@ def _result(model: nn.Module, t0: float, steps: int, device, trainable: float = 
 
 
 def retrain(
-    original: nn.Module, task, cfg: BaselineSettings, train_cfg, progress: ProgressFn = no_progress
-):
+    original: nn.Module,
+    task: UnlearnTask,
+    cfg: BaselineSettings,
+    train_cfg: TrainSettings | None = None,
+    progress: ProgressFn = no_progress,
+) -> UnlearnResult:
     """Train the same architecture from scratch on Dr: the gold standard (oracle)."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -72,11 +88,11 @@ def retrain(
 
 def ft(
     original: nn.Module,
-    task,
+    task: UnlearnTask,
     cfg: BaselineSettings,
-    train_cfg=None,
+    train_cfg: TrainSettings | None = None,
     progress: ProgressFn = no_progress,
-):
+) -> UnlearnResult:
     """Fine-tune all weights on Dr for `epochs` passes."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -94,7 +110,13 @@ def ft(
     return _result(model, t0, steps, device)
 
 
-def _paired_loop(original, task, cfg, step_fn, params=None):
+def _paired_loop(
+    original: nn.Module,
+    task: UnlearnTask,
+    cfg: BaselineSettings,
+    step_fn: PairedStep,
+    params: Callable[[nn.Module], Iterator[nn.Parameter]] | None = None,
+) -> tuple[nn.Module, float, int, torch.device]:
     """Shared loop: `epochs` passes over Df, each forget batch paired with a retain batch."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
@@ -116,11 +138,22 @@ def _paired_loop(original, task, cfg, step_fn, params=None):
 
 
 def neggrad(
-    original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress
-):
+    original: nn.Module,
+    task: UnlearnTask,
+    cfg: BaselineSettings,
+    train_cfg: TrainSettings | None = None,
+    progress: ProgressFn = no_progress,
+) -> UnlearnResult:
     """NegGrad+: alpha * CE(Dr) - (1 - alpha) * min(CE(Df), cap)."""
 
-    def step(model, xf, yf, xr, yr, gen):
+    def step(
+        model: nn.Module,
+        xf: torch.Tensor,
+        yf: torch.Tensor,
+        xr: torch.Tensor,
+        yr: torch.Tensor,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         ascent = torch.clamp(F.cross_entropy(model(xf), yf), max=cfg.forget_cap)
         return cfg.alpha * F.cross_entropy(model(xr), yr) - (1 - cfg.alpha) * ascent
 
@@ -133,8 +166,15 @@ def _random_wrong(y: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor
     return (y + shift) % k
 
 
-def _rl_step(num_classes: int):
-    def step(model, xf, yf, xr, yr, gen):
+def _rl_step(num_classes: int) -> PairedStep:
+    def step(
+        model: nn.Module,
+        xf: torch.Tensor,
+        yf: torch.Tensor,
+        xr: torch.Tensor,
+        yr: torch.Tensor,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         return F.cross_entropy(model(xf), _random_wrong(yf, num_classes, gen)) + F.cross_entropy(
             model(xr), yr
         )
@@ -142,7 +182,13 @@ def _rl_step(num_classes: int):
     return step
 
 
-def rl(original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress):
+def rl(
+    original: nn.Module,
+    task: UnlearnTask,
+    cfg: BaselineSettings,
+    train_cfg: TrainSettings | None = None,
+    progress: ProgressFn = no_progress,
+) -> UnlearnResult:
     """Random labels: Df relabelled to a random wrong class, trained together with Dr."""
     k = _num_classes(original)
     model, t0, steps, device = _paired_loop(original, task, cfg, _rl_step(k))
@@ -155,7 +201,7 @@ def _num_classes(model: nn.Module) -> int:
 
 
 def saliency_mask(
-    model: nn.Module, forget: Split, fraction: float, device
+    model: nn.Module, forget: Split, fraction: float, device: torch.device
 ) -> dict[str, torch.Tensor]:
     """SalUn (Fan et al., ICLR'24): weights whose forget-loss gradient magnitude is in the top
     `fraction` (one global threshold)."""
@@ -173,8 +219,12 @@ def saliency_mask(
 
 
 def salun(
-    original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress
-):
+    original: nn.Module,
+    task: UnlearnTask,
+    cfg: BaselineSettings,
+    train_cfg: TrainSettings | None = None,
+    progress: ProgressFn = no_progress,
+) -> UnlearnResult:
     """Random-label unlearning restricted to the salient weights."""
     # The saliency mask is part of SalUn's cost: the clock starts before it.
     t0 = time.perf_counter()
@@ -183,7 +233,14 @@ def salun(
     k = _num_classes(original)
     rl_step = _rl_step(k)
 
-    def step(model, xf, yf, xr, yr, gen):
+    def step(
+        model: nn.Module,
+        xf: torch.Tensor,
+        yf: torch.Tensor,
+        xr: torch.Tensor,
+        yr: torch.Tensor,
+        gen: torch.Generator,
+    ) -> torch.Tensor:
         loss = rl_step(model, xf, yf, xr, yr, gen)
         for n, p in model.named_parameters():  # zero the gradient of non-salient weights
             if n in mask and p.requires_grad and not hasattr(p, "_salun_hook"):
@@ -199,8 +256,12 @@ def salun(
 
 
 def scrub(
-    original, task, cfg: BaselineSettings, train_cfg=None, progress: ProgressFn = no_progress
-):
+    original: nn.Module,
+    task: UnlearnTask,
+    cfg: BaselineSettings,
+    train_cfg: TrainSettings | None = None,
+    progress: ProgressFn = no_progress,
+) -> UnlearnResult:
     """SCRUB (Kurmanji et al. 2023): student starts at the teacher; max-steps push its outputs on
     Df away from the teacher (KL up), min-steps keep Dr close (KL + CE down)."""
     t0 = time.perf_counter()
@@ -211,7 +272,7 @@ def scrub(
     opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=0.9)
     t = cfg.temperature
 
-    def kl(s_logits, t_logits):
+    def kl(s_logits: torch.Tensor, t_logits: torch.Tensor) -> torch.Tensor:
         return (
             F.kl_div(
                 F.log_softmax(s_logits / t, 1), F.softmax(t_logits / t, 1), reduction="batchmean"

@@ -8,7 +8,7 @@ onto the same base reproduces the unlearned model exactly (tests/test_lora.py).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

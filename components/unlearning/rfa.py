@@ -1,4 +1,4 @@
-"""Residual Feature Alignment with LoRA (method.md 1.2, our reconstruction): prepare -> loop -> finish.
+"""Residual Feature Alignment with LoRA (method.md 1.2): prepare -> loop -> finish.
 
 `prepare` builds everything the loop reads once (teacher and LoRA student, inputs, the teacher's
 view of the data, the forget target, the optional adversarial probe, the schedule and the stop
@@ -19,8 +19,8 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -116,9 +116,7 @@ def rfa(
     return finish(run, done, reason, t0)
 
 
-def prepare(
-    original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSettings
-) -> RfaRun:
+def prepare(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: RfaSettings) -> RfaRun:
     """Teacher, student, inputs, target, probe, optimiser, schedule and stop rule."""
     sc = cfg.scenario(task.scenario)
     forget_loss = get_forget_loss(sc.forget_loss)  # before any work: a misspelt name fails at once
@@ -136,7 +134,9 @@ def prepare(
     adversary = warm_adversary(view, cfg.taps[-1], device, sc) if sc.probe_weight > 0 else None
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=sc.lr)
     nf = len(data.yf)
-    steps = min(cfg.max_steps, max(cfg.min_steps, sc.forget_epochs * math.ceil(nf / sc.forget_batch)))
+    steps = min(
+        cfg.max_steps, max(cfg.min_steps, sc.forget_epochs * math.ceil(nf / sc.forget_batch))
+    )
     perm = torch.randperm(nf, generator=gen)
     # A fixed subset, not the running batch accuracy, which is too noisy to stop on (method.md 6).
     check = perm[: min(nf, 256)].to(device)
@@ -216,7 +216,9 @@ def _teacher_view(
         h_labels = torch.from_numpy(task.heldout.y)
         if sc.target_refresh:  # the student re-reads heldout: give it Df's (prefix) input form
             xh = policy.layout(xh)
-            data.xh = prefix_pass(data.t_prefix, xh, policy, device) if data.t_prefix is not None else xh
+            data.xh = (
+                prefix_pass(data.t_prefix, xh, policy, device) if data.t_prefix is not None else xh
+            )
     return TeacherView(
         f_logits, f_pooled, yf, r_logits, data.yr[ref_idx].cpu(), r_pooled, h_logits, h_labels,
         task.forget_classes,

@@ -7,8 +7,8 @@ teacher passes the targets are built from.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -45,7 +45,7 @@ def feature_taps(model: nn.Module, names: tuple[str, ...]) -> Iterator[dict[str,
 
 
 def pooled(f: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C) channel means; (B, T, D) tokens -> (B, D) token means; (B, C) as is."""
+    """(B, C, H, W) -> (B, C) channel means; (B, T, D) -> (B, D) token means; (B, C) as is."""
     return POOLS[f.dim()](f)
 
 

@@ -7,8 +7,8 @@ gives Df the margins of non-members, rank for rank.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F

@@ -175,7 +175,7 @@ def test_bench_report_rerenders_with_notes_and_refuses_a_folder_without_results(
     from pathlib import Path
 
     src = (
-        Path(__file__).resolve().parents[1]
+        Path(__file__).resolve().parents[2]
         / "benchmarks"
         / "results"
         / "digits-class0"
@@ -206,7 +206,7 @@ def test_bench_merge_joins_seed_runs_and_refuses_mismatched_or_overlapping_ones(
 
     full = json.loads(
         (
-            Path(__file__).resolve().parents[1]
+            Path(__file__).resolve().parents[2]
             / "benchmarks"
             / "results"
             / "digits-class0"
@@ -263,7 +263,8 @@ def test_bench_merge_joins_seed_runs_and_refuses_mismatched_or_overlapping_ones(
     [
         (["--oracle-precision", "fp16"], "--oracle-precision must be one of ['bf16', 'fp32']"),
         (["--scenario", "both"], "--scenario must be class or sample"),
-        # typer >= 0.2x raises its own copy of click's usage errors: they once escaped as tracebacks.
+        # typer >= 0.2x raises its own copy of click's usage errors: they once escaped as
+        # tracebacks.
         (["--bogus"], "No such option: --bogus"),
     ],
 )
@@ -305,3 +306,28 @@ def test_batch_run_refuses_before_any_flow_without_a_champion_and_says_when_noth
     train_base(ws)
     code, out, _ = run(capsys, "-w", str(ws.root), "batch", "run", "--json")
     assert code == 0 and json.loads(out) == {"status": "nothing_pending"}
+
+
+@pytest.mark.parametrize(
+    "section, value, needle",
+    [
+        ("rfa", {"taps": ["block1", "nope"]}, "rfa.taps ['nope'] name no layer"),
+        ("lora", {"target_modules": "layer9"}, "lora.target_modules 'layer9' matches no"),
+        ("bench", {"probe_layer": "penultimate"}, "bench.probe_layer 'penultimate' names no"),
+        ("bench", {"grids": {"ft": []}}, "bench.grids"),
+    ],
+)
+def test_bench_uses_the_params_files_layer_names_and_refuses_ones_the_model_lacks(
+    capsys, tmp_path, monkeypatch, section, value, needle
+):
+    """The bench never swaps the file's LoRA targets or taps for an architecture's defaults: a
+    name the model lacks is one line, before any model is trained."""
+    monkeypatch.chdir(tmp_path)
+    params = write_params(tmp_path / "p.yaml", {section: value})
+    out = tmp_path / "run"
+    code, _, err = run(
+        capsys, "bench", "--params", str(params), "--methods", "rfa", "--out", str(out)
+    )
+    assert code == 2
+    _one_line_error(err, needle)
+    assert not out.exists() and not (tmp_path / ".cache").exists()

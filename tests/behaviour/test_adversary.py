@@ -42,7 +42,8 @@ def test_penalty_gradient_reaches_the_features_never_the_probe():
     recognition_penalty(probe, feats, (1,)).backward()
     assert feats.grad is not None and feats.grad.abs().sum() > 0
     assert all(p.grad is None for p in probe.parameters())
-    # Moving the features against their gradient lowers the penalty: the adapter's direction is right.
+    # Moving the features against their gradient lowers the penalty: the adapter's direction is
+    # right.
     with torch.no_grad():
         moved = feats - 5.0 * feats.grad / feats.grad.norm(dim=1, keepdim=True)
     assert recognition_penalty(probe, moved, (1,)) < recognition_penalty(

@@ -319,9 +319,7 @@ def test_forget_loss_is_a_scenario_setting_and_a_misspelt_one_fails_before_any_p
     )
     assert any(not torch.equal(mse.adapter[k], kl.adapter[k]) for k in mse.adapter)
     passes: list[int] = []
-    monkeypatch.setattr(
-        methods, "logits_and_taps", lambda model, x, *a, **k: passes.append(len(x))
-    )
+    monkeypatch.setattr(methods, "logits_and_taps", lambda model, x, *a, **k: passes.append(len(x)))
     with pytest.raises(ValueError, match="unknown forget loss 'l1'"):
         rfa(base_model, task, LoraSettings(), cfg("l1"))
     assert passes == []

@@ -33,7 +33,7 @@ ORIG.update(
 def _new(**kw):
     # One value for mia_efficacy stands for all three attack features unless they are given.
     if "mia_efficacy" in kw:
-        kw = {**{k: kw["mia_efficacy"] for k in MIA3}, **kw}
+        kw = {**dict.fromkeys(MIA3, kw["mia_efficacy"]), **kw}
     return {**ORIG, **kw}
 
 
@@ -175,14 +175,14 @@ def test_class_mia_gate_compares_df_with_the_forgotten_class_unseen_images():
     )
     assert gate.passed and gate.threshold == 37.0 and "unseen test images" in gate.reference
     # Df still looks like training data where the unseen images do not: fails.
-    kept = _new(**good, **{k: 12.0 for k in unseen}, mia_efficacy=3.0)
+    kept = _new(**good, **dict.fromkeys(unseen, 12.0), mia_efficacy=3.0)
     assert (
         evaluate_gates("class", ORIG, kept, GateSettings())
         .failures[0]
         .startswith("mia_efficacy: 3 not >= ")
     )
     # Where the unseen images are called non-member (CIFAR-10: 100), the absolute floor holds.
-    cifar = _new(**good, **{k: 100.0 for k in unseen}, mia_efficacy=94.0)
+    cifar = _new(**good, **dict.fromkeys(unseen, 100.0), mia_efficacy=94.0)
     gate = next(
         g
         for g in evaluate_gates("class", ORIG, cifar, GateSettings()).results

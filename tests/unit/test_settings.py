@@ -5,7 +5,7 @@ from pydantic import ValidationError
 
 from components.settings import Settings, SettingsError, load_settings, parse_settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_project_params_parse_and_are_frozen():

@@ -19,8 +19,6 @@ from pipelines.snapshot import read_split
 from pipelines.store import RequestStore
 from tests.conftest import make_workspace
 
-pytestmark = pytest.mark.integration
-
 
 def _artifact_dir(reg, name, version) -> Path:
     return Path(urlparse(reg.resolve(name, version).source).path)

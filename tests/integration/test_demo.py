@@ -11,7 +11,7 @@ from pipelines.audit import verify
 from pipelines.demo import run_demo
 from pipelines.workspace import Workspace
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def test_demo_forgets_a_class_and_samples_and_certifies_both(tmp_path, prefect_server):

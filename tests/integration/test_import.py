@@ -16,8 +16,6 @@ from pipelines.cli import main
 from pipelines.snapshot import read_state
 from tests.conftest import SHARED, make_workspace
 
-pytestmark = pytest.mark.integration
-
 RESNET20 = SHARED / "models" / "resnet_cifar10_akamaster" / "resnet20-12fca82f.th"
 CIFAR_TEST = SHARED / "datasets" / "cifar10" / "test.npz"
 
@@ -169,9 +167,7 @@ def test_import_pretrained_resnet20_checkpoint(tmp_path, capsys):
     np.savez(
         data / "test.npz", x=t["x"][1000:2000], y=t["y"][1000:2000], names=t["names"][1000:2000]
     )
-    params = (
-        Path(__file__).resolve().parent.parent / "examples" / "cifar10_resnet20" / "params.yaml"
-    )
+    params = Path(__file__).resolve().parents[2] / "examples" / "cifar10_resnet20" / "params.yaml"
     import yaml
 
     cfg = yaml.safe_load(params.read_text().replace("__DATA_DIR__", str(data)))
@@ -217,9 +213,7 @@ def test_import_from_an_mlflow_uri_of_the_users_own_server(
     assert code == 0, err
     tags = ws.registry().champion("digits-cnn").tags
     assert tags["source.uri"] == "models:/digits-cnn@champion" and tags["source.version"] == "1"
-    assert (
-        tags["model_digest"] == trained_ws.registry().champion("digits-cnn").tags["model_digest"]
-    )
+    assert tags["model_digest"] == trained_ws.registry().champion("digits-cnn").tags["model_digest"]
 
     theirs = f"sqlite:///{tmp_path}/theirs.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", theirs)  # set_tracking_uri exports it; removed below

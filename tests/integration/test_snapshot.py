@@ -9,8 +9,6 @@ import pytest
 from pipelines.snapshot import commit_snapshot, dir_listing, read_split, read_state
 from tests.conftest import make_workspace
 
-pytestmark = pytest.mark.integration
-
 
 def _objects(ws) -> set[str]:
     cache = ws.root / ".dvc" / "cache" / "files" / "md5"
@@ -23,7 +21,7 @@ def test_deletion_adds_only_a_listing_and_leaves_exactly_d_minus_df(tmp_path):
     forget = before.train.take(np.arange(0, 60, 2))
     objects = _objects(ws)
     after = commit_snapshot(
-        ws, before, forget, {i: "b1" for i in forget.ids.tolist()}, {}, "erase 30"
+        ws, before, forget, dict.fromkeys(forget.ids.tolist(), "b1"), {}, "erase 30"
     )
     added = _objects(ws) - objects
     assert added == {after.dvc_md5}  # the new .dir listing, and not one sample object
@@ -33,7 +31,7 @@ def test_deletion_adds_only_a_listing_and_leaves_exactly_d_minus_df(tmp_path):
     some = new.train.ids[100]
     assert np.array_equal(new.train.x[i[some]], before.train.x[j[some]])
     assert (
-        new.erased == {k: "b1" for k in forget.ids.tolist()}
+        new.erased == dict.fromkeys(forget.ids.tolist(), "b1")
         and new.info.dataset_sha256 == after.dataset_sha256
     )
     assert len(dir_listing(ws, "HEAD")) == len(dir_listing(ws, "HEAD~1")) - 30
@@ -46,7 +44,7 @@ def test_a_stray_edit_in_the_working_tree_is_not_committed(tmp_path):
     path = ws.data_dir / "train" / str(int(before.train.y[-1])) / f"{keep}.npy"
     np.save(path, np.full_like(before.train.x[-1], 7))
     forget = before.train.take(np.arange(5))
-    commit_snapshot(ws, before, forget, {i: "b1" for i in forget.ids.tolist()}, {}, "erase 5")
+    commit_snapshot(ws, before, forget, dict.fromkeys(forget.ids.tolist(), "b1"), {}, "erase 5")
     kept = read_split(ws, "HEAD", "train", ids={keep})
     assert np.array_equal(kept.x[0], before.train.x[-1])  # the snapshot holds the original pixels
 

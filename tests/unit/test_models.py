@@ -19,7 +19,8 @@ RANKS = {"small_cnn": 4, "resnet20": 3, "resnet32": 3, "resnet18": 4, "vit": 4}
 
 
 # A user's `builder` architecture brings its own targets and taps in params (checked against its
-# layer names by components/checkpoints.check_layers, tests/test_import.py); built-ins have profiles.
+# layer names by components/checkpoints.check_layers, tests/test_import.py); built-ins have
+# profiles.
 BUILT_IN = sorted(set(ARCHS) - {"builder"})
 
 

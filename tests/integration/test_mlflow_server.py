@@ -16,8 +16,6 @@ import pytest
 from pipelines.cli import main
 from tests.conftest import make_workspace
 
-pytestmark = pytest.mark.integration
-
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -14,15 +14,12 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 import yaml
 
 from components.models import to_input
 from pipelines.registry import VersionRef
 from pipelines.snapshot import read_split
-
-pytestmark = pytest.mark.integration
 
 
 def _pipeline_logits(ws, x: np.ndarray) -> np.ndarray:

@@ -51,8 +51,10 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     settings = Settings.model_validate({"train": {"epochs": 3}})
-    run = BenchRun(dataset="digits", scenario="class", forget_class=2, seeds=[0],
-                   methods=["rfa", "ft", "retrain"], out=tmp_path / "out", oracle_epochs=3)  # fmt: skip
+    run = BenchRun(
+        dataset="digits", scenario="class", forget_class=2, seeds=[0],
+        methods=["rfa", "ft", "retrain"], out=tmp_path / "out", oracle_epochs=3,
+    )  # fmt: skip
     result = run_bench(run, settings, tmp_path / "cache", Console(quiet=True))
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved == json.loads(json.dumps(result))
@@ -144,8 +146,8 @@ def test_oracle_cache_key_changes_with_the_training_recipe_not_the_seed():
 def test_oracle_key_separates_model_widths_and_a_wrong_width_checkpoint_is_a_model_error(digits):
     """A width-32 run once found the width-16 oracle of the same forget set and recipe and died in
     load_state_dict with a size-mismatch traceback."""
-    from components.models import build_model, load_model, make_spec, state_bytes
     from benchmarks.cache import oracle_key
+    from components.models import build_model, load_model, make_spec, state_bytes
 
     narrow, wide = (make_spec("small_cnn", digits.train.x, 10, w) for w in (16, 32))
     keys = {
@@ -218,7 +220,7 @@ def test_time_ratios_use_each_unit_only_where_both_runs_measured_it():
 
 def test_targets_flag_an_rfa_no_closer_to_retrain_than_the_untouched_original():
     """Sample unlearning on a base that barely memorises: RFA that leaves the model as it was meets
-    "gap ≤ 2.0" and beats a baseline that damages Dr, and the sanity row must say it did not forget."""
+    "gap ≤ 2.0" and beats a baseline that damages Dr; the sanity row must say it did not forget."""
     from benchmarks.report import summarise, targets
 
     def rec(method, df, dr, dt, mia):

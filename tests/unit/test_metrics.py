@@ -60,7 +60,7 @@ def test_mia_efficacy_separates_member_like_from_nonmember_like():
 
 def test_mia_efficacy_attack_is_balanced_when_fewer_members_are_evaluated():
     """Members and non-members drawn alike: a fair attack calls about half of anything non-member.
-    Trained on 100 members against 1,000 non-members, an unbalanced SVC called nearly all of them so."""
+    Trained on 100 members against 1,000 non-members, an unbalanced SVC called nearly all so."""
     rng = np.random.default_rng(3)
     retain, test = _preds(rng.uniform(0.5, 1.0, 100)), _preds(rng.uniform(0.5, 1.0, 1000))
     out = mia_efficacy(retain, test, {"alike": _preds(rng.uniform(0.5, 1.0, 2000))})

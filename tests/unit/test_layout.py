@@ -1,0 +1,47 @@
+"""Size limits the house style sets (docs: modules split before 400 lines, functions that read on
+one screen): checked here so a growing module or function fails the build, not a review."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("components", "pipelines", "benchmarks", "tests", "examples")
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 80
+
+
+def _sources() -> list[Path]:
+    return sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))
+
+
+def long_functions(source: str, limit: int) -> list[tuple[str, int]]:
+    """(name, lines) of every function or method longer than `limit` lines, decorators excluded."""
+    out = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            n = node.end_lineno - node.lineno + 1
+            if n > limit:
+                out.append((node.name, n))
+    return out
+
+
+def test_the_function_measure_counts_a_long_function():
+    body = "\n".join(f"    x{i} = {i}" for i in range(90))
+    assert long_functions(f"def f():\n{body}\n", 80) == [("f", 91)]
+    assert long_functions("def g():\n    pass\n", 80) == []
+
+
+def test_no_module_over_400_lines():
+    sizes = {str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in _sources()}
+    assert len(sizes) > 50
+    assert {p: n for p, n in sizes.items() if n > MAX_MODULE_LINES} == {}
+
+
+def test_no_function_over_80_lines():
+    found = {
+        str(p.relative_to(ROOT)): long_functions(p.read_text(), MAX_FUNCTION_LINES)
+        for p in _sources()
+    }
+    assert {p: f for p, f in found.items() if f} == {}
