@@ -68,8 +68,9 @@ class ResNetCifar(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
 
-    # The modules `prefix` runs. LoRA lives in layer3 + linear, so for RFA this part is frozen and a
-    # pure function of the image: it is computed once per image and cached (components/lora.py).
+    # The modules `prefix` runs. LoRA lives in layer3 + linear, so for RFA this part is frozen and
+    # a pure function of the image: computed once per image and cached
+    # (components/unlearning/lora.py).
     PREFIX_MODULES = ("norm", "conv1", "bn1", "layer1", "layer2")
 
     def prefix(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, 32, 32) -> (B, 32, 16, 16)

@@ -54,8 +54,7 @@ class ModelSettings(_Frozen):
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     # A user's own architecture: `package.module:builder`, called with `builder_kwargs`, returning
-    # an
-    # nn.Module that takes float NCHW images in [0, 1]. Used when `arch` is `builder`.
+    # an nn.Module that takes float NCHW images in [0, 1]. Used when `arch` is `builder`.
     builder: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
     builder_kwargs: dict[str, int | float | str | bool] = {}
 
@@ -77,16 +76,14 @@ class TrainSettings(_Frozen):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(1e-4, ge=0)
-    # adam | sgd (Nesterov momentum 0.9; what CIFAR ResNets are trained with). Registry in
-    # training.py.
+    # adam | sgd (Nesterov momentum 0.9, the CIFAR ResNets' recipe); registry in training.py.
     optimizer: Literal["adam", "sgd"] = "adam"
     # Random 4-pixel-shift crop + horizontal flip: the recipe of the pre-trained CIFAR ResNets,
-    # so a Retrain oracle trained here is comparable to the original. Off for digits (flips change
-    # digits).
+    # so a Retrain oracle trained here is comparable to the original. Off for digits (a flip
+    # changes a digit).
     augment: bool = False
     # fp32 | bf16 (autocast + channels_last; registry TRAIN_PRECISIONS in runtime.py). bf16 is for
-    # long Retrain oracles: on this CPU's AMX units ResNet-20 trains 2.5x faster per step (1
-    # thread).
+    # long Retrain oracles on CPUs with bf16 units (AMX, AVX512-BF16), where it trains faster.
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
 
@@ -106,30 +103,31 @@ class ScenarioSettings(_Frozen):
     feature_weight: float = Field(1.0, ge=0)  # weight of the intermediate-tap part of L_f
     forget_batch: int = Field(32, ge=1)
     forget_epochs: int = Field(15, ge=1)  # passes over Df
-    # Class unlearning only: weight of the in-loop adversarial probe (components/adversary.py) that
-    # penalises Df features a linear probe still recognises as their class. 0 = off.
+    # Class unlearning only: weight of the in-loop adversarial probe
+    # (components/unlearning/adversary.py) that penalises Df features a linear probe still
+    # recognises as their class. 0 = off.
     probe_weight: float = Field(0.0, ge=0)
     probe_lr: float = Field(1e-2, gt=0)
     probe_steps: int = Field(5, ge=1)  # probe updates per RFA step, on the feature bank
     probe_bank: int = Field(4096, ge=64)  # recent (feature, label) pairs the probe is fitted on
-    # Optional cross-entropy on the retain batch (method.md 1.2). With the adversarial probe on
-    # CIFAR-10 it lets the head re-fit the retained classes the feature edit disturbed (notes).
+    # Optional cross-entropy on the retain batch (method.md 1.2): with the adversarial probe on, it
+    # lets the head re-fit the retained classes that the feature edit disturbed.
     retain_ce_weight: float = Field(0.0, ge=0)
-    # How the student's Df logits are pulled to the target's (components/alignment.FORGET_LOSSES):
+    # How the student's Df logits are pulled to the target's (rfa_loss.FORGET_LOSSES):
     # `logit_mse` (squared logit error) or `kl` (KL from the target's softmax, which only weighs
     # where the output probabilities differ: accuracy and every attack read probabilities).
     forget_loss: str = "logit_mse"
     # Share of each forget batch drawn in proportion to how far the target moves that sample's
     # prediction (KL(target || teacher)); the rest are plain passes over Df. Why: a sample target
     # leaves most of Df where the teacher put it, and when the few edits that matter (flips near
-    # the boundary) are 3 % of Df, a uniform batch holds one or two and Adam's step follows the
-    # noise of the rest (Fashion-MNIST 10 %: Acc(Df) did not move, notes). 0 = uniform.
+    # the boundary) are a small share of Df, a uniform batch holds one or two and Adam's step
+    # follows the noise of the rest (benchmarks/notes/fashion_mnist-sample10.md). 0 = uniform.
     forget_focus: float = Field(0.0, ge=0, le=1)
     # Rebuild a heldout-based target (margin_quantile) every this many steps from the *student's*
     # heldout outputs, not the teacher's; 0 = built once from the teacher. Why: "Df looks like
     # non-members" must hold for the model being served, and unlearning moves that model's
-    # non-members too (CIFAR-10 10 %: the heldout share an attack calls non-member rose 12.8 -> 15.8
-    # while Df, aimed at the teacher's 12.8, reached 10.1). Costs one suffix pass over heldout each.
+    # non-members too (benchmarks/notes/cifar10-resnet20-sample10.md). Costs one suffix pass over
+    # heldout each time.
     target_refresh: int = Field(0, ge=0)
 
 
@@ -158,9 +156,9 @@ class RfaSettings(_Frozen):
     stop_check_every: int = Field(0, ge=0)
     stop_tolerance_pt: float = Field(1.0, ge=0)
     # Stall stop: after this many checks in a row without the check accuracy falling more than
-    # `stop_tolerance_pt` below its best so far, stop too. The adapter has stopped moving Df, and
-    # more steps only cost time (measured: Fashion-MNIST 10 % sat within 0.8 pt for 190 steps);
-    # what it reached is then judged by the gates like any result. 0 = off (run to max_steps).
+    # `stop_tolerance_pt` below its best so far, stop too: the adapter has stopped moving Df and
+    # more steps only cost time; what it reached is judged by the gates like any result.
+    # 0 = off (run to max_steps).
     stop_patience: int = Field(0, ge=0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from components.canonical import sha256_hex
+from components.canonical import canonical_json, sha256_hex
 from components.certificate import (
     Certificate,
     CertificateError,
@@ -137,31 +137,40 @@ def _check_certificate(
     if raw is None:
         report.add("certificate", False, "no certificate.json among the version's artifacts")
         return None
-    try:
-        cert = parse_certificate(raw)
-    except CertificateError as err:
-        report.add("certificate", False, f"certificate.json: {err}")
-        return None
     cert_sha, registered = sha256_hex(raw), tags.get("certificate_sha256", "")
-    ok = cert_sha == registered and raw == cert.to_json()
-    detail = f"sha256 {cert_sha[:12]} matches the registered hash"
-    if not ok:
-        detail = (
-            f"certificate.json sha256 {cert_sha[:12]} differs from registered {registered[:12]}"
-        )
-        copy = ws.root / "audit" / "certificates" / ref.name / f"v{ref.version}.json"
-        if copy.is_file():
-            changed = flat_diff(json.loads(copy.read_text()), json.loads(raw))
-            detail += "; fields changed vs the committed audit copy: "
-            detail += ", ".join(changed) or "formatting only"
-    report.add("certificate.sha256", ok, detail)
+    try:
+        doc = json.loads(raw)
+    except json.JSONDecodeError:
+        doc = None
+    ok = cert_sha == registered and doc is not None and raw == canonical_json(doc)
+    report.add("certificate.sha256", ok, _sha_detail(ws, ref, raw, cert_sha, registered, doc))
     sig = (_read(d, "certificate.sig") or b"").decode()
     report.add(
         "certificate.signature",
-        verify_signature(cert, sig, key) and sig == tags.get("certificate_signature"),
+        doc is not None
+        and verify_signature(doc, sig, key)
+        and sig == tags.get("certificate_signature"),
         "HMAC-SHA256 over the canonical certificate",
     )
-    return cert
+    try:
+        return parse_certificate(raw)
+    except CertificateError as err:
+        report.add("certificate", False, f"certificate.json: {err}")
+        return None
+
+
+def _sha_detail(
+    ws: Workspace, ref: VersionRef, raw: bytes, sha: str, registered: str, doc: dict | None
+) -> str:
+    """What the hash check compared; on a mismatch, the fields changed vs the committed copy."""
+    if sha == registered:
+        return f"sha256 {sha[:12]} matches the registered hash"
+    detail = f"certificate.json sha256 {sha[:12]} differs from registered {registered[:12]}"
+    copy = ws.root / "audit" / "certificates" / ref.name / f"v{ref.version}.json"
+    if copy.is_file():
+        changed = ", ".join(flat_diff(json.loads(copy.read_text()), doc)) if doc else "not JSON"
+        detail += f"; fields changed vs the committed audit copy: {changed or 'formatting only'}"
+    return detail
 
 
 def certified_tags(cert: Certificate) -> dict[str, str]:

@@ -3,7 +3,7 @@
 BatchNorm policy: the student always runs in eval mode, so running statistics never change and
 features cannot drift through them; BN affine weights are frozen by peft like every base weight.
 The adapter therefore fully describes the change: saving it alone (safetensors) and loading it
-onto the same base reproduces the unlearned model exactly (tests/test_lora.py).
+onto the same base reproduces the unlearned model exactly (tests/behaviour/test_lora_rfa.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The adversarial forget probe (components/adversary.py) and its wiring into RFA."""
+"""The adversarial forget probe (components/unlearning/adversary.py) and its wiring into RFA."""
 
 import pytest
 import torch

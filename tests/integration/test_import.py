@@ -41,14 +41,14 @@ class TinyNet(nn.Module):
 
 
 def tiny_net(num_classes: int = 10, width: int = 8) -> nn.Module:
-    """The builder params.yaml names as `tests.test_import:tiny_net`."""
+    """The builder params.yaml names as `tests.integration.test_import:tiny_net`."""
     return TinyNet(num_classes, width)
 
 
 BUILDER = {
     "model": {
         "arch": "builder",
-        "builder": "tests.test_import:tiny_net",
+        "builder": "tests.integration.test_import:tiny_net",
         "builder_kwargs": {"num_classes": 10},
     },
     "lora": {"target_modules": r"features\.3|classifier"},

@@ -106,6 +106,21 @@ def test_class_batch_end_to_end_then_tamper_detection(tmp_path, prefect_server):
     man_path.write_bytes(man)
     assert verify(ws, reg, name, version).ok
 
+    _a_tampered_tag_is_named(ws, reg, name, version)
+
+
+def _a_tampered_tag_is_named(ws, reg, name: str, version: str) -> None:
+    """A tag the pipeline reads (the snapshot a next batch builds on) edited in the store: the
+    signed certificate says otherwise, and verify names the tag."""
+    ref = VersionRef(name, version)
+    signed = reg.resolve(name, version).tags["data.after_rev"]
+    reg.set_tags(ref, {"data.after_rev": "0" * 40})
+    bad = verify(ws, reg, name, version)
+    assert [p.split(":")[0] for p in bad.problems] == ["version.tags"]
+    assert "data.after_rev" in bad.problems[0]
+    reg.set_tags(ref, {"data.after_rev": signed})
+    assert verify(ws, reg, name, version).ok
+
 
 def test_failed_gates_register_nothing_and_return_requests_to_pending(tmp_path, prefect_server):
     # A learning rate too small to change anything: forgetting gates must fail.

@@ -18,9 +18,9 @@ from components.unlearning.taps import feature_taps, pooled
 RANKS = {"small_cnn": 4, "resnet20": 3, "resnet32": 3, "resnet18": 4, "vit": 4}
 
 
-# A user's `builder` architecture brings its own targets and taps in params (checked against its
-# layer names by components/checkpoints.check_layers, tests/test_import.py); built-ins have
-# profiles.
+# A user's `builder` architecture brings its own targets and taps in params (checked against
+# its layer names by components/checkpoints.check_layers, tests/integration/test_import.py);
+# built-ins have profiles.
 BUILT_IN = sorted(set(ARCHS) - {"builder"})
 
 

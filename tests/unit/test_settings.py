@@ -1,6 +1,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from components.settings import Settings, SettingsError, load_settings, parse_settings
@@ -87,3 +88,35 @@ def test_a_moved_key_says_where_it_lives_now():
         ok.rfa.class_unlearning.retain_ce_weight == 1.0
         and ok.rfa.sample_unlearning.retain_ce_weight == 0.0
     )
+
+
+def test_the_bench_section_is_typed_and_every_grid_has_its_epochs():
+    s = parse_settings({"bench": {"grids": {"ft": [0.1, 0.2]}, "epochs": {"ft": 3}}})
+    assert s.bench.grids == {"ft": (0.1, 0.2)} and s.bench.epochs == {"ft": 3}
+    assert s.bench.evaluation.retain_eval_max == 5000  # the bench scores on more than the gates
+    with pytest.raises(SettingsError, match="bench.epochs has no entry for rl"):
+        parse_settings({"bench": {"grids": {"rl": [0.001]}, "epochs": {"ft": 1}}})
+    with pytest.raises(SettingsError, match="bench.baseline.lr"):
+        parse_settings({"bench": {"baseline": {"lr": -1}}})
+
+
+def test_the_committed_bench_params_files_parse_and_declare_their_bench_section():
+    for path in sorted((ROOT / "benchmarks" / "params").glob("*.yaml")):
+        raw = yaml.safe_load(path.read_text())
+        assert "data" not in raw, path  # the bench builds its own splits: a data section is dead
+        assert set(raw["bench"]) >= {"grids", "epochs", "evaluation", "probe_layer"}, path
+        assert load_settings(path).bench.probe_layer == "pool"
+
+
+def test_tune_overrides_go_through_the_same_validation():
+    from benchmarks.tune import with_overrides
+
+    raw = yaml.safe_load((ROOT / "benchmarks" / "params" / "cifar10.yaml").read_text())
+    s = with_overrides(raw, ["lora.rank=8", "rfa.class_unlearning.lr=0.002"])
+    assert (s.lora.rank, s.rfa.class_unlearning.lr) == (8, 0.002)
+    assert s.rfa.class_unlearning.probe_weight == raw["rfa"]["class_unlearning"]["probe_weight"]
+    assert raw["lora"]["rank"] == 3  # the caller's mapping is left as it was
+    with pytest.raises(SettingsError, match="rfa.retain_bach"):
+        with_overrides({}, ["rfa.retain_bach=3"])
+    with pytest.raises(SettingsError, match="expected dotted.key=value"):
+        with_overrides({}, ["lora.rank"])
