@@ -65,11 +65,9 @@ def _save_model(path: Path, model: nn.Module, meta: dict) -> None:
 
 
 def train_key(cfg: TrainSettings) -> str:
-    """Short hash of the training recipe (seed excluded: it is part of the key on its own), so a
-    changed schedule never reuses an oracle trained under another one. fp32 (the default) stays
-    out of the hash: the committed oracles were keyed before the precision setting existed."""
-    skip = {"seed"} | ({"precision"} if cfg.precision == "fp32" else set())
-    return sha256_hex(canonical_json(cfg.model_dump(exclude=skip)))[:8]
+    """Short hash of the whole training recipe but the seed (a key part of its own), so a changed
+    schedule or precision never reuses an oracle trained under another one."""
+    return sha256_hex(canonical_json(cfg.model_dump(exclude={"seed"})))[:8]
 
 
 def oracle_key(

@@ -19,6 +19,7 @@ from components.gates import GateReport, evaluate_gates
 from components.models import model_digest
 from components.requests import RequestError, resolve
 from components.runtime import ProgressFn, no_progress, resolve_device
+from components.settings import EvaluationSettings, GateSettings
 from components.unlearning.registry import get_method
 from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
 from pipelines.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, Registry, VersionRef, data_rev
@@ -84,10 +85,10 @@ class Evaluation:
         }
 
 
-def preflight(ws: Workspace, store: RequestStore, reg: Registry) -> int:
-    """What would stop a batch, checked before any flow starts (a Prefect server takes seconds to
-    start): no champion, or a candidate awaiting review. Returns the number of pending requests."""
-    name = ws.settings.registry.model_name
+def preflight(name: str, store: RequestStore, reg: Registry) -> int:
+    """What would stop a batch of model `name`, checked before any flow starts (a Prefect server
+    takes seconds to start): no champion, or a candidate awaiting review. Returns the number of
+    pending requests."""
     if not reg.has_alias(name, ALIAS_CHAMPION):
         raise BatchError(
             f"{name} has no champion model; run `unlearn train` or `unlearn model import` first"
@@ -100,9 +101,8 @@ def preflight(ws: Workspace, store: RequestStore, reg: Registry) -> int:
     return len(store.list("pending"))
 
 
-def plan_batch(ws: Workspace, store: RequestStore, reg: Registry) -> BatchPlan | None:
+def plan_batch(name: str, store: RequestStore, reg: Registry) -> BatchPlan | None:
     """Claim the pending requests of one scenario (class requests first). None if nothing pends."""
-    name = ws.settings.registry.model_name
     if reg.has_alias(name, ALIAS_CANDIDATE):
         v = reg.resolve(name, alias=ALIAS_CANDIDATE).version
         raise BatchError(
@@ -118,9 +118,8 @@ def plan_batch(ws: Workspace, store: RequestStore, reg: Registry) -> BatchPlan |
     return BatchPlan(batch_id, chosen[0].scenario, chosen)
 
 
-def pin_snapshot(ws: Workspace, reg: Registry) -> Pinned:
-    """The champion and the data snapshot it was trained / certified on."""
-    name = ws.settings.registry.model_name
+def pin_snapshot(ws: Workspace, reg: Registry, name: str) -> Pinned:
+    """The champion of model `name` and the workspace's data snapshot it was trained on."""
     try:
         mv = reg.champion(name)
     except Exception:
@@ -142,8 +141,9 @@ def pin_snapshot(ws: Workspace, reg: Registry) -> Pinned:
     return Pinned(ref, model, spec, read_state(ws, rev))
 
 
-def extract(ws: Workspace, pinned: Pinned, plan: BatchPlan) -> Extraction:
-    """Resolve every request to sample ids of the pinned snapshot; build Df, Dr and the manifest."""
+def extract(pinned: Pinned, plan: BatchPlan, max_forget_fraction: float) -> Extraction:
+    """Resolve every request to sample ids of the pinned snapshot; build Df, Dr and the manifest.
+    A forget set above `max_forget_fraction` of the training data is refused (retrain instead)."""
     st = pinned.state
     num_classes = int(pinned.spec["num_classes"])
     forgotten = {int(c) for c in st.forgotten_classes}
@@ -153,7 +153,7 @@ def extract(ws: Workspace, pinned: Pinned, plan: BatchPlan) -> Extraction:
             ids |= set(resolve(r.request, st.train, num_classes, st.subjects, st.erased, forgotten))
         except RequestError as err:
             raise BatchError(f"request {r.id}: {err}") from None
-    split = extract_forget_set(st.train, ids, ws.settings.requests.max_forget_fraction)
+    split = extract_forget_set(st.train, ids, max_forget_fraction)
     forget_classes = tuple(
         sorted(int(r.request.class_label) for r in plan.requests if r.request.kind == "class")
     )
@@ -173,40 +173,41 @@ def extract(ws: Workspace, pinned: Pinned, plan: BatchPlan) -> Extraction:
 
 
 def unlearn(
-    ws: Workspace,
     pinned: Pinned,
     ext: Extraction,
     scenario: str,
+    cfg: MethodConfig,
     progress: ProgressFn = no_progress,
 ) -> UnlearnResult:
-    s = ws.settings
+    """The registered method (RFA) on the batch's Df / Dr, from the pinned champion."""
     task = UnlearnTask(
         scenario, ext.split.forget, ext.split.retain, ext.heldout, ext.forget_classes
     )
-    return get_method(METHOD)(pinned.model, task, MethodConfig(lora=s.lora, rfa=s.rfa), progress)
+    return get_method(METHOD)(pinned.model, task, cfg, progress)
 
 
 def assess(
-    ws: Workspace,
     pinned: Pinned,
     ext: Extraction,
     result: UnlearnResult,
     scenario: str,
+    evaluation: EvaluationSettings,
+    gates: GateSettings,
+    device: str,
     timings: dict[str, float] | None = None,
 ) -> Evaluation:
-    s = ws.settings
+    """Both models on the same splits, then the gates on the unlearned model and on the base."""
     splits = EvalSplits.build(
-        ext.split.forget, ext.split.retain, ext.test, ext.heldout, ext.forget_classes, s.evaluation
+        ext.split.forget, ext.split.retain, ext.test, ext.heldout, ext.forget_classes, evaluation
     )
-    device = resolve_device(s.rfa.device)
     original, unlearned = evaluate_many(
-        [pinned.model, result.model], splits, s.evaluation, device, timings
+        [pinned.model, result.model], splits, evaluation, resolve_device(device), timings
     )
     return Evaluation(
         original,
         unlearned,
-        evaluate_gates(scenario, original, unlearned, s.gates),
-        evaluate_gates(scenario, original, original, s.gates),
+        evaluate_gates(scenario, original, unlearned, gates),
+        evaluate_gates(scenario, original, original, gates),
     )
 
 

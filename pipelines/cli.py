@@ -183,7 +183,7 @@ def batch_run(
 
     ws = current_workspace()
     with RequestStore(ws.requests_db) as store:
-        pending = preflight(ws, store, ws.registry())
+        pending = preflight(ws.settings.registry.model_name, store, ws.registry())
     if not pending:
         typer.echo(json.dumps({"status": "nothing_pending"}) if as_json else "no pending requests")
         return

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from components.runtime import timed
+from components.unlearning.types import MethodConfig
 from pipelines import batch as steps
 from pipelines.publish import publish
 from pipelines.store import RequestStore
@@ -59,27 +60,31 @@ def unlearn_task(
                 values.get("loss_forget", 0.0),
             )
 
-    return steps.unlearn(ws, pinned, ext, scenario, progress)
+    s = ws.settings
+    return steps.unlearn(pinned, ext, scenario, MethodConfig(lora=s.lora, rfa=s.rfa), progress)
 
 
 @flow(name="deletion-batch", log_prints=True)
 def deletion_batch(workspace: str) -> BatchOutcome:
     ws = Workspace(Path(workspace))
-    reg = ws.registry()
+    reg, s = ws.registry(), ws.settings
+    name = s.registry.model_name
     t: dict[str, float] = {}
     with RequestStore(ws.requests_db) as store:
-        plan = plan_task(ws, store, reg)
+        plan = plan_task(name, store, reg)
         if plan is None:
             return BatchOutcome("nothing_pending")
         try:
             with timed(t, "pin"):
-                pinned = pin_task(ws, reg)
+                pinned = pin_task(ws, reg, name)
             with timed(t, "extract"):
-                ext = extract_task(ws, pinned, plan)
+                ext = extract_task(pinned, plan, s.requests.max_forget_fraction)
             with timed(t, "unlearn"):
                 result = unlearn_task(ws, pinned, ext, plan.scenario)
             with timed(t, "evaluate"):
-                ev = assess_task(ws, pinned, ext, result, plan.scenario, t)
+                ev = assess_task(
+                    pinned, ext, result, plan.scenario, s.evaluation, s.gates, s.rfa.device, t
+                )
             outcome = BatchOutcome(
                 "",
                 plan.batch_id,
