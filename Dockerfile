@@ -12,14 +12,17 @@ WORKDIR /app
 # CPU wheels of the pinned torch keep the image small; drop the index for a CUDA build.
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 COPY pyproject.toml README.md ./
-RUN mkdir components pipelines && touch components/__init__.py pipelines/__init__.py \
+RUN mkdir -p components/unlearning pipelines benchmarks \
+ && touch components/__init__.py components/unlearning/__init__.py pipelines/__init__.py \
+          benchmarks/__init__.py \
  && pip install --no-cache-dir --extra-index-url "$TORCH_INDEX" . \
- && pip uninstall -y certified-unlearning && rm -rf components pipelines build
+ && pip uninstall -y certified-unlearning && rm -rf components pipelines benchmarks build
 
 # Then the source.
 COPY params.yaml dvc.yaml ./
 COPY components components
 COPY pipelines pipelines
+COPY benchmarks benchmarks
 COPY examples examples
 RUN pip install --no-cache-dir --no-deps -e .
 

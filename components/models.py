@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -140,44 +139,6 @@ ARCHS: dict[str, Callable[[dict], nn.Module]] = {
     "vit": _vit,
     # A user's own architecture (model.builder); it takes [0, 1] images and normalises itself.
     "builder": lambda spec: build_from_builder(spec["builder"], spec.get("builder_kwargs", {})),
-}
-
-
-@dataclass(frozen=True)
-class ArchProfile:
-    """Per-architecture defaults: feature taps, LoRA targets (peft regex) and the penultimate
-    (pooled) module a linear probe reads."""
-
-    taps: tuple[str, ...]
-    lora_targets: str
-    penultimate: str
-
-
-PROFILES: dict[str, ArchProfile] = {
-    "small_cnn": ArchProfile(
-        ("block1", "block2", "block3"), r"block2\.conv|block3\.conv|head", "pool"
-    ),
-    # layer3 convs + the head: 3.9 % of ResNet-20 at rank 3 (5.4 % at rank 4). Taps inside the
-    # adapted stage: layer1 / layer2 sit below every adapter, so their residual is zero by
-    # construction and tapping them only costs memory.
-    "resnet20": ArchProfile(
-        ("layer3.0", "layer3.1", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"
-    ),
-    "resnet32": ArchProfile(
-        ("layer3.1", "layer3.3", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"
-    ),
-    # torchvision ResNet-18: the last stage's convs + fc (layer4 is 75 % of the weights: rank 4
-    # keeps it small).
-    "resnet18": ArchProfile(
-        ("net.layer4.0", "net.layer4"), r"net\.layer4\.\d+\.conv[12]|net\.fc", "net.avgpool"
-    ),
-    # ViT: attention of the last three encoder blocks + the head; taps on block outputs (token
-    # means).
-    "vit": ArchProfile(
-        ("net.encoder.layers.encoder_layer_4", "net.encoder.layers.encoder_layer_5"),
-        r".*encoder_layer_[345]\.self_attention|net\.heads\.head",
-        "net.encoder.ln",
-    ),
 }
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,42 @@ def pytest_collection_modifyitems(config, items):
         if tier not in TIERS:
             raise pytest.UsageError(f"{item.nodeid}: tests live in tests/{{{','.join(TIERS)}}}/")
         item.add_marker(getattr(pytest.mark, tier))
+
+
+@dataclass(frozen=True)
+class ArchCase:
+    """Per built-in architecture, what the tests run it with: feature taps, LoRA targets (peft
+    regex) and the penultimate (pooled) module a linear probe reads. A workspace names its own in
+    params.yaml; the benchmark in benchmarks/params/*.yaml."""
+
+    taps: tuple[str, ...]
+    lora_targets: str
+    penultimate: str
+
+
+ARCH_CASES: dict[str, ArchCase] = {
+    "small_cnn": ArchCase(
+        ("block1", "block2", "block3"), r"block2\.conv|block3\.conv|head", "pool"
+    ),
+    # layer3 convs + the head: under 5 % of ResNet-20 at rank 3. Taps inside the adapted stage:
+    # layer1 / layer2 sit below every adapter, so their residual is zero by construction.
+    "resnet20": ArchCase(
+        ("layer3.0", "layer3.1", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"
+    ),
+    "resnet32": ArchCase(
+        ("layer3.1", "layer3.3", "layer3"), r"layer3\.\d+\.conv[12]|linear", "pool"
+    ),
+    # torchvision ResNet-18: the last stage's convs + fc.
+    "resnet18": ArchCase(
+        ("net.layer4.0", "net.layer4"), r"net\.layer4\.\d+\.conv[12]|net\.fc", "net.avgpool"
+    ),
+    # ViT: attention of the last three encoder blocks + the head; taps on block outputs.
+    "vit": ArchCase(
+        ("net.encoder.layers.encoder_layer_4", "net.encoder.layers.encoder_layer_5"),
+        r".*encoder_layer_[345]\.self_attention|net\.heads\.head",
+        "net.encoder.ln",
+    ),
+}
 
 
 # Smaller training for tests: the same code paths, a fraction of the epochs.

@@ -8,11 +8,12 @@ import numpy as np
 import torch
 
 from components.data import Split
-from components.models import PROFILES, build_model, make_spec, to_input
+from components.models import build_model, make_spec, to_input
 from components.settings import LoraSettings, RfaSettings
 from components.unlearning.lora import attach_lora, frozen_split
 from components.unlearning.rfa import rfa
 from components.unlearning.types import UnlearnTask
+from tests.conftest import ARCH_CASES
 
 
 def _resnet(n=6):
@@ -33,7 +34,7 @@ def _perturbed_student(model, targets):
 
 def test_prefix_then_suffix_is_the_adapted_forward_exactly():
     model, x = _resnet()
-    student = _perturbed_student(model, PROFILES["resnet20"].lora_targets)
+    student = _perturbed_student(model, ARCH_CASES["resnet20"].lora_targets)
     prefix, suffix = frozen_split(student)
     xin = to_input(x)
     with torch.no_grad():
@@ -70,9 +71,9 @@ def test_rfa_with_the_cached_prefix_forgets_a_class_on_a_resnet():
     split = Split(x, y.astype(np.int64), ids)
     keep = y != 1
     task = UnlearnTask("class", split.take(~keep), split.take(keep), split.take(keep), (1,))
-    lora = LoraSettings(rank=3, alpha=6, target_modules=PROFILES["resnet20"].lora_targets)
+    lora = LoraSettings(rank=3, alpha=6, target_modules=ARCH_CASES["resnet20"].lora_targets)
     cfg = RfaSettings(
-        taps=PROFILES["resnet20"].taps,
+        taps=ARCH_CASES["resnet20"].taps,
         retain_pool=64,
         retain_batch=32,
         min_steps=40,

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from components.models import ARCHS, PROFILES, build_model, make_spec, to_input
+from components.models import ARCHS, build_model, make_spec, to_input
 from components.settings import LoraSettings
 from components.unlearning.lora import attach_lora, trainable_fraction
 from components.unlearning.taps import feature_taps, pooled
+from tests.conftest import ARCH_CASES
 
 # The rank each is run at (params.yaml / benchmarks/params): ResNet-20/32 need rank 3 for ≤ 5 %.
 RANKS = {"small_cnn": 4, "resnet20": 3, "resnet32": 3, "resnet18": 4, "vit": 4}
@@ -20,12 +21,12 @@ RANKS = {"small_cnn": 4, "resnet20": 3, "resnet32": 3, "resnet18": 4, "vit": 4}
 
 # A user's `builder` architecture brings its own targets and taps in params (checked against
 # its layer names by components/checkpoints.check_layers, tests/integration/test_import.py);
-# built-ins have profiles.
+# built-ins have a case each (tests/conftest.ARCH_CASES).
 BUILT_IN = sorted(set(ARCHS) - {"builder"})
 
 
-def test_every_architecture_has_a_profile():
-    assert set(BUILT_IN) == set(PROFILES) == set(RANKS)
+def test_every_architecture_has_a_test_case():
+    assert set(BUILT_IN) == set(ARCH_CASES) == set(RANKS)
 
 
 @pytest.mark.parametrize("arch", BUILT_IN)
@@ -33,7 +34,7 @@ def test_lora_on_declared_targets_is_small_tapped_and_merges_exactly(arch):
     x = np.random.default_rng(0).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
     torch.manual_seed(0)
     model = build_model(make_spec(arch, x, 10, 32)).eval()
-    profile = PROFILES[arch]
+    profile = ARCH_CASES[arch]
     student = attach_lora(
         copy.deepcopy(model),
         LoraSettings(rank=RANKS[arch], alpha=8, target_modules=profile.lora_targets),
