@@ -280,14 +280,14 @@ def _step(
             feats, labels, nb, run.task.forget_classes, sc.probe_steps
         )
         loss_f = loss_f + sc.probe_weight * loss_p
-        rec = {"probe_fit": fit, "probe_penalty": loss_p}
+        rec = {"probe_fit": fit, "probe_penalty": loss_p.detach()}
     loss = rfa_objective(loss_r, loss_f, sc.forget_weight)
     loss = retain_ce(s_out[:nb], d.yr[ri], sc.retain_ce_weight, loss)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
     run.opt.step()
     run.sched.step()
-    return {"loss_retain": loss_r, "loss_forget": loss_f, **rec}
+    return {"loss_retain": loss_r.detach(), "loss_forget": loss_f.detach(), **rec}
 
 
 def _refresh_target(run: RfaRun) -> None:
