@@ -93,6 +93,9 @@ def preflight(name: str, store: RequestStore, reg: Registry) -> int:
         raise BatchError(
             f"{name} has no champion model; run `unlearn train` or `unlearn model import` first"
         )
+    lease = store.lease(name)
+    if lease is not None and not lease.stale():
+        raise BatchError(f"{lease.describe()} is running; one batch per model at a time")
     if reg.has_alias(name, ALIAS_CANDIDATE):
         v = reg.resolve(name, alias=ALIAS_CANDIDATE).version
         raise BatchError(
@@ -101,7 +104,11 @@ def preflight(name: str, store: RequestStore, reg: Registry) -> int:
     return len(store.list("pending"))
 
 
-def plan_batch(name: str, store: RequestStore, reg: Registry) -> BatchPlan | None:
+def new_batch_id() -> str:
+    return f"batch-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
+
+
+def plan_batch(name: str, store: RequestStore, reg: Registry, batch_id: str) -> BatchPlan | None:
     """Claim the pending requests of one scenario (class requests first). None if nothing pends."""
     if reg.has_alias(name, ALIAS_CANDIDATE):
         v = reg.resolve(name, alias=ALIAS_CANDIDATE).version
@@ -113,7 +120,6 @@ def plan_batch(name: str, store: RequestStore, reg: Registry) -> BatchPlan | Non
         return None
     by_class = [r for r in pending if r.scenario == "class"]
     chosen = tuple(by_class or pending)
-    batch_id = f"batch-{datetime.now(UTC):%Y%m%dT%H%M%S}-{secrets.token_hex(2)}"
     store.claim([r.id for r in chosen], batch_id)
     return BatchPlan(batch_id, chosen[0].scenario, chosen)
 

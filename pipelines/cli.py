@@ -198,6 +198,40 @@ def batch_run(
         raise typer.Exit(1)
 
 
+@batch_app.command("recover")
+def batch_recover(
+    as_json: bool = typer.Option(False, "--json", help="Print what was recovered as JSON."),
+) -> None:
+    """Finish or undo a batch whose process died (kill -9, out of memory) or whose lease ran out.
+    `batch run` does this first by itself; this command does it without starting a batch."""
+    import dataclasses
+    from datetime import timedelta
+
+    from pipelines.batch import new_batch_id
+    from pipelines.recover import recover_stale
+    from pipelines.store import LeaseHeld, RequestStore
+
+    ws = current_workspace()
+    name, reg = ws.settings.registry.model_name, ws.registry()
+    holder = f"recover-{new_batch_id()}"
+    with RequestStore(ws.requests_db) as store:
+        try:
+            replaced = store.take_lease(name, holder, timedelta(minutes=10))
+        except LeaseHeld as e:
+            raise CliError(f"{e}; nothing recovered") from None
+        try:
+            done = recover_stale(ws, store, reg, name, replaced)
+        finally:
+            store.drop_lease(name, holder)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(r) for r in done], indent=1))
+        return
+    for r in done:
+        out.print(r.text(), soft_wrap=True)
+    if not done:
+        out.print("nothing to recover: no batch stopped part-way")
+
+
 @review_app.command("approve")
 def review_approve(
     model: str,

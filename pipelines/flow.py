@@ -7,7 +7,10 @@ is never lost, whatever breaks.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -17,7 +20,9 @@ from components.runtime import timed
 from components.unlearning.types import MethodConfig
 from pipelines import batch as steps
 from pipelines.publish import publish
-from pipelines.store import RequestStore
+from pipelines.recover import recover_stale
+from pipelines.registry import Registry
+from pipelines.store import LeaseHeld, RequestStore
 from pipelines.workspace import Workspace
 
 
@@ -66,51 +71,79 @@ def unlearn_task(
 
 @flow(name="deletion-batch", log_prints=True)
 def deletion_batch(workspace: str) -> BatchOutcome:
+    """One batch of one model: hold its lease, recover any batch that died, then run."""
     ws = Workspace(Path(workspace))
     reg, s = ws.registry(), ws.settings
     name = s.registry.model_name
-    t: dict[str, float] = {}
+    ttl = timedelta(minutes=s.requests.batch_lease_minutes)
+    batch_id = steps.new_batch_id()
     with RequestStore(ws.requests_db) as store:
-        plan = plan_task(name, store, reg)
-        if plan is None:
-            return BatchOutcome("nothing_pending")
         try:
-            with timed(t, "pin"):
-                pinned = pin_task(ws, reg, name)
-            with timed(t, "extract"):
-                ext = extract_task(pinned, plan, s.requests.max_forget_fraction)
-            with timed(t, "unlearn"):
-                result = unlearn_task(ws, pinned, ext, plan.scenario)
-            with timed(t, "evaluate"):
-                ev = assess_task(
-                    pinned, ext, result, plan.scenario, s.evaluation, s.gates, s.rfa.device, t
-                )
-            outcome = BatchOutcome(
-                "",
-                plan.batch_id,
-                plan.scenario,
-                original=ev.original,
-                unlearned=ev.unlearned,
-                gates=ev.gates_record(),
-                seconds=result.seconds,
-                timings=t,
+            replaced = store.take_lease(name, batch_id, ttl)
+        except LeaseHeld as err:
+            raise steps.BatchError(str(err)) from None
+        try:
+            for rec in recover_stale(ws, store, reg, name, replaced):
+                print(rec.text())
+            stage = Stages(store, name, batch_id, ttl)
+            return _run(ws, reg, store, batch_id, stage)
+        finally:
+            store.drop_lease(name, batch_id)
+
+
+@dataclass
+class Stages:
+    """Each stage a batch reaches is recorded on its lease (and extends it) and timed."""
+
+    store: RequestStore
+    model: str
+    batch_id: str
+    ttl: timedelta
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.store.touch_lease(self.model, self.batch_id, name, self.ttl)
+        with timed(self.seconds, name):
+            yield
+
+
+def _run(
+    ws: Workspace, reg: Registry, store: RequestStore, batch_id: str, stage: Stages
+) -> BatchOutcome:
+    s, t = ws.settings, stage.seconds
+    name = s.registry.model_name
+    plan = plan_task(name, store, reg, batch_id)
+    if plan is None:
+        return BatchOutcome("nothing_pending")
+    try:
+        with stage("pin"):
+            pinned = pin_task(ws, reg, name)
+        with stage("extract"):
+            ext = extract_task(pinned, plan, s.requests.max_forget_fraction)
+        with stage("unlearn"):
+            result = unlearn_task(ws, pinned, ext, plan.scenario)
+        with stage("evaluate"):
+            ev = assess_task(
+                pinned, ext, result, plan.scenario, s.evaluation, s.gates, s.rfa.device, t
             )
-            if not ev.gates.passed:
-                reason = "gates failed: " + "; ".join(ev.gates.failures)
-                steps.record_failure(reg, plan, ev)
-                steps.release(store, plan, reason)
-                outcome.status, outcome.reason = "gates_failed", reason
-                return outcome
-            with timed(t, "publish"):
-                ref, cert_sha = publish_task(ws, reg, plan, pinned, ext, result, ev, t)
-            store.transition(plan.batch_id, "awaiting_approval", model_version=ref.version)
-            outcome.status, outcome.model_version, outcome.certificate_sha256 = (
-                "awaiting_approval",
-                ref.version,
-                cert_sha,
-            )
-            return outcome
-        except Exception as err:
-            reason = f"batch {plan.batch_id} failed: {err}"
+        outcome = BatchOutcome(
+            "", plan.batch_id, plan.scenario, original=ev.original, unlearned=ev.unlearned,
+            gates=ev.gates_record(), seconds=result.seconds, timings=t,
+        )  # fmt: skip
+        if not ev.gates.passed:
+            reason = "gates failed: " + "; ".join(ev.gates.failures)
+            steps.record_failure(reg, plan, ev)
             steps.release(store, plan, reason)
-            raise steps.BatchError(f"{reason} (its requests are pending again)") from err
+            outcome.status, outcome.reason = "gates_failed", reason
+            return outcome
+        with stage("publish"):
+            ref, cert_sha = publish_task(ws, reg, plan, pinned, ext, result, ev, t)
+        store.transition(plan.batch_id, "awaiting_approval", model_version=ref.version)
+        outcome.status, outcome.model_version = "awaiting_approval", ref.version
+        outcome.certificate_sha256 = cert_sha
+        return outcome
+    except Exception as err:
+        reason = f"batch {plan.batch_id} failed: {err}"
+        steps.release(store, plan, reason)
+        raise steps.BatchError(f"{reason} (its requests are pending again)") from err

@@ -259,6 +259,18 @@ class Registry:
             except ModelError as err:
                 raise ModelError(f"{ref}: {err}") from None
 
+    def fail_runs(self, batch_id: str) -> list[str]:
+        """Mark the runs of a batch that never finished (still RUNNING) as FAILED."""
+        exp = self.client.get_experiment_by_name(self.experiment)
+        if exp is None:
+            return []
+        runs = self.client.search_runs(
+            [exp.experiment_id], f"tags.batch_id = '{batch_id}' and attributes.status = 'RUNNING'"
+        )
+        for run in runs:
+            self.client.set_terminated(run.info.run_id, status="FAILED")
+        return [r.info.run_id for r in runs]
+
     def log_run(
         self, run_name: str, tags: dict[str, str], metrics: dict[str, float], docs: dict[str, Any]
     ) -> str:

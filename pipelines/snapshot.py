@@ -236,6 +236,28 @@ def _restore_working_tree(ws: Workspace, rev: str, force: bool = False) -> None:
         repo.checkout(targets=[str(ws.data_dir)], force=True)
 
 
+def restore_snapshot(
+    ws: Workspace, rev: str, batch_id: str, message: str, also_remove: tuple[str, ...] = ()
+) -> str:
+    """Put the data snapshot of `rev` back at HEAD after batch `batch_id` stopped part-way: when
+    its snapshot commit is the latest, or its erasure left the working tree changed. Files in
+    `also_remove` (e.g. the audit copy of a version that was removed) go in the same commit.
+    Returns the new commit, or "" when HEAD already held that snapshot."""
+    last = ws.git("log", "-1", "--format=%s", "--", f"{RAW}.dvc")
+    dirty = bool(ws.git("status", "--porcelain", "--", "data"))
+    if not last.startswith(f"{batch_id}:") and not dirty and not also_remove:
+        return ""
+    _restore_working_tree(ws, rev, force=True)
+    ws.git("checkout", rev, "--", "data/tombstones.json")
+    for path in also_remove:
+        ws.git("rm", "-q", "--ignore-unmatch", "--", path)
+    if not ws.git("status", "--porcelain", "--", "data", *also_remove):
+        return ""
+    ws.git("add", f"{RAW}.dvc", "data/tombstones.json")
+    ws.git("commit", "-q", "-m", message)
+    return head_rev(ws)
+
+
 def commit_snapshot(
     ws: Workspace,
     before: DataState,

@@ -8,6 +8,8 @@ also appended to `events`, so the history of a request is never overwritten.
 from __future__ import annotations
 
 import json
+import os
+import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -34,6 +36,14 @@ CREATE TABLE IF NOT EXISTS requests (
   batch_id TEXT NOT NULL DEFAULT '',
   model_version TEXT NOT NULL DEFAULT '',
   updated_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS leases (
+  model TEXT PRIMARY KEY,
+  batch_id TEXT NOT NULL,
+  owner TEXT NOT NULL,
+  stage TEXT NOT NULL,
+  acquired_at TEXT NOT NULL,
+  expires_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS events (
   request_id TEXT NOT NULL REFERENCES requests(id),
@@ -64,6 +74,68 @@ class StoredRequest:
     @property
     def scenario(self) -> str:
         return self.request.scenario
+
+
+class LeaseHeld(RuntimeError):
+    """Another batch of the same model is running (its process is alive and its lease current)."""
+
+
+def process_identity(pid: int | None = None) -> str:
+    """host:pid:start-time of a process; the start time tells a reused pid from the original."""
+    pid = os.getpid() if pid is None else pid
+    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
+
+
+def _start_ticks(pid: int) -> str:
+    try:  # Linux: field 22 of /proc/PID/stat, after the parenthesised command name
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def owner_alive(owner: str) -> bool | None:
+    """Whether the process named by `owner` still runs; None when it ran on another host (then
+    only the lease's expiry can tell)."""
+    host, pid, ticks = owner.rsplit(":", 2)
+    if host != socket.gethostname():
+        return None
+    return _start_ticks(int(pid)) == ticks != "" or (ticks == "" and _pid_exists(int(pid)))
+
+
+def _pid_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The one running batch of a model: who runs it, which stage it reached, until when."""
+
+    model: str
+    batch_id: str
+    owner: str
+    stage: str
+    acquired_at: str
+    expires_at: str
+
+    def stale(self, now: datetime | None = None) -> str:
+        """Why this lease no longer protects a running batch ("" while it does)."""
+        if owner_alive(self.owner) is False:
+            return f"its process ({self.owner.rsplit(':', 1)[0]}) is gone"
+        if datetime.fromisoformat(self.expires_at) <= (now or _now()):
+            return f"its lease expired at {self.expires_at}"
+        return ""
+
+    def describe(self) -> str:
+        return (
+            f"batch {self.batch_id} of {self.model} (process {self.owner.rsplit(':', 1)[0]}, "
+            f"stage {self.stage}, since {self.acquired_at})"
+        )
 
 
 class RequestStore:
@@ -206,6 +278,44 @@ class RequestStore:
                 )
                 self._event(rid, status, reason or f"{batch_id} {model_version}".strip())
         return len(rows)
+
+    # --- the per-model batch lease ------------------------------------------------------------
+
+    def lease(self, model: str) -> Lease | None:
+        row = self._db.execute(
+            "SELECT model, batch_id, owner, stage, acquired_at, expires_at FROM leases "
+            "WHERE model = ?",
+            (model,),
+        ).fetchone()
+        return Lease(*row) if row else None
+
+    def take_lease(self, model: str, batch_id: str, ttl: timedelta) -> Lease | None:
+        """Hold `model`'s batch lease for this process. Returns the stale lease it replaced (its
+        batch must be recovered), None if it was free; LeaseHeld if a live batch holds it."""
+        now = _now()
+        with self._tx():
+            old = self.lease(model)
+            if old is not None and not old.stale(now):
+                raise LeaseHeld(f"{old.describe()} is running; one batch per model at a time")
+            self._db.execute(
+                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, 'start', ?, ?)",
+                (model, batch_id, process_identity(), now.isoformat(), (now + ttl).isoformat()),
+            )
+        return old
+
+    def touch_lease(self, model: str, batch_id: str, stage: str, ttl: timedelta) -> None:
+        """Record the stage a batch reached and extend its lease from now."""
+        with self._tx():
+            self._db.execute(
+                "UPDATE leases SET stage = ?, expires_at = ? WHERE model = ? AND batch_id = ?",
+                (stage, (_now() + ttl).isoformat(), model, batch_id),
+            )
+
+    def drop_lease(self, model: str, batch_id: str) -> None:
+        with self._tx():
+            self._db.execute(
+                "DELETE FROM leases WHERE model = ? AND batch_id = ?", (model, batch_id)
+            )
 
     def _event(self, rid: str, status: str, note: str) -> None:
         self._db.execute(

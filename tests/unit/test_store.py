@@ -29,3 +29,37 @@ def test_claim_is_all_or_nothing(tmp_path):
         with pytest.raises(RuntimeError):
             s.claim([r1.id, "req-missing"], "b")
         assert s.get(r1.id).status == "pending"
+
+
+def test_one_batch_lease_per_model_and_a_dead_or_expired_holder_is_replaced(tmp_path):
+    import subprocess
+    import sys
+    from datetime import timedelta
+
+    from pipelines.store import LeaseHeld, RequestStore, process_identity
+
+    hour = timedelta(hours=1)
+    with RequestStore(tmp_path / "r.db") as store:
+        assert store.take_lease("m", "b1", hour) is None  # free
+        with pytest.raises(LeaseHeld, match="batch b1 of m .* is running; one batch per model"):
+            store.take_lease("m", "b2", hour)  # this very process holds it, alive
+        assert store.take_lease("other-model", "b3", hour) is None  # per model
+        store.touch_lease("m", "b1", "unlearn", hour)
+        assert store.lease("m").stage == "unlearn"
+        # The holder's process is gone (kill -9 leaves exactly this): the lease is replaced and
+        # handed back, so its batch can be recovered.
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        dead = process_identity(child.pid)
+        child.kill()
+        child.wait()
+        store._db.execute("UPDATE leases SET owner = ? WHERE model = 'm'", (dead,))
+        replaced = store.take_lease("m", "b4", hour)
+        assert replaced.batch_id == "b1" and "is gone" in replaced.stale()
+        # A lease that ran out is replaced too, whoever held it (another host cannot be asked).
+        store.drop_lease("m", "b4")
+        store.take_lease("m", "b5", timedelta(seconds=-1))
+        assert "expired" in store.take_lease("m", "b6", hour).stale()
+        # Another host's live-looking lease is respected until it expires.
+        store._db.execute("UPDATE leases SET owner = 'elsewhere:1:1' WHERE model = 'm'")
+        with pytest.raises(LeaseHeld):
+            store.take_lease("m", "b7", hour)

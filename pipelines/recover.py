@@ -1,0 +1,96 @@
+"""Recovering a batch that did not finish: its process was killed (`kill -9`, out of memory, a lost
+machine) or its lease ran out, so no `except` or `finally` of its own ever ran.
+
+What it left is read back from where each step writes, in the order `publish` writes it: a
+version aliased `candidate` is a complete result (its requests go on to awaiting approval);
+anything less is removed (registered versions without the alias, runs left RUNNING) and the data
+snapshot at HEAD is put back to the champion's with a commit saying why. Its requests return to
+`pending` with the reason. Nothing of a crashed batch is lost, and nothing half-written stays.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pipelines.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, Registry, VersionRef, data_rev
+from pipelines.snapshot import restore_snapshot
+from pipelines.store import Lease, RequestStore
+from pipelines.workspace import Workspace
+
+
+@dataclass
+class Recovered:
+    """What recovering one batch did, for the CLI and the request history."""
+
+    batch_id: str
+    why: str
+    requests: int = 0
+    candidate: str = ""  # the version kept as a complete candidate, if any
+    removed_versions: list[str] = field(default_factory=list)
+    restored_to: str = ""  # the git commit whose data snapshot HEAD holds again
+
+    def text(self) -> str:
+        done = (
+            f"kept its complete candidate version {self.candidate}"
+            if self.candidate
+            else f"{self.requests} requests back to pending"
+        )
+        extra = f"; removed versions {', '.join(self.removed_versions)}" * bool(
+            self.removed_versions
+        )
+        extra += f"; data snapshot restored to {self.restored_to[:10]}" * bool(self.restored_to)
+        return f"recovered {self.batch_id} ({self.why}): {done}{extra}"
+
+
+def stale_batches(store: RequestStore, model: str, replaced: Lease | None) -> dict[str, str]:
+    """Batches to recover, with why: the one whose lease was just replaced, and any batch whose
+    requests are still `processing` without holding the lease (crashed before leases existed, or
+    between claiming and leasing)."""
+    out = {replaced.batch_id: replaced.stale()} if replaced is not None else {}
+    live = store.lease(model)
+    for r in store.list("processing"):
+        if r.batch_id not in out and (live is None or r.batch_id != live.batch_id):
+            out[r.batch_id] = "it holds no lease"
+    return out
+
+
+def recover_batch(
+    ws: Workspace, store: RequestStore, reg: Registry, name: str, batch_id: str, why: str
+) -> Recovered:
+    """Finish or undo one batch that stopped without cleaning up after itself."""
+    rec = Recovered(batch_id, why)
+    mine = [v for v in reg.versions(name) if v.tags.get("batch_id") == batch_id]
+    # The alias is the last thing publish sets: a version holding it is complete. (Version
+    # searches do not return aliases: ask for the alias itself.)
+    if reg.has_alias(name, ALIAS_CANDIDATE):
+        candidate = reg.resolve(name, alias=ALIAS_CANDIDATE)
+        if candidate.tags.get("batch_id") == batch_id:
+            rec.candidate = str(candidate.version)
+            store.transition(batch_id, "awaiting_approval", model_version=rec.candidate)
+            return rec
+    for v in mine:
+        reg.delete_version(VersionRef(name, str(v.version)))
+        rec.removed_versions.append(str(v.version))
+    reg.fail_runs(batch_id)
+    copies = tuple(f"audit/certificates/{name}/v{v}.json" for v in rec.removed_versions)
+    champion_rev = (
+        data_rev(reg.champion(name).tags) if reg.has_alias(name, ALIAS_CHAMPION) else None
+    )
+    if champion_rev:
+        msg = f"{batch_id}: did not finish ({why}); data snapshot restored"
+        rec.restored_to = restore_snapshot(ws, champion_rev, batch_id, msg, copies)
+    rec.requests = store.transition(
+        batch_id, "pending", reason=f"batch {batch_id} did not finish ({why}); pending again"
+    )
+    return rec
+
+
+def recover_stale(
+    ws: Workspace, store: RequestStore, reg: Registry, name: str, replaced: Lease | None
+) -> list[Recovered]:
+    """Recover every batch of `name` that stopped without cleaning up (the caller holds the
+    model's lease, so none of them can still be running)."""
+    return [
+        recover_batch(ws, store, reg, name, batch_id, why)
+        for batch_id, why in stale_batches(store, name, replaced).items()
+    ]
