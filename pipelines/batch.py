@@ -109,7 +109,8 @@ def new_batch_id() -> str:
 
 
 def plan_batch(name: str, store: RequestStore, reg: Registry, batch_id: str) -> BatchPlan | None:
-    """Claim the pending requests of one scenario (class requests first). None if nothing pends."""
+    """Claim the pending requests of one scenario, the one of the request due first. None if
+    nothing pends."""
     if reg.has_alias(name, ALIAS_CANDIDATE):
         v = reg.resolve(name, alias=ALIAS_CANDIDATE).version
         raise BatchError(
@@ -118,8 +119,10 @@ def plan_batch(name: str, store: RequestStore, reg: Registry, batch_id: str) -> 
     pending = store.list("pending")
     if not pending:
         return None
-    by_class = [r for r in pending if r.scenario == "class"]
-    chosen = tuple(by_class or pending)
+    # The request due first decides the scenario (a class request wins a tie: it erases more);
+    # every pending request of that scenario joins it.
+    first = min(pending, key=lambda r: (r.deadline, r.scenario != "class"))
+    chosen = tuple(r for r in pending if r.scenario == first.scenario)
     store.claim([r.id for r in chosen], batch_id)
     return BatchPlan(batch_id, chosen[0].scenario, chosen)
 
@@ -147,19 +150,41 @@ def pin_snapshot(ws: Workspace, reg: Registry, name: str) -> Pinned:
     return Pinned(ref, model, spec, read_state(ws, rev))
 
 
-def extract(pinned: Pinned, plan: BatchPlan, max_forget_fraction: float) -> Extraction:
-    """Resolve every request to sample ids of the pinned snapshot; build Df, Dr and the manifest.
-    A forget set above `max_forget_fraction` of the training data is refused (retrain instead)."""
+@dataclass(frozen=True)
+class Resolution:
+    """The plan's requests resolved against the pinned snapshot: the sample ids of those that can
+    be served, and the reason for each that cannot (set aside, so one does not stop the rest)."""
+
+    ids: frozenset[str]
+    served: tuple[StoredRequest, ...]
+    set_aside: dict[str, str]
+
+
+def resolve_requests(pinned: Pinned, plan: BatchPlan) -> Resolution:
+    """Each request to sample ids of the pinned snapshot; a request whose samples an earlier
+    batch erased (or whose class was forgotten, or subject is unknown) is set aside."""
     st = pinned.state
     num_classes = int(pinned.spec["num_classes"])
     forgotten = {int(c) for c in st.forgotten_classes}
     ids: set[str] = set()
+    served, set_aside = [], {}
     for r in plan.requests:
         try:
             ids |= set(resolve(r.request, st.train, num_classes, st.subjects, st.erased, forgotten))
+            served.append(r)
         except RequestError as err:
-            raise BatchError(f"request {r.id}: {err}") from None
-    split = extract_forget_set(st.train, ids, max_forget_fraction)
+            set_aside[r.id] = f"set aside by {plan.batch_id}: {err}"
+    return Resolution(frozenset(ids), tuple(served), set_aside)
+
+
+def extract(
+    pinned: Pinned, plan: BatchPlan, ids: frozenset[str], max_forget_fraction: float
+) -> Extraction:
+    """Df (the resolved ids), Dr and the manifest from the pinned snapshot. A forget set above
+    `max_forget_fraction` of the training data is refused (retrain instead)."""
+    st = pinned.state
+    forgotten = {int(c) for c in st.forgotten_classes}
+    split = extract_forget_set(st.train, set(ids), max_forget_fraction)
     forget_classes = tuple(
         sorted(int(r.request.class_label) for r in plan.requests if r.request.kind == "class")
     )

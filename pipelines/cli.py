@@ -123,13 +123,25 @@ def request_submit(
 @request_app.command("list")
 def request_list(
     status: str | None = typer.Option(None, help="Only this status."),
+    overdue: bool = typer.Option(
+        False, "--overdue", help="Only open requests past their due date."
+    ),
+    due_within: str | None = typer.Option(
+        None, help="Only open requests due within this long, e.g. 7d or 12h (overdue included)."
+    ),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
-    """Show requests with their status and reason."""
-    from pipelines.store import RequestStore, payload_summary, to_json
+    """Show requests with their status, due date and reason, the one due first on top."""
+    from pipelines.store import RequestStore, due_filter, payload_summary, to_json
 
+    try:
+        due = due_filter(overdue, due_within)
+    except ValueError as e:
+        raise CliError(str(e)) from None
     with RequestStore(current_workspace().requests_db) as store:
         rows = store.list(status)
+    if due is not None:
+        rows = sorted((r for r in rows if r.open and r.deadline < due), key=lambda r: r.deadline)
     if as_json:
         for r in rows:
             typer.echo(to_json(r))  # plain: rich would wrap long lines and break the JSON
@@ -158,6 +170,9 @@ def _print_outcome(o: BatchOutcome) -> None:
     if o.status == "nothing_pending":
         out.print("no pending requests")
         return
+    if o.status == "set_aside":
+        out.print(f"{o.batch_id}: every request was set aside: {o.reason}", soft_wrap=True)
+        return
     out.print(gate_table(o))
     if o.status == "awaiting_approval":
         out.print(
@@ -175,7 +190,7 @@ def batch_run(
         False, "--json", help="Print the outcome (metrics, gates, timings) as JSON."
     ),
 ) -> None:
-    """Run one deletion batch over the pending requests (class requests first)."""
+    """Run one deletion batch: the pending requests of the scenario of the one due first."""
     import dataclasses
 
     from pipelines.batch import preflight
@@ -208,8 +223,9 @@ def batch_recover(
     from datetime import timedelta
 
     from pipelines.batch import new_batch_id
+    from pipelines.lease import LeaseHeld
     from pipelines.recover import recover_stale
-    from pipelines.store import LeaseHeld, RequestStore
+    from pipelines.store import RequestStore
 
     ws = current_workspace()
     name, reg = ws.settings.registry.model_name, ws.registry()

@@ -7,6 +7,7 @@ is never lost, whatever breaks.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,16 +20,17 @@ from prefect.cache_policies import NO_CACHE
 from components.runtime import timed
 from components.unlearning.types import MethodConfig
 from pipelines import batch as steps
+from pipelines.lease import LeaseHeld
 from pipelines.publish import publish
 from pipelines.recover import recover_stale
 from pipelines.registry import Registry
-from pipelines.store import LeaseHeld, RequestStore
+from pipelines.store import RequestStore
 from pipelines.workspace import Workspace
 
 
 @dataclass
 class BatchOutcome:
-    status: str  # nothing_pending | awaiting_approval | gates_failed
+    status: str  # nothing_pending | awaiting_approval | gates_failed | set_aside
     batch_id: str = ""
     scenario: str = ""
     model_version: str = ""
@@ -120,7 +122,14 @@ def _run(
         with stage("pin"):
             pinned = pin_task(ws, reg, name)
         with stage("extract"):
-            ext = extract_task(pinned, plan, s.requests.max_forget_fraction)
+            resolved = steps.resolve_requests(pinned, plan)
+            for rid, why in resolved.set_aside.items():
+                store.set_aside(rid, why)
+            if not resolved.served:
+                reason = "; ".join(resolved.set_aside.values())
+                return BatchOutcome("set_aside", plan.batch_id, plan.scenario, reason=reason)
+            plan = dataclasses.replace(plan, requests=resolved.served)
+            ext = extract_task(pinned, plan, resolved.ids, s.requests.max_forget_fraction)
         with stage("unlearn"):
             result = unlearn_task(ws, pinned, ext, plan.scenario)
         with stage("evaluate"):

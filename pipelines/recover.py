@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pipelines.lease import Lease
 from pipelines.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, Registry, VersionRef, data_rev
 from pipelines.snapshot import restore_snapshot
-from pipelines.store import Lease, RequestStore
+from pipelines.store import RequestStore
 from pipelines.workspace import Workspace
 
 

@@ -1,15 +1,15 @@
 """Durable request store (sqlite, WAL, one transaction per state change).
 
 Statuses: pending -> processing -> awaiting_approval -> certified, and back to pending (with a
-reason) when a batch fails its gates, crashes, or its model version is rejected. Every change is
-also appended to `events`, so the history of a request is never overwritten.
+reason) when a batch fails its gates, crashes, or its model version is rejected. A request that
+can no longer be resolved against the pinned snapshot (its samples were erased by an earlier
+batch, its subject is unknown) is `set_aside` with the reason, so the rest of its batch proceeds.
+Every change is also appended to `events`, so the history of a request is never overwritten.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -19,8 +19,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from components.requests import ForgetRequest
+from pipelines.lease import Lease, LeaseHeld, process_identity
 
-STATUSES = ("pending", "processing", "awaiting_approval", "certified")
+STATUSES = ("pending", "processing", "awaiting_approval", "certified", "set_aside")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -31,7 +32,8 @@ CREATE TABLE IF NOT EXISTS requests (
   n_samples INTEGER NOT NULL,
   received_at TEXT NOT NULL,
   deadline TEXT NOT NULL,
-  status TEXT NOT NULL CHECK (status IN ('pending','processing','awaiting_approval','certified')),
+  status TEXT NOT NULL
+    CHECK (status IN ('pending','processing','awaiting_approval','certified','set_aside')),
   reason TEXT NOT NULL DEFAULT '',
   batch_id TEXT NOT NULL DEFAULT '',
   model_version TEXT NOT NULL DEFAULT '',
@@ -75,67 +77,10 @@ class StoredRequest:
     def scenario(self) -> str:
         return self.request.scenario
 
-
-class LeaseHeld(RuntimeError):
-    """Another batch of the same model is running (its process is alive and its lease current)."""
-
-
-def process_identity(pid: int | None = None) -> str:
-    """host:pid:start-time of a process; the start time tells a reused pid from the original."""
-    pid = os.getpid() if pid is None else pid
-    return f"{socket.gethostname()}:{pid}:{_start_ticks(pid)}"
-
-
-def _start_ticks(pid: int) -> str:
-    try:  # Linux: field 22 of /proc/PID/stat, after the parenthesised command name
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return ""
-
-
-def owner_alive(owner: str) -> bool | None:
-    """Whether the process named by `owner` still runs; None when it ran on another host (then
-    only the lease's expiry can tell)."""
-    host, pid, ticks = owner.rsplit(":", 2)
-    if host != socket.gethostname():
-        return None
-    return _start_ticks(int(pid)) == ticks != "" or (ticks == "" and _pid_exists(int(pid)))
-
-
-def _pid_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@dataclass(frozen=True)
-class Lease:
-    """The one running batch of a model: who runs it, which stage it reached, until when."""
-
-    model: str
-    batch_id: str
-    owner: str
-    stage: str
-    acquired_at: str
-    expires_at: str
-
-    def stale(self, now: datetime | None = None) -> str:
-        """Why this lease no longer protects a running batch ("" while it does)."""
-        if owner_alive(self.owner) is False:
-            return f"its process ({self.owner.rsplit(':', 1)[0]}) is gone"
-        if datetime.fromisoformat(self.expires_at) <= (now or _now()):
-            return f"its lease expired at {self.expires_at}"
-        return ""
-
-    def describe(self) -> str:
-        return (
-            f"batch {self.batch_id} of {self.model} (process {self.owner.rsplit(':', 1)[0]}, "
-            f"stage {self.stage}, since {self.acquired_at})"
-        )
+    @property
+    def open(self) -> bool:
+        """Still to be erased and certified (set-aside requests are closed until resubmitted)."""
+        return self.status in ("pending", "processing", "awaiting_approval")
 
 
 class RequestStore:
@@ -145,6 +90,22 @@ class RequestStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        """Stores made before `set_aside` existed: the CHECK constraint cannot be altered in
+        sqlite, so the table is rebuilt with the new one, rows unchanged, in one transaction."""
+        (sql,) = self._db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
+        ).fetchone()
+        if "set_aside" in sql:
+            return
+        with self._tx():
+            self._db.execute(sql.replace("CREATE TABLE requests", "CREATE TABLE requests_v2", 1)
+                             .replace("'certified')", "'certified','set_aside')"))  # fmt: skip
+            self._db.execute("INSERT INTO requests_v2 SELECT * FROM requests")
+            self._db.execute("DROP TABLE requests")
+            self._db.execute("ALTER TABLE requests_v2 RENAME TO requests")
 
     def close(self) -> None:
         self._db.close()
@@ -248,6 +209,18 @@ class RequestStore:
                     raise RuntimeError(f"request {rid} is no longer pending")
                 self._event(rid, "processing", f"claimed by {batch_id}")
 
+    def set_aside(self, rid: str, reason: str) -> None:
+        """processing -> set_aside: this request cannot be served; its batch goes on without it."""
+        with self._tx():
+            cur = self._db.execute(
+                "UPDATE requests SET status='set_aside', reason=?, batch_id='', updated_at=?"
+                " WHERE id=? AND status='processing'",
+                (reason, _now().isoformat(), rid),
+            )
+            if cur.rowcount != 1:
+                raise RuntimeError(f"request {rid} is not being processed")
+            self._event(rid, "set_aside", reason)
+
     def transition(
         self,
         batch_id: str,
@@ -333,6 +306,24 @@ class RequestStore:
             self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+
+DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
+
+
+def due_filter(overdue: bool, due_within: str | None, now: datetime | None = None) -> str | None:
+    """The ISO time a request's deadline must fall before to be listed (None: no filter)."""
+    now = now or _now()
+    if overdue and due_within:
+        raise ValueError("give --overdue or --due-within, not both")
+    if overdue:
+        return now.isoformat()
+    if due_within is None:
+        return None
+    amount, unit = due_within[:-1], due_within[-1:]
+    if not amount.isdigit() or unit not in DURATION_UNITS:
+        raise ValueError(f"--due-within {due_within!r}: expected a number and d, h or m (e.g. 7d)")
+    return (now + timedelta(**{DURATION_UNITS[unit]: int(amount)})).isoformat()
 
 
 def payload_summary(r: StoredRequest) -> str:

@@ -331,3 +331,31 @@ def test_bench_uses_the_params_files_layer_names_and_refuses_ones_the_model_lack
     assert code == 2
     _one_line_error(err, needle)
     assert not out.exists() and not (tmp_path / ".cache").exists()
+
+
+def test_an_overdue_request_is_listed_and_its_scenario_goes_first(tmp_path, capsys):
+    """A samples request past its due date is listed by --overdue and --due-within, and the next
+    batch serves its scenario before a class request that is due later."""
+    from pipelines.batch import plan_batch
+
+    ws = make_workspace(tmp_path)
+    ids = read_split(ws, "HEAD", "train", pixels=False).ids[:5].tolist()
+    code, _, _ = run(capsys, "-w", ws.root, "request", "submit", "--samples", ",".join(ids))
+    assert code == 0
+    code, _, _ = run(capsys, "-w", ws.root, "request", "submit", "--class", "6")
+    with RequestStore(ws.requests_db) as store:
+        by_kind = {r.kind: r for r in store.list()}  # received in the same second: not by order
+        late, cls = by_kind["samples"], by_kind["class"]
+        store._db.execute(  # as if 31 days had passed since it was received
+            "UPDATE requests SET deadline = '2026-01-01T00:00:00+00:00' WHERE id = ?", (late.id,)
+        )
+    code, out, _ = run(capsys, "-w", ws.root, "request", "list", "--overdue", "--json")
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == [late.id]
+    code, out, _ = run(capsys, "-w", ws.root, "request", "list", "--due-within", "31d", "--json")
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [late.id, cls.id]
+    code, _, err = run(capsys, "-w", ws.root, "request", "list", "--due-within", "soon")
+    assert code == 2
+    _one_line_error(err, "--due-within 'soon': expected a number and d, h or m")
+    with RequestStore(ws.requests_db) as store:
+        plan = plan_batch(ws.settings.registry.model_name, store, ws.registry(), "batch-t")
+    assert plan.scenario == "sample" and [r.id for r in plan.requests] == [late.id]

@@ -226,3 +226,33 @@ def test_a_version_built_on_an_older_champion_cannot_undo_a_certified_erasure(
     ):
         approve(ws, reg, name, first.model_version, "alice")
     assert str(reg.champion(name).version) == second.model_version
+
+
+def test_a_poison_request_is_set_aside_and_the_rest_of_its_batch_is_certified(
+    tmp_path, prefect_server
+):
+    """Both valid when submitted: a class request and a request for three images of that class.
+    Once the class batch is approved, those images are gone; the second batch sets that request
+    aside with the reason and certifies the other request it holds, instead of failing whole."""
+    ws = make_workspace(tmp_path)
+    reg, name = ws.registry(), ws.settings.registry.model_name
+    train = read_split(ws, "HEAD", "train", pixels=False)
+    fours, ones = train.ids[train.y == 4][:3].tolist(), train.ids[train.y == 1][:20].tolist()
+    cls, _, _ = submit(ws, {"kind": "class", "class_label": 4})
+    poison, _, _ = submit(ws, {"kind": "samples", "sample_ids": fours})
+    good, _, _ = submit(ws, {"kind": "samples", "sample_ids": ones})
+    first = deletion_batch(str(ws.root))
+    assert first.status == "awaiting_approval" and first.scenario == "class", first.reason
+    approve(ws, reg, name, first.model_version, "alice")
+    second = deletion_batch(str(ws.root))
+    assert second.status == "awaiting_approval", second.reason
+    statuses = _statuses(ws)
+    assert statuses[good.id][0] == "awaiting_approval"
+    assert statuses[poison.id][0] == "set_aside"
+    assert f"already erased by batch {first.batch_id}" in statuses[poison.id][1]
+    cert = json.loads(
+        (_artifact_dir(reg, name, second.model_version) / "certificate.json").read_text()
+    )
+    assert [r["id"] for r in cert["requests"]] == [good.id]
+    assert cert["forget_manifest"]["count"] == 20
+    assert verify(ws, reg, name, second.model_version).ok

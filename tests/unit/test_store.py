@@ -36,7 +36,8 @@ def test_one_batch_lease_per_model_and_a_dead_or_expired_holder_is_replaced(tmp_
     import sys
     from datetime import timedelta
 
-    from pipelines.store import LeaseHeld, RequestStore, process_identity
+    from pipelines.lease import LeaseHeld, process_identity
+    from pipelines.store import RequestStore
 
     hour = timedelta(hours=1)
     with RequestStore(tmp_path / "r.db") as store:
@@ -63,3 +64,29 @@ def test_one_batch_lease_per_model_and_a_dead_or_expired_holder_is_replaced(tmp_
         store._db.execute("UPDATE leases SET owner = 'elsewhere:1:1' WHERE model = 'm'")
         with pytest.raises(LeaseHeld):
             store.take_lease("m", "b7", hour)
+
+
+def test_a_store_made_before_set_aside_existed_is_migrated_with_its_rows(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE requests (id TEXT PRIMARY KEY, dedup_key TEXT NOT NULL UNIQUE, kind TEXT "
+        "NOT NULL, payload TEXT NOT NULL, n_samples INTEGER NOT NULL, received_at TEXT NOT NULL, "
+        "deadline TEXT NOT NULL, status TEXT NOT NULL CHECK (status IN ('pending','processing',"
+        "'awaiting_approval','certified')), reason TEXT NOT NULL DEFAULT '', batch_id TEXT NOT "
+        "NULL DEFAULT '', model_version TEXT NOT NULL DEFAULT '', updated_at TEXT NOT NULL);"
+        "INSERT INTO requests VALUES ('req-1', 'k', 'class', "
+        '\'{"kind": "class", "class_label": 3}\', 5, "2026-11-01", "2026-12-01", "processing", '
+        "'', 'b1', '', '2026-11-01');"
+    )
+    old.commit()
+    old.close()
+    with RequestStore(path) as s:
+        assert s.get("req-1").status == "processing"
+        s.set_aside("req-1", "class 3 was already forgotten by an earlier batch")
+        got = s.get("req-1")
+        assert got.status == "set_aside" and got.batch_id == "" and "already" in got.reason
+        with pytest.raises(RuntimeError, match="not being processed"):
+            s.set_aside("req-1", "again")
