@@ -81,6 +81,7 @@ def resolve(
     subjects: dict[str, list[str]],
     erased: dict[str, str],
     forgotten_classes: set[int] = frozenset(),
+    known: set[str] | None = None,
 ) -> list[str]:
     """Sample ids of the training snapshot that the request erases.
 
@@ -88,11 +89,12 @@ def resolve(
         train: the current training snapshot (already without erased samples).
         subjects: subject id -> sample ids mapping.
         erased: sample id -> batch id, for samples erased by an earlier batch (tombstones).
+        known: set(train.ids), when the caller resolves many requests against one snapshot.
     Raises:
         RequestError: unknown or already erased ids, an unknown class, an unknown subject, or a
         request that would erase the whole training set.
     """
-    known = set(train.ids.tolist())
+    known = set(train.ids.tolist()) if known is None else known
     if req.kind == "class":
         c = int(req.class_label)  # type: ignore[arg-type]
         if c >= num_classes:

@@ -140,32 +140,41 @@ class RequestStore:
     ) -> tuple[StoredRequest, bool]:
         """Store a validated request as pending. Returns (request, created); a duplicate of an
         existing request returns that one with created=False."""
-        key = req.dedup_key()
-        existing = self._db.execute(
-            f"SELECT {self._COLS} FROM requests WHERE dedup_key = ?", (key,)
-        ).fetchone()
-        if existing:
-            return self._row(existing), False
+        ((rid, created),) = self.add_many([(req, n_samples, None)], deadline_days)
+        return self.get(rid), created
+
+    def add_many(
+        self, items: list[tuple[ForgetRequest, int, str | None]], deadline_days: int
+    ) -> list[tuple[str, bool]]:
+        """Store validated requests (request, samples it erases, the client's own id or None) in
+        one transaction: all of them or none. A request the store holds already (same target, or
+        the same client id for the same target) is returned with created=False; a client id that
+        names a different request is a ValueError. Returns (id, created) per item."""
         now = _now()
-        rid = f"req-{uuid.uuid4().hex[:12]}"
+        deadline = (now + timedelta(days=deadline_days)).isoformat()
+        out = []
         with self._tx():
-            self._db.execute(
-                "INSERT INTO requests (id, dedup_key, kind, payload, n_samples, received_at, "
-                "deadline, status, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
-                (
-                    rid,
-                    key,
-                    req.kind,
-                    req.model_dump_json(),
-                    n_samples,
-                    now.isoformat(),
-                    (now + timedelta(days=deadline_days)).isoformat(),
-                    now.isoformat(),
-                ),
-            )
-            self._event(rid, "pending", "received")
-        return self.get(rid), True
+            for req, n, client_id in items:
+                key = req.dedup_key()
+                row = self._db.execute(
+                    "SELECT id, dedup_key FROM requests WHERE dedup_key = ? OR id = ?",
+                    (key, client_id or ""),
+                ).fetchone()
+                if row is not None:
+                    if client_id and row[0] == client_id and row[1] != key:
+                        raise ValueError(f"request id {client_id!r} names a different request")
+                    out.append((row[0], False))
+                    continue
+                rid = client_id or f"req-{uuid.uuid4().hex[:12]}"
+                self._db.execute(
+                    "INSERT INTO requests (id, dedup_key, kind, payload, n_samples, received_at, "
+                    "deadline, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    (rid, key, req.kind, req.model_dump_json(), n, now.isoformat(), deadline,
+                     now.isoformat()),
+                )  # fmt: skip
+                self._event(rid, "pending", "received")
+                out.append((rid, True))
+        return out
 
     def get(self, rid: str) -> StoredRequest:
         row = self._db.execute(f"SELECT {self._COLS} FROM requests WHERE id = ?", (rid,)).fetchone()

@@ -359,3 +359,40 @@ def test_an_overdue_request_is_listed_and_its_scenario_goes_first(tmp_path, caps
     with RequestStore(ws.requests_db) as store:
         plan = plan_batch(ws.settings.registry.model_name, store, ws.registry(), "batch-t")
     assert plan.scenario == "sample" and [r.id for r in plan.requests] == [late.id]
+
+
+def test_bulk_intake_from_jsonl_and_csv_is_atomic_and_idempotent_by_client_id(capsys, tmp_path):
+    ws = make_workspace(tmp_path, train=False)  # intake validates against HEAD's snapshot
+    ids = read_split(ws, "HEAD", "train", pixels=False).ids[100:130].tolist()
+    rows = [{"id": f"ticket-{i}", "kind": "samples", "sample_ids": ids[3 * i : 3 * i + 3]}
+            for i in range(4)]  # fmt: skip
+    jsonl = tmp_path / "requests.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    before = _request_count(ws)
+    code, out, _ = run(capsys, "-w", ws.root, "request", "submit", "--file", jsonl)
+    assert code == 0 and "stored 4 requests (0 already known), 12 samples" in out
+    code, out, _ = run(capsys, "-w", ws.root, "request", "submit", "--file", jsonl)
+    assert code == 0 and "stored 0 requests (4 already known)" in out  # resubmitting is harmless
+    with RequestStore(ws.requests_db) as store:
+        assert store.get("ticket-2").request.sample_ids == tuple(sorted(ids[6:9]))
+    csv_file = tmp_path / "requests.csv"
+    csv_file.write_text(f"id,kind,target\nt-a,samples,{ids[20]};{ids[21]}\nt-b,class,9\n")
+    code, out, _ = run(capsys, "-w", ws.root, "request", "submit", "--file", csv_file)
+    assert code == 0 and "stored 2 requests" in out
+    assert _request_count(ws) == before + 6
+    # One bad line refuses the whole file, naming the line; nothing of it is stored.
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        json.dumps({"kind": "samples", "sample_ids": [ids[25]]})
+        + "\n"
+        + json.dumps({"kind": "samples", "sample_ids": ["no-such-id"]})
+        + "\n"
+    )
+    code, _, err = run(capsys, "-w", ws.root, "request", "submit", "--file", bad)
+    assert code == 2
+    _one_line_error(err, f"{bad}:2: unknown sample id 'no-such-id'")
+    reused = tmp_path / "reused.jsonl"
+    reused.write_text(json.dumps({"id": "ticket-0", "kind": "class", "class_label": 8}) + "\n")
+    code, _, err = run(capsys, "-w", ws.root, "request", "submit", "--file", reused)
+    _one_line_error(err, "request id 'ticket-0' names a different request")
+    assert _request_count(ws) == before + 6

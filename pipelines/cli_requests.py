@@ -1,0 +1,100 @@
+"""`unlearn request submit | list`: deletion requests in, and what became of them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from pipelines.cli_common import CliError, current_workspace, out
+
+request_app = typer.Typer(no_args_is_help=True, help="Submit and list deletion requests.")
+
+
+@request_app.command("submit")
+def request_submit(
+    samples: str | None = typer.Option(None, help="Comma-separated sample ids."),
+    class_label: int | None = typer.Option(None, "--class", help="Forget this whole class."),
+    subject: str | None = typer.Option(None, help="Forget every sample of this subject."),
+    mapping: Path | None = typer.Option(
+        None, help="Subject -> sample ids JSON (default: the snapshot's data/subjects.json)."
+    ),
+    file: Path | None = typer.Option(
+        None, help="Many requests: .jsonl (one object per line) or .csv (id, kind, target)."
+    ),
+) -> None:
+    """Validate, deduplicate and store deletion requests as pending."""
+    from components.requests import RequestError
+    from pipelines.intake import submit, submit_file
+
+    if file is not None:
+        if samples is not None or class_label is not None or subject is not None:
+            raise RequestError("give --file alone, or one of --samples, --class or --subject")
+        created, known, n = submit_file(current_workspace(), file, mapping)
+        out.print(f"stored {created} requests ({known} already known), {n} samples in all")
+        return
+    kinds = [
+        k
+        for k, v in (("samples", samples), ("class", class_label), ("subject", subject))
+        if v is not None
+    ]
+    if len(kinds) != 1:
+        raise RequestError("give exactly one of --samples, --class or --subject")
+    raw = {"kind": kinds[0]}
+    if samples is not None:
+        raw["sample_ids"] = list(samples.split(","))
+    if class_label is not None:
+        raw["class_label"] = class_label
+    if subject is not None:
+        raw["subject_id"] = subject
+    stored, created, n = submit(current_workspace(), raw, mapping)
+    word = "stored" if created else "already known as"
+    out.print(
+        f"{word} {stored.id} ({stored.kind}, {n} samples, status {stored.status}, deadline "
+        f"{stored.deadline[:10]})"
+    )
+
+
+@request_app.command("list")
+def request_list(
+    status: str | None = typer.Option(None, help="Only this status."),
+    overdue: bool = typer.Option(
+        False, "--overdue", help="Only open requests past their due date."
+    ),
+    due_within: str | None = typer.Option(
+        None, help="Only open requests due within this long, e.g. 7d or 12h (overdue included)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
+) -> None:
+    """Show requests with their status, due date and reason, the one due first on top."""
+    from pipelines.store import RequestStore, due_filter, payload_summary, to_json
+
+    try:
+        due = due_filter(overdue, due_within)
+    except ValueError as e:
+        raise CliError(str(e)) from None
+    with RequestStore(current_workspace().requests_db) as store:
+        rows = store.list(status)
+    if due is not None:
+        rows = sorted((r for r in rows if r.open and r.deadline < due), key=lambda r: r.deadline)
+    if as_json:
+        for r in rows:
+            typer.echo(to_json(r))  # plain: rich would wrap long lines and break the JSON
+        return
+    t = Table(title=f"{len(rows)} requests")
+    for col in ("id", "kind", "target", "samples", "status", "deadline", "model"):
+        t.add_column(col, no_wrap=col in ("id", "status", "deadline"))
+    t.add_column("reason", overflow="fold")
+    for r in rows:
+        t.add_row(
+            r.id,
+            r.kind,
+            payload_summary(r),
+            str(r.n_samples),
+            r.status,
+            r.deadline[:10],
+            r.model_version,
+            r.reason[:80],
+        )
+    out.print(t)
