@@ -258,6 +258,13 @@ class RequestSettings(_Frozen):
     batch_lease_minutes: int = Field(120, ge=1)
 
 
+class ScheduleSettings(_Frozen):
+    """When `unlearn serve` runs a deletion batch (a Prefect deployment schedule)."""
+
+    every_minutes: float = Field(60.0, gt=0)  # an interval schedule...
+    cron: str | None = None  # ...or a cron expression, which replaces it (e.g. "0 2 * * *")
+
+
 class RegistrySettings(_Frozen):
     model_name: str = Field("digits-cnn", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     experiment: str = "unlearning"
@@ -276,6 +283,7 @@ class Settings(_Frozen):
     evaluation: EvaluationSettings = EvaluationSettings()
     gates: GateSettings = GateSettings()
     requests: RequestSettings = RequestSettings()
+    schedule: ScheduleSettings = ScheduleSettings()
     registry: RegistrySettings = RegistrySettings()
     certificate: CertificateSettings = CertificateSettings()
     bench: BenchSettings = BenchSettings()

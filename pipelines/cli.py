@@ -133,6 +133,46 @@ def batch_run(
         raise typer.Exit(1)
 
 
+@app.command()
+def serve(
+    every_seconds: float | None = typer.Option(
+        None, help="Run every this many seconds (default: params.yaml's schedule section)."
+    ),
+) -> None:
+    """Serve the deletion-batch flow as a Prefect deployment on a schedule, against the Prefect
+    server at PREFECT_API_URL; runs until stopped. One batch per model at a time (a Prefect
+    concurrency limit, and the batch lease)."""
+    import os
+    from datetime import timedelta
+
+    ws = current_workspace()
+    if not os.environ.get("PREFECT_API_URL"):
+        raise CliError(
+            "set PREFECT_API_URL to a running Prefect server (e.g. `prefect server start`, "
+            "then PREFECT_API_URL=http://127.0.0.1:4200/api)"
+        )
+    from prefect.deployments.runner import EntrypointType
+
+    from pipelines.flow import deletion_batch
+
+    sched = ws.settings.schedule
+    when: dict = {"interval": timedelta(minutes=sched.every_minutes)}
+    if every_seconds is not None:
+        when = {"interval": timedelta(seconds=every_seconds)}
+    elif sched.cron:
+        when = {"cron": sched.cron}
+    name = ws.settings.registry.model_name
+    out.print(f"serving deletion batches of {name} ({when}); Ctrl-C stops")
+    deletion_batch.serve(
+        name=f"deletion-batch-{name}",
+        parameters={"workspace": str(ws.root)},
+        global_limit=1,
+        entrypoint_type=EntrypointType.MODULE_PATH,
+        print_starting_message=False,
+        **when,
+    )
+
+
 @batch_app.command("recover")
 def batch_recover(
     as_json: bool = typer.Option(False, "--json", help="Print what was recovered as JSON."),

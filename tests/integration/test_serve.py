@@ -1,0 +1,105 @@
+"""`unlearn serve`: the deletion-batch flow as a Prefect deployment on a schedule, served against
+a real Prefect server (`prefect server start` on 127.0.0.1), runs a batch by itself."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from pipelines.intake import submit
+from pipelines.store import RequestStore
+from tests.conftest import make_workspace
+
+PREFECT = Path(sys.executable).with_name("prefect")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, body: dict) -> list:
+    req = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.fixture
+def prefect_api(tmp_path):
+    """A Prefect server of its own (its own PREFECT_HOME), stopped with its process group."""
+    port = _free_port()
+    env = {**os.environ, "PREFECT_HOME": str(tmp_path / "prefect-server")}
+    env.pop("PREFECT_API_URL", None)
+    proc = subprocess.Popen(
+        [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api"
+    deadline = time.monotonic() + 180  # a busy 2-core machine takes a while to start it
+    while True:
+        try:
+            urllib.request.urlopen(f"{api}/health", timeout=2)
+            break
+        except OSError:
+            assert proc.poll() is None and time.monotonic() < deadline, "no Prefect server"
+            time.sleep(0.5)
+    yield api
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=60)
+
+
+def test_the_served_deployment_runs_a_scheduled_batch(tmp_path, prefect_api):
+    ws = make_workspace(tmp_path)
+    stored, _, _ = submit(ws, {"kind": "class", "class_label": 2})
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    serve = subprocess.Popen(
+        [sys.executable, "-c", "from pipelines.cli import entrypoint; entrypoint()",
+         "-w", str(ws.root), "serve", "--every-seconds", "5"],
+        env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            with RequestStore(ws.requests_db) as store:
+                status = store.get(stored.id).status
+            if status == "awaiting_approval":
+                break
+            assert serve.poll() is None, "unlearn serve stopped"
+            assert time.monotonic() < deadline, f"no scheduled batch ran (request {status})"
+            time.sleep(1)
+    finally:
+        os.killpg(serve.pid, signal.SIGKILL)
+        serve.wait(timeout=60)
+    (deployment,) = _post(f"{prefect_api}/deployments/filter", {})
+    assert deployment["name"] == "deletion-batch-digits-cnn"
+    assert deployment["schedules"][0]["schedule"]["interval"] == 5.0
+    assert deployment["global_concurrency_limit"]["limit"] == 1  # one batch per model
+    runs = _post(f"{prefect_api}/flow_runs/filter", {})
+    done = [r for r in runs if r["state_type"] == "COMPLETED"]
+    assert done and all(r["deployment_id"] == deployment["id"] for r in done)
+    reg = ws.registry()
+    assert reg.has_alias("digits-cnn", "candidate")
+
+
+def test_serve_without_a_prefect_server_is_one_line(tmp_path, capsys, monkeypatch):
+    from pipelines.cli import main
+
+    ws = make_workspace(tmp_path, train=False)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["-w", str(ws.root), "serve"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "set PREFECT_API_URL to a running Prefect server" in err
