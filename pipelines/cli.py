@@ -216,24 +216,37 @@ def review_approve(
     certificate: str | None = typer.Option(
         None, help="The certificate sha256 you reviewed (must match)."
     ),
+    as_json: bool = typer.Option(False, "--json", help="The decision as JSON."),
 ) -> None:
     """Approve a candidate: moves `champion` only if its certificate verifies."""
     from pipelines.review import approve
 
     ws = current_workspace()
     d = approve(ws, ws.registry(), model, version, reviewer, certificate)
+    if as_json:
+        doc = {"model": model, "version": version, "decision": "approved", "reasons": d.reasons}
+        typer.echo(json.dumps(doc))
+        return
     out.print(f"approved {model}/{version}: {d.text}; alias champion moved")
 
 
 @review_app.command("reject")
 def review_reject(
-    model: str, version: str, reviewer: str = typer.Option(...), reason: str = typer.Option(...)
+    model: str,
+    version: str,
+    reviewer: str = typer.Option(...),
+    reason: str = typer.Option(...),
+    as_json: bool = typer.Option(False, "--json", help="The decision as JSON."),
 ) -> None:
     """Reject a candidate: its requests return to pending with the reason."""
     from pipelines.review import reject
 
     ws = current_workspace()
     reject(ws, ws.registry(), model, version, reviewer, reason)
+    if as_json:
+        doc = {"model": model, "version": version, "decision": "rejected", "reason": reason}
+        typer.echo(json.dumps(doc))
+        return
     out.print(f"rejected {model}/{version}; its requests are pending again")
 
 
@@ -257,12 +270,25 @@ def audit_trace(
 
 
 @audit_app.command("verify")
-def audit_verify(model: str, version: str) -> None:
+def audit_verify(
+    model: str,
+    version: str,
+    as_json: bool = typer.Option(
+        False, "--json", help="Every check as JSON (exit code as without)."
+    ),
+) -> None:
     """Recompute every hash from DVC and MLflow; exit 1 on any mismatch."""
     from pipelines.audit import verify
 
     ws = current_workspace()
     report = verify(ws, ws.registry(), model, version)
+    if as_json:
+        checks = [{"check": n, "ok": ok, "detail": d} for n, ok, d in report.checks]
+        doc = {"model": model, "version": version, "ok": report.ok, "checks": checks}
+        typer.echo(json.dumps(doc, indent=1))
+        if not report.ok:
+            raise typer.Exit(1)
+        return
     for name, ok, detail in report.checks:
         out.print(f"[{'green' if ok else 'red'}]{'ok  ' if ok else 'FAIL'}[/] {name}: {detail}")
     if not report.ok:

@@ -396,3 +396,22 @@ def test_bulk_intake_from_jsonl_and_csv_is_atomic_and_idempotent_by_client_id(ca
     code, _, err = run(capsys, "-w", ws.root, "request", "submit", "--file", reused)
     _one_line_error(err, "request id 'ticket-0' names a different request")
     assert _request_count(ws) == before + 6
+
+
+def test_review_and_verify_speak_json_for_scripts(tmp_path, prefect_server, capsys):
+    from pipelines.flow import deletion_batch
+    from pipelines.intake import submit
+
+    ws = make_workspace(tmp_path)
+    submit(ws, {"kind": "class", "class_label": 1})
+    v = deletion_batch(str(ws.root)).model_version
+    code, out, _ = run(capsys, "-w", ws.root, "audit", "verify", "digits-cnn", v, "--json")
+    doc = json.loads(out)
+    assert code == 0 and doc["ok"] and {c["check"] for c in doc["checks"]} >= {
+        "model.weights", "certificate.signature", "version.tags", "forget_manifest.dvc"
+    }  # fmt: skip
+    code, out, _ = run(
+        capsys, "-w", ws.root, "review", "approve", "digits-cnn", v, "--reviewer", "ann", "--json"
+    )
+    assert code == 0 and json.loads(out)["decision"] == "approved"
+    assert isinstance(json.loads(out)["reasons"], list)
