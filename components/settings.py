@@ -256,6 +256,9 @@ class RequestSettings(_Frozen):
     # A running batch holds its model's lease for this long past its latest stage; a batch whose
     # process is gone (same host) or whose lease ran out is recovered by the next run.
     batch_lease_minutes: int = Field(120, ge=1)
+    # A request whose batch failed its gates waits this long before a batch takes it again,
+    # doubling with each failure, so it cannot block the requests behind it.
+    retry_backoff_minutes: float = Field(60.0, ge=0)
 
 
 class ScheduleSettings(_Frozen):

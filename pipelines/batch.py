@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from torch import nn
@@ -116,7 +116,7 @@ def plan_batch(name: str, store: RequestStore, reg: Registry, batch_id: str) -> 
         raise BatchError(
             f"{name} version {v} awaits review; approve or reject it before the next batch"
         )
-    pending = store.list("pending")
+    pending = store.ready()  # deferred requests (by hand, or after failed gates) wait their turn
     if not pending:
         return None
     # The request due first decides the scenario (a class request wins a tie: it erases more);
@@ -249,6 +249,19 @@ def record_failure(reg: Registry, plan: BatchPlan, ev: Evaluation) -> str:
     return reg.log_run(
         f"{plan.batch_id}-gates-failed", tags, metrics, {"gates.json": ev.gates_record()}
     )
+
+
+def release_after_gates(
+    store: RequestStore, plan: BatchPlan, reason: str, backoff_minutes: float
+) -> None:
+    """Failed gates: the requests go back to pending, each deferred for the backoff doubled per
+    failure it has had, so a request that keeps failing does not block those behind it."""
+    release(store, plan, reason)
+    for r in plan.requests:
+        n = store.failures(r.id)
+        until = datetime.now(UTC) + timedelta(minutes=backoff_minutes * 2 ** max(0, n - 1))
+        why = f"{reason} (failure {n}; retried after {until:%Y-%m-%d %H:%M} UTC)"
+        store.defer(r.id, until.replace(microsecond=0).isoformat(), why)
 
 
 def release(store: RequestStore, plan: BatchPlan, reason: str) -> int:

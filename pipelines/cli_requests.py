@@ -98,3 +98,40 @@ def request_list(
             r.reason[:80],
         )
     out.print(t)
+
+
+@request_app.command("cancel")
+def request_cancel(
+    request_id: str,
+    reason: str = typer.Option(..., help="Why (recorded in the request's history)."),
+) -> None:
+    """Withdraw a pending or set-aside request; no batch takes it afterwards."""
+    from pipelines.store import RequestStore
+
+    with RequestStore(current_workspace().requests_db) as store:
+        try:
+            store.cancel(request_id, f"cancelled: {reason}")
+        except (ValueError, KeyError) as e:
+            raise CliError(str(e.args[0])) from None
+    out.print(f"cancelled {request_id}")
+
+
+@request_app.command("defer")
+def request_defer(
+    request_id: str,
+    for_: str = typer.Option(..., "--for", help="How long, e.g. 7d or 12h."),
+    reason: str = typer.Option(..., help="Why (recorded in the request's history)."),
+) -> None:
+    """Keep a pending request out of batches for a while (its due date stays as it was)."""
+    from pipelines.store import RequestStore, due_filter
+
+    try:
+        until = due_filter(False, for_)
+    except ValueError as e:
+        raise CliError(str(e).replace("--due-within", "--for")) from None
+    with RequestStore(current_workspace().requests_db) as store:
+        try:
+            store.defer(request_id, until, f"deferred: {reason}")
+        except (ValueError, KeyError) as e:
+            raise CliError(str(e.args[0])) from None
+    out.print(f"deferred {request_id} until {until}")

@@ -143,7 +143,7 @@ def _run(
         if not ev.gates.passed:
             reason = "gates failed: " + "; ".join(ev.gates.failures)
             steps.record_failure(reg, plan, ev)
-            steps.release(store, plan, reason)
+            steps.release_after_gates(store, plan, reason, s.requests.retry_backoff_minutes)
             outcome.status, outcome.reason = "gates_failed", reason
             return outcome
         with stage("publish"):

@@ -21,7 +21,7 @@ from pathlib import Path
 from components.requests import ForgetRequest
 from pipelines.lease import Lease, LeaseHeld, process_identity
 
-STATUSES = ("pending", "processing", "awaiting_approval", "certified", "set_aside")
+STATUSES = ("pending", "processing", "awaiting_approval", "certified", "set_aside", "cancelled")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS requests (
@@ -32,12 +32,13 @@ CREATE TABLE IF NOT EXISTS requests (
   n_samples INTEGER NOT NULL,
   received_at TEXT NOT NULL,
   deadline TEXT NOT NULL,
-  status TEXT NOT NULL
-    CHECK (status IN ('pending','processing','awaiting_approval','certified','set_aside')),
+  status TEXT NOT NULL CHECK (status IN
+    ('pending','processing','awaiting_approval','certified','set_aside','cancelled')),
   reason TEXT NOT NULL DEFAULT '',
   batch_id TEXT NOT NULL DEFAULT '',
   model_version TEXT NOT NULL DEFAULT '',
-  updated_at TEXT NOT NULL
+  updated_at TEXT NOT NULL,
+  not_before TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS leases (
   model TEXT PRIMARY KEY,
@@ -72,6 +73,7 @@ class StoredRequest:
     reason: str
     batch_id: str
     model_version: str
+    not_before: str = ""  # deferred: no batch takes it before this time
 
     @property
     def scenario(self) -> str:
@@ -93,17 +95,21 @@ class RequestStore:
         self._migrate()
 
     def _migrate(self) -> None:
-        """Stores made before `set_aside` existed: the CHECK constraint cannot be altered in
-        sqlite, so the table is rebuilt with the new one, rows unchanged, in one transaction."""
+        """A store made by an older version (fewer statuses, no `not_before`): sqlite cannot
+        alter a CHECK constraint, so the table is rebuilt from SCHEMA with its rows, in one
+        transaction."""
         (sql,) = self._db.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
         ).fetchone()
-        if "set_aside" in sql:
+        if all(f"'{st}'" in sql for st in STATUSES) and "not_before" in sql:
             return
+        cols = ", ".join(r[1] for r in self._db.execute("PRAGMA table_info(requests)"))
+        create = SCHEMA[: SCHEMA.index(");") + 2].replace(
+            "CREATE TABLE IF NOT EXISTS requests", "CREATE TABLE requests_v2"
+        )
         with self._tx():
-            self._db.execute(sql.replace("CREATE TABLE requests", "CREATE TABLE requests_v2", 1)
-                             .replace("'certified')", "'certified','set_aside')"))  # fmt: skip
-            self._db.execute("INSERT INTO requests_v2 SELECT * FROM requests")
+            self._db.execute(create)
+            self._db.execute(f"INSERT INTO requests_v2 ({cols}) SELECT {cols} FROM requests")
             self._db.execute("DROP TABLE requests")
             self._db.execute("ALTER TABLE requests_v2 RENAME TO requests")
 
@@ -117,22 +123,11 @@ class RequestStore:
         self.close()
 
     def _row(self, r: tuple) -> StoredRequest:
-        return StoredRequest(
-            r[0],
-            r[1],
-            ForgetRequest.model_validate_json(r[2]),
-            r[3],
-            r[4],
-            r[5],
-            r[6],
-            r[7],
-            r[8],
-            r[9],
-        )
+        return StoredRequest(r[0], r[1], ForgetRequest.model_validate_json(r[2]), *r[3:])
 
     _COLS = (
         "id, kind, payload, n_samples, received_at, deadline, status, reason, batch_id, "
-        "model_version"
+        "model_version, not_before"
     )
 
     def add(
@@ -217,6 +212,45 @@ class RequestStore:
                 if cur.rowcount != 1:
                     raise RuntimeError(f"request {rid} is no longer pending")
                 self._event(rid, "processing", f"claimed by {batch_id}")
+
+    def cancel(self, rid: str, reason: str) -> None:
+        """pending or set_aside -> cancelled, with who asked and why (a batch never takes it)."""
+        self._move(rid, "cancelled", ("pending", "set_aside"), reason)
+
+    def defer(self, rid: str, until: str, reason: str) -> None:
+        """Keep a pending request out of batches until `until` (ISO time), with the reason."""
+        with self._tx():
+            cur = self._db.execute(
+                "UPDATE requests SET not_before=?, reason=?, updated_at=? "
+                "WHERE id=? AND status='pending'",
+                (until, reason, _now().isoformat(), rid),
+            )
+            if cur.rowcount != 1:
+                self.get(rid)  # KeyError naming an unknown id
+                raise ValueError(f"request {rid} is not pending; only a pending one is deferred")
+            self._event(rid, "pending", f"deferred until {until}: {reason}")
+
+    def ready(self) -> list[StoredRequest]:
+        """Pending requests a batch may take now (not deferred past now)."""
+        now = _now().isoformat()
+        return [r for r in self.list("pending") if r.not_before <= now]
+
+    def failures(self, rid: str, prefix: str = "gates failed") -> int:
+        """How many times batches holding this request ended with `prefix` (for the backoff)."""
+        return sum(note.startswith(prefix) for _, st, note in self.history(rid) if st == "pending")
+
+    def _move(self, rid: str, status: str, from_status: tuple[str, ...], reason: str) -> None:
+        self.get(rid)  # KeyError naming an unknown id
+        marks = ",".join("?" * len(from_status))
+        with self._tx():
+            cur = self._db.execute(
+                f"UPDATE requests SET status=?, reason=?, batch_id='', updated_at=? "
+                f"WHERE id=? AND status IN ({marks})",
+                (status, reason, _now().isoformat(), rid, *from_status),
+            )
+            if cur.rowcount != 1:
+                raise ValueError(f"request {rid} is not {' or '.join(from_status)}")
+            self._event(rid, status, reason)
 
     def set_aside(self, rid: str, reason: str) -> None:
         """processing -> set_aside: this request cannot be served; its batch goes on without it."""

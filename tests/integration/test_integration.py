@@ -24,6 +24,10 @@ def _artifact_dir(reg, name, version) -> Path:
     return Path(urlparse(reg.resolve(name, version).source).path)
 
 
+def _ids(ws, n: int) -> list[str]:
+    return read_split(ws, "HEAD", "train", pixels=False).ids[:n].tolist()
+
+
 def _statuses(ws):
     with RequestStore(ws.requests_db) as s:
         return {r.id: (r.status, r.reason) for r in s.list()}
@@ -153,6 +157,17 @@ def test_failed_gates_register_nothing_and_return_requests_to_pending(tmp_path, 
         filter_string="tags.status = 'gates_failed'",
     )
     assert len(runs) == 1
+    # The failed request waits out its backoff instead of going first again: the next batch
+    # takes the request behind it, and nothing is left to run until the backoff ends.
+    with RequestStore(ws.requests_db) as store:
+        failed = store.get(stored.id)
+        assert (
+            failed.not_before > failed.deadline[:0] and "failure 1; retried after" in failed.reason
+        )
+        assert store.ready() == []
+    behind, _, _ = submit(ws, {"kind": "samples", "sample_ids": _ids(ws, 5)})
+    with RequestStore(ws.requests_db) as store:
+        assert [r.id for r in store.ready()] == [behind.id]
 
 
 def test_crashing_batch_loses_no_request_and_leaves_no_version(
