@@ -7,7 +7,15 @@ from components.canonical import canonical_json
 from components.certificate import sign, signing_key
 from components.promotion import Decision, VersionFacts, decide_approval, decide_rejection
 from pipelines.audit import append_alias_history, verify
-from pipelines.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, Registry, RegistryError, VersionRef
+from pipelines.registry import (
+    ALIAS_CANDIDATE,
+    ALIAS_CHAMPION,
+    Registry,
+    RegistryError,
+    VersionRef,
+    data_rev,
+)
+from pipelines.snapshot import restore_snapshot
 from pipelines.store import RequestStore
 from pipelines.workspace import Workspace, utcnow
 
@@ -141,9 +149,16 @@ def reject(
             "reason": f"rejected: {reason}",
         },
     )
+    # The rejected batch's snapshot must not stay at HEAD as if it were certified: the data go
+    # back to the champion's snapshot, in a commit that says why (history is never rewritten).
+    batch_id = mv.tags.get("batch_id", "")
+    champion_rev = data_rev(reg.champion(name).tags)
+    if batch_id and champion_rev:
+        msg = f"{batch_id}: rejected by {reviewer}; data snapshot back to the champion's"
+        restore_snapshot(ws, champion_rev, batch_id, msg)
     with RequestStore(ws.requests_db) as store:
         store.transition(
-            mv.tags.get("batch_id", ""),
+            batch_id,
             "pending",
             reason=f"rejected by {reviewer}: {reason}",
             from_status=("awaiting_approval",),

@@ -199,6 +199,12 @@ def test_rejection_returns_requests_and_unblocks_the_next_batch(tmp_path, prefec
     assert _statuses(ws)[stored.id][0] == "awaiting_approval"
     reject(ws, reg, name, first.model_version, "bob", "wrong class")
     assert _statuses(ws)[stored.id] == ("pending", "rejected by bob: wrong class")
+    # HEAD holds the champion's data again (not the rejected erasure), in a commit saying why.
+    champion_rev = reg.champion(name).tags["data.rev"]
+    for f in ("data/raw.dvc", "data/tombstones.json"):
+        assert ws.git("show", f"HEAD:{f}") == ws.git("show", f"{champion_rev}:{f}")
+    assert ws.git("log", "-1", "--format=%s").startswith(f"{first.batch_id}: rejected by bob")
+    assert ws.git("status", "--porcelain", "--", "data") == ""
     assert (
         str(reg.champion(name).version) == "1"
         and reg.resolve(name, first.model_version).tags["status"] == "rejected"
