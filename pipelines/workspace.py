@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 from components.data import Dataset, load_dataset, write_samples
 from components.settings import Settings, load_settings
-from pipelines.registry import Registry
+
+if TYPE_CHECKING:
+    from pipelines.registry import Registry
 
 STATE_DIR = ".unlearn"
 MARKER = f"{STATE_DIR}/workspace.json"
@@ -87,6 +90,8 @@ class Workspace:
 
     def registry(self) -> Registry:
         """The MLflow registry this workspace records its versions in."""
+        from pipelines.registry import Registry  # imports torch: not for commands without models
+
         return Registry(
             self.tracking_uri, self.settings.registry.experiment, self.artifact_location
         )

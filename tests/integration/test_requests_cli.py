@@ -101,3 +101,19 @@ def test_cancel_and_defer_a_request_with_a_reason(tmp_path, capsys):
         assert store.get(a).status == "cancelled" and "sent twice" in store.get(a).reason
         assert store.ready() == [] and "legal review" in store.get(b).reason
         assert [n for _, st, n in store.history(a)][-1] == "cancelled: sent twice"
+
+
+def test_listing_requests_loads_no_model_library(tmp_path):
+    """Commands that touch no model answer without importing torch (about a second of a CLI
+    call's start-up on 2 CPU cores)."""
+    import subprocess
+    import sys
+
+    ws = make_workspace(tmp_path, train=False)
+    code = (
+        "import sys; from pipelines.cli import main; "
+        f"main(['-w', {str(ws.root)!r}, 'request', 'list', '--json']); "
+        "print('torch loaded' if 'torch' in sys.modules else 'no torch')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "no torch"
