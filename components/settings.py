@@ -259,6 +259,10 @@ class RequestSettings(_Frozen):
     # A request whose batch failed its gates waits this long before a batch takes it again,
     # doubling with each failure, so it cannot block the requests behind it.
     retry_backoff_minutes: float = Field(60.0, ge=0)
+    # On approval, the erased samples' objects leave the DVC cache and remote (pipelines/purge.py);
+    # a legal hold keeps them and records the exception.
+    purge_on_approval: bool = True
+    legal_hold: bool = False
 
 
 class ScheduleSettings(_Frozen):

@@ -21,8 +21,9 @@ from components.certificate import (
 )
 from components.forget import forget_manifest, manifest_sha256, removed_ids
 from components.models import ModelError, model_digest
+from pipelines.purge import PURGE_LOG, object_copies, purge_records, purged_objects
 from pipelines.registry import Registry, RegistryError, VersionRef, read_model_dir
-from pipelines.snapshot import commit_files, read_split, snapshot_info
+from pipelines.snapshot import commit_files, dir_listing, dir_md5, read_split, snapshot_info
 from pipelines.workspace import Workspace, WorkspaceError, utcnow
 
 ALIAS_LOG = "audit/alias_history.jsonl"
@@ -50,9 +51,28 @@ def _read(d: Path, name: str) -> bytes | None:
     return p.read_bytes() if p.is_file() else None
 
 
+def _purged_in(ws: Workspace, rev: str) -> dict[str, str]:
+    """Samples of the snapshot at `rev` whose objects a purge removed: relpath -> by version."""
+    purged = purged_objects(ws)
+    if not purged:
+        return {}
+    return {e["relpath"]: purged[e["md5"]] for e in dir_listing(ws, rev) if e["md5"] in purged}
+
+
 def _check_snapshot(ws: Workspace, report: VerifyReport, label: str, expected: dict) -> None:
+    rev = expected["git_rev"]
     try:
-        got = snapshot_info(ws, expected["git_rev"]).to_dict()
+        purged = _purged_in(ws, rev)
+        if purged:  # the listing is still checkable; the pixels of purged samples are gone
+            md5 = dir_md5(ws, rev)
+            by = ", ".join(sorted(set(purged.values())))
+            detail = (
+                f"git {rev[:10]}, dvc {md5[:10]}; dataset hash not recomputable: "
+                f"{len(purged)} samples purged after {by} ({PURGE_LOG})"
+            )
+            report.add(f"data.{label}", md5 == expected["dvc_md5"], detail)
+            return
+        got = snapshot_info(ws, rev).to_dict()
     except WorkspaceError as err:
         report.add(f"data.{label}", False, str(err))
         return
@@ -112,6 +132,7 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
         report.add("gates", passed, "all gates passed" if passed else "a gate failed")
         if tags.get("status") == "approved":
             _check_approval(d, cert.digest(), key, report)
+            _check_purge(ws, ref, report)
     return report
 
 
@@ -207,7 +228,10 @@ def _check_manifest(ws: Workspace, d: Path, cert: Certificate, report: VerifyRep
     detail = f"sha256 {man_sha[:12]}"
     expected: dict | None = None
     try:
-        expected = _expected_manifest(ws, cert.data)
+        if _purged_in(ws, cert.data.before.git_rev):
+            _check_manifest_ids(ws, cert, man_raw, report)
+        else:
+            expected = _expected_manifest(ws, cert.data)
     except WorkspaceError as err:
         report.add("forget_manifest.dvc", False, str(err))
     if man_sha != want and man_raw is not None:
@@ -224,6 +248,39 @@ def _check_manifest(ws: Workspace, d: Path, cert: Certificate, report: VerifyRep
         recomputed = manifest_sha256(expected)
         detail = f"recomputed from the DVC snapshots: {recomputed[:12]}"
         report.add("forget_manifest.dvc", recomputed == want, detail)
+
+
+def _check_manifest_ids(
+    ws: Workspace, cert: Certificate, raw: bytes | None, report: VerifyReport
+) -> None:
+    """After a purge the erased samples' pixels are gone: the manifest's ids are checked against
+    the two DVC listings, its content hashes can no longer be recomputed (by design)."""
+    before = read_split(ws, cert.data.before.git_rev, "train", pixels=False).ids
+    after = read_split(ws, cert.data.after.git_rev, "train", pixels=False).ids
+    gone = sorted(removed_ids(before, after))
+    try:
+        listed = [s["id"] for s in json.loads(raw or b"{}").get("samples", [])]
+    except (json.JSONDecodeError, AttributeError, TypeError):
+        listed = []
+    detail = f"{len(gone)} sample ids match the DVC listings; content hashes purged with the data"
+    if listed != gone:
+        detail = f"manifest ids differ from the samples the DVC listings show erased ({len(gone)})"
+    report.add("forget_manifest.dvc", listed == gone, detail)
+
+
+def _check_purge(ws: Workspace, ref: VersionRef, report: VerifyReport) -> None:
+    """Every object a purge of this version removed is absent from the cache and the remote."""
+    for r in purge_records(ws):
+        if (r["model"], r["version"]) != (ref.name, ref.version):
+            continue
+        if r["legal_hold"]:
+            report.add("data.purged", True, f"kept under legal hold since {r['at']} ({r['actor']})")
+            continue
+        back = [md5 for md5 in r["objects"] if any(p.exists() for p in object_copies(ws, md5))]
+        detail = f"{len(r['objects'])} erased objects absent from DVC cache and remote"
+        if back:
+            detail = f"{len(back)} purged objects are back in storage, e.g. {back[0]}"
+        report.add("data.purged", not back, detail + f" (purged {r['at']} by {r['actor']})")
 
 
 def _check_base_model(reg: Registry, base: ModelRef, report: VerifyReport) -> None:

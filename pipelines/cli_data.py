@@ -63,3 +63,25 @@ def data_ids(
             raise CliError(f"--random must be between 1 and {len(ids)}")
         ids = np.sort(np.random.default_rng(seed).choice(ids, size=random, replace=False))
     typer.echo(",".join(ids.tolist()))
+
+
+@data_app.command("purge")
+def data_purge(
+    model: str,
+    version: str,
+    actor: str = typer.Option(..., help="Who purges (recorded)."),
+) -> None:
+    """Remove the objects of the samples an approved version erased from the DVC cache and
+    remote, and record it (approval does it by itself unless requests.purge_on_approval is off)."""
+    from pipelines.purge import purge
+
+    ws = current_workspace()
+    reg = ws.registry()
+    if reg.resolve(model, version).tags.get("status") != "approved":
+        raise CliError(f"{model}/{version} is not approved; only an approved erasure is purged")
+    r = purge(ws, reg, model, version, actor)
+    kept = " (kept under legal hold)" if r["legal_hold"] else ""
+    out.print(
+        f"{model}/{version}: {len(r['objects'])} erased objects, {r['files_removed']} files "
+        f"removed{kept}; {len(r['kept_shared'])} shared with retained samples kept"
+    )

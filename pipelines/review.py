@@ -7,6 +7,7 @@ from components.canonical import canonical_json
 from components.certificate import sign, signing_key
 from components.promotion import Decision, VersionFacts, decide_approval, decide_rejection
 from pipelines.audit import append_alias_history, verify
+from pipelines.purge import purge
 from pipelines.registry import (
     ALIAS_CANDIDATE,
     ALIAS_CHAMPION,
@@ -17,7 +18,7 @@ from pipelines.registry import (
 )
 from pipelines.snapshot import restore_snapshot
 from pipelines.store import RequestStore
-from pipelines.workspace import Workspace, utcnow
+from pipelines.workspace import Workspace, WorkspaceError, utcnow
 
 
 class ReviewError(RuntimeError):
@@ -113,6 +114,14 @@ def approve(
             from_status=("awaiting_approval",),
             reason=f"certified in {name}/{version}, approved by {reviewer}",
         )
+    if ws.settings.requests.purge_on_approval:
+        try:
+            purge(ws, reg, name, version, reviewer)
+        except (OSError, WorkspaceError) as err:  # the approval stands; the purge can be re-run
+            raise ReviewError(
+                f"approved {name}/{version}, but purging its erased samples failed ({err}); "
+                f"run `unlearn data purge {name} {version}`"
+            ) from None
     return decision
 
 

@@ -74,14 +74,14 @@ def head_rev(ws: Workspace) -> str:
     return ws.git("rev-parse", "HEAD")
 
 
-def _dir_md5(ws: Workspace, rev: str) -> str:
+def dir_md5(ws: Workspace, rev: str) -> str:
     dvc_file = git_show(ws, rev, f"{RAW}.dvc")
     if dvc_file is None:
         raise WorkspaceError(f"no {RAW}.dvc at {rev[:10]}: not a data snapshot")
     return yaml.safe_load(dvc_file)["outs"][0]["md5"]
 
 
-def _object_path(ws: Workspace, md5: str) -> Path:
+def object_path(ws: Workspace, md5: str) -> Path:
     """Where DVC 3 keeps an object in the local cache (`.dvc/cache/files/md5/ab/cdef...`)."""
     return ws.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
 
@@ -101,8 +101,8 @@ def _fetch(ws: Workspace, rev: str) -> None:
 
 def dir_listing(ws: Workspace, rev: str) -> list[dict]:
     """The `.dir` object of `data/raw` at a rev: [{"md5", "relpath"}, ...] sorted by relpath."""
-    md5 = _dir_md5(ws, rev)
-    path = _object_path(ws, md5)  # md5 ends in ".dir", as the object's file name does
+    md5 = dir_md5(ws, rev)
+    path = object_path(ws, md5)  # md5 ends in ".dir", as the object's file name does
     if not path.is_file():
         _fetch(ws, rev)
     try:
@@ -130,7 +130,7 @@ def listing(ws: Workspace, rev: str, split: str, entries: list[dict] | None = No
     return Listing(
         np.array([r[0] for r in rows], dtype=str),
         np.array([r[1] for r in rows], dtype=np.int64),
-        tuple(_object_path(ws, r[2]) for r in rows),
+        tuple(object_path(ws, r[2]) for r in rows),
     )
 
 
@@ -192,7 +192,7 @@ def read_split(
 
 def snapshot_info(ws: Workspace, rev: str, train: Split | None = None) -> SnapshotInfo:
     rev = ws.git("rev-parse", rev)
-    md5 = _dir_md5(ws, rev)
+    md5 = dir_md5(ws, rev)
     lock = git_show(ws, rev, "dvc.lock")
     train = train if train is not None else read_split(ws, rev, "train")
     return SnapshotInfo(
@@ -323,7 +323,7 @@ def _erase_and_add(ws: Workspace, gone: set[str]) -> list[dict]:
         # re-check every one of them (1.5 s of 45,000 files measured).
         repo.add(str(ws.data_dir), relink=False)
     new_md5 = yaml.safe_load((ws.root / f"{RAW}.dvc").read_text())["outs"][0]["md5"]
-    return json.loads(_object_path(ws, new_md5).read_text())
+    return json.loads(object_path(ws, new_md5).read_text())
 
 
 def commit_files(ws: Workspace, paths: list[str], message: str) -> str:

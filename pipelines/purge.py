@@ -1,0 +1,97 @@
+"""Purge and prove: once a batch is approved, the forgotten samples' objects leave the DVC cache
+and the DVC remote, so the storage forgets them as the model did.
+
+What a batch erased is read from DVC itself: the samples listed in the snapshot before it and
+not after it. An object another retained sample still uses (identical bytes) stays, and the
+record says so. Each purge is appended to `audit/purges.jsonl` (committed: who, when, which
+objects) and `unlearn audit verify` checks those objects are absent. Older snapshots that held
+the samples keep their listings; verify reports them as purged instead of failing to read them.
+A legal hold (`requests.legal_hold`) keeps the objects and records the exception.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipelines.registry import Registry
+from pipelines.snapshot import commit_files, dir_listing, object_path
+from pipelines.workspace import Workspace, utcnow
+
+PURGE_LOG = "audit/purges.jsonl"
+
+
+def remote_root(ws: Workspace) -> Path | None:
+    """The default DVC remote's folder, when it is a local path (URL remotes: not handled)."""
+    from dvc.repo import Repo
+
+    with Repo(str(ws.root)) as repo:
+        conf = repo.config
+        name = conf["core"].get("remote")
+        url = conf["remote"].get(name, {}).get("url") if name else None
+    if not url or "://" in url:
+        return None
+    path = Path(url)
+    return path if path.is_absolute() else (ws.root / ".dvc" / path).resolve()
+
+
+def object_copies(ws: Workspace, md5: str) -> list[Path]:
+    """Every place the workspace keeps an object: the cache, and the local remote if any."""
+    remote = remote_root(ws)
+    copies = [object_path(ws, md5)]
+    if remote is not None:
+        copies.append(remote / "files" / "md5" / md5[:2] / md5[2:])
+    return copies
+
+
+def erased_objects(ws: Workspace, before_rev: str, after_rev: str) -> tuple[list[str], list[str]]:
+    """(objects only the erased samples used, objects a retained sample also uses): the samples
+    listed before and not after, found from the two DVC listings."""
+    before, after = dir_listing(ws, before_rev), dir_listing(ws, after_rev)
+    kept_paths = {e["relpath"] for e in after}
+    kept_objects = {e["md5"] for e in after}
+    gone = {e["md5"] for e in before if e["relpath"] not in kept_paths}
+    return sorted(gone - kept_objects), sorted(gone & kept_objects)
+
+
+def purge(ws: Workspace, reg: Registry, name: str, version: str, actor: str) -> dict:
+    """Remove the objects of the samples version `version` erased; record it. Idempotent."""
+    tags = reg.resolve(name, version).tags
+    objects, shared = erased_objects(ws, tags["data.before_rev"], tags["data.after_rev"])
+    hold = ws.settings.requests.legal_hold
+    removed = 0
+    if not hold:
+        for md5 in objects:
+            for path in object_copies(ws, md5):
+                if path.is_file():
+                    path.unlink()
+                    removed += 1
+    record = {
+        "at": utcnow(), "actor": actor, "model": name, "version": version,
+        "batch_id": tags.get("batch_id", ""), "objects": objects, "kept_shared": shared,
+        "files_removed": removed, "legal_hold": hold,
+    }  # fmt: skip
+    path = ws.root / PURGE_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record, sort_keys=True) + "\n")
+    what = "kept under legal hold" if hold else f"purged ({removed} files)"
+    commit_files(ws, [PURGE_LOG], f"{name}/{version}: {len(objects)} erased objects {what}")
+    return record
+
+
+def purge_records(ws: Workspace) -> list[dict]:
+    path = ws.root / PURGE_LOG
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def purged_objects(ws: Workspace) -> dict[str, str]:
+    """object md5 -> the version whose purge removed it (legal holds excluded)."""
+    return {
+        md5: f"{r['model']}/{r['version']}"
+        for r in purge_records(ws)
+        if not r["legal_hold"]
+        for md5 in r["objects"]
+    }

@@ -1,0 +1,62 @@
+"""Purge and prove: an approved erasure also leaves the DVC cache and remote, `audit verify`
+proves it, and the versions whose snapshots held the samples still verify (as purged)."""
+
+from __future__ import annotations
+
+import shutil
+
+from pipelines.audit import verify
+from pipelines.flow import deletion_batch
+from pipelines.intake import submit
+from pipelines.purge import erased_objects, object_copies, purge_records
+from pipelines.review import approve
+from tests.conftest import make_workspace
+
+
+def _approved_class_batch(ws):
+    reg, name = ws.registry(), ws.settings.registry.model_name
+    submit(ws, {"kind": "class", "class_label": 3})
+    outcome = deletion_batch(str(ws.root))
+    assert outcome.status == "awaiting_approval", outcome.reason
+    tags = reg.resolve(name, outcome.model_version).tags
+    objects, shared = erased_objects(ws, tags["data.before_rev"], tags["data.after_rev"])
+    approve(ws, reg, name, outcome.model_version, "alice")
+    return reg, name, outcome.model_version, objects + shared
+
+
+def test_approval_purges_the_erased_samples_and_verify_proves_it(tmp_path, prefect_server):
+    ws = make_workspace(tmp_path)
+    reg, name, version, objects = _approved_class_batch(ws)
+    assert len(objects) > 50  # every image of the class
+    copies = [p for md5 in objects for p in object_copies(ws, md5)]
+    assert len(copies) == 2 * len(objects) and not any(p.exists() for p in copies)
+    (record,) = purge_records(ws)
+    assert record["actor"] == "alice" and record["files_removed"] == len(copies)
+    assert ws.git("log", "-1", "--format=%s").startswith(f"{name}/{version}: ")
+    report = verify(ws, reg, name, version)
+    assert report.ok, report.problems
+    details = {n: d for n, _, d in report.checks}
+    assert "erased objects absent from DVC cache and remote" in details["data.purged"]
+    assert "content hashes purged with the data" in details["forget_manifest.dvc"]
+    base = verify(ws, reg, name, "1")  # its snapshot held the class: reported, not broken
+    assert base.ok, base.problems
+    assert "samples purged after" in {n: d for n, _, d in base.checks}["data.trained_on"]
+    # One object copied back into the cache (a restored backup, say): verify names it.
+    cache = copies[0]
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(ws.root / "params.yaml", cache)
+    bad = verify(ws, reg, name, version)
+    assert [p.split(":")[0] for p in bad.problems] == ["data.purged"]
+    assert "purged objects are back in storage" in bad.problems[0]
+
+
+def test_a_legal_hold_keeps_the_objects_and_says_so(tmp_path, prefect_server):
+    ws = make_workspace(tmp_path, {"requests": {"legal_hold": True}})
+    reg, name, version, objects = _approved_class_batch(ws)
+    assert all(p.exists() for md5 in objects for p in object_copies(ws, md5))
+    (record,) = purge_records(ws)
+    assert record["legal_hold"] and record["files_removed"] == 0
+    report = verify(ws, reg, name, version)
+    assert (
+        report.ok and "kept under legal hold" in {n: d for n, _, d in report.checks}["data.purged"]
+    )
