@@ -21,7 +21,13 @@ from components.certificate import (
 )
 from components.forget import forget_manifest, manifest_sha256, removed_ids
 from components.models import ModelError, model_digest
-from pipelines.purge import PURGE_LOG, object_copies, purge_records, purged_objects
+from pipelines.purge import (
+    PURGE_LOG,
+    object_copies,
+    purge_records,
+    purged_objects,
+    remote_root,
+)
 from pipelines.registry import Registry, RegistryError, VersionRef, read_model_dir
 from pipelines.snapshot import commit_files, dir_listing, dir_md5, read_split, snapshot_info
 from pipelines.workspace import Workspace, WorkspaceError, utcnow
@@ -279,7 +285,10 @@ def _check_purge(ws: Workspace, ref: VersionRef, report: VerifyReport) -> None:
         if r["legal_hold"]:
             report.add("data.purged", True, f"kept under legal hold since {r['at']} ({r['actor']})")
             continue
-        back = [md5 for md5 in r["objects"] if any(p.exists() for p in object_copies(ws, md5))]
+        remote = remote_root(ws)
+        back = [
+            md5 for md5 in r["objects"] if any(p.exists() for p in object_copies(ws, md5, remote))
+        ]
         detail = f"{len(r['objects'])} erased objects absent from DVC cache and remote"
         if back:
             detail = f"{len(back)} purged objects are back in storage, e.g. {back[0]}"

@@ -35,9 +35,9 @@ def remote_root(ws: Workspace) -> Path | None:
     return path if path.is_absolute() else (ws.root / ".dvc" / path).resolve()
 
 
-def object_copies(ws: Workspace, md5: str) -> list[Path]:
-    """Every place the workspace keeps an object: the cache, and the local remote if any."""
-    remote = remote_root(ws)
+def object_copies(ws: Workspace, md5: str, remote: Path | None) -> list[Path]:
+    """Every place the workspace keeps an object: the cache, and the local remote if any
+    (`remote_root(ws)`, read once by the caller: DVC's config costs milliseconds per read)."""
     copies = [object_path(ws, md5)]
     if remote is not None:
         copies.append(remote / "files" / "md5" / md5[:2] / md5[2:])
@@ -59,10 +59,10 @@ def purge(ws: Workspace, reg: Registry, name: str, version: str, actor: str) -> 
     tags = reg.resolve(name, version).tags
     objects, shared = erased_objects(ws, tags["data.before_rev"], tags["data.after_rev"])
     hold = ws.settings.requests.legal_hold
-    removed = 0
+    removed, remote = 0, remote_root(ws)
     if not hold:
         for md5 in objects:
-            for path in object_copies(ws, md5):
+            for path in object_copies(ws, md5, remote):
                 if path.is_file():
                     path.unlink()
                     removed += 1

@@ -8,7 +8,7 @@ import shutil
 from pipelines.audit import verify
 from pipelines.flow import deletion_batch
 from pipelines.intake import submit
-from pipelines.purge import erased_objects, object_copies, purge_records
+from pipelines.purge import erased_objects, object_copies, purge_records, remote_root
 from pipelines.review import approve
 from tests.conftest import make_workspace
 from tests.integration.test_integration import _artifact_dir
@@ -29,7 +29,8 @@ def test_approval_purges_the_erased_samples_and_verify_proves_it(tmp_path, prefe
     ws = make_workspace(tmp_path)
     reg, name, version, objects = _approved_class_batch(ws)
     assert len(objects) > 50  # every image of the class
-    copies = [p for md5 in objects for p in object_copies(ws, md5)]
+    remote = remote_root(ws)
+    copies = [p for md5 in objects for p in object_copies(ws, md5, remote)]
     assert len(copies) == 2 * len(objects) and not any(p.exists() for p in copies)
     (record,) = purge_records(ws)
     assert record["actor"] == "alice" and record["files_removed"] == len(copies)
@@ -54,7 +55,8 @@ def test_approval_purges_the_erased_samples_and_verify_proves_it(tmp_path, prefe
 def test_a_legal_hold_keeps_the_objects_and_says_so(tmp_path, prefect_server):
     ws = make_workspace(tmp_path, {"requests": {"legal_hold": True}})
     reg, name, version, objects = _approved_class_batch(ws)
-    assert all(p.exists() for md5 in objects for p in object_copies(ws, md5))
+    remote = remote_root(ws)
+    assert all(p.exists() for md5 in objects for p in object_copies(ws, md5, remote))
     (record,) = purge_records(ws)
     assert record["legal_hold"] and record["files_removed"] == 0
     report = verify(ws, reg, name, version)
