@@ -24,6 +24,15 @@ def _artifact_dir(reg, name, version) -> Path:
     return Path(urlparse(reg.resolve(name, version).source).path)
 
 
+def flip_first_sample_hash(manifest: Path) -> bytes:
+    """Change one character of the first sample's sha256 in a stored forget manifest; returns
+    the original bytes so the caller can put them back."""
+    raw = manifest.read_bytes()
+    i = raw.index(b'"sha256":"') + len(b'"sha256":"')
+    manifest.write_bytes(raw[:i] + (b"0" if raw[i : i + 1] != b"0" else b"1") + raw[i + 1 :])
+    return raw
+
+
 def _ids(ws, n: int) -> list[str]:
     return read_split(ws, "HEAD", "train", pixels=False).ids[:n].tolist()
 
@@ -101,9 +110,7 @@ def test_class_batch_end_to_end_then_tamper_detection(tmp_path, prefect_server):
 
     # One byte changed in the forget manifest.
     man_path = art / "forget_manifest.json"
-    man = man_path.read_bytes()
-    i = man.index(b'"sha256":"') + len(b'"sha256":"')
-    man_path.write_bytes(man[:i] + (b"0" if man[i : i + 1] != b"0" else b"1") + man[i + 1 :])
+    man = flip_first_sample_hash(man_path)
     bad = verify(ws, reg, name, version)
     assert [p.split(":")[0] for p in bad.problems] == ["forget_manifest.artifact"]
     # Approval purged the erased samples, so no recomputed manifest can name the field.

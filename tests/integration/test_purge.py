@@ -11,7 +11,7 @@ from pipelines.intake import submit
 from pipelines.purge import erased_objects, object_copies, purge_records, remote_root
 from pipelines.review import approve
 from tests.conftest import make_workspace
-from tests.integration.test_integration import _artifact_dir
+from tests.integration.test_integration import _artifact_dir, flip_first_sample_hash
 
 
 def _approved_class_batch(ws):
@@ -64,10 +64,7 @@ def test_a_legal_hold_keeps_the_objects_and_says_so(tmp_path, prefect_server):
         report.ok and "kept under legal hold" in {n: d for n, _, d in report.checks}["data.purged"]
     )
     # The pixels are still there, so a changed manifest is diffed field by field.
-    man = _artifact_dir(reg, name, version) / "forget_manifest.json"
-    raw = man.read_bytes()
-    i = raw.index(b'"sha256":"') + len(b'"sha256":"')
-    man.write_bytes(raw[:i] + (b"0" if raw[i : i + 1] != b"0" else b"1") + raw[i + 1 :])
+    flip_first_sample_hash(_artifact_dir(reg, name, version) / "forget_manifest.json")
     bad = verify(ws, reg, name, version)
     assert [p.split(":")[0] for p in bad.problems] == ["forget_manifest.artifact"]
     assert "samples[0].sha256" in bad.problems[0]
