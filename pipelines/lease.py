@@ -37,7 +37,9 @@ def owner_alive(owner: str) -> bool | None:
     host, pid, ticks = owner.rsplit(":", 2)
     if host != socket.gethostname():
         return None
-    return _start_ticks(int(pid)) == ticks != "" or (ticks == "" and _pid_exists(int(pid)))
+    if not ticks:  # no /proc where the lease was taken: the pid is all there is to go on
+        return _pid_exists(int(pid))
+    return _start_ticks(int(pid)) == ticks
 
 
 def _pid_exists(pid: int) -> bool:

@@ -31,16 +31,15 @@ class Recovered:
     restored_to: str = ""  # the git commit whose data snapshot HEAD holds again
 
     def text(self) -> str:
-        done = (
-            f"kept its complete candidate version {self.candidate}"
-            if self.candidate
-            else f"{self.requests} requests back to pending"
-        )
-        extra = f"; removed versions {', '.join(self.removed_versions)}" * bool(
-            self.removed_versions
-        )
-        extra += f"; data snapshot restored to {self.restored_to[:10]}" * bool(self.restored_to)
-        return f"recovered {self.batch_id} ({self.why}): {done}{extra}"
+        if self.candidate:
+            parts = [f"kept its complete candidate version {self.candidate}"]
+        else:
+            parts = [f"{self.requests} requests back to pending"]
+        if self.removed_versions:
+            parts.append(f"removed versions {', '.join(self.removed_versions)}")
+        if self.restored_to:
+            parts.append(f"data snapshot restored to {self.restored_to[:10]}")
+        return f"recovered {self.batch_id} ({self.why}): {'; '.join(parts)}"
 
 
 def stale_batches(store: RequestStore, model: str, replaced: Lease | None) -> dict[str, str]:
