@@ -57,24 +57,25 @@ def _read(d: Path, name: str) -> bytes | None:
     return p.read_bytes() if p.is_file() else None
 
 
-def _purged_in(ws: Workspace, rev: str) -> dict[str, str]:
+def _purged_in(ws: Workspace, rev: str, purged: dict[str, str]) -> dict[str, str]:
     """Samples of the snapshot at `rev` whose objects a purge removed: relpath -> by version."""
-    purged = purged_objects(ws)
-    if not purged:
+    if not purged:  # purged_objects(ws), read once per verify
         return {}
     return {e["relpath"]: purged[e["md5"]] for e in dir_listing(ws, rev) if e["md5"] in purged}
 
 
-def _check_snapshot(ws: Workspace, report: VerifyReport, label: str, expected: dict) -> None:
+def _check_snapshot(
+    ws: Workspace, report: VerifyReport, label: str, expected: dict, purged: dict[str, str]
+) -> None:
     rev = expected["git_rev"]
     try:
-        purged = _purged_in(ws, rev)
-        if purged:  # the listing is still checkable; the pixels of purged samples are gone
+        gone = _purged_in(ws, rev, purged)
+        if gone:  # the listing is still checkable; the pixels of purged samples are gone
             md5 = dir_md5(ws, rev)
-            by = ", ".join(sorted(set(purged.values())))
+            by = ", ".join(sorted(set(gone.values())))
             detail = (
                 f"git {rev[:10]}, dvc {md5[:10]}; dataset hash not recomputable: "
-                f"{len(purged)} samples purged after {by} ({PURGE_LOG})"
+                f"{len(gone)} samples purged after {by} ({PURGE_LOG})"
             )
             report.add(f"data.{label}", md5 == expected["dvc_md5"], detail)
             return
@@ -109,6 +110,7 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
     report = VerifyReport(ref)
     tags = mv.tags
     key = signing_key(ws.settings.certificate.key_env)
+    purged = purged_objects(ws)  # object md5 -> the version whose purge removed it
     with tempfile.TemporaryDirectory() as tmp:
         d = reg.download(ref, Path(tmp))
         digest = _check_weights(d, ref, tags, report)
@@ -118,15 +120,15 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
                 "dvc_md5": tags.get("data.dvc_md5"),
                 "dataset_sha256": tags.get("data.dataset_sha256"),
             }
-            _check_snapshot(ws, report, "trained_on", trained_on)
+            _check_snapshot(ws, report, "trained_on", trained_on, purged)
             return report
         cert = _check_certificate(ws, d, ref, tags, key, report)
         if cert is None:
             return report
         _check_tags(cert, tags, report)
-        _check_manifest(ws, d, cert, report)
+        _check_manifest(ws, d, cert, report, purged)
         for label in ("before", "after"):
-            _check_snapshot(ws, report, label, getattr(cert.data, label).model_dump())
+            _check_snapshot(ws, report, label, getattr(cert.data, label).model_dump(), purged)
         um = cert.unlearned_model
         report.add(
             "certificate.model",
@@ -226,7 +228,9 @@ def _check_tags(cert: Certificate, tags: dict, report: VerifyReport) -> None:
     report.add("version.tags", not changed, detail)
 
 
-def _check_manifest(ws: Workspace, d: Path, cert: Certificate, report: VerifyReport) -> None:
+def _check_manifest(
+    ws: Workspace, d: Path, cert: Certificate, report: VerifyReport, purged: dict[str, str]
+) -> None:
     """The stored forget manifest, and the one recomputed from the two DVC snapshots."""
     man_raw = _read(d, "forget_manifest.json")
     man_sha = sha256_hex(man_raw) if man_raw is not None else "missing"
@@ -234,7 +238,7 @@ def _check_manifest(ws: Workspace, d: Path, cert: Certificate, report: VerifyRep
     detail = f"sha256 {man_sha[:12]}"
     expected: dict | None = None
     try:
-        if _purged_in(ws, cert.data.before.git_rev):
+        if _purged_in(ws, cert.data.before.git_rev, purged):
             _check_manifest_ids(ws, cert, man_raw, report)
         else:
             expected = _expected_manifest(ws, cert.data)
