@@ -6,7 +6,9 @@ stores inside those workspaces, Prefect's test server (prefect_test_harness).
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +17,8 @@ import pytest
 import yaml
 
 _SESSION_TMP = Path(tempfile.mkdtemp(prefix="unlearn-tests-"))
+# Workspaces, Prefect home and DVC site cache of this run: tens of MB each, gone when it ends.
+atexit.register(shutil.rmtree, _SESSION_TMP, ignore_errors=True)
 # Set before anything imports prefect / mlflow / dvc (they read these at import time).
 os.environ.update(
     {
