@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import typer
-from rich.console import Console
 
-out = Console(highlight=False)
+from pipelines.cli_common import out
 
 
 class BenchError(ValueError):

@@ -259,6 +259,11 @@ class RequestSettings(_Frozen):
     # A request whose batch failed its gates waits this long before a batch takes it again,
     # doubling with each failure, so it cannot block the requests behind it.
     retry_backoff_minutes: float = Field(60.0, ge=0)
+    # ...and after this many failed batches it is set aside for a person to decide (retry with
+    # other params, extend its deadline or cancel it): 0 = retry forever.
+    escalate_after_failures: int = Field(3, ge=0)
+    # GDPR Art. 12(3): a deadline may be extended by at most two further months, with a reason.
+    max_extension_days: int = Field(60, ge=0, le=60)
     # On approval, the erased samples' objects leave the DVC cache and remote (pipelines/purge.py);
     # a legal hold keeps them and records the exception.
     purge_on_approval: bool = True
@@ -270,6 +275,11 @@ class ScheduleSettings(_Frozen):
 
     every_minutes: float = Field(60.0, gt=0)  # an interval schedule...
     cron: str | None = None  # ...or a cron expression, which replaces it (e.g. "0 2 * * *")
+    # A scheduled run waits until this many requests are ready (a batch costs about the same for
+    # one request as for fifty)...
+    min_requests: int = Field(1, ge=1)
+    # ...unless the earliest deadline is this close: then it runs with what is there.
+    deadline_margin_days: float = Field(3.0, ge=0)
 
 
 class RegistrySettings(_Frozen):
@@ -338,6 +348,8 @@ def load_settings(path: str | Path) -> Settings:
         raise SettingsError(f"{p}: no such params file")
     try:
         raw = yaml.safe_load(p.read_text())
+    except UnicodeDecodeError:
+        raise SettingsError(f"{p}: not a text file (not UTF-8); restore the params file") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark is not None else ""

@@ -19,7 +19,8 @@ from components.gates import GateReport, evaluate_gates
 from components.models import model_digest
 from components.requests import RequestError, resolve
 from components.runtime import ProgressFn, no_progress, resolve_device
-from components.settings import EvaluationSettings, GateSettings
+from components.scheduling import reason_to_wait
+from components.settings import EvaluationSettings, GateSettings, ScheduleSettings
 from components.unlearning.registry import get_method
 from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
 from pipelines.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, Registry, VersionRef, data_rev
@@ -125,6 +126,14 @@ def plan_batch(name: str, store: RequestStore, reg: Registry, batch_id: str) -> 
     chosen = tuple(r for r in pending if r.scenario == first.scenario)
     store.claim([r.id for r in chosen], batch_id)
     return BatchPlan(batch_id, chosen[0].scenario, chosen)
+
+
+def reason_to_wait_for(store: RequestStore, schedule: ScheduleSettings) -> str | None:
+    """Why a scheduled run should wait for more ready requests (None: run now)."""
+    deadlines = [datetime.fromisoformat(r.deadline) for r in store.ready()]
+    return reason_to_wait(
+        deadlines, datetime.now(UTC), schedule.min_requests, schedule.deadline_margin_days
+    )
 
 
 def pin_snapshot(ws: Workspace, reg: Registry, name: str) -> Pinned:
@@ -252,16 +261,28 @@ def record_failure(reg: Registry, plan: BatchPlan, ev: Evaluation) -> str:
 
 
 def release_after_gates(
-    store: RequestStore, plan: BatchPlan, reason: str, backoff_minutes: float
-) -> None:
+    store: RequestStore, plan: BatchPlan, reason: str, backoff_minutes: float, escalate_after: int
+) -> list[str]:
     """Failed gates: the requests go back to pending, each deferred for the backoff doubled per
-    failure it has had, so a request that keeps failing does not block those behind it."""
+    failure it has had, so a request that keeps failing does not block those behind it; after
+    `escalate_after` failures (0 = never) it is set aside for a person instead. Returns the ids
+    escalated."""
     release(store, plan, reason)
+    escalated = []
     for r in plan.requests:
         n = store.failures(r.id)
+        if escalate_after and n >= escalate_after:
+            store.escalate(
+                r.id,
+                f"escalated after {n} failed batches ({reason}); decide with `unlearn request "
+                "retry|extend|cancel`",
+            )
+            escalated.append(r.id)
+            continue
         until = datetime.now(UTC) + timedelta(minutes=backoff_minutes * 2 ** max(0, n - 1))
         why = f"{reason} (failure {n}; retried after {until:%Y-%m-%d %H:%M} UTC)"
         store.defer(r.id, until.replace(microsecond=0).isoformat(), why)
+    return escalated
 
 
 def release(store: RequestStore, plan: BatchPlan, reason: str) -> int:

@@ -15,6 +15,7 @@ from benchmarks import cli as bench_cli
 from pipelines.cli_common import CliError, current_workspace, err, options, out
 from pipelines.cli_data import data_app, model_app
 from pipelines.cli_requests import request_app
+from pipelines.cli_review import audit_app, review_app
 from pipelines.env import quiet_environment
 
 if TYPE_CHECKING:
@@ -28,8 +29,6 @@ app = typer.Typer(
     "review -> audit.",
 )
 batch_app = typer.Typer(no_args_is_help=True, help="Run a deletion batch (Prefect flow).")
-review_app = typer.Typer(no_args_is_help=True, help="Approve or reject a candidate model version.")
-audit_app = typer.Typer(no_args_is_help=True, help="Trace lineage and verify certificates.")
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(request_app, name="request")
@@ -76,8 +75,11 @@ def train(
 ) -> None:
     """Train the base model on the snapshot; register it as champion (stage train_base)."""
     from pipelines.base import train_base
+    from pipelines.progress import progress_bars, step_reporter
 
-    ref, metrics = train_base(current_workspace(), replace_champion)
+    ws = current_workspace()
+    with progress_bars(err):
+        ref, metrics = train_base(ws, replace_champion, step_reporter("train"))
     out.print(
         f"registered {ref} as champion: train {metrics['acc_train']:.2f}%  test "
         f"{metrics['acc_test']:.2f}%"
@@ -102,6 +104,8 @@ def _print_outcome(o: BatchOutcome) -> None:
         )
     else:
         out.print(f"{o.batch_id}: {o.reason}; requests are pending again")
+    for rid in o.escalated:
+        out.print(f"{rid}: escalated after repeated failed batches; see `unlearn request list`")
 
 
 @batch_app.command("run")
@@ -123,8 +127,10 @@ def batch_run(
         typer.echo(json.dumps({"status": "nothing_pending"}) if as_json else "no pending requests")
         return
     from pipelines.flow import deletion_batch  # imports Prefect: only when there is work
+    from pipelines.progress import progress_bars
 
-    outcome = deletion_batch(str(ws.root))
+    with progress_bars(err):
+        outcome = deletion_batch(str(ws.root))
     if as_json:
         typer.echo(json.dumps(dataclasses.asdict(outcome), indent=1, default=str))
     else:
@@ -165,7 +171,7 @@ def serve(
     out.print(f"serving deletion batches of {name} ({when}); Ctrl-C stops")
     deletion_batch.serve(
         name=f"deletion-batch-{name}",
-        parameters={"workspace": str(ws.root)},
+        parameters={"workspace": str(ws.root), "scheduled": True},
         global_limit=1,
         entrypoint_type=EntrypointType.MODULE_PATH,
         print_starting_message=False,
@@ -208,95 +214,6 @@ def batch_recover(
         out.print("nothing to recover: no batch stopped part-way")
 
 
-@review_app.command("approve")
-def review_approve(
-    model: str,
-    version: str,
-    reviewer: str = typer.Option(..., help="Who approves."),
-    certificate: str | None = typer.Option(
-        None, help="The certificate sha256 you reviewed (must match)."
-    ),
-    as_json: bool = typer.Option(False, "--json", help="The decision as JSON."),
-) -> None:
-    """Approve a candidate: moves `champion` only if its certificate verifies."""
-    from pipelines.review import approve
-
-    ws = current_workspace()
-    d = approve(ws, ws.registry(), model, version, reviewer, certificate)
-    if as_json:
-        doc = {"model": model, "version": version, "decision": "approved", "reasons": d.reasons}
-        typer.echo(json.dumps(doc))
-        return
-    out.print(f"approved {model}/{version}: {d.text}; alias champion moved")
-
-
-@review_app.command("reject")
-def review_reject(
-    model: str,
-    version: str,
-    reviewer: str = typer.Option(...),
-    reason: str = typer.Option(...),
-    as_json: bool = typer.Option(False, "--json", help="The decision as JSON."),
-) -> None:
-    """Reject a candidate: its requests return to pending with the reason."""
-    from pipelines.review import reject
-
-    ws = current_workspace()
-    reject(ws, ws.registry(), model, version, reviewer, reason)
-    if as_json:
-        doc = {"model": model, "version": version, "decision": "rejected", "reason": reason}
-        typer.echo(json.dumps(doc))
-        return
-    out.print(f"rejected {model}/{version}; its requests are pending again")
-
-
-@audit_app.command("trace")
-def audit_trace(
-    ref: str = typer.Argument(..., help="MODEL@ALIAS or MODEL/VERSION"),
-    as_json: bool = typer.Option(False, "--json"),
-) -> None:
-    """Print the lineage: requests, manifest, snapshots, base version, code, gates, reviewer."""
-    from pipelines.audit import trace
-    from pipelines.registry import parse_ref
-    from pipelines.report import print_trace
-
-    ws = current_workspace()
-    name, version, alias = parse_ref(ref)
-    chain = trace(ws, ws.registry(), name, version, alias)
-    if as_json:
-        typer.echo(json.dumps(chain, default=str, indent=1))
-    else:
-        print_trace(out, name, chain)
-
-
-@audit_app.command("verify")
-def audit_verify(
-    model: str,
-    version: str,
-    as_json: bool = typer.Option(
-        False, "--json", help="Every check as JSON (exit code as without)."
-    ),
-) -> None:
-    """Recompute every hash from DVC and MLflow; exit 1 on any mismatch."""
-    from pipelines.audit import verify
-
-    ws = current_workspace()
-    report = verify(ws, ws.registry(), model, version)
-    if as_json:
-        checks = [{"check": n, "ok": ok, "detail": d} for n, ok, d in report.checks]
-        doc = {"model": model, "version": version, "ok": report.ok, "checks": checks}
-        typer.echo(json.dumps(doc, indent=1))
-        if not report.ok:
-            raise typer.Exit(1)
-        return
-    for name, ok, detail in report.checks:
-        out.print(f"[{'green' if ok else 'red'}]{'ok  ' if ok else 'FAIL'}[/] {name}: {detail}")
-    if not report.ok:
-        err.print(f"error: {model}/{version} does not verify: {'; '.join(report.problems)}")
-        raise typer.Exit(1)
-    out.print(f"{model}/{version} verifies ({len(report.checks)} checks)")
-
-
 @app.command()
 def demo(
     workspace: Path | None = typer.Option(
@@ -334,6 +251,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from pipelines.batch import BatchError
     from pipelines.registry import RegistryError
     from pipelines.review import ReviewError
+    from pipelines.store_faults import StoreError
     from pipelines.workspace import WorkspaceError
 
     return (
@@ -348,6 +266,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         BatchError,
         RegistryError,
         ReviewError,
+        StoreError,
         WorkspaceError,
     )
 
@@ -372,6 +291,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except _user_errors() as e:
         err.print(f"error: {e}", markup=False, soft_wrap=True)
+        return 2
+    except Exception as e:
+        from pipelines.faults import explain
+
+        line = explain(e)  # a full disk or read-only file deep inside git, DVC or MLflow
+        if line is None:
+            raise
+        err.print(f"error: {line}", markup=False, soft_wrap=True)
         return 2
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from rich.console import Console
 
@@ -12,16 +14,28 @@ from pipelines.env import quiet_environment
 if TYPE_CHECKING:
     from pipelines.workspace import Workspace
 
-out = Console(highlight=False)
-err = Console(stderr=True, highlight=False)
+
+def _width(stream: TextIO) -> int | None:
+    """The terminal's width; piped or redirected, wide enough that tables do not wrap (rich would
+    fold them at 80 columns), unless COLUMNS says otherwise."""
+    if stream.isatty() or os.environ.get("COLUMNS"):
+        return None
+    return 250
+
+
+out = Console(highlight=False, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
 options: dict[str, Path | None] = {"workspace": None}
 
 
-def current_workspace() -> Workspace:
-    """The workspace named by --workspace, else found from the current directory."""
+def current_workspace(read_only: bool = False) -> Workspace:
+    """The workspace named by --workspace, else found from the current directory. A command that
+    writes checks first that it can (a read-only mount or copy fails here, before any work)."""
     from pipelines.workspace import find_workspace
 
     ws = find_workspace(options["workspace"])
+    if not read_only:
+        ws.check_writable()
     quiet_environment(ws.prefect_home)
     return ws
 

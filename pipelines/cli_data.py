@@ -56,7 +56,7 @@ def data_ids(
 
     from pipelines.intake import current_state
 
-    train = current_state(current_workspace()).train
+    train = current_state(current_workspace(read_only=True)).train
     ids = train.ids if class_label is None else train.ids[train.y == class_label]
     if random is not None:
         if not 0 < random <= len(ids):

@@ -1,13 +1,19 @@
-"""`unlearn request submit | list`: deletion requests in, and what became of them."""
+"""`unlearn request submit | list | cancel | defer | retry | extend`: deletion requests in, and
+what became of them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from pipelines.cli_common import CliError, current_workspace, out
+
+if TYPE_CHECKING:
+    from pipelines.store import RequestStore
 
 request_app = typer.Typer(no_args_is_help=True, help="Submit and list deletion requests.")
 
@@ -68,7 +74,8 @@ def request_list(
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """Show requests with their status, due date and reason, the one due first on top."""
-    from pipelines.store import RequestStore, due_filter, payload_summary, to_json
+    from pipelines.store import RequestStore
+    from pipelines.store_views import due_filter, payload_summary, to_json
 
     try:
         due = due_filter(overdue, due_within)
@@ -100,19 +107,34 @@ def request_list(
     out.print(t)
 
 
+def _change(request_id: str, change: Callable[[RequestStore], None]) -> None:
+    """One change to one request; an unknown id or a wrong status is one line."""
+    from pipelines.store import RequestStore
+
+    with RequestStore(current_workspace().requests_db) as store:
+        try:
+            change(store)
+        except (ValueError, KeyError) as e:
+            raise CliError(str(e.args[0])) from None
+
+
+def _duration(text: str, option: str) -> str:
+    """'7d' -> the ISO time that far from now."""
+    from pipelines.store_views import due_filter
+
+    try:
+        return due_filter(False, text)
+    except ValueError as e:
+        raise CliError(str(e).replace("--due-within", option)) from None
+
+
 @request_app.command("cancel")
 def request_cancel(
     request_id: str,
     reason: str = typer.Option(..., help="Why (recorded in the request's history)."),
 ) -> None:
     """Withdraw a pending or set-aside request; no batch takes it afterwards."""
-    from pipelines.store import RequestStore
-
-    with RequestStore(current_workspace().requests_db) as store:
-        try:
-            store.cancel(request_id, f"cancelled: {reason}")
-        except (ValueError, KeyError) as e:
-            raise CliError(str(e.args[0])) from None
+    _change(request_id, lambda store: store.cancel(request_id, f"cancelled: {reason}"))
     out.print(f"cancelled {request_id}")
 
 
@@ -123,15 +145,44 @@ def request_defer(
     reason: str = typer.Option(..., help="Why (recorded in the request's history)."),
 ) -> None:
     """Keep a pending request out of batches for a while (its due date stays as it was)."""
-    from pipelines.store import RequestStore, due_filter
-
-    try:
-        until = due_filter(False, for_)
-    except ValueError as e:
-        raise CliError(str(e).replace("--due-within", "--for")) from None
-    with RequestStore(current_workspace().requests_db) as store:
-        try:
-            store.defer(request_id, until, f"deferred: {reason}")
-        except (ValueError, KeyError) as e:
-            raise CliError(str(e.args[0])) from None
+    until = _duration(for_, "--for")
+    _change(request_id, lambda store: store.defer(request_id, until, f"deferred: {reason}"))
     out.print(f"deferred {request_id} until {until}")
+
+
+@request_app.command("retry")
+def request_retry(
+    request_id: str,
+    reason: str = typer.Option(..., help="Why another try (recorded in the request's history)."),
+) -> None:
+    """Put a set-aside (e.g. escalated) request back to pending, for the next batch."""
+    _change(request_id, lambda store: store.reopen(request_id, f"retry: {reason}"))
+    out.print(f"{request_id} is pending again")
+
+
+@request_app.command("extend")
+def request_extend(
+    request_id: str,
+    by: str = typer.Option(..., "--by", help="How much later, e.g. 30d."),
+    reason: str = typer.Option(..., help="Why (recorded; GDPR Art. 12(3) asks for one)."),
+) -> None:
+    """Move an open request's deadline later, within requests.max_extension_days."""
+    from datetime import UTC, datetime
+
+    from components.scheduling import extended_deadline
+
+    if not reason.strip():
+        raise CliError("--reason must say why the deadline moves")
+    rq = current_workspace().settings.requests
+    delta = datetime.fromisoformat(_duration(by, "--by")) - datetime.now(UTC).replace(microsecond=0)
+
+    def change(store: RequestStore) -> None:
+        r = store.get(request_id)
+        new = extended_deadline(
+            datetime.fromisoformat(r.received_at), datetime.fromisoformat(r.deadline), delta,
+            rq.deadline_days, rq.max_extension_days,
+        )  # fmt: skip
+        store.extend(request_id, new.isoformat(), reason)
+
+    _change(request_id, change)
+    out.print(f"extended {request_id}")

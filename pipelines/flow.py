@@ -13,14 +13,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
 
 from components.runtime import timed
 from components.unlearning.types import MethodConfig
 from pipelines import batch as steps
 from pipelines.lease import LeaseHeld
+from pipelines.progress import report
 from pipelines.publish import publish
 from pipelines.recover import recover_stale
 from pipelines.registry import Registry
@@ -30,7 +33,7 @@ from pipelines.workspace import Workspace
 
 @dataclass
 class BatchOutcome:
-    status: str  # nothing_pending | awaiting_approval | gates_failed | set_aside
+    status: str  # nothing_pending | waiting | awaiting_approval | gates_failed | set_aside
     batch_id: str = ""
     scenario: str = ""
     model_version: str = ""
@@ -41,6 +44,7 @@ class BatchOutcome:
     gates: dict = field(default_factory=dict)
     seconds: float = 0.0  # the unlearning step (RFA) alone
     timings: dict = field(default_factory=dict)  # wall seconds per stage of the whole batch
+    escalated: list[str] = field(default_factory=list)  # set aside after repeated failed gates
 
 
 # Tasks take models and tensors: explicit NO_CACHE, results live in MLflow / DVC, not in Prefect.
@@ -58,6 +62,7 @@ def unlearn_task(
     logger = get_run_logger()
 
     def progress(step: int, total: int, values: dict[str, float]) -> None:
+        report("unlearn", step, total)
         if step == total or step % max(1, total // 4) == 0:
             logger.info(
                 "RFA step %d/%d  retain-loss %.4f  forget-loss %.4f",
@@ -72,8 +77,9 @@ def unlearn_task(
 
 
 @flow(name="deletion-batch", log_prints=True)
-def deletion_batch(workspace: str) -> BatchOutcome:
-    """One batch of one model: hold its lease, recover any batch that died, then run."""
+def deletion_batch(workspace: str, scheduled: bool = False) -> BatchOutcome:
+    """One batch of one model: hold its lease, recover any batch that died, then run. A
+    scheduled run waits for `schedule.min_requests` unless a deadline is near."""
     ws = Workspace(Path(workspace))
     reg, s = ws.registry(), ws.settings
     name = s.registry.model_name
@@ -87,27 +93,48 @@ def deletion_batch(workspace: str) -> BatchOutcome:
         try:
             for rec in recover_stale(ws, store, reg, name, replaced):
                 print(rec.text())
-            stage = Stages(store, name, batch_id, ttl)
+            wait = steps.reason_to_wait_for(store, s.schedule) if scheduled else None
+            if wait:
+                print(f"waiting: {wait}")
+                return BatchOutcome("waiting", reason=wait)
+            stage = Stages(store, name, batch_id, ttl, _progress_artifact(batch_id))
             return _run(ws, reg, store, batch_id, stage)
         finally:
             store.drop_lease(name, batch_id)
 
 
+STAGES = ("pin", "extract", "unlearn", "evaluate", "publish")
+
+
+def _progress_artifact(batch_id: str) -> UUID | None:
+    """The batch's progress bar in the Prefect UI (a progress artifact of the flow run)."""
+    desc = f"{batch_id}: stages {' -> '.join(STAGES)}"
+    return create_progress_artifact(progress=0.0, description=desc)
+
+
 @dataclass
 class Stages:
-    """Each stage a batch reaches is recorded on its lease (and extends it) and timed."""
+    """Each stage a batch reaches is recorded on its lease (and extends it), timed, logged to the
+    flow run, shown on the run's progress artifact and reported to whoever watches (CLI bars)."""
 
     store: RequestStore
     model: str
     batch_id: str
     ttl: timedelta
+    artifact: UUID | None = None
     seconds: dict[str, float] = field(default_factory=dict)
 
     @contextmanager
     def __call__(self, name: str) -> Iterator[None]:
         self.store.touch_lease(self.model, self.batch_id, name, self.ttl)
+        get_run_logger().info("%s: stage %s", self.batch_id, name)
+        report(name, 0)
+        if self.artifact is not None:
+            update_progress_artifact(self.artifact, 100.0 * STAGES.index(name) / len(STAGES))
         with timed(self.seconds, name):
             yield
+        if self.artifact is not None and name == STAGES[-1]:
+            update_progress_artifact(self.artifact, 100.0)
 
 
 def _run(
@@ -143,7 +170,12 @@ def _run(
         if not ev.gates.passed:
             reason = "gates failed: " + "; ".join(ev.gates.failures)
             steps.record_failure(reg, plan, ev)
-            steps.release_after_gates(store, plan, reason, s.requests.retry_backoff_minutes)
+            rq = s.requests
+            outcome.escalated = steps.release_after_gates(
+                store, plan, reason, rq.retry_backoff_minutes, rq.escalate_after_failures
+            )
+            for rid in outcome.escalated:
+                get_run_logger().warning("%s escalated: set aside for a person to decide", rid)
             outcome.status, outcome.reason = "gates_failed", reason
             return outcome
         with stage("publish"):

@@ -38,6 +38,8 @@ def load_mapping(path: str | Path) -> dict[str, list[str]]:
         raw = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as err:
         raise RequestError(f"subject mapping {p}: unreadable ({err})") from None
+    except UnicodeDecodeError:
+        raise RequestError(f"subject mapping {p}: not a text file (not UTF-8 JSON)") from None
     if not isinstance(raw, dict) or not all(isinstance(v, list) for v in raw.values()):
         raise RequestError(
             f"subject mapping {p}: must be a JSON object of subject id -> list of sample ids"

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from components.models import ModelError, load_model, state_bytes
+from pipelines.tracking import open_client
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,6 +37,10 @@ ALIAS_CANDIDATE = "candidate"
 
 class RegistryError(RuntimeError):
     """The tracking server is unreachable, or a model version / artifact is missing."""
+
+
+class StoreUnavailable(RegistryError):
+    """The tracking store itself cannot be used: not "no such version", whatever was asked."""
 
 
 @dataclass(frozen=True)
@@ -99,12 +104,12 @@ class Registry:
         try:
             with urllib.request.urlopen(url, timeout=5) as resp:
                 if resp.status != 200:
-                    raise RegistryError(
+                    raise StoreUnavailable(
                         f"MLflow server at {self.tracking_uri} answered {resp.status} on /health"
                     )
         except (urllib.error.URLError, OSError) as err:
             reason = getattr(err, "reason", err)
-            raise RegistryError(
+            raise StoreUnavailable(
                 f"MLflow tracking server at {self.tracking_uri} is unreachable ({reason}); start "
                 "it or unset MLFLOW_TRACKING_URI"
             ) from None
@@ -112,11 +117,9 @@ class Registry:
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            from mlflow import MlflowClient
-
             self.check_available()
             _set_fluent_uri(self.tracking_uri)
-            self._client = MlflowClient(self.tracking_uri)
+            self._client = open_client(self.tracking_uri, StoreUnavailable)
         return self._client
 
     def activate(self) -> None:
@@ -158,6 +161,8 @@ class Registry:
         try:
             self.resolve(name, alias=alias)
             return True
+        except StoreUnavailable:
+            raise
         except RegistryError:
             return False
 

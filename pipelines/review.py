@@ -3,20 +3,23 @@ the facts, carries the decision out in a crash-safe order and records it."""
 
 from __future__ import annotations
 
+import json
+
 from components.canonical import canonical_json
 from components.certificate import sign, signing_key
 from components.promotion import Decision, VersionFacts, decide_approval, decide_rejection
-from pipelines.audit import append_alias_history, verify
+from pipelines.audit import ALIAS_LOG, append_alias_history, verify
 from pipelines.purge import purge
 from pipelines.registry import (
     ALIAS_CANDIDATE,
     ALIAS_CHAMPION,
     Registry,
     RegistryError,
+    StoreUnavailable,
     VersionRef,
     data_rev,
 )
-from pipelines.snapshot import restore_snapshot
+from pipelines.snapshot import commit_files, restore_snapshot
 from pipelines.store import RequestStore
 from pipelines.workspace import Workspace, WorkspaceError, utcnow
 
@@ -30,6 +33,8 @@ def gather_facts(
 ) -> VersionFacts:
     try:
         mv = reg.resolve(name, version)
+    except StoreUnavailable:
+        raise
     except RegistryError:
         return VersionFacts(exists=False, has_certificate=False)
     tags = mv.tags
@@ -58,6 +63,56 @@ def _validate_reviewer(reviewer: str) -> str:
     return reviewer
 
 
+def _require_git_unlocked(ws: Workspace) -> None:
+    """A decision ends in a git commit: refuse before changing anything if git cannot commit."""
+    lock = ws.root / ".git" / "index.lock"
+    if lock.exists():
+        raise ReviewError(
+            f"{lock} exists: another git command is running in the workspace, or one crashed; "
+            "remove the file once none runs, then retry (nothing was decided)"
+        )
+
+
+def _history(ws: Workspace, name: str, match: dict) -> str:
+    """Whether the alias history holds an entry for `name` with these fields: "committed",
+    "written" (in the file, but its git commit failed) or "missing"."""
+    path = ws.root / ALIAS_LOG
+    lines = path.read_text().splitlines() if path.is_file() else []
+    entries = [json.loads(line) for line in lines if line.strip()]
+    if not any(
+        e.get("model") == name and all(e.get(k) == v for k, v in match.items()) for e in entries
+    ):
+        return "missing"
+    return "written" if ws.git("status", "--porcelain", "--", ALIAS_LOG) else "committed"
+
+
+def _record_history(ws: Workspace, entry: dict, match: dict) -> None:
+    state = _history(ws, entry["model"], match)
+    if state == "missing":
+        append_alias_history(ws, entry)
+    elif state == "written":
+        commit_files(ws, [ALIAS_LOG], f"alias history: {entry['reason']}")
+
+
+def _awaiting(ws: Workspace, batch_id: str) -> bool:
+    with RequestStore(ws.requests_db) as store:
+        return any(r.status == "awaiting_approval" for r in store.by_batch(batch_id))
+
+
+def _unfinished(ws: Workspace, name: str, version: str, facts: VersionFacts, batch_id: str) -> bool:
+    """An approval recorded (signed, tagged) but stopped before its last step: the champion has
+    not moved past the version, and one of alias, history or requests is missing."""
+    if facts.status != "approved" or facts.champion_version not in (version, facts.base_version):
+        return False
+    history = {"alias": ALIAS_CHAMPION, "version": version}
+    return (
+        facts.champion_version != version
+        or facts.is_candidate
+        or _history(ws, name, history) != "committed"
+        or _awaiting(ws, batch_id)
+    )
+
+
 def approve(
     ws: Workspace,
     reg: Registry,
@@ -66,15 +121,21 @@ def approve(
     reviewer: str,
     certificate_sha256: str | None = None,
 ) -> Decision:
-    """Move `champion` to the version if its certificate verifies; requests become certified."""
+    """Move `champion` to the version if its certificate verifies; requests become certified.
+    All or nothing: an approval that stopped part-way (a crash, a git failure) is completed by
+    the next `approve` of the same version instead of being refused as "already approved"."""
     reviewer = _validate_reviewer(reviewer)
+    _require_git_unlocked(ws)
     facts = gather_facts(ws, reg, name, version)
+    mv = reg.resolve(name, version) if facts.exists else None
+    if mv is not None and _unfinished(ws, name, version, facts, mv.tags.get("batch_id", "")):
+        who, at = mv.tags.get("approved_by", reviewer), mv.tags.get("approved_at", "")
+        _carry_out_approval(ws, reg, name, version, who, facts.base_version or None)
+        return Decision(True, [f"completed the approval by {who} at {at}, which stopped part-way"])
     decision = decide_approval(facts, certificate_sha256)
     if not decision.promote:
         raise ReviewError(f"cannot approve {name}/{version}: {decision.text}")
     key = signing_key(ws.settings.certificate.key_env)
-    ref = VersionRef(name, version)
-    mv = reg.resolve(name, version)
     approval = {
         "schema": "unlearn.approval/1",
         "model": name,
@@ -84,28 +145,38 @@ def approve(
         "reviewer": reviewer,
         "at": utcnow(),
     }
-    previous = reg.champion(name).version if reg.has_alias(name, ALIAS_CHAMPION) else None
-    # Order matters for crash safety: the signed record first, then the alias, then the requests.
+    # Order matters for crash safety: the signed record first, then the status tag (from here
+    # on a retry completes the approval), then the alias, history and requests.
     reg.log_to_run(
         mv.run_id,
         {"approval.json": canonical_json(approval), "approval.sig": sign(approval, key).encode()},
     )
     reg.set_tags(
-        ref, {"status": "approved", "approved_by": reviewer, "approved_at": approval["at"]}
+        VersionRef(name, version),
+        {"status": "approved", "approved_by": reviewer, "approved_at": approval["at"]},
     )
+    _carry_out_approval(ws, reg, name, version, reviewer, facts.champion_version or None)
+    return decision
+
+
+def _carry_out_approval(
+    ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, previous: str | None
+) -> None:
+    """The steps after the status tag, each a no-op when already done."""
+    ref = VersionRef(name, version)
+    mv = reg.resolve(name, version)
     reg.set_alias(ref, ALIAS_CHAMPION)
-    reg.drop_alias(name, ALIAS_CANDIDATE)
-    append_alias_history(
-        ws,
-        {
-            "model": name,
-            "alias": ALIAS_CHAMPION,
-            "version": version,
-            "previous": previous,
-            "actor": reviewer,
-            "reason": f"approved certificate {facts.certificate_sha256}",
-        },
-    )
+    if ALIAS_CANDIDATE in (mv.aliases or []):
+        reg.drop_alias(name, ALIAS_CANDIDATE)
+    entry = {
+        "model": name,
+        "alias": ALIAS_CHAMPION,
+        "version": version,
+        "previous": previous,
+        "actor": reviewer,
+        "reason": f"approved certificate {mv.tags.get('certificate_sha256', '')}",
+    }
+    _record_history(ws, entry, {"alias": ALIAS_CHAMPION, "version": version})
     with RequestStore(ws.requests_db) as store:
         store.transition(
             mv.tags.get("batch_id", ""),
@@ -122,21 +193,28 @@ def approve(
                 f"approved {name}/{version}, but purging its erased samples failed ({err}); "
                 f"run `unlearn data purge {name} {version}`"
             ) from None
-    return decision
 
 
 def reject(
     ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, reason: str
 ) -> Decision:
-    """Mark the version rejected, drop `candidate`; its requests go back to pending, with why."""
+    """Mark the version rejected, drop `candidate`; its requests go back to pending, with why.
+    All or nothing, as approve: a rejection that stopped part-way is completed on retry."""
     reviewer = _validate_reviewer(reviewer)
     if not reason.strip():
         raise ReviewError("--reason must say why the version is rejected")
+    _require_git_unlocked(ws)
     facts = gather_facts(ws, reg, name, version, check_certificate=False)
+    tags = reg.resolve(name, version).tags if facts.exists else {}
+    if facts.status == "rejected" and _rejection_unfinished(
+        ws, name, version, facts, tags.get("batch_id", "")
+    ):
+        who = tags.get("rejected_by", reviewer)
+        _carry_out_rejection(ws, reg, name, version, who, tags.get("rejection_reason", reason))
+        return Decision(True, [f"completed the rejection by {who}, which stopped part-way"])
     decision = decide_rejection(facts)
     if not decision.promote:
         raise ReviewError(f"cannot reject {name}/{version}: {decision.text}")
-    mv = reg.resolve(name, version)
     reg.set_tags(
         VersionRef(name, version),
         {
@@ -146,18 +224,33 @@ def reject(
             "rejection_reason": reason[:500],
         },
     )
-    reg.drop_alias(name, ALIAS_CANDIDATE)
-    append_alias_history(
-        ws,
-        {
-            "model": name,
-            "alias": ALIAS_CANDIDATE,
-            "version": None,
-            "previous": version,
-            "actor": reviewer,
-            "reason": f"rejected: {reason}",
-        },
-    )
+    _carry_out_rejection(ws, reg, name, version, reviewer, reason)
+    return decision
+
+
+def _rejection_unfinished(
+    ws: Workspace, name: str, version: str, facts: VersionFacts, batch_id: str
+) -> bool:
+    match = {"alias": ALIAS_CANDIDATE, "version": None, "previous": version}
+    return facts.is_candidate or _history(ws, name, match) != "committed" or _awaiting(ws, batch_id)
+
+
+def _carry_out_rejection(
+    ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, reason: str
+) -> None:
+    """The steps after the status tag, each a no-op when already done."""
+    mv = reg.resolve(name, version)
+    if ALIAS_CANDIDATE in (mv.aliases or []):
+        reg.drop_alias(name, ALIAS_CANDIDATE)
+    entry = {
+        "model": name,
+        "alias": ALIAS_CANDIDATE,
+        "version": None,
+        "previous": version,
+        "actor": reviewer,
+        "reason": f"rejected: {reason}",
+    }
+    _record_history(ws, entry, {"alias": ALIAS_CANDIDATE, "version": None, "previous": version})
     # The rejected batch's snapshot must not stay at HEAD as if it were certified: the data go
     # back to the champion's snapshot, in a commit that says why (history is never rewritten).
     batch_id = mv.tags.get("batch_id", "")
@@ -172,4 +265,3 @@ def reject(
             reason=f"rejected by {reviewer}: {reason}",
             from_status=("awaiting_approval",),
         )
-    return decision

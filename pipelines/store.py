@@ -9,7 +9,6 @@ Every change is also appended to `events`, so the history of a request is never 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import uuid
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from components.requests import ForgetRequest
 from pipelines.lease import Lease, LeaseHeld, process_identity
+from pipelines.store_faults import guarded
 
 STATUSES = ("pending", "processing", "awaiting_approval", "certified", "set_aside", "cancelled")
 
@@ -87,12 +87,19 @@ class StoredRequest:
 
 class RequestStore:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-        self._migrate()
+        self.path = path
+        with guarded(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
+            # A damaged file is found here, before any command acts on half of it (quick_check
+            # reads every page once: milliseconds for 10,000 requests).
+            (check,) = self._db.execute("PRAGMA quick_check(1)").fetchone()
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(SCHEMA)
+            self._migrate()
 
     def _migrate(self) -> None:
         """A store made by an older version (fewer statuses, no `not_before`): sqlite cannot
@@ -239,12 +246,33 @@ class RequestStore:
         """How many times batches holding this request ended with `prefix` (for the backoff)."""
         return sum(note.startswith(prefix) for _, st, note in self.history(rid) if st == "pending")
 
+    def escalate(self, rid: str, reason: str) -> None:
+        """pending -> set_aside after repeated failed batches: a person decides what next."""
+        self._move(rid, "set_aside", ("pending",), reason)
+
+    def reopen(self, rid: str, reason: str) -> None:
+        """set_aside -> pending, not deferred: a person asked for another try."""
+        self._move(rid, "pending", ("set_aside",), reason)
+
+    def extend(self, rid: str, deadline: str, reason: str) -> None:
+        """Move an open request's deadline (ISO time) later, with the reason in its history."""
+        with self._tx():
+            cur = self._db.execute(
+                "UPDATE requests SET deadline=?, updated_at=? WHERE id=? AND deadline < ? AND "
+                "status IN ('pending','processing','awaiting_approval','set_aside')",
+                (deadline, _now().isoformat(), rid, deadline),
+            )
+            if cur.rowcount != 1:
+                self.get(rid)  # KeyError naming an unknown id
+                raise ValueError(f"request {rid} is closed, or already due later")
+            self._event(rid, self.get(rid).status, f"deadline extended to {deadline}: {reason}")
+
     def _move(self, rid: str, status: str, from_status: tuple[str, ...], reason: str) -> None:
         self.get(rid)  # KeyError naming an unknown id
         marks = ",".join("?" * len(from_status))
         with self._tx():
             cur = self._db.execute(
-                f"UPDATE requests SET status=?, reason=?, batch_id='', updated_at=? "
+                f"UPDATE requests SET status=?, reason=?, batch_id='', not_before='', updated_at=? "
                 f"WHERE id=? AND status IN ({marks})",
                 (status, reason, _now().isoformat(), rid, *from_status),
             )
@@ -342,44 +370,12 @@ class RequestStore:
     @contextmanager
     def _tx(self) -> Iterator[None]:
         """One write transaction: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on an exception."""
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-
-
-DURATION_UNITS = {"d": "days", "h": "hours", "m": "minutes"}
-
-
-def due_filter(overdue: bool, due_within: str | None, now: datetime | None = None) -> str | None:
-    """The ISO time a request's deadline must fall before to be listed (None: no filter)."""
-    now = now or _now()
-    if overdue and due_within:
-        raise ValueError("give --overdue or --due-within, not both")
-    if overdue:
-        return now.isoformat()
-    if due_within is None:
-        return None
-    amount, unit = due_within[:-1], due_within[-1:]
-    if not amount.isdigit() or unit not in DURATION_UNITS:
-        raise ValueError(f"--due-within {due_within!r}: expected a number and d, h or m (e.g. 7d)")
-    return (now + timedelta(**{DURATION_UNITS[unit]: int(amount)})).isoformat()
-
-
-def payload_summary(r: StoredRequest) -> str:
-    req = r.request
-    if req.kind == "class":
-        return f"class {req.class_label}"
-    if req.kind == "subject":
-        return f"subject {req.subject_id}"
-    ids = list(req.sample_ids)
-    return ", ".join(ids[:3]) + (f" (+{len(ids) - 3})" if len(ids) > 3 else "")
-
-
-def to_json(r: StoredRequest) -> str:
-    return json.dumps(
-        {"id": r.id, "kind": r.kind, "status": r.status, "reason": r.reason, "deadline": r.deadline}
-    )
+        with guarded(self.path):
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                if self._db.in_transaction:  # a failed COMMIT / full disk may have ended it
+                    self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")

@@ -13,6 +13,7 @@ import os
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,6 +88,16 @@ class Workspace:
         return (
             None if os.environ.get("MLFLOW_TRACKING_URI") else (self.root / "mlartifacts").as_uri()
         )
+
+    def check_writable(self) -> None:
+        """WorkspaceError unless a file can be created in the workspace's state folder."""
+        try:
+            tempfile.TemporaryFile(dir=self.root / STATE_DIR).close()
+        except OSError as err:
+            raise WorkspaceError(
+                f"workspace {self.root} is not writable ({err.strerror}); run this command on a "
+                "writable copy (reading commands such as `audit verify` work read-only)"
+            ) from None
 
     def registry(self) -> Registry:
         """The MLflow registry this workspace records its versions in."""
@@ -198,6 +209,8 @@ def init_workspace(
         params_text = Path(params_path).read_text() if params_path else _project_file("params.yaml")
     except OSError as err:
         raise WorkspaceError(f"cannot read params file {params_path}: {err.strerror}") from None
+    except UnicodeDecodeError:
+        raise WorkspaceError(f"params file {params_path}: not a text file (not UTF-8)") from None
     if params_text is None:
         params_text = yaml.safe_dump(Settings().model_dump(mode="json"), sort_keys=False)
     # Validate before touching the disk: a bad params file must leave nothing behind.

@@ -200,6 +200,7 @@ def test_rejection_returns_requests_and_unblocks_the_next_batch(tmp_path, prefec
     ws = make_workspace(tmp_path)
     reg, name = ws.registry(), ws.settings.registry.model_name
     stored, _, _ = submit(ws, {"kind": "class", "class_label": 7})
+    before = ws.git("rev-parse", "HEAD")
     first = deletion_batch(str(ws.root))
     assert first.status == "awaiting_approval", first.reason
     with pytest.raises(BatchError, match="awaits review"):
@@ -213,6 +214,7 @@ def test_rejection_returns_requests_and_unblocks_the_next_batch(tmp_path, prefec
         assert ws.git("show", f"HEAD:{f}") == ws.git("show", f"{champion_rev}:{f}")
     assert ws.git("log", "-1", "--format=%s").startswith(f"{first.batch_id}: rejected by bob")
     assert ws.git("status", "--porcelain", "--", "data") == ""
+    assert ws.git("diff", before, "HEAD", "--", "data", "dvc.yaml", "dvc.lock") == ""
     assert (
         str(reg.champion(name).version) == "1"
         and reg.resolve(name, first.model_version).tags["status"] == "rejected"

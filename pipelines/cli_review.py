@@ -1,0 +1,102 @@
+"""`unlearn review approve | reject` and `unlearn audit trace | verify`: the reviewer's and the
+auditor's commands."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from pipelines.cli_common import current_workspace, err, out
+
+review_app = typer.Typer(no_args_is_help=True, help="Approve or reject a candidate model version.")
+audit_app = typer.Typer(no_args_is_help=True, help="Trace lineage and verify certificates.")
+
+
+@review_app.command("approve")
+def review_approve(
+    model: str,
+    version: str,
+    reviewer: str = typer.Option(..., help="Who approves."),
+    certificate: str | None = typer.Option(
+        None, help="The certificate sha256 you reviewed (must match)."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="The decision as JSON."),
+) -> None:
+    """Approve a candidate: moves `champion` only if its certificate verifies."""
+    from pipelines.review import approve
+
+    ws = current_workspace()
+    d = approve(ws, ws.registry(), model, version, reviewer, certificate)
+    if as_json:
+        doc = {"model": model, "version": version, "decision": "approved", "reasons": d.reasons}
+        typer.echo(json.dumps(doc))
+        return
+    out.print(f"approved {model}/{version}: {d.text}; alias champion moved")
+
+
+@review_app.command("reject")
+def review_reject(
+    model: str,
+    version: str,
+    reviewer: str = typer.Option(...),
+    reason: str = typer.Option(...),
+    as_json: bool = typer.Option(False, "--json", help="The decision as JSON."),
+) -> None:
+    """Reject a candidate: its requests return to pending with the reason."""
+    from pipelines.review import reject
+
+    ws = current_workspace()
+    reject(ws, ws.registry(), model, version, reviewer, reason)
+    if as_json:
+        doc = {"model": model, "version": version, "decision": "rejected", "reason": reason}
+        typer.echo(json.dumps(doc))
+        return
+    out.print(f"rejected {model}/{version}; its requests are pending again")
+
+
+@audit_app.command("trace")
+def audit_trace(
+    ref: str = typer.Argument(..., help="MODEL@ALIAS or MODEL/VERSION"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Print the lineage: requests, manifest, snapshots, base version, code, gates, reviewer."""
+    from pipelines.audit import trace
+    from pipelines.registry import parse_ref
+    from pipelines.report import print_trace
+
+    ws = current_workspace(read_only=True)
+    name, version, alias = parse_ref(ref)
+    chain = trace(ws, ws.registry(), name, version, alias)
+    if as_json:
+        typer.echo(json.dumps(chain, default=str, indent=1))
+    else:
+        print_trace(out, name, chain)
+
+
+@audit_app.command("verify")
+def audit_verify(
+    model: str,
+    version: str,
+    as_json: bool = typer.Option(
+        False, "--json", help="Every check as JSON (exit code as without)."
+    ),
+) -> None:
+    """Recompute every hash from DVC and MLflow; exit 1 on any mismatch."""
+    from pipelines.audit import verify
+
+    ws = current_workspace(read_only=True)
+    report = verify(ws, ws.registry(), model, version)
+    if as_json:
+        checks = [{"check": n, "ok": ok, "detail": d} for n, ok, d in report.checks]
+        doc = {"model": model, "version": version, "ok": report.ok, "checks": checks}
+        typer.echo(json.dumps(doc, indent=1))
+        if not report.ok:
+            raise typer.Exit(1)
+        return
+    for name, ok, detail in report.checks:
+        out.print(f"[{'green' if ok else 'red'}]{'ok  ' if ok else 'FAIL'}[/] {name}: {detail}")
+    if not report.ok:
+        err.print(f"error: {model}/{version} does not verify: {'; '.join(report.problems)}")
+        raise typer.Exit(1)
+    out.print(f"{model}/{version} verifies ({len(report.checks)} checks)")
