@@ -4,6 +4,7 @@ the facts, carries the decision out in a crash-safe order and records it."""
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 from components.canonical import canonical_json
 from components.certificate import sign, signing_key
@@ -22,6 +23,9 @@ from pipelines.registry import (
 from pipelines.snapshot import commit_files, restore_snapshot
 from pipelines.store import RequestStore
 from pipelines.workspace import Workspace, WorkspaceError, utcnow
+
+if TYPE_CHECKING:
+    from mlflow.entities.model_registry import ModelVersion
 
 
 class ReviewError(RuntimeError):
@@ -86,7 +90,27 @@ def _history(ws: Workspace, name: str, match: dict) -> str:
     return "written" if ws.git("status", "--porcelain", "--", ALIAS_LOG) else "committed"
 
 
-def _record_history(ws: Workspace, entry: dict, match: dict) -> None:
+def _entry(
+    name: str, alias: str, version: str | None, previous: str | None, actor: str, reason: str
+) -> dict:
+    """An alias-history entry: `alias` of model `name` moved from `previous` to `version`."""
+    return {"model": name, "alias": alias, "version": version, "previous": previous,
+            "actor": actor, "reason": reason}  # fmt: skip
+
+
+def _drop_candidate(reg: Registry, name: str, version: str) -> ModelVersion:
+    """Drop `candidate` if this version holds it (a later batch's candidate is left alone)."""
+    mv = reg.resolve(name, version)
+    if ALIAS_CANDIDATE in (mv.aliases or []):
+        reg.drop_alias(name, ALIAS_CANDIDATE)
+    return mv
+
+
+def _record_history(ws: Workspace, entry: dict) -> None:
+    """Append the entry unless the history has it; commit it if a failed commit left it out."""
+    match = {k: entry[k] for k in ("alias", "version", "previous")}
+    if entry["alias"] == ALIAS_CHAMPION:
+        match.pop("previous")  # one approval per version, whatever it replaced
     state = _history(ws, entry["model"], match)
     if state == "missing":
         append_alias_history(ws, entry)
@@ -163,20 +187,10 @@ def _carry_out_approval(
     ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, previous: str | None
 ) -> None:
     """The steps after the status tag, each a no-op when already done."""
-    ref = VersionRef(name, version)
-    mv = reg.resolve(name, version)
-    reg.set_alias(ref, ALIAS_CHAMPION)
-    if ALIAS_CANDIDATE in (mv.aliases or []):
-        reg.drop_alias(name, ALIAS_CANDIDATE)
-    entry = {
-        "model": name,
-        "alias": ALIAS_CHAMPION,
-        "version": version,
-        "previous": previous,
-        "actor": reviewer,
-        "reason": f"approved certificate {mv.tags.get('certificate_sha256', '')}",
-    }
-    _record_history(ws, entry, {"alias": ALIAS_CHAMPION, "version": version})
+    mv = _drop_candidate(reg, name, version)
+    reg.set_alias(VersionRef(name, version), ALIAS_CHAMPION)
+    why = f"approved certificate {mv.tags.get('certificate_sha256', '')}"
+    _record_history(ws, _entry(name, ALIAS_CHAMPION, version, previous, reviewer, why))
     with RequestStore(ws.requests_db) as store:
         store.transition(
             mv.tags.get("batch_id", ""),
@@ -239,18 +253,10 @@ def _carry_out_rejection(
     ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, reason: str
 ) -> None:
     """The steps after the status tag, each a no-op when already done."""
-    mv = reg.resolve(name, version)
-    if ALIAS_CANDIDATE in (mv.aliases or []):
-        reg.drop_alias(name, ALIAS_CANDIDATE)
-    entry = {
-        "model": name,
-        "alias": ALIAS_CANDIDATE,
-        "version": None,
-        "previous": version,
-        "actor": reviewer,
-        "reason": f"rejected: {reason}",
-    }
-    _record_history(ws, entry, {"alias": ALIAS_CANDIDATE, "version": None, "previous": version})
+    mv = _drop_candidate(reg, name, version)
+    _record_history(
+        ws, _entry(name, ALIAS_CANDIDATE, None, version, reviewer, f"rejected: {reason}")
+    )
     # The rejected batch's snapshot must not stay at HEAD as if it were certified: the data go
     # back to the champion's snapshot, in a commit that says why (history is never rewritten).
     batch_id = mv.tags.get("batch_id", "")
