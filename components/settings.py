@@ -268,6 +268,10 @@ class RequestSettings(_Frozen):
     # a legal hold keeps them and records the exception.
     purge_on_approval: bool = True
     legal_hold: bool = False
+    # Earlier model versions still carry what an approved batch erased (in their weights): keep
+    # them, archive them (tagged retired, never served again) or delete their weights and
+    # registry entries. Recorded in the same purge record; a legal hold keeps them too.
+    earlier_versions: Literal["keep", "archive", "delete"] = "archive"
 
 
 class ScheduleSettings(_Frozen):

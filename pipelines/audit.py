@@ -23,6 +23,8 @@ from components.forget import forget_manifest, manifest_sha256, removed_ids
 from components.models import ModelError, model_digest
 from pipelines.purge import (
     PURGE_LOG,
+    deleted_versions,
+    deletion_note,
     object_copies,
     purge_records,
     purged_objects,
@@ -105,6 +107,9 @@ def _expected_manifest(ws: Workspace, data: DataFacts) -> dict:
 
 def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyReport:
     """Every check of a version; the report lists each with what was compared."""
+    deleted = deleted_versions(ws)
+    if (name, version) in deleted:
+        raise RegistryError(f"{name}/{version} was {deletion_note(deleted[name, version])}")
     mv = reg.resolve(name, version)
     ref = VersionRef(name, str(mv.version))
     report = VerifyReport(ref)
@@ -135,7 +140,12 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
             um.digest == digest and um.version == ref.version,
             f"certificate binds {um.name}/{um.version} digest {um.digest[:12]}",
         )
-        _check_base_model(reg, cert.base_model, report)
+        base = cert.base_model
+        if (base.name, base.version) in deleted:  # the signed digest stays; the weights went
+            note = deletion_note(deleted[base.name, base.version])
+            report.add("certificate.base_model", True, f"base {base.name}/{base.version} {note}")
+        else:
+            _check_base_model(reg, base, report)
         passed = bool(cert.gates.get("passed"))
         report.add("gates", passed, "all gates passed" if passed else "a gate failed")
         if tags.get("status") == "approved":
@@ -367,6 +377,9 @@ def trace(
         chain.append(entry)
         if tags.get("kind") != "unlearned" or not tags.get("base_version"):
             return chain
+        gone = deleted_versions(ws).get((name, tags["base_version"]))
+        if gone is not None:
+            return [*chain, {"version": tags["base_version"], "deleted": deletion_note(gone)}]
         mv = reg.resolve(name, tags["base_version"])
 
 

@@ -6,7 +6,9 @@ not after it. An object another retained sample still uses (identical bytes) sta
 record says so. Each purge is appended to `audit/purges.jsonl` (committed: who, when, which
 objects) and `unlearn audit verify` checks those objects are absent. Older snapshots that held
 the samples keep their listings; verify reports them as purged instead of failing to read them.
-A legal hold (`requests.legal_hold`) keeps the objects and records the exception.
+A legal hold (`requests.legal_hold`) keeps the objects and records the exception. Earlier model
+versions, which still carry the erased data in their weights, are archived (tagged `retired`) or
+deleted (weights and registry entry) by `requests.earlier_versions`, in the same record.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pipelines.registry import Registry
+from pipelines.registry import Registry, VersionRef
 from pipelines.snapshot import commit_files, dir_listing, object_path
 from pipelines.workspace import Workspace, utcnow
 
@@ -54,11 +56,40 @@ def erased_objects(ws: Workspace, before_rev: str, after_rev: str) -> tuple[list
     return sorted(gone - kept_objects), sorted(gone & kept_objects)
 
 
+def _archive(reg: Registry, ref: VersionRef, why: str) -> str:
+    reg.set_tags(ref, {"retired": "archived", "retired_reason": why, "retired_at": utcnow()})
+    return "archived"
+
+
+def _delete(reg: Registry, ref: VersionRef, why: str) -> str:
+    reg.delete_weights(ref)
+    return "deleted"
+
+
+RETIRE = {"archive": _archive, "delete": _delete}
+
+
+def retire_earlier(reg: Registry, name: str, version: str, policy: str, hold: bool) -> list[dict]:
+    """Versions registered before `version` carry what it erased: archive or delete them by
+    policy (none under `keep` or a legal hold, nor any already retired). What was done to each."""
+    if policy == "keep" or hold:
+        return []
+    why = f"carries data erased by {name}/{version}"
+    done = []
+    for mv in reg.versions(name):
+        if int(mv.version) < int(version) and not mv.tags.get("retired"):
+            action = RETIRE[policy](reg, VersionRef(name, str(mv.version)), why)
+            done.append({"version": str(mv.version), "action": action})
+    return done
+
+
 def purge(ws: Workspace, reg: Registry, name: str, version: str, actor: str) -> dict:
-    """Remove the objects of the samples version `version` erased; record it. Idempotent."""
+    """Remove the objects of the samples version `version` erased, retire the earlier versions
+    by policy; record both. Idempotent."""
     tags = reg.resolve(name, version).tags
     objects, shared = erased_objects(ws, tags["data.before_rev"], tags["data.after_rev"])
     hold = ws.settings.requests.legal_hold
+    policy = ws.settings.requests.earlier_versions
     removed, remote = 0, remote_root(ws)
     if not hold:
         for md5 in objects:
@@ -69,7 +100,8 @@ def purge(ws: Workspace, reg: Registry, name: str, version: str, actor: str) -> 
     record = {
         "at": utcnow(), "actor": actor, "model": name, "version": version,
         "batch_id": tags.get("batch_id", ""), "objects": objects, "kept_shared": shared,
-        "files_removed": removed, "legal_hold": hold,
+        "files_removed": removed, "legal_hold": hold, "earlier_versions_policy": policy,
+        "earlier_versions": retire_earlier(reg, name, version, policy, hold),
     }  # fmt: skip
     path = ws.root / PURGE_LOG
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,3 +127,20 @@ def purged_objects(ws: Workspace) -> dict[str, str]:
         if not r["legal_hold"]
         for md5 in r["objects"]
     }
+
+
+def deleted_versions(ws: Workspace) -> dict[tuple[str, str], dict]:
+    """(model, version) -> the purge record whose policy deleted that version."""
+    return {
+        (r["model"], e["version"]): r
+        for r in purge_records(ws)
+        for e in r.get("earlier_versions", [])
+        if e["action"] == "deleted"
+    }
+
+
+def deletion_note(record: dict) -> str:
+    return (
+        f"deleted by the purge after {record['model']}/{record['version']} ({record['at']}, "
+        f"{record['actor']}; {PURGE_LOG}): its weights carried erased data"
+    )

@@ -229,6 +229,20 @@ class Registry:
     def delete_version(self, ref: VersionRef) -> None:
         self.client.delete_model_version(ref.name, ref.version)
 
+    def delete_weights(self, ref: VersionRef) -> list[str]:
+        """Delete a version's weight files from its run's artifacts (through MLflow's artifact
+        repository: local, S3, proxied...) and the version from the registry; what was deleted.
+        The certificate and manifest stay: they are the audit trail."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        mv = self.resolve(ref.name, ref.version)
+        repo = get_artifact_repository(self.client.get_run(mv.run_id).info.artifact_uri)
+        gone = [f"model/{WEIGHTS_FILE}", "model/adapter.safetensors"]
+        for path in gone:
+            repo.delete_artifacts(path)
+        self.client.delete_model_version(ref.name, ref.version)
+        return gone
+
     def set_tags(self, ref: VersionRef, tags: dict[str, str]) -> None:
         for k, v in tags.items():
             self.client.set_model_version_tag(ref.name, ref.version, k, v)

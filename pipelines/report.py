@@ -96,7 +96,12 @@ def gate_table(outcome: BatchOutcome) -> Table:
 
 def print_trace(console: Console, name: str, chain: list[dict]) -> None:
     for e in chain:
+        if "deleted" in e:
+            console.print(f"[bold]{name}/{e['version']}[/] {e['deleted']}")
+            continue
         aliases = ",".join(e.get("aliases", [])) or "-"
+        if e.get("retired"):
+            aliases += f" (retired: {e['retired']}, {e.get('retired_reason', '')})"
         status = e.get("status", "")
         head = (
             f"[bold]{name}/{e['version']}[/] {e.get('kind', '')} status={status} aliases={aliases}"

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import shutil
 
-from pipelines.audit import verify
+import pytest
+
+from pipelines.audit import trace, verify
 from pipelines.flow import deletion_batch
 from pipelines.intake import submit
 from pipelines.purge import erased_objects, object_copies, purge_records, remote_root
+from pipelines.registry import RegistryError
 from pipelines.review import approve
 from tests.conftest import make_workspace
 from tests.integration.test_integration import _artifact_dir, flip_first_sample_hash
@@ -34,6 +37,9 @@ def test_approval_purges_the_erased_samples_and_verify_proves_it(tmp_path, prefe
     assert len(copies) == 2 * len(objects) and not any(p.exists() for p in copies)
     (record,) = purge_records(ws)
     assert record["actor"] == "alice" and record["files_removed"] == len(copies)
+    # The base still carries the class in its weights: archived (default policy), same record.
+    assert record["earlier_versions"] == [{"version": "1", "action": "archived"}]
+    assert reg.resolve(name, "1").tags["retired"] == "archived"
     assert ws.git("log", "-1", "--format=%s").startswith(f"{name}/{version}: ")
     report = verify(ws, reg, name, version)
     assert report.ok, report.problems
@@ -59,6 +65,7 @@ def test_a_legal_hold_keeps_the_objects_and_says_so(tmp_path, prefect_server):
     assert all(p.exists() for md5 in objects for p in object_copies(ws, md5, remote))
     (record,) = purge_records(ws)
     assert record["legal_hold"] and record["files_removed"] == 0
+    assert record["earlier_versions"] == [] and "retired" not in reg.resolve(name, "1").tags
     report = verify(ws, reg, name, version)
     assert (
         report.ok and "kept under legal hold" in {n: d for n, _, d in report.checks}["data.purged"]
@@ -68,3 +75,26 @@ def test_a_legal_hold_keeps_the_objects_and_says_so(tmp_path, prefect_server):
     bad = verify(ws, reg, name, version)
     assert [p.split(":")[0] for p in bad.problems] == ["forget_manifest.artifact"]
     assert "samples[0].sha256" in bad.problems[0]
+
+
+def test_the_delete_policy_removes_earlier_weights_and_the_chain_still_verifies(
+    tmp_path, prefect_server
+):
+    ws = make_workspace(tmp_path, {"requests": {"earlier_versions": "delete"}})
+    base_weights = _artifact_dir(ws.registry(), "digits-cnn", "1") / "artifacts"
+    assert (base_weights / "weights.safetensors").is_file()
+    reg, name, version, _ = _approved_class_batch(ws)
+    (record,) = purge_records(ws)
+    assert record["earlier_versions"] == [{"version": "1", "action": "deleted"}]
+    assert [str(v.version) for v in reg.versions(name)] == [version]
+    assert not (base_weights / "weights.safetensors").exists()
+    report = verify(ws, reg, name, version)  # the base's signed digest stays in the certificate
+    assert report.ok, report.problems
+    assert (
+        "deleted by the purge after"
+        in {n: d for n, _, d in report.checks}["certificate.base_model"]
+    )
+    with pytest.raises(RegistryError, match="1 was deleted by the purge after"):
+        verify(ws, reg, name, "1")
+    chain = trace(ws, reg, name, version)
+    assert [e["version"] for e in chain] == [version, "1"] and "deleted" in chain[-1]
