@@ -186,25 +186,15 @@ def batch_recover(
     """Finish or undo a batch whose process died (kill -9, out of memory) or whose lease ran out.
     `batch run` does this first by itself; this command does it without starting a batch."""
     import dataclasses
-    from datetime import timedelta
 
     from pipelines.batch import new_batch_id
     from pipelines.lease import LeaseHeld
-    from pipelines.recover import recover_stale
-    from pipelines.store import RequestStore
+    from pipelines.recover import recover_now
 
-    ws = current_workspace()
-    name, reg = ws.settings.registry.model_name, ws.registry()
-    holder = f"recover-{new_batch_id()}"
-    with RequestStore(ws.requests_db) as store:
-        try:
-            replaced = store.take_lease(name, holder, timedelta(minutes=10))
-        except LeaseHeld as e:
-            raise CliError(f"{e}; nothing recovered") from None
-        try:
-            done = recover_stale(ws, store, reg, name, replaced)
-        finally:
-            store.drop_lease(name, holder)
+    try:
+        done = recover_now(current_workspace(), f"recover-{new_batch_id()}")
+    except LeaseHeld as e:
+        raise CliError(f"{e}; nothing recovered") from None
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(r) for r in done], indent=1))
         return

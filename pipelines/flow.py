@@ -18,6 +18,8 @@ from uuid import UUID
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import FlowRun, State
+from prefect.logging.loggers import flow_run_logger
 
 from components.runtime import timed
 from components.unlearning.types import MethodConfig
@@ -25,7 +27,7 @@ from pipelines import batch as steps
 from pipelines.lease import LeaseHeld
 from pipelines.progress import report
 from pipelines.publish import publish
-from pipelines.recover import recover_stale
+from pipelines.recover import recover_now, recover_stale
 from pipelines.registry import Registry
 from pipelines.store import RequestStore
 from pipelines.workspace import Workspace
@@ -76,7 +78,25 @@ def unlearn_task(
     return steps.unlearn(pinned, ext, scenario, MethodConfig(lora=s.lora, rfa=s.rfa), progress)
 
 
-@flow(name="deletion-batch", log_prints=True)
+def _recover_after_crash(flow: object, flow_run: FlowRun, state: State) -> None:
+    """on_crashed / on_cancellation: the run's process is gone (killed, out of memory) or being
+    stopped, so its own `except` never ran; recover its batch now, as the next run would. The
+    hook runs in the process that watched it (the `unlearn serve` runner)."""
+    logger = flow_run_logger(flow_run)
+    ws = Workspace(Path(flow_run.parameters["workspace"]))
+    try:
+        for rec in recover_now(ws, f"hook-{flow_run.id}"):
+            logger.warning("after %s: %s", state.name, rec.text())
+    except LeaseHeld as err:  # still alive (a cancellation in progress): the next run recovers
+        logger.warning("after %s: not recovered yet (%s)", state.name, err)
+
+
+@flow(
+    name="deletion-batch",
+    log_prints=True,
+    on_crashed=[_recover_after_crash],
+    on_cancellation=[_recover_after_crash],
+)
 def deletion_batch(workspace: str, scheduled: bool = False) -> BatchOutcome:
     """One batch of one model: hold its lease, recover any batch that died, then run. A
     scheduled run waits for `schedule.min_requests` unless a deadline is near."""

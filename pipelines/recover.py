@@ -11,6 +11,7 @@ snapshot at HEAD is put back to the champion's with a commit saying why. Its req
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from pipelines.lease import Lease
 from pipelines.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, Registry, VersionRef, data_rev
@@ -94,3 +95,15 @@ def recover_stale(
         recover_batch(ws, store, reg, name, batch_id, why)
         for batch_id, why in stale_batches(store, name, replaced).items()
     ]
+
+
+def recover_now(ws: Workspace, holder: str) -> list[Recovered]:
+    """Recover what a dead batch of the workspace's model left, under the model's lease (taken
+    as `holder`, dropped after). LeaseHeld when a batch that is alive holds it."""
+    name, reg = ws.settings.registry.model_name, ws.registry()
+    with RequestStore(ws.requests_db) as store:
+        replaced = store.take_lease(name, holder, timedelta(minutes=10))
+        try:
+            return recover_stale(ws, store, reg, name, replaced)
+        finally:
+            store.drop_lease(name, holder)

@@ -28,7 +28,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _post(url: str, body: dict) -> list:
+def _post(url: str, body: dict) -> list | dict:
     req = urllib.request.Request(
         url, json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
@@ -103,3 +103,66 @@ def test_serve_without_a_prefect_server_is_one_line(tmp_path, capsys, monkeypatc
     assert main(["-w", str(ws.root), "serve"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "set PREFECT_API_URL to a running Prefect server" in err
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (from /proc: no psutil here)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [c for c, p in parents.items() if p in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
+def test_a_killed_flow_run_is_recovered_by_the_runners_on_crashed_hook(tmp_path, prefect_api):
+    """kill -9 of the flow run's own process while `unlearn serve` lives: the runner marks the
+    run Crashed and its on_crashed hook returns the requests to pending, with no other run."""
+    ws = make_workspace(tmp_path)
+    stored, _, _ = submit(ws, {"kind": "class", "class_label": 2})
+    env = {**os.environ, "PREFECT_API_URL": prefect_api}
+    serve = subprocess.Popen(
+        [sys.executable, "-c", "from pipelines.cli import entrypoint; entrypoint()",
+         "-w", str(ws.root), "serve", "--every-seconds", "86400"],
+        env=env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while not (deployments := _post(f"{prefect_api}/deployments/filter", {})):
+            assert serve.poll() is None and time.monotonic() < deadline, "never served"
+            time.sleep(0.5)
+        _post(f"{prefect_api}/deployments/{deployments[0]['id']}/create_flow_run", {})
+        _wait_for(ws, stored.id, "processing", serve)
+        for pid in _descendants(serve.pid):
+            os.kill(pid, signal.SIGKILL)
+        _wait_for(ws, stored.id, "pending", serve)
+    finally:
+        os.killpg(serve.pid, signal.SIGKILL)
+        serve.wait(timeout=60)
+    runs = _post(f"{prefect_api}/flow_runs/filter", {})
+    # The one run that started crashed; the rest are the schedule's, a day ahead.
+    assert [r["state_type"] for r in runs if r["state_type"] != "SCHEDULED"] == ["CRASHED"]
+    with RequestStore(ws.requests_db) as store:
+        assert store.get(stored.id).reason.startswith("batch batch-")
+        assert store.lease("digits-cnn") is None
+    assert not ws.registry().has_alias("digits-cnn", "candidate")
+
+
+def _wait_for(ws, rid: str, status: str, serve: subprocess.Popen, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        with RequestStore(ws.requests_db) as store:
+            now = store.get(rid).status
+        if now == status:
+            return
+        assert serve.poll() is None, "unlearn serve stopped"
+        assert time.monotonic() < deadline, f"request stayed {now}, never {status}"
+        time.sleep(0.2)
