@@ -26,9 +26,9 @@ from pipelines.purge import (
     deleted_versions,
     deletion_note,
     object_copies,
+    object_stores,
     purge_records,
     purged_objects,
-    remote_root,
 )
 from pipelines.registry import Registry, RegistryError, VersionRef, read_model_dir
 from pipelines.snapshot import commit_files, dir_listing, dir_md5, read_split, snapshot_info
@@ -299,10 +299,8 @@ def _check_purge(ws: Workspace, ref: VersionRef, report: VerifyReport) -> None:
         if r["legal_hold"]:
             report.add("data.purged", True, f"kept under legal hold since {r['at']} ({r['actor']})")
             continue
-        remote = remote_root(ws)
-        back = [
-            md5 for md5 in r["objects"] if any(p.exists() for p in object_copies(ws, md5, remote))
-        ]
+        stores = object_stores(ws)
+        back = [md5 for md5 in r["objects"] if any(c.exists() for c in object_copies(stores, md5))]
         detail = f"{len(r['objects'])} erased objects absent from DVC cache and remote"
         if back:
             detail = f"{len(back)} purged objects are back in storage, e.g. {back[0]}"

@@ -14,36 +14,49 @@ deleted (weights and registry entry) by `requests.earlier_versions`, in the same
 from __future__ import annotations
 
 import json
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Any
 
 from pipelines.registry import Registry, VersionRef
-from pipelines.snapshot import commit_files, dir_listing, object_path
+from pipelines.snapshot import commit_files, dir_listing
 from pipelines.workspace import Workspace, utcnow
 
 PURGE_LOG = "audit/purges.jsonl"
 
 
-def remote_root(ws: Workspace) -> Path | None:
-    """The default DVC remote's folder, when it is a local path (URL remotes: not handled)."""
+@dataclass(frozen=True)
+class Copy:
+    """One stored copy of an object: a path on one of DVC's filesystems (local, s3, ssh...)."""
+
+    fs: Any
+    path: str
+
+    def exists(self) -> bool:
+        return bool(self.fs.exists(self.path))
+
+    def remove(self) -> None:
+        self.fs.rm_file(self.path)
+
+
+def object_stores(ws: Workspace) -> list[Any]:
+    """Where DVC keeps the workspace's objects: its cache and its default remote (any URL DVC
+    reaches: a folder, s3://, ssh://...), as DVC's own object databases. Read once per purge or
+    verify: DVC's config costs milliseconds per read."""
+    from dvc.config import NoRemoteError
     from dvc.repo import Repo
 
     with Repo(str(ws.root)) as repo:
-        conf = repo.config
-        name = conf["core"].get("remote")
-        url = conf["remote"].get(name, {}).get("url") if name else None
-    if not url or "://" in url:
-        return None
-    path = Path(url)
-    return path if path.is_absolute() else (ws.root / ".dvc" / path).resolve()
+        stores = [repo.cache.local]
+        try:
+            stores.append(repo.cloud.get_remote_odb())
+        except NoRemoteError:
+            pass
+    return stores
 
 
-def object_copies(ws: Workspace, md5: str, remote: Path | None) -> list[Path]:
-    """Every place the workspace keeps an object: the cache, and the local remote if any
-    (`remote_root(ws)`, read once by the caller: DVC's config costs milliseconds per read)."""
-    copies = [object_path(ws, md5)]
-    if remote is not None:
-        copies.append(remote / "files" / "md5" / md5[:2] / md5[2:])
-    return copies
+def object_copies(stores: list[Any], md5: str) -> list[Copy]:
+    """Every place an object would be kept, present or not."""
+    return [Copy(odb.fs, odb.oid_to_path(md5)) for odb in stores]
 
 
 def erased_objects(ws: Workspace, before_rev: str, after_rev: str) -> tuple[list[str], list[str]]:
@@ -90,12 +103,12 @@ def purge(ws: Workspace, reg: Registry, name: str, version: str, actor: str) -> 
     objects, shared = erased_objects(ws, tags["data.before_rev"], tags["data.after_rev"])
     hold = ws.settings.requests.legal_hold
     policy = ws.settings.requests.earlier_versions
-    removed, remote = 0, remote_root(ws)
+    removed, stores = 0, object_stores(ws)
     if not hold:
         for md5 in objects:
-            for path in object_copies(ws, md5, remote):
-                if path.is_file():
-                    path.unlink()
+            for copy in object_copies(stores, md5):
+                if copy.exists():
+                    copy.remove()
                     removed += 1
     record = {
         "at": utcnow(), "actor": actor, "model": name, "version": version,

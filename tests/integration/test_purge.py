@@ -4,13 +4,14 @@ proves it, and the versions whose snapshots held the samples still verify (as pu
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import pytest
 
 from pipelines.audit import trace, verify
 from pipelines.flow import deletion_batch
 from pipelines.intake import submit
-from pipelines.purge import erased_objects, object_copies, purge_records, remote_root
+from pipelines.purge import erased_objects, object_copies, object_stores, purge_records
 from pipelines.registry import RegistryError
 from pipelines.review import approve
 from tests.conftest import make_workspace
@@ -32,9 +33,9 @@ def test_approval_purges_the_erased_samples_and_verify_proves_it(tmp_path, prefe
     ws = make_workspace(tmp_path)
     reg, name, version, objects = _approved_class_batch(ws)
     assert len(objects) > 50  # every image of the class
-    remote = remote_root(ws)
-    copies = [p for md5 in objects for p in object_copies(ws, md5, remote)]
+    copies = [Path(c.path) for md5 in objects for c in object_copies(object_stores(ws), md5)]
     assert len(copies) == 2 * len(objects) and not any(p.exists() for p in copies)
+    assert {p.parts[-5] for p in copies} == {"cache", "dvc-remote"}  # cache, then the remote
     (record,) = purge_records(ws)
     assert record["actor"] == "alice" and record["files_removed"] == len(copies)
     # The base still carries the class in its weights: archived (default policy), same record.
@@ -61,8 +62,8 @@ def test_approval_purges_the_erased_samples_and_verify_proves_it(tmp_path, prefe
 def test_a_legal_hold_keeps_the_objects_and_says_so(tmp_path, prefect_server):
     ws = make_workspace(tmp_path, {"requests": {"legal_hold": True}})
     reg, name, version, objects = _approved_class_batch(ws)
-    remote = remote_root(ws)
-    assert all(p.exists() for md5 in objects for p in object_copies(ws, md5, remote))
+    stores = object_stores(ws)
+    assert all(c.exists() for md5 in objects for c in object_copies(stores, md5))
     (record,) = purge_records(ws)
     assert record["legal_hold"] and record["files_removed"] == 0
     assert record["earlier_versions"] == [] and "retired" not in reg.resolve(name, "1").tags
