@@ -1,4 +1,4 @@
-"""The unlearning certificate: canonical JSON, its sha256, and an HMAC-SHA256 signature.
+"""The unlearning certificate: canonical JSON and its sha256 (signatures: components/signing.py).
 
 The certificate is evidence, not proof: membership-inference results are empirical, and the
 certificate says so (`guarantee: "empirical"`) and names the attacks used.
@@ -6,8 +6,6 @@ certificate says so (`guarantee: "empirical"`) and names the attacks used.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 from typing import Any, Literal
 
@@ -162,16 +160,6 @@ def build_certificate(**facts: Any) -> Certificate:
         return Certificate.model_validate(doc)
     except ValidationError as err:
         raise CertificateError(_one_line(err)) from None
-
-
-def sign(doc: Certificate | dict[str, Any], key: bytes) -> str:
-    """HMAC-SHA256 over the document's canonical JSON."""
-    raw = doc.to_json() if isinstance(doc, Certificate) else canonical_json(doc)
-    return hmac.new(key, raw, hashlib.sha256).hexdigest()
-
-
-def verify_signature(doc: Certificate | dict[str, Any], signature: str, key: bytes) -> bool:
-    return hmac.compare_digest(sign(doc, key), signature)
 
 
 def flat_diff(expected: Any, actual: Any, path: str = "") -> list[str]:

@@ -292,6 +292,9 @@ class RegistrySettings(_Frozen):
 
 
 class CertificateSettings(_Frozen):
+    # ed25519: per-duty key pairs (pipelines/keys.py), verifiable with the public key alone;
+    # hmac: one shared secret in the environment variable key_env (whoever verifies can forge).
+    scheme: Literal["ed25519", "hmac"] = "ed25519"
     key_env: str = Field("UNLEARN_CERT_KEY", pattern=r"^[A-Z_][A-Z0-9_]*$")
 
 

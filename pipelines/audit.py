@@ -16,11 +16,10 @@ from components.certificate import (
     ModelRef,
     flat_diff,
     parse_certificate,
-    signing_key,
-    verify_signature,
 )
 from components.forget import forget_manifest, manifest_sha256, removed_ids
 from components.models import ModelError, model_digest
+from pipelines.keys import check
 from pipelines.purge import (
     PURGE_LOG,
     deleted_versions,
@@ -114,7 +113,6 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
     ref = VersionRef(name, str(mv.version))
     report = VerifyReport(ref)
     tags = mv.tags
-    key = signing_key(ws.settings.certificate.key_env)
     purged = purged_objects(ws)  # object md5 -> the version whose purge removed it
     with tempfile.TemporaryDirectory() as tmp:
         d = reg.download(ref, Path(tmp))
@@ -127,7 +125,7 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
             }
             _check_snapshot(ws, report, "trained_on", trained_on, purged)
             return report
-        cert = _check_certificate(ws, d, ref, tags, key, report)
+        cert = _check_certificate(ws, d, ref, tags, report)
         if cert is None:
             return report
         _check_tags(cert, tags, report)
@@ -149,7 +147,7 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
         passed = bool(cert.gates.get("passed"))
         report.add("gates", passed, "all gates passed" if passed else "a gate failed")
         if tags.get("status") == "approved":
-            _check_approval(d, cert.digest(), key, report)
+            _check_approval(ws, d, cert.digest(), report)
             _check_purge(ws, ref, report)
     return report
 
@@ -169,7 +167,7 @@ def _check_weights(d: Path, ref: VersionRef, tags: dict, report: VerifyReport) -
 
 
 def _check_certificate(
-    ws: Workspace, d: Path, ref: VersionRef, tags: dict, key: bytes, report: VerifyReport
+    ws: Workspace, d: Path, ref: VersionRef, tags: dict, report: VerifyReport
 ) -> Certificate | None:
     """The stored certificate: present, typed, its bytes hashed as registered and signed."""
     raw = _read(d, "certificate.json")
@@ -184,12 +182,11 @@ def _check_certificate(
     ok = cert_sha == registered and doc is not None and raw == canonical_json(doc)
     report.add("certificate.sha256", ok, _sha_detail(ws, ref, raw, cert_sha, registered, doc))
     sig = (_read(d, "certificate.sig") or b"").decode()
+    ok, how = check(ws, raw, sig, "batch") if doc is not None else (False, "no certificate")
     report.add(
         "certificate.signature",
-        doc is not None
-        and verify_signature(doc, sig, key)
-        and sig == tags.get("certificate_signature"),
-        "HMAC-SHA256 over the canonical certificate",
+        ok and sig == tags.get("certificate_signature"),
+        f"{how}, over the canonical certificate",
     )
     try:
         return parse_certificate(raw)
@@ -316,19 +313,20 @@ def _check_base_model(reg: Registry, base: ModelRef, report: VerifyReport) -> No
         report.add("certificate.base_model", False, str(err))
 
 
-def _check_approval(d: Path, cert_sha: str, key: bytes, report: VerifyReport) -> None:
+def _check_approval(ws: Workspace, d: Path, cert_sha: str, report: VerifyReport) -> None:
     raw = _read(d, "approval.json")
     if raw is None:
         report.add("approval", False, "status is approved but approval.json is missing")
         return
     approval = json.loads(raw)
     sig = (_read(d, "approval.sig") or b"").decode()
-    ok = verify_signature(approval, sig, key) and approval.get("certificate_sha256") == cert_sha
+    signed, how = check(ws, canonical_json(approval), sig, "review")
+    ok = signed and approval.get("certificate_sha256") == cert_sha
     report.add(
         "approval",
         ok,
         f"approved by {approval.get('reviewer')} at {approval.get('at')} for certificate "
-        f"{str(approval.get('certificate_sha256'))[:12]}",
+        f"{str(approval.get('certificate_sha256'))[:12]} ({how})",
     )
 
 

@@ -15,7 +15,7 @@ from benchmarks import cli as bench_cli
 from pipelines.cli_common import CliError, current_workspace, err, options, out
 from pipelines.cli_data import data_app, model_app
 from pipelines.cli_requests import request_app
-from pipelines.cli_review import audit_app, review_app
+from pipelines.cli_review import audit_app, keys_app, review_app
 from pipelines.env import quiet_environment
 
 if TYPE_CHECKING:
@@ -35,6 +35,7 @@ app.add_typer(request_app, name="request")
 app.add_typer(batch_app, name="batch")
 app.add_typer(review_app, name="review")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 
 
 @app.callback()

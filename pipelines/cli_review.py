@@ -1,16 +1,38 @@
-"""`unlearn review approve | reject` and `unlearn audit trace | verify`: the reviewer's and the
-auditor's commands."""
+"""`unlearn review approve | reject`, `unlearn audit trace | verify | verify-offline` and
+`unlearn keys init | rotate`: the reviewer's and the auditor's commands."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
-from pipelines.cli_common import current_workspace, err, out
+from pipelines.cli_common import CliError, current_workspace, err, out
 
 review_app = typer.Typer(no_args_is_help=True, help="Approve or reject a candidate model version.")
 audit_app = typer.Typer(no_args_is_help=True, help="Trace lineage and verify certificates.")
+keys_app = typer.Typer(no_args_is_help=True, help="Signing keys: batch certificates, decisions.")
+
+
+@keys_app.command("init")
+def keys_init() -> None:
+    """Create the batch and review signing keys this machine lacks (in UNLEARN_KEY_DIR)."""
+    from pipelines.keys import init_keys, key_dir
+
+    for role, (kid, created) in init_keys().items():
+        out.print(f"{role}: key {kid} ({'created' if created else 'exists'}) in {key_dir() / role}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    role: str = typer.Option(..., help="batch | review"),
+) -> None:
+    """A new current key for the role; earlier signatures keep verifying (their public keys stay
+    published in each workspace's audit/keys)."""
+    from pipelines.keys import key_dir, rotate
+
+    out.print(f"{role}: new key {rotate(role)} in {key_dir() / role}")
 
 
 @review_app.command("approve")
@@ -100,3 +122,25 @@ def audit_verify(
         err.print(f"error: {model}/{version} does not verify: {'; '.join(report.problems)}")
         raise typer.Exit(1)
     out.print(f"{model}/{version} verifies ({len(report.checks)} checks)")
+
+
+@audit_app.command("verify-offline")
+def audit_verify_offline(
+    certificate: Path = typer.Argument(..., help="certificate.json (or an approval.json)."),
+    public_key: Path = typer.Option(..., help="The signer's public key (PEM), got out of band."),
+    signature: Path | None = typer.Option(None, help="Its signature (default: beside it, .sig)."),
+) -> None:
+    """Check a certificate's Ed25519 signature with nothing but the public key: no workspace,
+    no registry, no secret. Exit 1 when it does not verify."""
+    from components.signing import key_id, verify_ed25519
+
+    sig_path = signature or certificate.with_suffix(".sig")
+    try:
+        raw, sig, pub = certificate.read_bytes(), sig_path.read_text(), public_key.read_bytes()
+        kid = key_id(pub)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CliError(f"cannot read the certificate, signature or public key: {e}") from None
+    if not verify_ed25519(raw, sig, pub):
+        err.print(f"error: {certificate} is not signed by key {kid} ({public_key})")
+        raise typer.Exit(1)
+    out.print(f"{certificate}: Ed25519 signature valid, key {kid}")

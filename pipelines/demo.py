@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import subprocess
 import sys
 import tempfile
@@ -114,6 +113,18 @@ def _verify_all(
     return verified
 
 
+def _demo_keys(console: Console) -> None:
+    """Throw-away signing keys for this demo only, when this machine has none of its own;
+    production creates its keys with `unlearn keys init`, one machine per duty."""
+    from pipelines.keys import ROLES, init_keys, key_dir
+
+    if all((key_dir() / role / "current").is_file() for role in ROLES):
+        return
+    os.environ["UNLEARN_KEY_DIR"] = tempfile.mkdtemp(prefix="unlearn-demo-keys-")
+    init_keys()
+    console.print(f"no signing keys: signing with throw-away demo keys in {key_dir()}")
+
+
 def run_demo(
     workspace: Path | None,
     summary: Path | None,
@@ -124,10 +135,7 @@ def run_demo(
     t0 = time.perf_counter()
     root = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="unlearn-demo-"))
     quiet_environment(root / ".unlearn" / "prefect")
-    if len(os.environ.get("UNLEARN_CERT_KEY", "")) < 16:
-        # A throw-away signing key for this demo only; production sets UNLEARN_CERT_KEY itself.
-        os.environ["UNLEARN_CERT_KEY"] = secrets.token_hex(32)
-        console.print("UNLEARN_CERT_KEY not set: signing with a throw-away demo key")
+    _demo_keys(console)
 
     from pipelines.workspace import init_workspace
 

@@ -4,11 +4,12 @@ with its certificate and alias it `candidate`; nothing half-written survives a f
 from __future__ import annotations
 
 from components.canonical import canonical_json
-from components.certificate import Certificate, build_certificate, sign, signing_key, subject_digest
+from components.certificate import Certificate, build_certificate, subject_digest
 from components.models import model_digest
 from components.runtime import timed
 from components.unlearning.types import UnlearnResult
 from pipelines.batch import METHOD, BatchPlan, Evaluation, Extraction, Pinned
+from pipelines.keys import require_signer, sign_as
 from pipelines.provenance import code_version, package_versions
 from pipelines.registry import ALIAS_CANDIDATE, Registry, VersionRef
 from pipelines.snapshot import SnapshotInfo, commit_files, commit_snapshot
@@ -133,7 +134,7 @@ def publish(
     alias it `candidate`. A version that cannot be completed is deleted again."""
     s = ws.settings
     st = pinned.state
-    key = signing_key(s.certificate.key_env)  # before any write: no key, no certificate, no version
+    require_signer(ws, "batch")  # before any write: no key, no certificate, no version
     erased = {**st.erased, **dict.fromkeys(ext.split.forget.ids.tolist(), plan.batch_id)}
     classes = {**st.forgotten_classes, **{str(c): plan.batch_id for c in ext.forget_classes}}
     n = len(ext.split.forget)
@@ -169,13 +170,19 @@ def publish(
         run_id = reg.resolve(name, ref.version).run_id
         unlearned = {"version": ref.version, "digest": digest, "run_id": run_id}
         cert = certificate_for(ws, plan, pinned, ext, result, ev, after, unlearned)
-        raw, cert_sha, sig = cert.to_json(), cert.digest(), sign(cert, key)
-        reg.log_to_run(run_id, {"certificate.json": raw, "certificate.sig": sig.encode()})
+        raw, cert_sha = cert.to_json(), cert.digest()
+        sig, public = sign_as(ws, "batch", raw)
+        files = {"certificate.json": raw, "certificate.sig": sig.encode()}
+        if public is not None:  # an auditor verifies offline with the version's own files
+            files["certificate.pub"] = public
+        reg.log_to_run(run_id, files)
         reg.set_tags(ref, {"certificate_sha256": cert_sha, "certificate_signature": sig})
         cert_file = ws.root / "audit" / "certificates" / name / f"v{ref.version}.json"
         cert_file.parent.mkdir(parents=True, exist_ok=True)
         cert_file.write_bytes(raw)
-        commit_files(ws, [str(cert_file)], f"{plan.batch_id}: certificate of {ref}")
+        cert_file.with_suffix(".sig").write_text(sig)
+        copies = [str(cert_file), str(cert_file.with_suffix(".sig"))]
+        commit_files(ws, copies, f"{plan.batch_id}: certificate of {ref}")
         reg.set_alias(ref, ALIAS_CANDIDATE)
     except Exception:
         reg.delete_version(ref)

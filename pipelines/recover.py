@@ -73,7 +73,11 @@ def recover_batch(
         reg.delete_version(VersionRef(name, str(v.version)))
         rec.removed_versions.append(str(v.version))
     reg.fail_runs(batch_id)
-    copies = tuple(f"audit/certificates/{name}/v{v}.json" for v in rec.removed_versions)
+    copies = tuple(
+        f"audit/certificates/{name}/v{v}.{ext}"
+        for v in rec.removed_versions
+        for ext in ("json", "sig")
+    )
     champion_rev = (
         data_rev(reg.champion(name).tags) if reg.has_alias(name, ALIAS_CHAMPION) else None
     )

@@ -7,9 +7,9 @@ import json
 from typing import TYPE_CHECKING
 
 from components.canonical import canonical_json
-from components.certificate import sign, signing_key
 from components.promotion import Decision, VersionFacts, decide_approval, decide_rejection
 from pipelines.audit import ALIAS_LOG, append_alias_history, verify
+from pipelines.keys import require_signer, sign_as
 from pipelines.purge import purge
 from pipelines.registry import (
     ALIAS_CANDIDATE,
@@ -159,7 +159,7 @@ def approve(
     decision = decide_approval(facts, certificate_sha256)
     if not decision.promote:
         raise ReviewError(f"cannot approve {name}/{version}: {decision.text}")
-    key = signing_key(ws.settings.certificate.key_env)
+    require_signer(ws, "review")
     approval = {
         "schema": "unlearn.approval/1",
         "model": name,
@@ -171,16 +171,23 @@ def approve(
     }
     # Order matters for crash safety: the signed record first, then the status tag (from here
     # on a retry completes the approval), then the alias, history and requests.
-    reg.log_to_run(
-        mv.run_id,
-        {"approval.json": canonical_json(approval), "approval.sig": sign(approval, key).encode()},
-    )
+    _log_signed(ws, reg, mv.run_id, "approval", approval)
     reg.set_tags(
         VersionRef(name, version),
         {"status": "approved", "approved_by": reviewer, "approved_at": approval["at"]},
     )
     _carry_out_approval(ws, reg, name, version, reviewer, facts.champion_version or None)
     return decision
+
+
+def _log_signed(ws: Workspace, reg: Registry, run_id: str, kind: str, record: dict) -> None:
+    """A decision as a signed record beside the certificate, signed with the review key."""
+    raw = canonical_json(record)
+    sig, public = sign_as(ws, "review", raw)
+    files = {f"{kind}.json": raw, f"{kind}.sig": sig.encode()}
+    if public is not None:
+        files[f"{kind}.pub"] = public
+    reg.log_to_run(run_id, files)
 
 
 def _carry_out_approval(
@@ -229,12 +236,24 @@ def reject(
     decision = decide_rejection(facts)
     if not decision.promote:
         raise ReviewError(f"cannot reject {name}/{version}: {decision.text}")
+    require_signer(ws, "review")
+    rejection = {
+        "schema": "unlearn.rejection/1",
+        "model": name,
+        "version": version,
+        "decision": "rejected",
+        "certificate_sha256": facts.certificate_sha256,
+        "reviewer": reviewer,
+        "reason": reason[:500],
+        "at": utcnow(),
+    }
+    _log_signed(ws, reg, reg.resolve(name, version).run_id, "rejection", rejection)
     reg.set_tags(
         VersionRef(name, version),
         {
             "status": "rejected",
             "rejected_by": reviewer,
-            "rejected_at": utcnow(),
+            "rejected_at": rejection["at"],
             "rejection_reason": reason[:500],
         },
     )

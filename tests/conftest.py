@@ -31,6 +31,7 @@ os.environ.update(
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "DVC_SITE_CACHE_DIR": str(_SESSION_TMP / "dvc-site"),
         "UNLEARN_CERT_KEY": "test-signing-key-0123456789abcdef",
+        "UNLEARN_KEY_DIR": str(_SESSION_TMP / "keys"),
     }
 )
 os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -39,6 +40,10 @@ os.environ.pop("PREFECT_API_URL", None)
 from pipelines.env import quiet_environment  # noqa: E402
 
 quiet_environment()
+
+from pipelines.keys import init_keys  # noqa: E402
+
+init_keys()  # this run's batch and review signing keys (Ed25519, in UNLEARN_KEY_DIR above)
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

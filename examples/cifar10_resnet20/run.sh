@@ -13,13 +13,15 @@ here="$(cd "$(dirname "$0")" && pwd)"
 data_dir="$(cd "$1" && pwd)"; checkpoint="$(realpath "$2")"
 ws="${3:-$(mktemp -d)/cifar10-ws}"; out="${4:-$ws.out}"
 mkdir -p "$out"
-export UNLEARN_CERT_KEY="${UNLEARN_CERT_KEY:-$(python3 -c 'import secrets; print(secrets.token_hex(32))')}"
+# Signing keys of this run (batch and review), unless UNLEARN_KEY_DIR names the machine's own.
+export UNLEARN_KEY_DIR="${UNLEARN_KEY_DIR:-$out/keys}"
 export DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1
 PATH="$(cd "$here/../.." && pwd)/.venv/bin:$PATH"
 model=cifar10-resnet20
 step() { echo "== [${SECONDS}s] $*" >&2; }
 
 sed "s|__DATA_DIR__|$data_dir|" "$here/params.yaml" > "$out/params.yaml"
+unlearn keys init
 step "init $ws"; unlearn init "$ws" --params "$out/params.yaml"
 cd "$ws"
 step "import $checkpoint"; unlearn model import --checkpoint "$checkpoint" --trained-on train-files

@@ -61,16 +61,21 @@ def prefect_api(tmp_path):
     proc.wait(timeout=60)
 
 
-def test_the_served_deployment_runs_a_scheduled_batch(tmp_path, prefect_api):
+def _serving(tmp_path, api: str, every_seconds: int):
+    """A workspace with one class request, and `unlearn serve` on it against `api`."""
     ws = make_workspace(tmp_path)
     stored, _, _ = submit(ws, {"kind": "class", "class_label": 2})
-    env = {**os.environ, "PREFECT_API_URL": prefect_api}
     serve = subprocess.Popen(
         [sys.executable, "-c", "from pipelines.cli import entrypoint; entrypoint()",
-         "-w", str(ws.root), "serve", "--every-seconds", "5"],
-        env=env, start_new_session=True,
+         "-w", str(ws.root), "serve", "--every-seconds", str(every_seconds)],
+        env={**os.environ, "PREFECT_API_URL": api}, start_new_session=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
+    return ws, stored, serve
+
+
+def test_the_served_deployment_runs_a_scheduled_batch(tmp_path, prefect_api):
+    ws, stored, serve = _serving(tmp_path, prefect_api, every_seconds=5)
     try:
         deadline = time.monotonic() + 300
         while True:
@@ -125,15 +130,7 @@ def _descendants(pid: int) -> list[int]:
 def test_a_killed_flow_run_is_recovered_by_the_runners_on_crashed_hook(tmp_path, prefect_api):
     """kill -9 of the flow run's own process while `unlearn serve` lives: the runner marks the
     run Crashed and its on_crashed hook returns the requests to pending, with no other run."""
-    ws = make_workspace(tmp_path)
-    stored, _, _ = submit(ws, {"kind": "class", "class_label": 2})
-    env = {**os.environ, "PREFECT_API_URL": prefect_api}
-    serve = subprocess.Popen(
-        [sys.executable, "-c", "from pipelines.cli import entrypoint; entrypoint()",
-         "-w", str(ws.root), "serve", "--every-seconds", "86400"],
-        env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    ws, stored, serve = _serving(tmp_path, prefect_api, every_seconds=86400)
     try:
         deadline = time.monotonic() + 180
         while not (deployments := _post(f"{prefect_api}/deployments/filter", {})):

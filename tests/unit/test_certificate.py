@@ -9,10 +9,17 @@ from components.certificate import (
     build_certificate,
     flat_diff,
     parse_certificate,
-    sign,
     signing_key,
     subject_digest,
-    verify_signature,
+)
+from components.signing import (
+    key_id,
+    new_private_key,
+    public_pem,
+    sign_ed25519,
+    sign_hmac,
+    verify_ed25519,
+    verify_hmac,
 )
 
 
@@ -51,12 +58,12 @@ def test_sign_verify_and_tamper():
     key = b"k" * 32
     cert = build_certificate(**_facts())
     assert cert.guarantee == "empirical" and cert.schema_ == "unlearn.certificate/1"
-    sig = sign(cert, key)
-    assert verify_signature(cert, sig, key)
+    sig = sign_hmac(cert.to_json(), key)
+    assert verify_hmac(cert.to_json(), sig, key)
     tampered = cert.model_copy(update={"forget_manifest": ManifestRef(sha256="ac", count=3)})
-    assert not verify_signature(tampered, sig, key)
+    assert not verify_hmac(tampered.to_json(), sig, key)
     assert tampered.digest() != cert.digest()
-    assert not verify_signature(cert, sig, b"x" * 32)
+    assert not verify_hmac(cert.to_json(), sig, b"x" * 32)
     before, after = json.loads(cert.to_json()), json.loads(tampered.to_json())
     assert flat_diff(before, after) == ["forget_manifest.sha256"]
 
@@ -110,3 +117,19 @@ def test_key_must_be_set_and_long(monkeypatch):
 def test_subject_digest_is_salted():
     assert subject_digest("alice", "s1") != subject_digest("alice", "s2")
     assert "alice" not in subject_digest("alice", "s1")
+
+
+def test_an_ed25519_signature_verifies_with_the_public_key_alone_and_names_it():
+    mine, other = new_private_key(), new_private_key()
+    raw = build_certificate(**_facts()).to_json()
+    sig = sign_ed25519(raw, mine)
+    assert json.loads(sig)["key_id"] == key_id(public_pem(mine))
+    assert verify_ed25519(raw, sig, public_pem(mine))
+    assert not verify_ed25519(raw + b" ", sig, public_pem(mine))  # one byte more
+    forged = sign_ed25519(raw, other)  # a valid signature, by a key that is not ours
+    assert not verify_ed25519(raw, forged, public_pem(mine))
+    # ...also when the forger writes our key id into it
+    doc = json.loads(forged)
+    doc["key_id"] = key_id(public_pem(mine))
+    assert not verify_ed25519(raw, json.dumps(doc), public_pem(mine))
+    assert not verify_ed25519(raw, "not json", public_pem(mine))

@@ -1,0 +1,84 @@
+"""Public-key certificates: the batch key signs certificates, the review key signs decisions; an
+auditor verifies offline with the public key alone; a certificate signed with another key, or
+with the wrong duty's key, is refused; a rotated key leaves earlier certificates verifiable."""
+
+from __future__ import annotations
+
+import json
+
+from components.signing import new_private_key, sign_ed25519, signature_key_id
+from pipelines.audit import verify
+from pipelines.cli import main
+from pipelines.flow import deletion_batch
+from pipelines.intake import submit
+from pipelines.keys import current_key, published, rotate
+from pipelines.review import approve
+from tests.conftest import make_workspace
+from tests.integration.test_integration import _artifact_dir
+
+
+def _offline(capsys, cert, pub, sig=None) -> tuple[int, str]:
+    args = ["audit", "verify-offline", str(cert), "--public-key", str(pub)]
+    code = main(args + (["--signature", str(sig)] if sig else []))
+    cap = capsys.readouterr()
+    return code, cap.out + cap.err
+
+
+def _signature_problem(ws, reg, name, version) -> str:
+    report = verify(ws, reg, name, version)
+    return "; ".join(p for p in report.problems if p.startswith("certificate.signature"))
+
+
+def test_keys_per_duty_offline_verification_forgery_and_rotation(
+    tmp_path, prefect_server, capsys, monkeypatch
+):
+    monkeypatch.setenv("UNLEARN_KEY_DIR", str(tmp_path / "keys"))
+    assert main(["keys", "init"]) == 0
+    ws = make_workspace(tmp_path)
+    reg, name = ws.registry(), ws.settings.registry.model_name
+    submit(ws, {"kind": "class", "class_label": 1})
+    v2 = deletion_batch(str(ws.root)).model_version
+    approve(ws, reg, name, v2, "alice")
+    d = _artifact_dir(reg, name, v2)
+    cert_kid = signature_key_id((d / "certificate.sig").read_text())
+    appr_kid = signature_key_id((d / "approval.sig").read_text())
+    keys = published(ws)
+    assert cert_kid != appr_kid
+    assert (keys[cert_kid]["role"], keys[appr_kid]["role"]) == ("batch", "review")
+
+    # Offline: the version's files and the public key, nothing else.
+    code, text = _offline(capsys, d / "certificate.json", d / "certificate.pub")
+    assert code == 0 and f"key {cert_kid}" in text
+    code, text = _offline(capsys, d / "certificate.json", d / "approval.pub")
+    assert code == 1 and "is not signed by key" in text
+    # The audit copy committed in git verifies the same way.
+    copy = ws.root / "audit" / "certificates" / name / f"v{v2}.json"
+    assert _offline(capsys, copy, d / "certificate.pub")[0] == 0
+
+    # A forged signature (another key) is refused offline and in the workspace.
+    forged = sign_ed25519((d / "certificate.json").read_bytes(), new_private_key())
+    (tmp_path / "forged.sig").write_text(forged)
+    code, _ = _offline(
+        capsys, d / "certificate.json", d / "certificate.pub", tmp_path / "forged.sig"
+    )
+    assert code == 1
+    genuine = (d / "certificate.sig").read_text()
+    (d / "certificate.sig").write_text(forged)
+    assert "never published" in _signature_problem(ws, reg, name, v2)
+    # The review key is published here, but a certificate is the batch key's to sign.
+    _, review_pem = current_key("review")
+    (d / "certificate.sig").write_text(
+        sign_ed25519((d / "certificate.json").read_bytes(), review_pem)
+    )
+    assert "not by a batch key" in _signature_problem(ws, reg, name, v2)
+    (d / "certificate.sig").write_text(genuine)
+    assert verify(ws, reg, name, v2).ok
+
+    # Rotation: the next certificate has the new key; the earlier one still verifies.
+    new_kid = rotate("batch")
+    submit(ws, {"kind": "class", "class_label": 2})
+    v3 = deletion_batch(str(ws.root)).model_version
+    sig3 = json.loads((_artifact_dir(reg, name, v3) / "certificate.sig").read_text())
+    assert sig3["key_id"] == new_kid != cert_kid
+    assert verify(ws, reg, name, v2).ok and verify(ws, reg, name, v3).ok
+    assert ws.git("status", "--porcelain", "--", "audit") == ""  # published keys are committed
