@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from pipelines.flow import BatchOutcome
 
 app = typer.Typer(
+    rich_markup_mode="markdown",
     add_completion=False,
     pretty_exceptions_enable=False,
     no_args_is_help=True,
