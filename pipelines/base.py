@@ -13,6 +13,7 @@ from components.metrics import accuracy, predict
 from components.models import build_model, model_digest, spec_from_settings
 from components.runtime import ProgressFn, no_progress, resolve_device, set_seed
 from components.training import train_classifier
+from pipelines.aliases import champion_from
 from pipelines.provenance import code_version, package_versions
 from pipelines.registry import ALIAS_CHAMPION, VersionRef
 from pipelines.snapshot import head_rev, read_state
@@ -88,5 +89,5 @@ def train_base(
         example=state.test.x[:2],
         dataset=_mlflow_dataset(state.train, state.info.dataset_sha256, f"{name}-train"),
     )
-    reg.set_alias(ref, ALIAS_CHAMPION)
+    champion_from(ws, reg, ref, "unlearn train")
     return ref, metrics

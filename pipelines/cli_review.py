@@ -144,3 +144,25 @@ def audit_verify_offline(
         err.print(f"error: {certificate} is not signed by key {kid} ({public_key})")
         raise typer.Exit(1)
     out.print(f"{certificate}: Ed25519 signature valid, key {kid}")
+
+
+@audit_app.command("aliases")
+def audit_aliases(
+    model: str,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Replay the alias history and compare it with MLflow's aliases now: an alias moved by hand,
+    or on a version that does not verify, is named (exit 1)."""
+    import dataclasses
+
+    from pipelines.aliases import check_aliases
+
+    ws = current_workspace(read_only=True)
+    findings = check_aliases(ws, ws.registry(), model)
+    if as_json:
+        typer.echo(json.dumps([dataclasses.asdict(f) for f in findings], indent=1))
+    for f in findings if not as_json else []:
+        mark = "[green]ok  [/]" if f.ok else "[red]FAIL[/]"
+        out.print(f"{mark} {f.alias} -> {model}/{f.live}: {f.detail}", soft_wrap=True)
+    if not all(f.ok for f in findings):
+        raise typer.Exit(1)

@@ -23,6 +23,7 @@ from components.data import split_hashes
 from components.metrics import accuracy, predict
 from components.models import ModelError, build_model, model_digest, spec_from_settings
 from components.runtime import resolve_device
+from pipelines.aliases import champion_from
 from pipelines.provenance import code_version, package_versions
 from pipelines.registry import ALIAS_CHAMPION, Registry, RegistryError, VersionRef, read_model_dir
 from pipelines.snapshot import DataState, git_show, head_rev, read_state
@@ -267,5 +268,5 @@ def import_model(
         run_name="imported-model",
         example=state.test.x[:2],
     )
-    reg.set_alias(ref, ALIAS_CHAMPION)
+    champion_from(ws, reg, ref, "unlearn model import")
     return ref, {**metrics, **source}

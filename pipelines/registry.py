@@ -243,9 +243,13 @@ class Registry:
         self.client.delete_model_version(ref.name, ref.version)
         return gone
 
-    def set_tags(self, ref: VersionRef, tags: dict[str, str]) -> None:
+    def set_tags(self, ref: VersionRef, tags: dict[str, str], run_id: str | None = None) -> None:
+        """Tags on the version, and on its run too when given (a decision: the run's status
+        must not keep saying awaiting_approval)."""
         for k, v in tags.items():
             self.client.set_model_version_tag(ref.name, ref.version, k, v)
+            if run_id:
+                self.client.set_tag(run_id, k, v)
 
     def set_alias(self, ref: VersionRef, alias: str) -> None:
         self.client.set_registered_model_alias(ref.name, alias, ref.version)

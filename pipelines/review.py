@@ -175,6 +175,7 @@ def approve(
     reg.set_tags(
         VersionRef(name, version),
         {"status": "approved", "approved_by": reviewer, "approved_at": approval["at"]},
+        run_id=mv.run_id,
     )
     _carry_out_approval(ws, reg, name, version, reviewer, facts.champion_version or None)
     return decision
@@ -247,7 +248,8 @@ def reject(
         "reason": reason[:500],
         "at": utcnow(),
     }
-    _log_signed(ws, reg, reg.resolve(name, version).run_id, "rejection", rejection)
+    run_id = reg.resolve(name, version).run_id
+    _log_signed(ws, reg, run_id, "rejection", rejection)
     reg.set_tags(
         VersionRef(name, version),
         {
@@ -256,6 +258,7 @@ def reject(
             "rejected_at": rejection["at"],
             "rejection_reason": reason[:500],
         },
+        run_id=run_id,
     )
     _carry_out_rejection(ws, reg, name, version, reviewer, reason)
     return decision

@@ -329,6 +329,7 @@ def _erase_and_add(ws: Workspace, gone: set[str]) -> list[dict]:
 def commit_files(ws: Workspace, paths: list[str], message: str) -> str:
     """Commit audit files (certificates, alias history, dvc.lock) to the workspace's git."""
     ws.git("add", *paths)
-    if ws.git("diff", "--cached", "--name-only"):
-        ws.git("commit", "-q", "-m", message)
+    if ws.git("diff", "--cached", "--name-only", "--", *paths):
+        # `-- paths`: only these files; whatever else a person staged stays staged, uncommitted.
+        ws.git("commit", "-q", "-m", message, "--", *paths)
     return head_rev(ws)

@@ -14,6 +14,7 @@ from pipelines.audit import ALIAS_LOG, verify
 from pipelines.cli import main
 from pipelines.flow import deletion_batch
 from pipelines.intake import submit
+from pipelines.keys import sign_as
 from pipelines.review import ReviewError, approve, reject
 from pipelines.store import RequestStore
 from tests.conftest import make_workspace
@@ -59,7 +60,9 @@ def test_a_decision_is_all_or_nothing_under_git_failures(tmp_path, prefect_serve
     assert mv.tags["status"] == "awaiting_approval" and "candidate" in mv.aliases
     assert str(reg.champion(name).version) == "1" and ws.git("rev-parse", "HEAD") == head
 
-    # 2. The history commit fails after the signed record, tag and alias are written.
+    # 2. The history commit fails after the signed record, tag and alias are written (the
+    # review key published beforehand, as by any earlier decision: else that commit fails first).
+    sign_as(ws, "review", b"an earlier decision")
     _refuse_commits(ws, True)
     code, err = _cli(capsys, ws, "review", "approve", name, v2, "--reviewer", "alice")
     _refuse_commits(ws, False)
@@ -73,7 +76,7 @@ def test_a_decision_is_all_or_nothing_under_git_failures(tmp_path, prefect_serve
     assert (
         str(reg.champion(name).version) == v2 and "candidate" not in reg.resolve(name, v2).aliases
     )
-    assert [e["version"] for e in _history(ws) if e["alias"] == "champion"] == [v2]
+    assert [e["version"] for e in _history(ws) if e["alias"] == "champion"] == ["1", v2]
     assert ws.git("status", "--porcelain", "--", ALIAS_LOG) == ""
     assert _statuses(ws) == {"certified"}
     assert verify(ws, reg, name, v2).ok
