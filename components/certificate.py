@@ -128,6 +128,9 @@ class Certificate(_Doc):
     code: CodeFacts
     evaluation: EvaluationFacts
     gates: dict[str, Any]  # the gate report (components.gates) with the base model's verdicts
+    # The policy in force (gate thresholds, the forget-fraction cap): signed, so a threshold
+    # lowered in the workspace params shows against the previous certified version's.
+    policy: dict[str, Any] | None = None
 
     def to_json(self) -> bytes:
         """Canonical JSON bytes: what is hashed, signed and stored."""

@@ -20,6 +20,7 @@ from components.certificate import (
 from components.forget import forget_manifest, manifest_sha256, removed_ids
 from components.models import ModelError, model_digest
 from pipelines.keys import check
+from pipelines.policy import policy_change
 from pipelines.purge import (
     PURGE_LOG,
     deleted_versions,
@@ -144,6 +145,7 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
             report.add("certificate.base_model", True, f"base {base.name}/{base.version} {note}")
         else:
             _check_base_model(reg, base, report)
+        report.add("policy", True, policy_change(ws, cert))
         passed = bool(cert.gates.get("passed"))
         report.add("gates", passed, "all gates passed" if passed else "a gate failed")
         if tags.get("status") == "approved":
@@ -366,6 +368,7 @@ def trace(
                     ],
                     "forget_count": cert["forget_manifest"]["count"],
                     "data": cert["data"],
+                    "policy": policy_change(ws, parse_certificate(raw)),
                 }
             appr = _read(d, "approval.json")
             if appr is not None:

@@ -77,6 +77,10 @@ def certificate_for(
         code={"version": code_version(), "packages": package_versions()},
         evaluation={"original": ev.original, "unlearned": ev.unlearned, "attacks": ATTACKS},
         gates=ev.gates_record(),
+        policy={
+            "gates": ws.settings.gates.model_dump(mode="json"),
+            "max_forget_fraction": ws.settings.requests.max_forget_fraction,
+        },
     )  # fmt: skip
 
 

@@ -138,7 +138,9 @@ def print_trace(console: Console, name: str, chain: list[dict]) -> None:
                 f"  data before {d['before']['git_rev'][:10]} -> after "
                 f"{d['after']['git_rev'][:10]} (dvc {d['after']['dvc_md5'][:10]})"
             )
-        console.print(f"  certificate {cert.get('sha256', '')[:16]}")
+        console.print(
+            f"  certificate {cert.get('sha256', '')[:16]}; gate policy {cert.get('policy')}"
+        )
         for gname, value, thr, ok in cert.get("gates", []):
             console.print(f"    gate {gname}: {_f(value)} vs {_f(thr)} {'pass' if ok else 'FAIL'}")
         appr = e.get("approval")

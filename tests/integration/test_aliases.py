@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+from pipelines.audit import verify
 from pipelines.cli import main
 from pipelines.flow import deletion_batch
 from pipelines.intake import submit
@@ -56,6 +57,17 @@ def test_decisions_are_signed_runs_follow_and_a_hand_moved_alias_is_caught(
     approve(ws, reg, name, v3, "alice")
     assert _run_status(reg, name, v3) == "approved"
     assert _aliases(capsys, ws)[0] == 0
+
+    # A threshold lowered in the workspace params: the next certificate signs the new policy and
+    # verify names the change against the version it was built on.
+    params = ws.root / "params.yaml"
+    params.write_text(params.read_text().replace("class_mia_min: 95.0", "class_mia_min: 0.0"))
+    submit(ws, {"kind": "class", "class_label": 9})
+    v4 = deletion_batch(str(ws.root)).model_version
+    policy = {n: d for n, _, d in verify(ws, reg, name, v4).checks}["policy"]
+    assert policy == f"CHANGED since {name}/{v3}: gates.class_mia_min 95.0 -> 0.0"
+    assert {n: d for n, _, d in verify(ws, reg, name, v3).checks}["policy"].startswith("recorded")
+    reject(ws, reg, name, v4, "bob", "policy change not agreed")
 
     reg.set_alias(VersionRef(name, "1"), "champion")  # by hand, as in the MLflow UI
     code, findings = _aliases(capsys, ws)
