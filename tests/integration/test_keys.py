@@ -82,3 +82,18 @@ def test_keys_per_duty_offline_verification_forgery_and_rotation(
     assert sig3["key_id"] == new_kid != cert_kid
     assert verify(ws, reg, name, v2).ok and verify(ws, reg, name, v3).ok
     assert ws.git("status", "--porcelain", "--", "audit") == ""  # published keys are committed
+
+
+def test_the_hmac_scheme_still_signs_and_verifies(tmp_path, prefect_server):
+    ws = make_workspace(tmp_path, {"certificate": {"scheme": "hmac"}})
+    reg, name = ws.registry(), ws.settings.registry.model_name
+    submit(ws, {"kind": "class", "class_label": 1})
+    v2 = deletion_batch(str(ws.root)).model_version
+    approve(ws, reg, name, v2, "alice")
+    d = _artifact_dir(reg, name, v2)
+    assert signature_key_id((d / "certificate.sig").read_text()) is None  # a bare HMAC digest
+    assert not (d / "certificate.pub").exists() and published(ws) == {}
+    report = verify(ws, reg, name, v2)
+    assert (
+        report.ok and "HMAC-SHA256" in {n: d for n, _, d in report.checks}["certificate.signature"]
+    )
