@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,11 +30,20 @@ def _free_port() -> int:
 
 
 def _post(url: str, body: dict) -> list | dict:
+    """POST JSON to the Prefect API; a busy server's 503 (seen on a loaded 2-core machine) is
+    retried for up to a minute rather than failing the test."""
     req = urllib.request.Request(
         url, json.dumps(body).encode(), {"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(req, timeout=10) as r:
-        return json.loads(r.read())
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as err:
+            if err.code < 500 or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
 
 
 @pytest.fixture
