@@ -35,6 +35,47 @@ def keys_rotate(
     out.print(f"{role}: new key {rotate(role)} in {key_dir() / role}")
 
 
+@review_app.command("list")
+def review_list(
+    model: str,
+    as_json: bool = typer.Option(False, "--json", help="One JSON object per version."),
+) -> None:
+    """The versions of MODEL that await a decision: batch, requests, gates, certificate."""
+    from rich.table import Table
+
+    ws = current_workspace(read_only=True)
+    rows = [
+        {"version": str(v.version), "batch_id": v.tags.get("batch_id", ""),
+         "scenario": v.tags.get("scenario", ""), "requests": v.tags.get("requests", ""),
+         "gates_passed": v.tags.get("gates_passed") == "true",
+         "certificate_sha256": v.tags.get("certificate_sha256", "")}
+        for v in ws.registry().versions(model)
+        if v.tags.get("status") == "awaiting_approval"
+    ]  # fmt: skip
+    if as_json:
+        for r in rows:
+            typer.echo(json.dumps(r))
+        return
+    t = Table(title=f"{len(rows)} awaiting a decision")
+    for col in ("version", "batch", "scenario", "requests", "gates", "certificate"):
+        t.add_column(col)
+    for r in rows:
+        gates = "passed" if r["gates_passed"] else "FAILED"
+        t.add_row(r["version"], r["batch_id"], r["scenario"], r["requests"], gates,
+                  r["certificate_sha256"][:16])  # fmt: skip
+    out.print(t)
+
+
+@review_app.command("show")
+def review_show(model: str, version: str) -> None:
+    """One version as a reviewer reads it: requests, data, gates, policy, certificate."""
+    from pipelines.audit import trace
+    from pipelines.report import print_trace
+
+    ws = current_workspace(read_only=True)
+    print_trace(out, model, trace(ws, ws.registry(), model, version)[:1])
+
+
 @review_app.command("approve")
 def review_approve(
     model: str,

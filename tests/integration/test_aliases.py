@@ -43,7 +43,15 @@ def test_decisions_are_signed_runs_follow_and_a_hand_moved_alias_is_caught(
         "champion": "1",
     }
 
+    code = main(["-w", str(ws.root), "review", "list", name, "--json"])
+    waiting = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert code == 0 and [(w["version"], w["gates_passed"]) for w in waiting] == [(v2, True)]
+    assert main(["-w", str(ws.root), "review", "show", name, v2]) == 0
+    assert "gate policy: recorded" in capsys.readouterr().out
+
     reject(ws, reg, name, v2, "bob", "wrong class")
+    assert main(["-w", str(ws.root), "review", "list", name, "--json"]) == 0
+    assert capsys.readouterr().out == ""
     assert _run_status(reg, name, v2) == "rejected"
     d = _artifact_dir(reg, name, v2)
     record = json.loads((d / "rejection.json").read_text())
