@@ -47,7 +47,7 @@ def test_decisions_are_signed_runs_follow_and_a_hand_moved_alias_is_caught(
     waiting = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 0 and [(w["version"], w["gates_passed"]) for w in waiting] == [(v2, True)]
     assert main(["-w", str(ws.root), "review", "show", name, v2]) == 0
-    assert "gate policy: recorded" in capsys.readouterr().out
+    assert "gate policy recorded" in capsys.readouterr().out
 
     reject(ws, reg, name, v2, "bob", "wrong class")
     assert main(["-w", str(ws.root), "review", "list", name, "--json"]) == 0
