@@ -109,7 +109,9 @@ def test_import_checkpoint_then_first_batch_runs_as_on_a_trained_base(
         tags["model_digest"] == model_digest(base_model)
         and tags["data.trained_on"] == "train-split"
     )
-    assert tags["data.rev"] == ws.git("rev-parse", "HEAD")
+    # Trained on the data at HEAD (later commits hold audit files: the alias history).
+    assert tags["data.rev"] == ws.git("log", "-1", "--format=%H", "--", "data")
+    assert ws.git("diff", "--name-only", tags["data.rev"], "HEAD") == "audit/alias_history.jsonl"
     submit(ws, {"kind": "class", "class_label": 5})
     outcome = deletion_batch(str(ws.root))
     assert outcome.status == "awaiting_approval", outcome.reason
