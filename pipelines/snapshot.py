@@ -86,26 +86,17 @@ def object_path(ws: Workspace, md5: str) -> Path:
     return ws.root / ".dvc" / "cache" / "files" / "md5" / md5[:2] / md5[2:]
 
 
-def _fetch(ws: Workspace, rev: str, attempts: int = 3) -> None:
-    """Bring a snapshot's objects from the DVC remote into the cache (fresh clone, pruned cache).
-    A failed fetch is tried again after a pause (a remote is often a network away; once, in CI,
-    DVC failed to collect a local snapshot and the same fetch then worked)."""
-    import time
-
+def _fetch(ws: Workspace, rev: str) -> None:
+    """Bring a snapshot's objects from the DVC remote into the cache (fresh clone, pruned cache)."""
     from dvc.repo import Repo
 
-    for attempt in range(1, attempts + 1):
-        try:
-            with Repo(str(ws.root)) as repo, quiet_dvc():
-                repo.fetch(targets=[RAW], revs=[rev])
-            return
-        except Exception as err:  # dvc raises its own many kinds; the message is what matters
-            if attempt == attempts:
-                raise WorkspaceError(
-                    f"cannot fetch {RAW} at {rev[:10]} from the DVC remote after {attempts} "
-                    f"attempts: {type(err).__name__}: {err}"
-                ) from None
-            time.sleep(2.0 * attempt)
+    try:
+        with Repo(str(ws.root)) as repo, quiet_dvc():
+            repo.fetch(targets=[RAW], revs=[rev])
+    except Exception as err:  # dvc raises its own many kinds; the message is what matters here
+        raise WorkspaceError(
+            f"cannot fetch {RAW} at {rev[:10]} from the DVC remote: {type(err).__name__}: {err}"
+        ) from None
 
 
 def dir_listing(ws: Workspace, rev: str) -> list[dict]:

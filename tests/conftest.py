@@ -41,6 +41,11 @@ from pipelines.env import quiet_environment  # noqa: E402
 
 quiet_environment()
 
+# DVC binds its log handler to sys.stderr when first imported: imported inside a test that
+# captures output (capsys), the handler would keep that test's stream, closed afterwards, and
+# every later DVC warning would raise LoggingException. Imported here, it keeps pytest's own.
+import dvc.repo  # noqa: E402, F401
+
 from pipelines.keys import init_keys  # noqa: E402
 
 init_keys()  # this run's batch and review signing keys (Ed25519, in UNLEARN_KEY_DIR above)
