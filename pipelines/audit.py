@@ -292,13 +292,12 @@ def _check_manifest_ids(
 
 def _check_purge(ws: Workspace, ref: VersionRef, report: VerifyReport) -> None:
     """Every object a purge of this version removed is absent from the cache and the remote."""
-    for r in purge_records(ws):
-        if (r["model"], r["version"]) != (ref.name, ref.version):
-            continue
+    mine = [r for r in purge_records(ws) if (r["model"], r["version"]) == (ref.name, ref.version)]
+    stores = object_stores(ws) if any(not r["legal_hold"] for r in mine) else []  # DVC read once
+    for r in mine:
         if r["legal_hold"]:
             report.add("data.purged", True, f"kept under legal hold since {r['at']} ({r['actor']})")
             continue
-        stores = object_stores(ws)
         back = [md5 for md5 in r["objects"] if any(c.exists() for c in object_copies(stores, md5))]
         detail = f"{len(r['objects'])} erased objects absent from DVC cache and remote"
         if back:
