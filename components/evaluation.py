@@ -72,16 +72,31 @@ def evaluate_many(
 ) -> list[dict[str, float | None]]:
     """`evaluate` for several models (the original and the unlearned) on the same splits; the
     forward passes share whatever prefix the models share (metrics.predict_many)."""
+    return evaluate_outputs(models, s, cfg, device, timings)[0]
+
+
+# Each model's outputs on (Dr, Df, Dt, heldout), in that order.
+Outputs = tuple[Predictions, Predictions, Predictions, Predictions]
+
+
+def evaluate_outputs(
+    models: list[nn.Module],
+    s: EvalSplits,
+    cfg: EvaluationSettings,
+    device: torch.device,
+    timings: dict[str, float] | None = None,
+) -> tuple[list[dict[str, float | None]], list[Outputs]]:
+    """`evaluate_many`, also returning each model's outputs (the batch report plots them)."""
     with timed(timings, "predict"):
         per_split = [
             predict_many(models, sp, device) for sp in (s.retain, s.forget, s.test, s.heldout)
         ]
+    outputs = [tuple(p[i] for p in per_split) for i in range(len(models))]
     # The attacks' SVCs (libsvm) release the GIL: each model's run side by side on its own thread
     # (4.0 -> 2.3 s for four fits on 2 cores). Every draw inside is seeded per call: same results.
     with timed(timings, "attacks"), ThreadPoolExecutor(max_workers=len(models)) as pool:
-        return list(
-            pool.map(lambda i: _metrics(s, cfg, *(p[i] for p in per_split)), range(len(models)))
-        )
+        metrics = list(pool.map(lambda o: _metrics(s, cfg, *o), outputs))
+    return metrics, outputs  # type: ignore[return-value]
 
 
 def _metrics(

@@ -234,6 +234,14 @@ class BenchSettings(_Frozen):
         return self
 
 
+class ReportSettings(_Frozen):
+    """The batch report reviewers decide from (components/report_page.py)."""
+
+    # Thumbnails of Df and of Dr in the report's sample grid. The report stays with the model
+    # version, so Df's images outlive the erasure there: 0 where the inputs are personal data.
+    sample_images: int = Field(8, ge=0, le=32)
+
+
 class GateSettings(_Frozen):
     retained_utility_drop_pt: float = Field(1.0, ge=0)
     retain_fit_drop_pt: float = Field(1.0, ge=0)
@@ -306,6 +314,7 @@ class Settings(_Frozen):
     rfa: RfaSettings = RfaSettings()
     evaluation: EvaluationSettings = EvaluationSettings()
     gates: GateSettings = GateSettings()
+    report: ReportSettings = ReportSettings()
     requests: RequestSettings = RequestSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     registry: RegistrySettings = RegistrySettings()

@@ -13,14 +13,20 @@ import numpy as np
 from torch import nn
 
 from components.data import Split
-from components.evaluation import EvalSplits, evaluate_many
+from components.evaluation import EvalSplits, evaluate_outputs
 from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
 from components.gates import GateReport, evaluate_gates
 from components.models import model_digest
+from components.report_data import ReportData, report_data, thumbnails
 from components.requests import RequestError, resolve
 from components.runtime import ProgressFn, no_progress, resolve_device
 from components.scheduling import reason_to_wait
-from components.settings import EvaluationSettings, GateSettings, ScheduleSettings
+from components.settings import (
+    EvaluationSettings,
+    GateSettings,
+    ReportSettings,
+    ScheduleSettings,
+)
 from components.unlearning.registry import get_method
 from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
 from pipelines.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, Registry, VersionRef, data_rev
@@ -66,6 +72,7 @@ class Evaluation:
     unlearned: dict
     gates: GateReport
     base_gates: GateReport  # the same gates on the untouched base: did it already meet them?
+    plots: ReportData | None = None  # what the batch report draws
 
     def gates_record(self) -> dict:
         """The gate report as certified: with whether the base model already met every forgetting
@@ -235,19 +242,30 @@ def assess(
     gates: GateSettings,
     device: str,
     timings: dict[str, float] | None = None,
+    report: ReportSettings = ReportSettings(),
 ) -> Evaluation:
-    """Both models on the same splits, then the gates on the unlearned model and on the base."""
+    """Both models on the same splits, then the gates on the unlearned model and on the base,
+    and what the batch report plots."""
     splits = EvalSplits.build(
         ext.split.forget, ext.split.retain, ext.test, ext.heldout, ext.forget_classes, evaluation
     )
-    original, unlearned = evaluate_many(
+    (original, unlearned), outs = evaluate_outputs(
         [pinned.model, result.model], splits, evaluation, resolve_device(device), timings
+    )
+    n = report.sample_images
+    images = (thumbnails(splits.forget, n), thumbnails(splits.retain, n))
+    plots = report_data(
+        *((o[1], o[0], o[2]) for o in outs),  # (Df, Dr, Dt) of the base, then the unlearned
+        num_classes=int(pinned.spec["num_classes"]),
+        history=result.history,
+        images=images,
     )
     return Evaluation(
         original,
         unlearned,
         evaluate_gates(scenario, original, unlearned, gates),
         evaluate_gates(scenario, original, original, gates),
+        plots,
     )
 
 

@@ -24,6 +24,7 @@ from prefect.logging.loggers import flow_run_logger
 from components.runtime import timed
 from components.unlearning.types import MethodConfig
 from pipelines import batch as steps
+from pipelines.batch_report import report_failure
 from pipelines.lease import LeaseHeld
 from pipelines.progress import report
 from pipelines.publish import publish
@@ -181,7 +182,15 @@ def _run(
             result = unlearn_task(ws, pinned, ext, plan.scenario)
         with stage("evaluate"):
             ev = assess_task(
-                pinned, ext, result, plan.scenario, s.evaluation, s.gates, s.rfa.device, t
+                pinned,
+                ext,
+                result,
+                plan.scenario,
+                s.evaluation,
+                s.gates,
+                s.rfa.device,
+                t,
+                s.report,
             )
         outcome = BatchOutcome(
             "", plan.batch_id, plan.scenario, original=ev.original, unlearned=ev.unlearned,
@@ -189,7 +198,7 @@ def _run(
         )  # fmt: skip
         if not ev.gates.passed:
             reason = "gates failed: " + "; ".join(ev.gates.failures)
-            steps.record_failure(reg, plan, ev)
+            report_failure(reg, steps.record_failure(reg, plan, ev), plan, ev)
             rq = s.requests
             outcome.escalated = steps.release_after_gates(
                 store, plan, reason, rq.retry_backoff_minutes, rq.escalate_after_failures

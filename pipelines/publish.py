@@ -9,6 +9,13 @@ from components.models import model_digest
 from components.runtime import timed
 from components.unlearning.types import UnlearnResult
 from pipelines.batch import METHOD, BatchPlan, Evaluation, Extraction, Pinned
+from pipelines.batch_report import (
+    Report,
+    attach_to_run,
+    build,
+    describe_version,
+    publish_to_prefect,
+)
 from pipelines.keys import require_signer, sign_as
 from pipelines.provenance import code_version, package_versions
 from pipelines.registry import ALIAS_CANDIDATE, Registry, VersionRef
@@ -124,6 +131,25 @@ def _version_files(ext: Extraction, result: UnlearnResult, ev: Evaluation) -> di
     }
 
 
+def batch_report(
+    plan: BatchPlan,
+    pinned: Pinned,
+    ev: Evaluation,
+    result: UnlearnResult,
+    ref: VersionRef,
+    cert_sha: str,
+) -> Report:
+    """The report of a certified candidate: what the reviewer approves is named by its hash."""
+    facts = {
+        "certificate sha256": cert_sha,
+        "base version": str(pinned.base),
+        "method": f"{METHOD}: {result.steps} steps on {result.device}, stopped by "
+        f"{result.stop_reason}, {result.seconds:.1f} s",
+        "trainable share": f"{100 * result.trainable_fraction:.2f} %",
+    }
+    return build(plan, ev, f"{ref.name} version {ref.version}", "awaiting approval", facts)
+
+
 def publish(
     ws: Workspace,
     reg: Registry,
@@ -187,6 +213,11 @@ def publish(
         cert_file.with_suffix(".sig").write_text(sig)
         copies = [str(cert_file), str(cert_file.with_suffix(".sig"))]
         commit_files(ws, copies, f"{plan.batch_id}: certificate of {ref}")
+        with timed(timings, "report"):
+            report = batch_report(plan, pinned, ev, result, ref, cert_sha)
+            attach_to_run(reg, run_id, ev, report)
+            describe_version(reg, ref, report.context, run_id)
+            publish_to_prefect(report.context)
         reg.set_alias(ref, ALIAS_CANDIDATE)
     except Exception:
         reg.delete_version(ref)

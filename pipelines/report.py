@@ -7,36 +7,12 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.table import Table
 
+from components.report_page import METRIC_ROWS, fmt
+
 if TYPE_CHECKING:
     from pipelines.flow import BatchOutcome
 
-METRIC_ROWS = (
-    ("acc_dr", "Acc(Dr) %"),
-    ("acc_df", "Acc(Df) %"),
-    ("acc_dt", "Acc(Dt) %"),
-    ("acc_drt", "Acc(Drt) %"),
-    ("acc_dft", "Acc(Dft) %"),
-    ("mia_efficacy", "MIA-efficacy (Df), confidence"),
-    ("mia_heldout", "  same on heldout"),
-    ("mia_efficacy_entropy", "MIA-efficacy (Df), entropy"),
-    ("mia_heldout_entropy", "  same on heldout"),
-    ("mia_efficacy_modified_entropy", "MIA-efficacy (Df), mod. entropy"),
-    ("mia_heldout_modified_entropy", "  same on heldout"),
-    ("loss_mia_auc", "loss-MIA AUC"),
-    ("retain_leakage", "retain leakage %"),
-)
-
-
-def _f(v: float | None) -> str:
-    return (
-        "-"
-        if v is None
-        else f"{v:.3f}"
-        if isinstance(v, float) and abs(v) < 1
-        else f"{v:.2f}"
-        if isinstance(v, float)
-        else str(v)
-    )
+_f = fmt
 
 
 def metrics_table(title: str, original: dict, unlearned: dict) -> Table:

@@ -165,6 +165,10 @@ def test_failed_gates_register_nothing_and_return_requests_to_pending(tmp_path, 
         filter_string="tags.status = 'gates_failed'",
     )
     assert len(runs) == 1
+    # Its report says why, with the plots, on the failed run.
+    report = Path(urlparse(runs.artifact_uri[0]).path) / "report"
+    assert "FAIL |" in (report / "report.md").read_text() and (report / "report.html").is_file()
+    assert (report / "figures" / "confidence.png").is_file()
     # The failed request waits out its backoff instead of going first again: the next batch
     # takes the request behind it, and nothing is left to run until the backoff ends.
     with RequestStore(ws.requests_db) as store:
