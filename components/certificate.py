@@ -47,6 +47,7 @@ class BatchFacts(_Doc):
     id: str
     scenario: Literal["class", "sample"]
     created_at: str
+    ran_by: str = ""  # who ran it: never its approver (absent from certificates before 2026-12)
 
 
 class RequestFacts(_Doc):
@@ -59,6 +60,7 @@ class RequestFacts(_Doc):
     n_samples: int
     subject_sha256: str | None = None  # subject requests only
     class_label: int | None = None  # class requests only
+    submitted_by: str = ""  # who submitted it: never the batch's approver
 
 
 class ManifestRef(_Doc):

@@ -76,3 +76,18 @@ def decide_rejection(f: VersionFacts) -> Decision:
     if f.status != "awaiting_approval":
         return Decision(False, [f"status is {f.status or 'unknown'!r}, not awaiting_approval"])
     return Decision(True, ["rejected by reviewer"])
+
+
+def separation_of_duties(
+    reviewer: str, approvers: tuple[str, ...], submitters: set[str], batch_runner: str
+) -> list[str]:
+    """Why `reviewer` may not decide on a batch (empty: they may). `approvers` empty = no list.
+    Whoever submitted one of its requests or ran the batch does not approve their own work."""
+    reasons = []
+    if approvers and reviewer not in approvers:
+        reasons.append(f"{reviewer} is not an approver (review.approvers in params.yaml)")
+    if reviewer in submitters:
+        reasons.append(f"{reviewer} submitted a request of this batch")
+    if reviewer == batch_runner:
+        reasons.append(f"{reviewer} ran this batch")
+    return reasons

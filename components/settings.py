@@ -242,6 +242,11 @@ class ReportSettings(_Frozen):
     sample_images: int = Field(8, ge=0, le=32)
 
 
+class ReviewSettings(_Frozen):
+    # Who may approve or reject (empty: anyone named, the separation of duties still holds).
+    approvers: tuple[str, ...] = ()
+
+
 class GateSettings(_Frozen):
     retained_utility_drop_pt: float = Field(1.0, ge=0)
     retain_fit_drop_pt: float = Field(1.0, ge=0)
@@ -315,6 +320,7 @@ class Settings(_Frozen):
     evaluation: EvaluationSettings = EvaluationSettings()
     gates: GateSettings = GateSettings()
     report: ReportSettings = ReportSettings()
+    review: ReviewSettings = ReviewSettings()
     requests: RequestSettings = RequestSettings()
     schedule: ScheduleSettings = ScheduleSettings()
     registry: RegistrySettings = RegistrySettings()

@@ -224,6 +224,7 @@ def certified_tags(cert: Certificate) -> dict[str, str]:
         "model_digest": cert.unlearned_model.digest,
         "forget_manifest_sha256": cert.forget_manifest.sha256,
         "requests": ",".join(r.id for r in cert.requests),
+        **({"batch.ran_by": cert.batch.ran_by} if cert.batch.ran_by else {}),
     }
 
 

@@ -80,7 +80,9 @@ def review_show(model: str, version: str) -> None:
 def review_approve(
     model: str,
     version: str,
-    reviewer: str = typer.Option(..., help="Who approves."),
+    reviewer: str | None = typer.Option(
+        None, help="Who approves (default: MLflow's authenticated user, UNLEARN_USER, the login)."
+    ),
     certificate: str | None = typer.Option(
         None, help="The certificate sha256 you reviewed (must match)."
     ),
@@ -102,7 +104,7 @@ def review_approve(
 def review_reject(
     model: str,
     version: str,
-    reviewer: str = typer.Option(...),
+    reviewer: str | None = typer.Option(None, help="Who rejects (default as for approve)."),
     reason: str = typer.Option(...),
     as_json: bool = typer.Option(False, "--json", help="The decision as JSON."),
 ) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from components.requests import ForgetRequest, RequestError, parse_request, resolve
+from pipelines.identity import whoami
 from pipelines.registry import ALIAS_CHAMPION, data_rev
 from pipelines.snapshot import DataState, head_rev, read_state
 from pipelines.store import RequestStore, StoredRequest
@@ -93,7 +94,7 @@ def submit(
     """Validate and store a request. Returns (stored, created, number of samples it erases now)."""
     req, n = Intake.of(ws, mapping).validate(parse_request(raw))
     with RequestStore(ws.requests_db) as store:
-        stored, created = store.add(req, n, ws.settings.requests.deadline_days)
+        stored, created = store.add(req, n, ws.settings.requests.deadline_days, whoami())
     return stored, created, n
 
 
@@ -162,7 +163,7 @@ def submit_file(
         items.append((req, k, client_id))
     with RequestStore(ws.requests_db) as store:
         try:
-            done = store.add_many(items, ws.settings.requests.deadline_days)
+            done = store.add_many(items, ws.settings.requests.deadline_days, whoami())
         except ValueError as err:
             raise RequestError(f"{path}: {err}; nothing was stored") from None
     created = sum(c for _, c in done)

@@ -16,6 +16,7 @@ from pipelines.batch_report import (
     describe_version,
     publish_to_prefect,
 )
+from pipelines.identity import whoami
 from pipelines.keys import require_signer, sign_as
 from pipelines.provenance import code_version, package_versions
 from pipelines.registry import ALIAS_CANDIDATE, Registry, VersionRef
@@ -32,6 +33,7 @@ def _request_facts(plan: BatchPlan, salt: str) -> list[dict]:
             "received_at": r.received_at,
             "deadline": r.deadline,
             "n_samples": r.n_samples,
+            "submitted_by": r.submitted_by,
         }
         if r.request.kind == "subject":
             fact["subject_sha256"] = subject_digest(r.request.subject_id or "", salt)
@@ -62,7 +64,8 @@ def certificate_for(
     s, st = ws.settings, pinned.state
     name = s.registry.model_name
     return build_certificate(
-        batch={"id": plan.batch_id, "scenario": plan.scenario, "created_at": utcnow()},
+        batch={"id": plan.batch_id, "scenario": plan.scenario, "created_at": utcnow(),
+               "ran_by": whoami()},
         requests=_request_facts(plan, ws.meta["subject_salt"]),
         forget_manifest={"sha256": ext.manifest_sha256, "count": len(ext.split.forget)},
         data={"before": st.info.to_dict(), "after": after.to_dict()},
@@ -115,6 +118,7 @@ def _version_tags(
         "gates_passed": str(ev.gates.passed).lower(),
         "requests": ",".join(r.id for r in plan.requests),
         "code_version": code_version(),
+        "batch.ran_by": whoami(),  # who may not approve it (separation of duties)
     }
 
 

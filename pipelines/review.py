@@ -7,8 +7,15 @@ import json
 from typing import TYPE_CHECKING
 
 from components.canonical import canonical_json
-from components.promotion import Decision, VersionFacts, decide_approval, decide_rejection
+from components.promotion import (
+    Decision,
+    VersionFacts,
+    decide_approval,
+    decide_rejection,
+    separation_of_duties,
+)
 from pipelines.audit import ALIAS_LOG, append_alias_history, verify
+from pipelines.identity import authenticated, whoami
 from pipelines.keys import require_signer, sign_as
 from pipelines.purge import purge
 from pipelines.registry import (
@@ -60,11 +67,48 @@ def gather_facts(
     )
 
 
-def _validate_reviewer(reviewer: str) -> str:
-    reviewer = reviewer.strip()
+def _validate_reviewer(reviewer: str | None) -> str:
+    """The reviewer as named, or whoami(); one MLflow authenticates must be who they say."""
+    reviewer = (reviewer or whoami()).strip()
     if not reviewer or len(reviewer) > 120:
         raise ReviewError("--reviewer must name who decides (1-120 characters)")
+    proven = authenticated()
+    if proven is not None and reviewer != proven:
+        raise ReviewError(f"--reviewer {reviewer}, but the MLflow server authenticates {proven}")
     return reviewer
+
+
+REFUSALS = "audit/refusals.jsonl"
+
+
+def _refuse(ws: Workspace, action: str, name: str, version: str, reviewer: str, why: str) -> None:
+    """A refused decision is one line to the reviewer and a committed record for the auditor."""
+    entry = {"at": utcnow(), "action": action, "model": name, "version": version,
+             "reviewer": reviewer, "refused": why}  # fmt: skip
+    if why == "model version does not exist":  # nothing to attach a record to
+        raise ReviewError(f"cannot {action} {name}/{version}: {why}")
+    path, note = ws.root / REFUSALS, ""
+    try:
+        with path.open("a") as f:
+            f.write(json.dumps(entry, sort_keys=True) + "\n")
+        commit_files(ws, [REFUSALS], f"refused to {action} {name}/{version} for {reviewer}")
+    except (OSError, WorkspaceError) as err:  # the refusal stands; only its record is missing
+        note = f" (the refusal could not be recorded in {REFUSALS}: {err})"
+    raise ReviewError(f"cannot {action} {name}/{version}: {why}{note}")
+
+
+def _check_duties(
+    ws: Workspace, name: str, version: str, reviewer: str, tags: dict, approving: bool
+) -> None:
+    """The allow-list for every decision; separation of duties for approvals."""
+    with RequestStore(ws.requests_db) as store:
+        submitters = {r.submitted_by for r in store.by_batch(tags.get("batch_id", "")) if approving}
+    runner = tags.get("batch.ran_by", "") if approving else ""
+    reasons = separation_of_duties(reviewer, ws.settings.review.approvers, submitters, runner)
+    if reasons:
+        _refuse(
+            ws, "approve" if approving else "reject", name, version, reviewer, "; ".join(reasons)
+        )
 
 
 def _require_git_unlocked(ws: Workspace) -> None:
@@ -142,7 +186,7 @@ def approve(
     reg: Registry,
     name: str,
     version: str,
-    reviewer: str,
+    reviewer: str | None,
     certificate_sha256: str | None = None,
 ) -> Decision:
     """Move `champion` to the version if its certificate verifies; requests become certified.
@@ -158,7 +202,8 @@ def approve(
         return Decision(True, [f"completed the approval by {who} at {at}, which stopped part-way"])
     decision = decide_approval(facts, certificate_sha256)
     if not decision.promote:
-        raise ReviewError(f"cannot approve {name}/{version}: {decision.text}")
+        _refuse(ws, "approve", name, version, reviewer, decision.text)
+    _check_duties(ws, name, version, reviewer, mv.tags, approving=True)
     require_signer(ws, "review")
     approval = {
         "schema": "unlearn.approval/1",
@@ -218,7 +263,7 @@ def _carry_out_approval(
 
 
 def reject(
-    ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, reason: str
+    ws: Workspace, reg: Registry, name: str, version: str, reviewer: str | None, reason: str
 ) -> Decision:
     """Mark the version rejected, drop `candidate`; its requests go back to pending, with why.
     All or nothing, as approve: a rejection that stopped part-way is completed on retry."""
@@ -236,7 +281,8 @@ def reject(
         return Decision(True, [f"completed the rejection by {who}, which stopped part-way"])
     decision = decide_rejection(facts)
     if not decision.promote:
-        raise ReviewError(f"cannot reject {name}/{version}: {decision.text}")
+        _refuse(ws, "reject", name, version, reviewer, decision.text)
+    _check_duties(ws, name, version, reviewer, tags, approving=False)
     require_signer(ws, "review")
     rejection = {
         "schema": "unlearn.rejection/1",

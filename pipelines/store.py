@@ -38,7 +38,8 @@ CREATE TABLE IF NOT EXISTS requests (
   batch_id TEXT NOT NULL DEFAULT '',
   model_version TEXT NOT NULL DEFAULT '',
   updated_at TEXT NOT NULL,
-  not_before TEXT NOT NULL DEFAULT ''
+  not_before TEXT NOT NULL DEFAULT '',
+  submitted_by TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS leases (
   model TEXT PRIMARY KEY,
@@ -74,6 +75,7 @@ class StoredRequest:
     batch_id: str
     model_version: str
     not_before: str = ""  # deferred: no batch takes it before this time
+    submitted_by: str = ""  # who submitted it (pipelines/identity.py): not its approver
 
     @property
     def scenario(self) -> str:
@@ -102,13 +104,14 @@ class RequestStore:
             self._migrate()
 
     def _migrate(self) -> None:
-        """A store made by an older version (fewer statuses, no `not_before`): sqlite cannot
+        """A store made by an older version (fewer statuses, no `not_before` or `submitted_by`):
+        sqlite cannot
         alter a CHECK constraint, so the table is rebuilt from SCHEMA with its rows, in one
         transaction."""
         (sql,) = self._db.execute(
             "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
         ).fetchone()
-        if all(f"'{st}'" in sql for st in STATUSES) and "not_before" in sql:
+        if all(f"'{st}'" in sql for st in STATUSES) and "submitted_by" in sql:
             return
         cols = ", ".join(r[1] for r in self._db.execute("PRAGMA table_info(requests)"))
         create = SCHEMA[: SCHEMA.index(");") + 2].replace(
@@ -134,19 +137,22 @@ class RequestStore:
 
     _COLS = (
         "id, kind, payload, n_samples, received_at, deadline, status, reason, batch_id, "
-        "model_version, not_before"
+        "model_version, not_before, submitted_by"
     )
 
     def add(
-        self, req: ForgetRequest, n_samples: int, deadline_days: int
+        self, req: ForgetRequest, n_samples: int, deadline_days: int, submitted_by: str = ""
     ) -> tuple[StoredRequest, bool]:
         """Store a validated request as pending. Returns (request, created); a duplicate of an
         existing request returns that one with created=False."""
-        ((rid, created),) = self.add_many([(req, n_samples, None)], deadline_days)
+        ((rid, created),) = self.add_many([(req, n_samples, None)], deadline_days, submitted_by)
         return self.get(rid), created
 
     def add_many(
-        self, items: list[tuple[ForgetRequest, int, str | None]], deadline_days: int
+        self,
+        items: list[tuple[ForgetRequest, int, str | None]],
+        deadline_days: int,
+        submitted_by: str = "",
     ) -> list[tuple[str, bool]]:
         """Store validated requests (request, samples it erases, the client's own id or None) in
         one transaction: all of them or none. A request the store holds already (same target, or
@@ -170,9 +176,10 @@ class RequestStore:
                 rid = client_id or f"req-{uuid.uuid4().hex[:12]}"
                 self._db.execute(
                     "INSERT INTO requests (id, dedup_key, kind, payload, n_samples, received_at, "
-                    "deadline, status, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?)",
+                    "deadline, status, updated_at, submitted_by) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
                     (rid, key, req.kind, req.model_dump_json(), n, now.isoformat(), deadline,
-                     now.isoformat()),
+                     now.isoformat(), submitted_by),
                 )  # fmt: skip
                 self._event(rid, "pending", "received")
                 out.append((rid, True))

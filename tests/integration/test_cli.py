@@ -56,11 +56,22 @@ def _request_count(ws) -> int:
     ],
 )
 def test_bad_input_is_one_line_and_changes_nothing(trained_ws, capsys, args, needle):
-    before = (_request_count(trained_ws), trained_ws.git("rev-parse", "HEAD"))
+    def state():
+        tree = trained_ws.git("ls-tree", "-r", "HEAD").splitlines()
+        return _request_count(trained_ws), [t for t in tree if "refusals.jsonl" not in t]
+
+    before, refusals = state(), _refusals(trained_ws)
     code, _, err = run(capsys, "--workspace", str(trained_ws.root), *args)
     assert code == 2
     _one_line_error(err, needle)
-    assert (_request_count(trained_ws), trained_ws.git("rev-parse", "HEAD")) == before
+    assert state() == before  # only a refused decision on an existing version is recorded:
+    recorded = args[0] == "review" and args[3] == "1" and args[5].strip()
+    assert _refusals(trained_ws) == refusals + (1 if recorded else 0)
+
+
+def _refusals(ws) -> int:
+    path = ws.root / "audit" / "refusals.jsonl"
+    return len(path.read_text().splitlines()) if path.exists() else 0
 
 
 def test_forget_set_covering_the_whole_training_set_is_refused(trained_ws, capsys):

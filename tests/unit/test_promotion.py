@@ -51,3 +51,15 @@ def test_a_stale_or_orphaned_candidate_is_refused():
     assert (
         not stale.promote and "built on version 1, but the champion is now version 2" in stale.text
     )
+
+
+def test_separation_of_duties_lists_every_reason_and_an_empty_allow_list_admits_anyone():
+    from components.promotion import separation_of_duties
+
+    assert separation_of_duties("erin", (), {"carol"}, "dave") == []
+    assert separation_of_duties("carol", ("erin",), {"carol"}, "carol") == [
+        "carol is not an approver (review.approvers in params.yaml)",
+        "carol submitted a request of this batch",
+        "carol ran this batch",
+    ]
+    assert separation_of_duties("erin", ("erin",), set(), "") == []
