@@ -100,6 +100,28 @@ def review_approve(
     out.print(f"approved {model}/{version}: {d.text}; alias champion moved")
 
 
+@review_app.command("start")
+def review_start(
+    model: str,
+    version: str,
+    timeout_hours: float = typer.Option(72.0, help="Fail the review if nobody answers by then."),
+) -> None:
+    """Open the review in Prefect: the flow `review-candidate` pauses with a form (decision,
+    reviewer, the certificate hash echoed back) in the Prefect UI, and waits for the answer."""
+    import os
+
+    from pipelines.review_flow import review_candidate
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise CliError(
+            "set PREFECT_API_URL to the Prefect server whose UI reviewers use (a form must "
+            "outlive this command's own temporary server)"
+        )
+    ws = current_workspace()
+    d = review_candidate(str(ws.root), model, version, timeout_hours=timeout_hours)
+    out.print(f"{d['decision']} {model}/{version} by {d['reviewer']}: {'; '.join(d['reasons'])}")
+
+
 @review_app.command("reject")
 def review_reject(
     model: str,

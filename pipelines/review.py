@@ -263,7 +263,13 @@ def _carry_out_approval(
 
 
 def reject(
-    ws: Workspace, reg: Registry, name: str, version: str, reviewer: str | None, reason: str
+    ws: Workspace,
+    reg: Registry,
+    name: str,
+    version: str,
+    reviewer: str | None,
+    reason: str,
+    certificate_sha256: str | None = None,
 ) -> Decision:
     """Mark the version rejected, drop `candidate`; its requests go back to pending, with why.
     All or nothing, as approve: a rejection that stopped part-way is completed on retry."""
@@ -282,6 +288,9 @@ def reject(
     decision = decide_rejection(facts)
     if not decision.promote:
         _refuse(ws, "reject", name, version, reviewer, decision.text)
+    if certificate_sha256 and certificate_sha256 != facts.certificate_sha256:
+        why = f"certificate hash {certificate_sha256[:12]}... is not the registered one"
+        _refuse(ws, "reject", name, version, reviewer, why)
     _check_duties(ws, name, version, reviewer, tags, approving=False)
     require_signer(ws, "review")
     rejection = {

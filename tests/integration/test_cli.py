@@ -49,6 +49,7 @@ def _request_count(ws) -> int:
             ["review", "reject", "digits-cnn", "1", "--reviewer", "r", "--reason", "no"],
             "not awaiting_approval",
         ),
+        (["review", "start", "digits-cnn", "2"], "set PREFECT_API_URL"),
         (["audit", "verify", "digits-cnn", "99"], "has no version 99"),
         (["audit", "trace", "digits-cnn@nope"], "has no alias 'nope'"),
         (["audit", "trace", "digits-cnn"], "NAME@ALIAS or NAME/VERSION"),
@@ -65,7 +66,7 @@ def test_bad_input_is_one_line_and_changes_nothing(trained_ws, capsys, args, nee
     assert code == 2
     _one_line_error(err, needle)
     assert state() == before  # only a refused decision on an existing version is recorded:
-    recorded = args[0] == "review" and args[3] == "1" and args[5].strip()
+    recorded = args[0] == "review" and len(args) > 5 and args[3] == "1" and args[5].strip()
     assert _refusals(trained_ws) == refusals + (1 if recorded else 0)
 
 
