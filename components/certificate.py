@@ -133,6 +133,9 @@ class Certificate(_Doc):
     # The policy in force (gate thresholds, the forget-fraction cap): signed, so a threshold
     # lowered in the workspace params shows against the previous certified version's.
     policy: dict[str, Any] | None = None
+    # sha256 of the version's other files (adapter, gates.json, metrics.json): one byte changed in
+    # any of them fails verify (certificates before 2026-12-02 lack it).
+    artifacts: dict[str, str] | None = None
 
     def to_json(self) -> bytes:
         """Canonical JSON bytes: what is hashed, signed and stored."""

@@ -19,6 +19,15 @@ from components.certificate import (
 )
 from components.forget import forget_manifest, manifest_sha256, removed_ids
 from components.models import ModelError, model_digest
+from pipelines.audit_files import (
+    alias_history,
+    artifact_hashes,
+    audit_copy,
+    certified_tags,
+    decision_tags,
+    evaluation_splits,
+    workspace_records,
+)
 from pipelines.keys import check
 from pipelines.policy import policy_change
 from pipelines.purge import (
@@ -130,6 +139,14 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
         if cert is None:
             return report
         _check_tags(cert, tags, report)
+        for row in (
+            artifact_hashes(d, cert)
+            + audit_copy(ws, d, ref)
+            + workspace_records(ws)
+            + decision_tags(d, tags)
+            + evaluation_splits(ws, cert.data.after.git_rev)
+        ):
+            report.add(*row)
         _check_manifest(ws, d, cert, report, purged)
         for label in ("before", "after"):
             _check_snapshot(ws, report, label, getattr(cert.data, label).model_dump(), purged)
@@ -149,7 +166,8 @@ def verify(ws: Workspace, reg: Registry, name: str, version: str) -> VerifyRepor
         passed = bool(cert.gates.get("passed"))
         report.add("gates", passed, "all gates passed" if passed else "a gate failed")
         if tags.get("status") == "approved":
-            _check_approval(ws, d, cert.digest(), report)
+            for row in alias_history(ws, ref, _check_approval(ws, d, cert.digest(), report)):
+                report.add(*row)
             _check_purge(ws, ref, report)
     return report
 
@@ -209,23 +227,6 @@ def _sha_detail(
         changed = ", ".join(flat_diff(json.loads(copy.read_text()), doc)) if doc else "not JSON"
         detail += f"; fields changed vs the committed audit copy: {changed or 'formatting only'}"
     return detail
-
-
-def certified_tags(cert: Certificate) -> dict[str, str]:
-    """The version tags the certificate also records, as the certificate has them."""
-    return {
-        "batch_id": cert.batch.id,
-        "scenario": cert.batch.scenario,
-        "base_version": cert.base_model.version,
-        "data.before_rev": cert.data.before.git_rev,
-        "data.after_rev": cert.data.after.git_rev,
-        "data.dvc_md5": cert.data.after.dvc_md5,
-        "data.dataset_sha256": cert.data.after.dataset_sha256,
-        "model_digest": cert.unlearned_model.digest,
-        "forget_manifest_sha256": cert.forget_manifest.sha256,
-        "requests": ",".join(r.id for r in cert.requests),
-        **({"batch.ran_by": cert.batch.ran_by} if cert.batch.ran_by else {}),
-    }
 
 
 def _check_tags(cert: Certificate, tags: dict, report: VerifyReport) -> None:
@@ -315,12 +316,15 @@ def _check_base_model(reg: Registry, base: ModelRef, report: VerifyReport) -> No
         report.add("certificate.base_model", False, str(err))
 
 
-def _check_approval(ws: Workspace, d: Path, cert_sha: str, report: VerifyReport) -> None:
+def _check_approval(ws: Workspace, d: Path, cert_sha: str, report: VerifyReport) -> dict | None:
     raw = _read(d, "approval.json")
-    if raw is None:
-        report.add("approval", False, "status is approved but approval.json is missing")
-        return
-    approval = json.loads(raw)
+    try:
+        approval = json.loads(raw) if raw is not None else None
+    except json.JSONDecodeError:
+        approval = None
+    if not isinstance(approval, dict):
+        report.add("approval", False, "status is approved but approval.json is missing or not JSON")
+        return None
     sig = (_read(d, "approval.sig") or b"").decode()
     signed, how = check(ws, canonical_json(approval), sig, "review")
     ok = signed and approval.get("certificate_sha256") == cert_sha
@@ -330,6 +334,7 @@ def _check_approval(ws: Workspace, d: Path, cert_sha: str, report: VerifyReport)
         f"approved by {approval.get('reviewer')} at {approval.get('at')} for certificate "
         f"{str(approval.get('certificate_sha256'))[:12]} ({how})",
     )
+    return approval
 
 
 def append_alias_history(ws: Workspace, entry: dict) -> None:

@@ -3,7 +3,7 @@ with its certificate and alias it `candidate`; nothing half-written survives a f
 
 from __future__ import annotations
 
-from components.canonical import canonical_json
+from components.canonical import canonical_json, sha256_hex
 from components.certificate import Certificate, build_certificate, subject_digest
 from components.models import model_digest
 from components.runtime import timed
@@ -58,6 +58,7 @@ def certificate_for(
     ev: Evaluation,
     after: SnapshotInfo,
     unlearned: dict[str, str],
+    files: dict[str, bytes],
 ) -> Certificate:
     """The batch's certificate: requests, forget manifest, both data snapshots, both models, the
     method as run, the code, the evaluation and the gates."""
@@ -91,6 +92,7 @@ def certificate_for(
             "gates": ws.settings.gates.model_dump(mode="json"),
             "max_forget_fraction": ws.settings.requests.max_forget_fraction,
         },
+        artifacts={k: sha256_hex(v) for k, v in files.items() if k in CERTIFIED_FILES},
     )  # fmt: skip
 
 
@@ -120,6 +122,11 @@ def _version_tags(
         "code_version": code_version(),
         "batch.ran_by": whoami(),  # who may not approve it (separation of duties)
     }
+
+
+# The version's files the certificate hashes (the manifest has its own field; the model's weights
+# are bound by their digest).
+CERTIFIED_FILES = ("adapter.safetensors", "gates.json", "metrics.json")
 
 
 def _version_files(ext: Extraction, result: UnlearnResult, ev: Evaluation) -> dict[str, bytes]:
@@ -188,12 +195,13 @@ def publish(
         "unlearn_seconds": result.seconds,
         "trainable_fraction": result.trainable_fraction,
     }
+    files = _version_files(ext, result, ev)
     with timed(timings, "register"):
         ref = reg.register(
             name,
             result.model,
             pinned.spec,
-            _version_files(ext, result, ev),
+            files,
             metrics,
             params,
             _version_tags(plan, pinned, ext, ev, after, digest),
@@ -203,7 +211,7 @@ def publish(
     try:
         run_id = reg.resolve(name, ref.version).run_id
         unlearned = {"version": ref.version, "digest": digest, "run_id": run_id}
-        cert = certificate_for(ws, plan, pinned, ext, result, ev, after, unlearned)
+        cert = certificate_for(ws, plan, pinned, ext, result, ev, after, unlearned, files)
         raw, cert_sha = cert.to_json(), cert.digest()
         sig, public = sign_as(ws, "batch", raw)
         files = {"certificate.json": raw, "certificate.sig": sig.encode()}
