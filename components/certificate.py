@@ -6,6 +6,8 @@ certificate says so (`guarantee: "empirical"`) and names the attacks used.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from typing import Any, Literal
 
@@ -32,10 +34,16 @@ def signing_key(env_name: str) -> bytes:
     return value.encode()
 
 
-def subject_digest(subject_id: str, salt: str) -> str:
-    """Salted hash of a subject id: lets an auditor answer 'which versions saw subject S' without
-    the certificate ever holding the id itself."""
-    return sha256_hex(f"{salt}:{subject_id}".encode())
+SUBJECT_PREFIX = "hmac-sha256:"
+
+
+def subject_key(subject_id: str, secret: bytes) -> str:
+    """A subject id as stored anywhere but the data owner's mapping: HMAC-SHA256 under a secret
+    kept outside the workspace, so reading the workspace does not let anyone confirm a guessed
+    id. Idempotent: an id already keyed is returned as is."""
+    if subject_id.startswith(SUBJECT_PREFIX):
+        return subject_id
+    return SUBJECT_PREFIX + hmac.new(secret, subject_id.encode(), hashlib.sha256).hexdigest()
 
 
 class _Doc(BaseModel):
@@ -51,14 +59,14 @@ class BatchFacts(_Doc):
 
 
 class RequestFacts(_Doc):
-    """One deletion request the batch served; subject ids appear only as salted hashes."""
+    """One deletion request the batch served; subject ids appear only keyed (subject_key)."""
 
     id: str
     kind: RequestKind
     received_at: str
     deadline: str
     n_samples: int
-    subject_sha256: str | None = None  # subject requests only
+    subject_sha256: str | None = None  # subject requests only: the keyed hash, hex
     class_label: int | None = None  # class requests only
     submitted_by: str = ""  # who submitted it: never the batch's approver
 

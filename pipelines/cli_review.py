@@ -17,11 +17,13 @@ keys_app = typer.Typer(no_args_is_help=True, help="Signing keys: batch certifica
 
 @keys_app.command("init")
 def keys_init() -> None:
-    """Create the batch and review signing keys this machine lacks (in UNLEARN_KEY_DIR)."""
+    """Create the batch and review signing keys and the subject-id secret this machine lacks
+    (in UNLEARN_KEY_DIR)."""
     from pipelines.keys import init_keys, key_dir
 
     for role, (kid, created) in init_keys().items():
-        out.print(f"{role}: key {kid} ({'created' if created else 'exists'}) in {key_dir() / role}")
+        where = key_dir() / (role if role != "subject" else "subject.key")
+        out.print(f"{role}: key {kid} ({'created' if created else 'exists'}) in {where}")
 
 
 @keys_app.command("rotate")
@@ -231,3 +233,47 @@ def audit_aliases(
         out.print(f"{mark} {f.alias} -> {model}/{f.live}: {f.detail}", soft_wrap=True)
     if not all(f.ok for f in findings):
         raise typer.Exit(1)
+
+
+@audit_app.command("subject")
+def audit_subject(
+    subject: str | None = typer.Argument(None, help="The subject id (keyed before any lookup)."),
+    sample: str | None = typer.Option(None, help="A sample id instead of a subject."),
+    model: str | None = typer.Option(None, help="Model name (default: the workspace's)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Every version of the model whose training data held the subject's (or sample's) data,
+    the certified version that erased them, and where every alias points now."""
+    from rich.table import Table
+
+    from pipelines.lineage import exposures, subject_samples
+
+    if (subject is None) == (sample is None):
+        raise CliError("give a subject id or --sample ID")
+    ws = current_workspace(read_only=True)
+    name = model or ws.settings.registry.model_name
+    digest, samples = subject_samples(ws, subject) if subject else ("", {sample})
+    if not samples:
+        raise CliError("no request and no mapping entry (now or in its history) names it")
+    rows = exposures(ws, ws.registry(), name, samples)
+    if as_json:
+        doc = {"model": name, "subject_sha256": digest, "samples": len(samples),
+               "versions": [r.to_dict() for r in rows]}  # fmt: skip
+        typer.echo(json.dumps(doc, indent=1))
+        return
+    t = Table(
+        title=f"{name}: {len(samples)} samples" + (f" of subject {digest[:12]}" if digest else "")
+    )
+    for col in ("version", "kind", "status", "held", "erased by", "aliases"):
+        t.add_column(col)
+    for r in rows:
+        held = "unreadable" if r.held < 0 else f"{r.held}/{len(samples)}"
+        t.add_row(
+            r.version,
+            r.kind,
+            r.status,
+            held,
+            r.erased_by or ("-" if not r.held else "[red]not yet[/]"),
+            ",".join(r.aliases),
+        )
+    out.print(t)

@@ -12,8 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from components.certificate import SUBJECT_PREFIX, subject_key
 from components.requests import ForgetRequest, RequestError, parse_request, resolve
 from pipelines.identity import whoami
+from pipelines.keys import subject_secret
 from pipelines.registry import ALIAS_CHAMPION, data_rev
 from pipelines.snapshot import DataState, head_rev, read_state
 from pipelines.store import RequestStore, StoredRequest
@@ -71,6 +73,10 @@ class Intake:
         does not fit the snapshot."""
         st = self.state
         forgotten = {int(c) for c in st.forgotten_classes}
+        if req.kind == "subject" and not req.sample_ids and req.subject_id not in self.subjects:
+            digest = subject_key(req.subject_id or "", subject_secret())
+            if (by := st.erased_subjects.get(digest.removeprefix(SUBJECT_PREFIX))) is not None:
+                raise RequestError(f"subject {req.subject_id!r} was already erased by {by}")
         ids = resolve(
             req, st.train, self.num_classes, self.subjects, st.erased, forgotten, self.known
         )
@@ -79,12 +85,11 @@ class Intake:
                 f"the request erases {len(ids)} of {len(st.train)} training samples, above "
                 f"requests.max_forget_fraction={self.max_fraction}; retrain instead"
             )
-        if req.kind == "subject" and not req.sample_ids:
+        if req.kind == "subject":
             # Freeze the subject's ids into the request: the batch erases exactly what was
-            # validated, whichever mapping file was used.
-            req = parse_request(
-                {"kind": "subject", "subject_id": req.subject_id, "sample_ids": ids}
-            )
+            # validated, whichever mapping file was used. The id itself is stored keyed only.
+            keyed = subject_key(req.subject_id or "", subject_secret())
+            req = parse_request({"kind": "subject", "subject_id": keyed, "sample_ids": ids})
         return req, len(ids)
 
 

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 
+from components.canonical import sha256_hex
 from components.certificate import CertificateError, signing_key
 from components.signing import (
     key_id,
@@ -64,7 +66,29 @@ def init_keys(root: Path | None = None) -> dict[str, tuple[str, bool]]:
             if have
             else (_new_key(root, role), True)
         )
+    had = (root / SUBJECT_SECRET).is_file()
+    out["subject"] = (sha256_hex(subject_secret(root, create=True))[:16], not had)
     return out
+
+
+SUBJECT_SECRET = "subject.key"
+
+
+def subject_secret(root: Path | None = None, create: bool = False) -> bytes:
+    """The secret that keys subject ids (components.certificate.subject_key): beside the signing
+    keys, never in the workspace. Whoever submits or queries subject requests needs it."""
+    path = (root or key_dir()) / SUBJECT_SECRET
+    if not path.is_file() and create:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except (OSError, ValueError):
+        raise CertificateError(
+            f"no subject key at {path}: run `unlearn keys init` (or set UNLEARN_KEY_DIR)"
+        ) from None
 
 
 def rotate(role: str, root: Path | None = None) -> str:

@@ -4,7 +4,7 @@ with its certificate and alias it `candidate`; nothing half-written survives a f
 from __future__ import annotations
 
 from components.canonical import canonical_json, sha256_hex
-from components.certificate import Certificate, build_certificate, subject_digest
+from components.certificate import SUBJECT_PREFIX, Certificate, build_certificate, subject_key
 from components.models import model_digest
 from components.runtime import timed
 from components.unlearning.types import UnlearnResult
@@ -17,14 +17,20 @@ from pipelines.batch_report import (
     publish_to_prefect,
 )
 from pipelines.identity import whoami
-from pipelines.keys import require_signer, sign_as
+from pipelines.keys import require_signer, sign_as, subject_secret
 from pipelines.provenance import code_version, package_versions
 from pipelines.registry import ALIAS_CANDIDATE, Registry, VersionRef
 from pipelines.snapshot import SnapshotInfo, commit_files, commit_snapshot
 from pipelines.workspace import Workspace, utcnow
 
 
-def _request_facts(plan: BatchPlan, salt: str) -> list[dict]:
+def keyed_digest(subject_id: str) -> str:
+    """The keyed hash (hex) of a stored subject id (keyed at intake; older stores: keyed now)."""
+    secret = subject_secret() if not subject_id.startswith(SUBJECT_PREFIX) else b""
+    return subject_key(subject_id, secret).removeprefix(SUBJECT_PREFIX)
+
+
+def _request_facts(plan: BatchPlan) -> list[dict]:
     out = []
     for r in plan.requests:
         fact = {
@@ -36,7 +42,7 @@ def _request_facts(plan: BatchPlan, salt: str) -> list[dict]:
             "submitted_by": r.submitted_by,
         }
         if r.request.kind == "subject":
-            fact["subject_sha256"] = subject_digest(r.request.subject_id or "", salt)
+            fact["subject_sha256"] = keyed_digest(r.request.subject_id or "")
         if r.request.kind == "class":
             fact["class_label"] = r.request.class_label
         out.append(fact)
@@ -67,7 +73,7 @@ def certificate_for(
     return build_certificate(
         batch={"id": plan.batch_id, "scenario": plan.scenario, "created_at": utcnow(),
                "ran_by": whoami()},
-        requests=_request_facts(plan, ws.meta["subject_salt"]),
+        requests=_request_facts(plan),
         forget_manifest={"sha256": ext.manifest_sha256, "count": len(ext.split.forget)},
         data={"before": st.info.to_dict(), "after": after.to_dict()},
         base_model={
@@ -181,7 +187,12 @@ def publish(
     n = len(ext.split.forget)
     with timed(timings, "snapshot"):
         msg = f"{plan.batch_id}: erase {n} samples ({plan.scenario} unlearning)"
-        after = commit_snapshot(ws, st, ext.split.forget, erased, classes, msg)
+        subjects = {
+            keyed_digest(r.request.subject_id or ""): plan.batch_id
+            for r in plan.requests
+            if r.request.kind == "subject"
+        }
+        after = commit_snapshot(ws, st, ext.split.forget, erased, classes, msg, subjects)
     digest = model_digest(result.model)
     name = s.registry.model_name
     params = {

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +52,8 @@ class DataState:
     test: Split
     erased: dict[str, str]  # sample id -> batch id
     forgotten_classes: dict[str, str]  # class label (str) -> batch id
-    subjects: dict[str, list[str]]
+    subjects: dict[str, list[str]]  # the data owner's mapping: erased subjects leave it
+    erased_subjects: dict[str, str] = field(default_factory=dict)  # keyed subject id -> batch id
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,7 @@ def read_state(ws: Workspace, rev: str, pixels: bool = True) -> DataState:
         tomb["erased"],
         tomb["forgotten_classes"],
         subjects,
+        tomb.get("subjects", {}),
     )
 
 
@@ -265,6 +267,7 @@ def commit_snapshot(
     erased: dict[str, str],
     forgotten_classes: dict[str, str],
     message: str,
+    erased_subjects: dict[str, str] | None = None,
 ) -> SnapshotInfo:
     """Remove Df's files from the pinned snapshot, write the tombstones, `dvc add`, commit, push.
 
@@ -295,16 +298,23 @@ def commit_snapshot(
         raise WorkspaceError(
             f"{RAW} does not match its snapshot at {rev[:10]} minus Df; nothing was committed"
         )
+    subjects = {**before.erased_subjects, **(erased_subjects or {})}
     (ws.root / "data" / "tombstones.json").write_text(
         json.dumps(
             {
                 "erased": dict(sorted(erased.items())),
                 "forgotten_classes": dict(sorted(forgotten_classes.items())),
+                **({"subjects": dict(sorted(subjects.items()))} if subjects else {}),
             },
             indent=1,
         )
     )
-    ws.git("add", f"{RAW}.dvc", "data/tombstones.json")
+    # A subject whose every sample is erased leaves the mapping: its id stays in clear only in
+    # the mapping's history, the data owner's record; the tombstone holds its keyed hash.
+    mapping = {k: v for k, v in before.subjects.items() if not set(v) <= erased.keys()}
+    if mapping != before.subjects:
+        (ws.root / "data" / "subjects.json").write_text(json.dumps(mapping, indent=1))
+    ws.git("add", f"{RAW}.dvc", "data/tombstones.json", "data/subjects.json")
     ws.git("commit", "-q", "-m", message)
     with Repo(str(ws.root)) as repo, quiet_dvc():
         repo.push(targets=[str(ws.data_dir)])

@@ -10,7 +10,6 @@ import io
 import json
 import logging
 import os
-import secrets
 import shutil
 import subprocess
 import tempfile
@@ -229,10 +228,7 @@ def init_workspace(
         _write_data(ws, ds, settings.data.seed)
         _init_repos(ws, ds, remote)
         (root / MARKER).write_text(
-            json.dumps(
-                {"created_at": utcnow(), "dataset": ds.name, "subject_salt": secrets.token_hex(16)},
-                indent=1,
-            )
+            json.dumps({"created_at": utcnow(), "dataset": ds.name}, indent=1)
         )
         from pipelines.store import RequestStore
 

@@ -10,7 +10,7 @@ from components.certificate import (
     flat_diff,
     parse_certificate,
     signing_key,
-    subject_digest,
+    subject_key,
 )
 from components.signing import (
     key_id,
@@ -114,9 +114,10 @@ def test_key_must_be_set_and_long(monkeypatch):
     assert signing_key("SOME_KEY") == b"0123456789abcdef"
 
 
-def test_subject_digest_is_salted():
-    assert subject_digest("alice", "s1") != subject_digest("alice", "s2")
-    assert "alice" not in subject_digest("alice", "s1")
+def test_subject_ids_are_keyed_by_a_secret_and_keying_twice_changes_nothing():
+    a, b = subject_key("alice", b"k1" * 16), subject_key("alice", b"k2" * 16)
+    assert a != b and "alice" not in a and a.startswith("hmac-sha256:")
+    assert subject_key(a, b"other" * 8) == a
 
 
 def test_an_ed25519_signature_verifies_with_the_public_key_alone_and_names_it():

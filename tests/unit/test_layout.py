@@ -60,3 +60,9 @@ def test_the_dockerfile_builds_every_package_the_project_declares():
         assert f"{pkg.replace('.', '/')}/__init__.py" in docker, pkg
         top = pkg.split(".")[0]
         assert f"COPY {top} {top}" in docker, top
+
+
+def test_test_files_have_unique_basenames():
+    """pytest imports test modules by basename (no packages): two tiers' test_x.py collide."""
+    names = [p.name for p in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(n for n in set(names) if names.count(n) > 1) == []
