@@ -11,6 +11,7 @@ them, for unlearned versions: `adapter.safetensors`, `forget_manifest.json`, `ce
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import urllib.error
 import urllib.request
@@ -50,6 +51,17 @@ class VersionRef:
 
     def __str__(self) -> str:
         return f"{self.name}/{self.version}"
+
+
+def refused_credentials(err: Exception, uri: str) -> None:
+    """An authenticating tracking server (basic-auth) that refused the caller's credentials:
+    StoreUnavailable, not "no such version". (Its 403 also means "no such model": left alone.)"""
+    if getattr(err, "error_code", "") == "UNAUTHENTICATED" or " 401 " in str(err):
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME", "") or "(no user)"
+        raise StoreUnavailable(
+            f"the MLflow server at {uri} refused {user}: check MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD"
+        ) from None
 
 
 def data_rev(tags: dict) -> str | None:
@@ -148,7 +160,8 @@ class Registry:
             if alias is not None:
                 return self.client.get_model_version_by_alias(name, alias)
             return self.client.get_model_version(name, str(version))
-        except MlflowException:
+        except MlflowException as err:
+            refused_credentials(err, self.tracking_uri)
             what = f"alias {alias!r}" if alias is not None else f"version {version}"
             raise RegistryError(
                 f"model {name!r} has no {what} in the registry at {self.tracking_uri}"

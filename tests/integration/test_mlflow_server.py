@@ -23,29 +23,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
+def _serve(tmp_path: Path, *extra: str, env: dict | None = None):
+    """`mlflow server` on a free 127.0.0.1 port; (url, process) once /health answers."""
     port = _free_port()
     mlflow_bin = Path(sys.executable).parent / "mlflow"
     proc = subprocess.Popen(
         [
-            str(mlflow_bin),
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path}/srv.db",
-            "--artifacts-destination",
-            str(tmp_path / "srv-artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
+            str(mlflow_bin), "server",
+            "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",
+            "--artifacts-destination", str(tmp_path / "srv-artifacts"),
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *extra,
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
-    )
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -59,10 +52,20 @@ def mlflow_server(tmp_path):
             proc.kill()
             pytest.fail("mlflow server did not start")
         time.sleep(0.5)
-    yield url, proc
+    return url, proc
+
+
+def _stop(proc) -> None:
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=60)
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    url, proc = _serve(tmp_path)
+    yield url, proc
+    _stop(proc)
 
 
 def test_registry_over_http_then_server_down(tmp_path, mlflow_server, monkeypatch, capsys):
@@ -81,3 +84,64 @@ def test_registry_over_http_then_server_down(tmp_path, mlflow_server, monkeypatc
     assert (
         err.startswith("error: MLflow tracking server at http://127.0.0.1") and "unreachable" in err
     )
+
+
+@pytest.fixture
+def auth_server(tmp_path):
+    """`mlflow server --app-name basic-auth` with users alice and bob (MANAGE by default, so the
+    test is about identity, not MLflow's permission model)."""
+    ini = tmp_path / "auth.ini"
+    ini.write_text(
+        "[mlflow]\ndefault_permission = MANAGE\n"
+        f"database_uri = sqlite:///{tmp_path}/auth.db\nadmin_username = admin\n"
+        "admin_password = admin-password-1234\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret"}
+    url, proc = _serve(tmp_path, "--app-name", "basic-auth", env=env)
+    from mlflow.server.auth.client import AuthServiceClient
+
+    os.environ["MLFLOW_TRACKING_USERNAME"] = "admin"
+    os.environ["MLFLOW_TRACKING_PASSWORD"] = "admin-password-1234"
+    try:
+        for user in ("alice", "bob"):
+            AuthServiceClient(url).create_user(user, f"{user}-password-1234")
+    finally:
+        del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
+    yield url
+    _stop(proc)
+
+
+def _as(monkeypatch, user: str, password: str | None = None) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password or f"{user}-password-1234")
+
+
+def test_the_reviewer_is_the_user_the_mlflow_server_authenticates(
+    tmp_path, auth_server, monkeypatch, prefect_server
+):
+    from pipelines.flow import deletion_batch
+    from pipelines.intake import submit
+    from pipelines.registry import RegistryError
+    from pipelines.review import ReviewError, approve
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", auth_server)
+    _as(monkeypatch, "bob")
+    ws = make_workspace(tmp_path)  # bob registers the base, submits and runs the batch
+    reg, name = ws.registry(), ws.settings.registry.model_name
+    stored, _, _ = submit(ws, {"kind": "class", "class_label": 2})
+    outcome = deletion_batch(str(ws.root))
+    assert outcome.status == "awaiting_approval", outcome.reason
+    v = outcome.model_version
+    assert stored.submitted_by == "bob" and reg.resolve(name, v).tags["batch.ran_by"] == "bob"
+    with pytest.raises(ReviewError, match="bob submitted a request of this batch; bob ran"):
+        approve(ws, reg, name, v, None)
+
+    _as(monkeypatch, "alice", "wrong-password")  # the server, not the CLI, decides who is who
+    with pytest.raises(RegistryError, match="MLflow server at http://127.0.0.1:.* refused alice"):
+        approve(ws, ws.registry(), name, v, None)
+    _as(monkeypatch, "alice")
+    with pytest.raises(ReviewError, match="--reviewer mallory, but the MLflow server authenti"):
+        approve(ws, ws.registry(), name, v, "mallory")
+    approve(ws, ws.registry(), name, v, None)
+    assert ws.registry().resolve(name, v).tags["approved_by"] == "alice"
