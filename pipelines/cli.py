@@ -55,8 +55,10 @@ def _root(
 def init(
     directory: Path = typer.Argument(..., help="New workspace directory."),
     params: Path | None = typer.Option(None, help="params.yaml to use (default: the project's)."),
-    remote: Path | None = typer.Option(
-        None, help="DVC remote directory (default: inside .unlearn/)."
+    remote: str | None = typer.Option(
+        None,
+        help="DVC remote: a folder, or a URL (s3://, gs://, azure://, ssh://; their dvc extra "
+        "installed). Default: a folder inside .unlearn/.",
     ),
 ) -> None:
     """Create a workspace: git + DVC repo with a local remote, raw data snapshot, request store."""

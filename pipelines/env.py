@@ -14,8 +14,10 @@ QUIET_DEFAULTS = {
     "MLFLOW_DISABLE_TELEMETRY": "true",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK": "true",
-    # A dead tracking server must fail in seconds, not after minutes of retries.
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",
+    # MLflow's own retries: a transient 5xx or a dropped connection after hours of GPU work must
+    # not kill the batch (3 retries, 1, 2, 4 s apart), yet a dead server fails in seconds.
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
     # MLflow logs its database migrations and input-example validation at INFO on every call.
     "MLFLOW_LOGGING_LEVEL": "WARNING",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -109,22 +110,25 @@ class Registry:
     # --- connection -------------------------------------------------------------------------
 
     def check_available(self) -> None:
-        """Fail fast, in one line, when an HTTP tracking server is down."""
+        """Fail in one line when an HTTP tracking server is down; a transient failure (a 5xx, a
+        refused connection during a restart) is retried as MLflow retries its own calls."""
         if not self.tracking_uri.startswith(("http://", "https://")):
             return
         url = self.tracking_uri.rstrip("/") + "/health"
-        try:
-            with urllib.request.urlopen(url, timeout=5) as resp:
-                if resp.status != 200:
-                    raise StoreUnavailable(
-                        f"MLflow server at {self.tracking_uri} answered {resp.status} on /health"
-                    )
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise StoreUnavailable(
-                f"MLflow tracking server at {self.tracking_uri} is unreachable ({reason}); start "
-                "it or unset MLFLOW_TRACKING_URI"
-            ) from None
+        retries = int(os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0") or 0)
+        backoff = float(os.environ.get("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1") or 1)
+        for attempt in range(retries + 1):
+            try:
+                with urllib.request.urlopen(url, timeout=5):
+                    return  # urlopen raises on any status but 2xx / 3xx
+            except (urllib.error.URLError, OSError) as err:
+                reason = getattr(err, "reason", err)
+            if attempt < retries:
+                time.sleep(backoff * 2**attempt)
+        raise StoreUnavailable(
+            f"MLflow tracking server at {self.tracking_uri} is unreachable ({reason}); start "
+            "it or unset MLFLOW_TRACKING_URI"
+        )
 
     @property
     def client(self) -> MlflowClient:

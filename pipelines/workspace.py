@@ -168,6 +168,35 @@ def _write_data(ws: Workspace, ds: Dataset, seed: int) -> None:
     (data / "tombstones.json").write_text(json.dumps(tombstones, indent=1))
 
 
+# URL schemes DVC serves through a plugin package (`pip install 'dvc[s3]'` etc.).
+DVC_PLUGINS = {"s3": "dvc_s3", "gs": "dvc_gs", "azure": "dvc_azure", "ssh": "dvc_ssh",
+               "hdfs": "dvc_hdfs", "webdav": "dvc_webdav", "webdavs": "dvc_webdav",
+               "oss": "dvc_oss", "gdrive": "dvc_gdrive"}  # fmt: skip
+
+
+def remote_url(remote: str | Path | None, default: Path) -> str:
+    """The DVC remote as DVC takes it: a URL as given (s3://, gs://, azure://, ssh://, ...), a
+    local folder resolved to an absolute path. A URL whose DVC plugin is missing is refused now,
+    not after the snapshot is built."""
+    import importlib.util
+    import re
+
+    text = str(remote) if remote is not None else str(default)
+    m = re.match(r"^([a-z][a-z0-9+.-]*)://", text)
+    if m is None:
+        return str(Path(text).resolve())
+    scheme = m.group(1)
+    plugin = DVC_PLUGINS.get(scheme)
+    if plugin is not None and importlib.util.find_spec(plugin) is None:
+        extra = "webdav" if scheme == "webdavs" else scheme
+        raise WorkspaceError(
+            f"DVC remote {text} needs `pip install 'dvc[{extra}]'` (not installed)"
+        )
+    if plugin is None and scheme not in ("http", "https", "file"):
+        raise WorkspaceError(f"DVC remote {text}: unknown URL scheme {scheme!r}")
+    return text
+
+
 def _init_repos(ws: Workspace, ds: Dataset, remote: str | Path | None) -> None:
     """git + DVC with the remote configured; the raw snapshot added, committed and pushed."""
     from dvc.repo import Repo
@@ -183,8 +212,7 @@ def _init_repos(ws: Workspace, ds: Dataset, remote: str | Path | None) -> None:
         conf["core"]["analytics"] = "false"
         conf["core"]["autostage"] = "true"
         conf["core"]["remote"] = "local"
-        url = Path(remote).resolve() if remote else root / STATE_DIR / "dvc-remote"
-        conf["remote"]["local"] = {"url": str(url)}
+        conf["remote"]["local"] = {"url": remote_url(remote, root / STATE_DIR / "dvc-remote")}
     with quiet_dvc():
         repo.add(str(ws.data_dir))
     ws.git("add", "-A")
@@ -216,6 +244,7 @@ def init_workspace(
     from components.settings import parse_settings
 
     settings = parse_settings(yaml.safe_load(params_text), source=str(params_path or "params.yaml"))
+    remote = remote_url(remote, root / STATE_DIR / "dvc-remote")  # a bad URL: nothing written
     ds = load_dataset(settings.data)
 
     created = not root.exists()

@@ -144,6 +144,33 @@ def test_malformed_params_leave_no_workspace(tmp_path, capsys):
     assert not target.exists()
 
 
+@pytest.mark.parametrize(
+    "remote, needle",
+    [
+        ("s3://bucket/dvc", "DVC remote s3://bucket/dvc needs `pip install 'dvc[s3]'`"),
+        ("ftp://host/dvc", "unknown URL scheme 'ftp'"),
+    ],
+)
+def test_a_remote_url_is_a_url_not_a_folder_named_after_it(
+    tmp_path, capsys, monkeypatch, remote, needle
+):
+    """A URL remote was typed as a path: `s3://b` became a local folder `s3:/b`, pushed to."""
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "init", str(tmp_path / "ws"), "--remote", remote)
+    assert code == 2
+    _one_line_error(err, needle)
+    assert list(tmp_path.iterdir()) == []  # no workspace, no folder named s3:
+
+
+def test_remote_url_keeps_urls_and_resolves_folders(tmp_path, monkeypatch):
+    from pipelines.workspace import remote_url
+
+    monkeypatch.chdir(tmp_path)
+    assert remote_url("https://dvc.example/store", tmp_path) == "https://dvc.example/store"
+    assert remote_url("store", tmp_path) == str(tmp_path / "store")
+    assert remote_url(None, tmp_path / "default") == str(tmp_path / "default")
+
+
 def test_no_workspace_is_a_clear_error(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = run(capsys, "request", "list")

@@ -145,3 +145,69 @@ def test_the_reviewer_is_the_user_the_mlflow_server_authenticates(
         approve(ws, ws.registry(), name, v, "mallory")
     approve(ws, ws.registry(), name, v, None)
     assert ws.registry().resolve(name, v).tags["approved_by"] == "alice"
+
+
+class _Flaky:
+    """An HTTP front for the tracking server that answers 503 to its first `fail` API requests
+    and forwards the rest (and /health): a transient failure, as a load balancer gives."""
+
+    def __init__(self, upstream: str, fail: int) -> None:
+        import http.server
+        import threading
+
+        flaky = self
+        self.codes: list[int] = []
+        self.fail = fail
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def _any(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if self.path.startswith("/api/") and flaky.codes.count(503) < flaky.fail:
+                    flaky.codes.append(503)
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                req = urllib.request.Request(
+                    upstream + self.path, data=body or None, method=self.command,
+                    headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
+                )  # fmt: skip
+                with urllib.request.urlopen(req, timeout=30) as r:
+                    data, code = r.read(), r.status
+                flaky.codes.append(code)
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PATCH = do_DELETE = _any
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def test_a_transient_5xx_is_retried_by_mlflow_not_fatal(mlflow_server, monkeypatch):
+    """MLflow's own retries (pipelines/env.py) carry a batch over a 503; with none it fails."""
+    from pipelines.env import QUIET_DEFAULTS
+    from pipelines.registry import Registry
+
+    url, _ = mlflow_server
+    for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.setenv(key, QUIET_DEFAULTS[key])
+    front = _Flaky(url, fail=2)
+    reg = Registry(front.url, "unlearning")
+    assert reg.client.search_registered_models() == []  # succeeded on the third attempt
+    assert front.codes == [200, 503, 503, 200]  # /health, then the call twice refused
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    front = _Flaky(url, fail=1)
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="503"):
+        Registry(front.url, "unlearning").client.search_registered_models()
+    front.server.shutdown()

@@ -27,7 +27,10 @@ ARTIFACTS = {  # file in the version's artifact folder -> the check that must fa
     "metrics.json": "artifacts",
     "approval.json": "approval",
 }
+# dvc.lock (in workspaces whose base came from `dvc repro`, as the demo's) is one of the same
+# tracked records, and its committed sha256 is part of each certified snapshot.
 WORKSPACE = {  # file in the workspace -> the check that must fail
+    "dvc.yaml": "workspace.records",
     "data/raw.dvc": "workspace.records",
     "data/splits.json": "workspace.records",
     "audit/alias_history.jsonl": "alias_history",
