@@ -104,7 +104,13 @@ def test_subject_request_with_a_mapping_file_freezes_its_sample_ids(trained_ws, 
     assert code == 0 and "3 samples" in out
     with RequestStore(trained_ws.requests_db) as s:
         (req,) = [r for r in s.list() if r.kind == "subject"]
-    assert req.request.subject_id == "user-42" and list(req.request.sample_ids) == sorted(ids)
+    # Stored keyed (HMAC under the subject secret), never in clear; its sample ids frozen.
+    from components.certificate import subject_key
+    from pipelines.keys import subject_secret
+
+    assert req.request.subject_id == subject_key("user-42", subject_secret())
+    assert "user-42" not in req.request.model_dump_json()
+    assert list(req.request.sample_ids) == sorted(ids)
     mapping.write_text("[1, 2]")
     code, _, err = run(
         capsys,
