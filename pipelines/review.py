@@ -101,9 +101,12 @@ def _check_duties(
     ws: Workspace, name: str, version: str, reviewer: str, tags: dict, approving: bool
 ) -> None:
     """The allow-list for every decision; separation of duties for approvals."""
-    with RequestStore(ws.requests_db) as store:
-        submitters = {r.submitted_by for r in store.by_batch(tags.get("batch_id", "")) if approving}
-    runner = tags.get("batch.ran_by", "") if approving else ""
+    submitters: set[str] = set()
+    runner = ""
+    if approving:
+        with RequestStore(ws.requests_db) as store:
+            submitters = {r.submitted_by for r in store.by_batch(tags.get("batch_id", ""))}
+        runner = tags.get("batch.ran_by", "")
     reasons = separation_of_duties(reviewer, ws.settings.review.approvers, submitters, runner)
     if reasons:
         _refuse(
