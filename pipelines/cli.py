@@ -60,11 +60,16 @@ def init(
         help="DVC remote: a folder, or a URL (s3://, gs://, azure://, ssh://; their dvc extra "
         "installed). Default: a folder inside .unlearn/.",
     ),
+    request_store: str | None = typer.Option(
+        None,
+        help="Request store shared by this model's workers and clones: a postgresql:// URL "
+        "(password from PGPASSWORD or ~/.pgpass). Default: an sqlite file inside .unlearn/.",
+    ),
 ) -> None:
     """Create a workspace: git + DVC repo with a local remote, raw data snapshot, request store."""
     from pipelines.workspace import init_workspace
 
-    ws = init_workspace(directory, params, remote)
+    ws = init_workspace(directory, params, remote, request_store)
     out.print(
         f"workspace ready at {ws.root} (data snapshot {ws.git('rev-parse', '--short', 'HEAD')}); "
         "next: cd there and run `dvc repro` or `unlearn train`"

@@ -1,4 +1,4 @@
-"""Durable request store (sqlite, WAL, one transaction per state change).
+"""Durable request store (sqlite in WAL mode, or PostgreSQL; one transaction per state change).
 
 Statuses: pending -> processing -> awaiting_approval -> certified, and back to pending (with a
 reason) when a batch fails its gates, crashes, or its model version is rejected. A request that
@@ -9,7 +9,6 @@ Every change is also appended to `events`, so the history of a request is never 
 
 from __future__ import annotations
 
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,45 +16,26 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Executable,
+    Row,
+    and_,
+    delete,
+    insert,
+    or_,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
 from components.requests import ForgetRequest
 from pipelines.lease import Lease, LeaseHeld, process_identity
+from pipelines.store_engine import begin, connect, in_transaction, store_location
 from pipelines.store_faults import guarded
-
-STATUSES = ("pending", "processing", "awaiting_approval", "certified", "set_aside", "cancelled")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS requests (
-  id TEXT PRIMARY KEY,
-  dedup_key TEXT NOT NULL UNIQUE,
-  kind TEXT NOT NULL,
-  payload TEXT NOT NULL,
-  n_samples INTEGER NOT NULL,
-  received_at TEXT NOT NULL,
-  deadline TEXT NOT NULL,
-  status TEXT NOT NULL CHECK (status IN
-    ('pending','processing','awaiting_approval','certified','set_aside','cancelled')),
-  reason TEXT NOT NULL DEFAULT '',
-  batch_id TEXT NOT NULL DEFAULT '',
-  model_version TEXT NOT NULL DEFAULT '',
-  updated_at TEXT NOT NULL,
-  not_before TEXT NOT NULL DEFAULT '',
-  submitted_by TEXT NOT NULL DEFAULT ''
-);
-CREATE TABLE IF NOT EXISTS leases (
-  model TEXT PRIMARY KEY,
-  batch_id TEXT NOT NULL,
-  owner TEXT NOT NULL,
-  stage TEXT NOT NULL,
-  acquired_at TEXT NOT NULL,
-  expires_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS events (
-  request_id TEXT NOT NULL REFERENCES requests(id),
-  at TEXT NOT NULL,
-  status TEXT NOT NULL,
-  note TEXT NOT NULL
-);
-"""
+from pipelines.store_schema import EVENTS, LEASES, META, REQUESTS, STATUSES, migrate_sqlite
 
 
 def _now() -> datetime:
@@ -88,43 +68,20 @@ class StoredRequest:
 
 
 class RequestStore:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        with guarded(path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, timeout=30, isolation_level=None)
-            # A damaged file is found here, before any command acts on half of it (quick_check
-            # reads every page once: milliseconds for 10,000 requests).
-            (check,) = self._db.execute("PRAGMA quick_check(1)").fetchone()
-            if check != "ok":
-                raise sqlite3.DatabaseError(f"database disk image is malformed ({check})")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
-            self._migrate()
+    """The request store at `where`: an sqlite file (Path) or a `postgresql://` URL."""
 
-    def _migrate(self) -> None:
-        """A store made by an older version (fewer statuses, no `not_before` or `submitted_by`):
-        sqlite cannot
-        alter a CHECK constraint, so the table is rebuilt from SCHEMA with its rows, in one
-        transaction."""
-        (sql,) = self._db.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'requests'"
-        ).fetchone()
-        if all(f"'{st}'" in sql for st in STATUSES) and "submitted_by" in sql:
-            return
-        cols = ", ".join(r[1] for r in self._db.execute("PRAGMA table_info(requests)"))
-        create = SCHEMA[: SCHEMA.index(");") + 2].replace(
-            "CREATE TABLE IF NOT EXISTS requests", "CREATE TABLE requests_v2"
-        )
-        with self._tx():
-            self._db.execute(create)
-            self._db.execute(f"INSERT INTO requests_v2 ({cols}) SELECT {cols} FROM requests")
-            self._db.execute("DROP TABLE requests")
-            self._db.execute("ALTER TABLE requests_v2 RENAME TO requests")
+    def __init__(self, where: str | Path) -> None:
+        self.where = store_location(where)
+        with guarded(self.where):
+            if self.where.file is not None:
+                self.where.file.parent.mkdir(parents=True, exist_ok=True)
+            self._engine, self._db = connect(self.where, META)
+            if self.where.sqlite:
+                migrate_sqlite(self._db)
 
     def close(self) -> None:
         self._db.close()
+        self._engine.dispose()
 
     def __enter__(self) -> RequestStore:
         return self
@@ -132,13 +89,19 @@ class RequestStore:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _row(self, r: tuple) -> StoredRequest:
+    def _run(self, stmt: Executable) -> CursorResult:
+        with guarded(self.where):
+            return self._db.execute(stmt)
+
+    @staticmethod
+    def _row(r: Row) -> StoredRequest:
         return StoredRequest(r[0], r[1], ForgetRequest.model_validate_json(r[2]), *r[3:])
 
-    _COLS = (
-        "id, kind, payload, n_samples, received_at, deadline, status, reason, batch_id, "
-        "model_version, not_before, submitted_by"
-    )
+    _COLS = tuple(
+        REQUESTS.c[n]
+        for n in ("id", "kind", "payload", "n_samples", "received_at", "deadline", "status",
+                  "reason", "batch_id", "model_version", "not_before", "submitted_by")
+    )  # fmt: skip
 
     def add(
         self, req: ForgetRequest, n_samples: int, deadline_days: int, submitted_by: str = ""
@@ -158,72 +121,68 @@ class RequestStore:
         one transaction: all of them or none. A request the store holds already (same target, or
         the same client id for the same target) is returned with created=False; a client id that
         names a different request is a ValueError. Returns (id, created) per item."""
-        now = _now()
-        deadline = (now + timedelta(days=deadline_days)).isoformat()
+        now = _now().isoformat()
+        deadline = (_now() + timedelta(days=deadline_days)).isoformat()
         out = []
+        r = REQUESTS.c
         with self._tx():
             for req, n, client_id in items:
                 key = req.dedup_key()
                 row = self._db.execute(
-                    "SELECT id, dedup_key FROM requests WHERE dedup_key = ? OR id = ?",
-                    (key, client_id or ""),
-                ).fetchone()
+                    select(r.id, r.dedup_key).where(
+                        or_(r.dedup_key == key, r.id == (client_id or ""))
+                    )
+                ).first()
                 if row is not None:
                     if client_id and row[0] == client_id and row[1] != key:
                         raise ValueError(f"request id {client_id!r} names a different request")
                     out.append((row[0], False))
                     continue
                 rid = client_id or f"req-{uuid.uuid4().hex[:12]}"
-                self._db.execute(
-                    "INSERT INTO requests (id, dedup_key, kind, payload, n_samples, received_at, "
-                    "deadline, status, updated_at, submitted_by) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, 'pending', ?, ?)",
-                    (rid, key, req.kind, req.model_dump_json(), n, now.isoformat(), deadline,
-                     now.isoformat(), submitted_by),
-                )  # fmt: skip
+                self._db.execute(insert(REQUESTS).values(
+                    id=rid, dedup_key=key, kind=req.kind, payload=req.model_dump_json(),
+                    n_samples=n, received_at=now, deadline=deadline, status="pending",
+                    updated_at=now, submitted_by=submitted_by,
+                ))  # fmt: skip
                 self._event(rid, "pending", "received")
                 out.append((rid, True))
         return out
 
     def get(self, rid: str) -> StoredRequest:
-        row = self._db.execute(f"SELECT {self._COLS} FROM requests WHERE id = ?", (rid,)).fetchone()
+        row = self._run(select(*self._COLS).where(REQUESTS.c.id == rid)).first()
         if row is None:
             raise KeyError(f"no request {rid!r}")
         return self._row(row)
 
     def list(self, status: str | None = None) -> list[StoredRequest]:
-        q = (
-            f"SELECT {self._COLS} FROM requests"
-            + (" WHERE status = ?" if status else "")
-            + " ORDER BY received_at, id"
-        )
-        return [self._row(r) for r in self._db.execute(q, (status,) if status else ())]
+        q = select(*self._COLS).order_by(REQUESTS.c.received_at, REQUESTS.c.id)
+        if status:
+            q = q.where(REQUESTS.c.status == status)
+        return [self._row(r) for r in self._run(q)]
 
     def by_batch(self, batch_id: str) -> list[StoredRequest]:
-        return [
-            self._row(r)
-            for r in self._db.execute(
-                f"SELECT {self._COLS} FROM requests WHERE batch_id = ? ORDER BY id", (batch_id,)
-            )
-        ]
+        q = select(*self._COLS).where(REQUESTS.c.batch_id == batch_id).order_by(REQUESTS.c.id)
+        return [self._row(r) for r in self._run(q)]
 
     def history(self, rid: str) -> list[tuple[str, str, str]]:
-        return list(
-            self._db.execute(
-                "SELECT at, status, note FROM events WHERE request_id = ? ORDER BY rowid", (rid,)
-            )
-        )
+        e = EVENTS.c
+        q = select(e.at, e.status, e.note).where(e.request_id == rid).order_by(e.seq)
+        return [tuple(r) for r in self._run(q)]
+
+    def _update(self, rid: str, where: ColumnElement, **values: str) -> int:
+        """UPDATE one request if `where` holds; how many rows changed (0 or 1)."""
+        stmt = update(REQUESTS).where(REQUESTS.c.id == rid, where)
+        return self._db.execute(stmt.values(updated_at=_now().isoformat(), **values)).rowcount
 
     def claim(self, ids: list[str], batch_id: str) -> None:
         """pending -> processing, atomically: all of them or none."""
         with self._tx():
             for rid in ids:
-                cur = self._db.execute(
-                    "UPDATE requests SET status='processing', batch_id=?, reason='', updated_at=?"
-                    " WHERE id=? AND status='pending'",
-                    (batch_id, _now().isoformat(), rid),
-                )
-                if cur.rowcount != 1:
+                pending = REQUESTS.c.status == "pending"
+                if (
+                    self._update(rid, pending, status="processing", batch_id=batch_id, reason="")
+                    != 1
+                ):
                     raise RuntimeError(f"request {rid} is no longer pending")
                 self._event(rid, "processing", f"claimed by {batch_id}")
 
@@ -234,12 +193,8 @@ class RequestStore:
     def defer(self, rid: str, until: str, reason: str) -> None:
         """Keep a pending request out of batches until `until` (ISO time), with the reason."""
         with self._tx():
-            cur = self._db.execute(
-                "UPDATE requests SET not_before=?, reason=?, updated_at=? "
-                "WHERE id=? AND status='pending'",
-                (until, reason, _now().isoformat(), rid),
-            )
-            if cur.rowcount != 1:
+            pending = REQUESTS.c.status == "pending"
+            if self._update(rid, pending, not_before=until, reason=reason) != 1:
                 self.get(rid)  # KeyError naming an unknown id
                 raise ValueError(f"request {rid} is not pending; only a pending one is deferred")
             self._event(rid, "pending", f"deferred until {until}: {reason}")
@@ -263,39 +218,30 @@ class RequestStore:
 
     def extend(self, rid: str, deadline: str, reason: str) -> None:
         """Move an open request's deadline (ISO time) later, with the reason in its history."""
+        r = REQUESTS.c
         with self._tx():
-            cur = self._db.execute(
-                "UPDATE requests SET deadline=?, updated_at=? WHERE id=? AND deadline < ? AND "
-                "status IN ('pending','processing','awaiting_approval','set_aside')",
-                (deadline, _now().isoformat(), rid, deadline),
+            still_open = and_(
+                r.deadline < deadline,
+                r.status.in_(("pending", "processing", "awaiting_approval", "set_aside")),
             )
-            if cur.rowcount != 1:
+            if self._update(rid, still_open, deadline=deadline) != 1:
                 self.get(rid)  # KeyError naming an unknown id
                 raise ValueError(f"request {rid} is closed, or already due later")
             self._event(rid, self.get(rid).status, f"deadline extended to {deadline}: {reason}")
 
     def _move(self, rid: str, status: str, from_status: tuple[str, ...], reason: str) -> None:
         self.get(rid)  # KeyError naming an unknown id
-        marks = ",".join("?" * len(from_status))
         with self._tx():
-            cur = self._db.execute(
-                f"UPDATE requests SET status=?, reason=?, batch_id='', not_before='', updated_at=? "
-                f"WHERE id=? AND status IN ({marks})",
-                (status, reason, _now().isoformat(), rid, *from_status),
-            )
-            if cur.rowcount != 1:
+            cleared = dict(status=status, reason=reason, batch_id="", not_before="")
+            if self._update(rid, REQUESTS.c.status.in_(from_status), **cleared) != 1:
                 raise ValueError(f"request {rid} is not {' or '.join(from_status)}")
             self._event(rid, status, reason)
 
     def set_aside(self, rid: str, reason: str) -> None:
         """processing -> set_aside: this request cannot be served; its batch goes on without it."""
         with self._tx():
-            cur = self._db.execute(
-                "UPDATE requests SET status='set_aside', reason=?, batch_id='', updated_at=?"
-                " WHERE id=? AND status='processing'",
-                (reason, _now().isoformat(), rid),
-            )
-            if cur.rowcount != 1:
+            processing = REQUESTS.c.status == "processing"
+            if self._update(rid, processing, status="set_aside", reason=reason, batch_id="") != 1:
                 raise RuntimeError(f"request {rid} is not being processed")
             self._event(rid, "set_aside", reason)
 
@@ -310,79 +256,75 @@ class RequestStore:
         """Move every request of a batch (in one of `from_status`) to `status`."""
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        marks = ",".join("?" * len(from_status))
+        r = REQUESTS.c
         with self._tx():
-            rows = [
-                r[0]
-                for r in self._db.execute(
-                    f"SELECT id FROM requests WHERE batch_id=? AND status IN ({marks})",
-                    (batch_id, *from_status),
-                )
-            ]
+            q = select(r.id).where(r.batch_id == batch_id, r.status.in_(from_status))
+            rows = [row[0] for row in self._db.execute(q.with_for_update())]
             for rid in rows:
-                self._db.execute(
-                    "UPDATE requests SET status=?, reason=?, model_version=COALESCE(NULLIF(?, ''), "
-                    "model_version),"
-                    " batch_id=CASE WHEN ?='pending' THEN '' ELSE batch_id END, updated_at=? WHERE "
-                    "id=?",
-                    (status, reason, model_version, status, _now().isoformat(), rid),
-                )
+                values = dict(status=status, reason=reason)
+                if model_version:
+                    values["model_version"] = model_version
+                if status == "pending":
+                    values["batch_id"] = ""
+                self._update(rid, true(), **values)
                 self._event(rid, status, reason or f"{batch_id} {model_version}".strip())
         return len(rows)
 
     # --- the per-model batch lease ------------------------------------------------------------
 
-    def lease(self, model: str) -> Lease | None:
-        row = self._db.execute(
-            "SELECT model, batch_id, owner, stage, acquired_at, expires_at FROM leases "
-            "WHERE model = ?",
-            (model,),
-        ).fetchone()
+    def lease(self, model: str, lock: bool = False) -> Lease | None:
+        cols = [LEASES.c[n] for n in ("model", "batch_id", "owner", "stage", "acquired_at",
+                                      "expires_at")]  # fmt: skip
+        q = select(*cols).where(LEASES.c.model == model)
+        row = self._run(q.with_for_update() if lock else q).first()
         return Lease(*row) if row else None
 
     def take_lease(self, model: str, batch_id: str, ttl: timedelta) -> Lease | None:
         """Hold `model`'s batch lease for this process. Returns the stale lease it replaced (its
         batch must be recovered), None if it was free; LeaseHeld if a live batch holds it."""
         now = _now()
-        with self._tx():
-            old = self.lease(model)
-            if old is not None and not old.stale(now):
-                raise LeaseHeld(f"{old.describe()} is running; one batch per model at a time")
-            self._db.execute(
-                "INSERT OR REPLACE INTO leases VALUES (?, ?, ?, 'start', ?, ?)",
-                (model, batch_id, process_identity(), now.isoformat(), (now + ttl).isoformat()),
-            )
+        try:
+            with self._tx():
+                old = self.lease(model, lock=True)  # PostgreSQL: a second taker waits here
+                if old is not None and not old.stale(now):
+                    raise LeaseHeld(f"{old.describe()} is running; one batch per model at a time")
+                self._db.execute(delete(LEASES).where(LEASES.c.model == model))
+                self._db.execute(insert(LEASES).values(
+                    model=model, batch_id=batch_id, owner=process_identity(), stage="start",
+                    acquired_at=now.isoformat(), expires_at=(now + ttl).isoformat(),
+                ))  # fmt: skip
+        except IntegrityError:  # PostgreSQL: another worker inserted the free lease first
+            raise LeaseHeld(f"{self.lease(model).describe()} is running; one batch per model at a "
+                            "time") from None  # fmt: skip
         return old
 
     def touch_lease(self, model: str, batch_id: str, stage: str, ttl: timedelta) -> None:
         """Record the stage a batch reached and extend its lease from now."""
+        mine = and_(LEASES.c.model == model, LEASES.c.batch_id == batch_id)
         with self._tx():
-            self._db.execute(
-                "UPDATE leases SET stage = ?, expires_at = ? WHERE model = ? AND batch_id = ?",
-                (stage, (_now() + ttl).isoformat(), model, batch_id),
-            )
+            until = (_now() + ttl).isoformat()
+            self._db.execute(update(LEASES).where(mine).values(stage=stage, expires_at=until))
 
     def drop_lease(self, model: str, batch_id: str) -> None:
         with self._tx():
             self._db.execute(
-                "DELETE FROM leases WHERE model = ? AND batch_id = ?", (model, batch_id)
+                delete(LEASES).where(LEASES.c.model == model, LEASES.c.batch_id == batch_id)
             )
 
     def _event(self, rid: str, status: str, note: str) -> None:
         self._db.execute(
-            "INSERT INTO events (request_id, at, status, note) VALUES (?, ?, ?, ?)",
-            (rid, _now().isoformat(), status, note),
+            insert(EVENTS).values(request_id=rid, at=_now().isoformat(), status=status, note=note)
         )
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        """One write transaction: BEGIN IMMEDIATE, then COMMIT, or ROLLBACK on an exception."""
-        with guarded(self.path):
-            self._db.execute("BEGIN IMMEDIATE")
+        """One write transaction: begun, then COMMIT, or ROLLBACK on an exception."""
+        with guarded(self.where):
+            begin(self._db, self.where.sqlite)
             try:
                 yield
             except BaseException:
-                if self._db.in_transaction:  # a failed COMMIT / full disk may have ended it
-                    self._db.execute("ROLLBACK")
+                if in_transaction(self._db):  # a failed COMMIT / full disk may have ended it
+                    self._db.exec_driver_sql("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            self._db.exec_driver_sql("COMMIT")

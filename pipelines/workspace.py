@@ -65,8 +65,12 @@ class Workspace:
         return self.root / "data" / "raw"
 
     @property
-    def requests_db(self) -> Path:
-        return self.state / "requests.db"
+    def requests_db(self) -> str | Path:
+        """The request store: the database URL given at init (`--request-store`, shared by every
+        clone and worker of this model), else the sqlite file in the workspace's state."""
+        marker = self.root / MARKER
+        shared = json.loads(marker.read_text()).get("request_store") if marker.is_file() else None
+        return shared or self.state / "requests.db"
 
     @property
     def prefect_home(self) -> Path:
@@ -223,10 +227,14 @@ def _init_repos(ws: Workspace, ds: Dataset, remote: str | Path | None) -> None:
 
 
 def init_workspace(
-    directory: str | Path, params_path: str | Path | None = None, remote: str | Path | None = None
+    directory: str | Path,
+    params_path: str | Path | None = None,
+    remote: str | Path | None = None,
+    request_store: str | None = None,
 ) -> Workspace:
     """Create a workspace: git repo, DVC with a local remote, the raw data snapshot (dvc add,
-    commit, push), the request store. Validates params and data before writing anything."""
+    commit, push), the request store (an sqlite file inside, or the PostgreSQL database at
+    `request_store`). Validates params and data before writing anything."""
     root = Path(directory).resolve()
     if (root / MARKER).exists():
         raise WorkspaceError(f"{root} is already an unlearn workspace")
@@ -245,6 +253,13 @@ def init_workspace(
 
     settings = parse_settings(yaml.safe_load(params_text), source=str(params_path or "params.yaml"))
     remote = remote_url(remote, root / STATE_DIR / "dvc-remote")  # a bad URL: nothing written
+    if request_store is not None:
+        from pipelines.store_engine import store_location
+
+        try:
+            store_location(request_store)
+        except Exception as err:  # SQLAlchemy's URL parser raises several kinds
+            raise WorkspaceError(f"--request-store {request_store}: {err}") from None
     ds = load_dataset(settings.data)
 
     created = not root.exists()
@@ -256,9 +271,10 @@ def init_workspace(
         (root / ".gitignore").write_text(GITIGNORE)
         _write_data(ws, ds, settings.data.seed)
         _init_repos(ws, ds, remote)
-        (root / MARKER).write_text(
-            json.dumps({"created_at": utcnow(), "dataset": ds.name}, indent=1)
-        )
+        marker = {"created_at": utcnow(), "dataset": ds.name}
+        if request_store is not None:
+            marker["request_store"] = request_store
+        (root / MARKER).write_text(json.dumps(marker, indent=1))
         from pipelines.store import RequestStore
 
         RequestStore(ws.requests_db).close()

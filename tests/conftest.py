@@ -147,12 +147,13 @@ def base_model(digits):
     return model
 
 
-def make_workspace(tmp: Path, overrides: dict | None = None, train: bool = True):
+def make_workspace(tmp: Path, overrides: dict | None = None, train: bool = True, **init):
+    """A workspace on the tiny settings (`init`: init_workspace's remote / request_store)."""
     from pipelines.base import train_base
     from pipelines.workspace import init_workspace
 
     params = write_params(tmp / "params-test.yaml", overrides)
-    ws = init_workspace(tmp / "ws", params)
+    ws = init_workspace(tmp / "ws", params, **init)
     if train:
         train_base(ws)
     return ws

@@ -151,18 +151,19 @@ def test_malformed_params_leave_no_workspace(tmp_path, capsys):
 
 
 @pytest.mark.parametrize(
-    "remote, needle",
+    "option, url, needle",
     [
-        ("s3://bucket/dvc", "DVC remote s3://bucket/dvc needs `pip install 'dvc[s3]'`"),
-        ("ftp://host/dvc", "unknown URL scheme 'ftp'"),
+        ("--remote", "gs://bucket/dvc", "DVC remote gs://bucket/dvc needs `pip install 'dvc[gs]'`"),
+        ("--remote", "ftp://host/dvc", "unknown URL scheme 'ftp'"),
+        ("--request-store", "mysql://db/requests", "only sqlite files and postgresql:// URLs"),
     ],
 )
 def test_a_remote_url_is_a_url_not_a_folder_named_after_it(
-    tmp_path, capsys, monkeypatch, remote, needle
+    tmp_path, capsys, monkeypatch, option, url, needle
 ):
     """A URL remote was typed as a path: `s3://b` became a local folder `s3:/b`, pushed to."""
     monkeypatch.chdir(tmp_path)
-    code, _, err = run(capsys, "init", str(tmp_path / "ws"), "--remote", remote)
+    code, _, err = run(capsys, "init", str(tmp_path / "ws"), option, url)
     assert code == 2
     _one_line_error(err, needle)
     assert list(tmp_path.iterdir()) == []  # no workspace, no folder named s3:

@@ -32,7 +32,8 @@ def test_a_scheduled_run_waits_for_more_requests_unless_a_deadline_is_near(
     with RequestStore(ws.requests_db) as store:
         assert store.get(stored.id).status == "pending"
         soon = (datetime.now(UTC) + timedelta(days=2)).replace(microsecond=0).isoformat()
-        store._db.execute("UPDATE requests SET deadline = ? WHERE id = ?", (soon, stored.id))
+        sql = "UPDATE requests SET deadline = ? WHERE id = ?"
+        store._db.exec_driver_sql(sql, (soon, stored.id))
     early = deletion_batch(str(ws.root), scheduled=True)  # due within the margin: runs now
     assert early.status == "awaiting_approval", early.reason
     # The Prefect UI showed its stages as a progress artifact of the flow run, now complete.

@@ -23,7 +23,7 @@ def test_an_overdue_request_is_listed_and_its_scenario_goes_first(tmp_path, caps
     with RequestStore(ws.requests_db) as store:
         by_kind = {r.kind: r for r in store.list()}  # received in the same second: not by order
         late, cls = by_kind["samples"], by_kind["class"]
-        store._db.execute(  # as if 31 days had passed since it was received
+        store._db.exec_driver_sql(  # as if 31 days had passed since it was received
             "UPDATE requests SET deadline = '2026-01-01T00:00:00+00:00' WHERE id = ?", (late.id,)
         )
     code, out, _ = run(capsys, "-w", ws.root, "request", "list", "--overdue", "--json")

@@ -1,6 +1,8 @@
 """Shared stores on existing engines, started for real on 127.0.0.1: MLflow tracking on
 PostgreSQL (Debian's server) with an S3-compatible artifact store (moto's standalone server),
-proxied by the MLflow server and direct from the client; a full batch and `audit verify`."""
+proxied by the MLflow server and direct from the client; the request store on the same
+PostgreSQL; the DVC remote in the same bucket (push, pull, purge); a full batch and `audit
+verify`."""
 
 from __future__ import annotations
 
@@ -19,7 +21,9 @@ import pytest
 from pipelines.audit import verify
 from pipelines.flow import deletion_batch
 from pipelines.intake import submit
+from pipelines.purge import purge_records
 from pipelines.review import approve
+from pipelines.snapshot import dir_listing
 from tests.conftest import make_workspace
 from tests.integration.test_mlflow_server import _free_port, _serve, _stop
 
@@ -68,7 +72,7 @@ def postgres():
         return subprocess.run(ping, capture_output=True).returncode == 0
 
     _wait(ready, "postgres", proc)
-    for db in ("mlflow_proxied", "mlflow_direct"):
+    for db in ("mlflow_proxied", "mlflow_direct", "requests_proxied", "requests_direct"):
         subprocess.run([str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
                         "postgres", db], check=True)  # fmt: skip
     yield f"postgresql://postgres@127.0.0.1:{port}"
@@ -115,7 +119,8 @@ def test_a_batch_through_mlflow_on_postgresql_and_s3(
     tmp_path, postgres, s3, mode, monkeypatch, prefect_server
 ):
     s3_url, client = s3
-    env = {**AWS, "MLFLOW_S3_ENDPOINT_URL": s3_url}
+    # MLFLOW_S3_ENDPOINT_URL: MLflow's S3 client; AWS_ENDPOINT_URL: DVC's (s3fs via botocore).
+    env = {**AWS, "MLFLOW_S3_ENDPOINT_URL": s3_url, "AWS_ENDPOINT_URL": s3_url}
     store = f"{postgres}/mlflow_{mode}"
     args = (
         ["--artifacts-destination", "s3://mlflow/proxied"]
@@ -126,15 +131,19 @@ def test_a_batch_through_mlflow_on_postgresql_and_s3(
     try:
         for k, v in {**env, "MLFLOW_TRACKING_URI": url}.items():
             monkeypatch.setenv(k, v)  # direct: the client itself writes to S3 (boto3)
-        ws = make_workspace(tmp_path)
+        requests = f"{postgres}/requests_{mode}"
+        ws = make_workspace(tmp_path, remote=f"s3://mlflow/dvc-{mode}", request_store=requests)
         reg, name = ws.registry(), ws.settings.registry.model_name
         submit(ws, {"kind": "class", "class_label": 8})
         outcome = deletion_batch(str(ws.root))
         assert outcome.status == "awaiting_approval", outcome.reason
         report = verify(ws, reg, name, outcome.model_version)
         assert report.ok, report.problems
+        in_bucket = _dvc_objects(client, mode)
         approve(ws, reg, name, outcome.model_version, "alice")
-        assert verify(ws, reg, name, outcome.model_version).ok
+        after = verify(ws, reg, name, outcome.model_version)
+        assert after.ok, after.problems
+        _pull_from_the_bucket(ws)
     finally:
         _stop(proc)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="mlflow", Prefix=mode)["Contents"]]
@@ -146,3 +155,30 @@ def test_a_batch_through_mlflow_on_postgresql_and_s3(
     with psycopg.connect(store) as db:
         (n,) = db.execute("SELECT count(*) FROM model_versions").fetchone()
     assert n == 2  # the base and the certified version, in PostgreSQL
+    with psycopg.connect(requests) as db:
+        rows = db.execute("SELECT status, submitted_by FROM requests").fetchall()
+    assert [r[0] for r in rows] == ["certified"]  # the request store is the PostgreSQL one
+    assert not (ws.root / ".unlearn" / "requests.db").exists()
+    erased = {o for r in purge_records(ws) for o in r["objects"]}
+    assert erased and erased <= in_bucket  # the erased samples' objects were pushed, and
+    assert not erased & _dvc_objects(client, mode)  # approval purged them from the bucket
+
+
+def _dvc_objects(client, mode: str) -> set[str]:
+    """md5s of the objects in the DVC remote (keys `dvc-MODE/files/md5/ab/cdef...`)."""
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket="mlflow", Prefix=f"dvc-{mode}/")
+    keys = [o["Key"] for page in pages for o in page.get("Contents", [])]
+    return {k.split("/")[-2] + k.split("/")[-1] for k in keys}
+
+
+def _pull_from_the_bucket(ws) -> None:
+    """A copy without DVC's cache or the data files gets every retained sample back from S3."""
+    from dvc.repo import Repo
+
+    shutil.rmtree(ws.root / ".dvc" / "cache")
+    shutil.rmtree(ws.data_dir)
+    with Repo(str(ws.root)) as repo:
+        repo.pull()
+    listing = dir_listing(ws, "HEAD")
+    assert sorted(str(p.relative_to(ws.data_dir)) for p in ws.data_dir.rglob("*") if p.is_file()) \
+        == sorted(e["relpath"] for e in listing)  # fmt: skip

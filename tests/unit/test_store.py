@@ -53,7 +53,7 @@ def test_one_batch_lease_per_model_and_a_dead_or_expired_holder_is_replaced(tmp_
         dead = process_identity(child.pid)
         child.kill()
         child.wait()
-        store._db.execute("UPDATE leases SET owner = ? WHERE model = 'm'", (dead,))
+        store._db.exec_driver_sql("UPDATE leases SET owner = ? WHERE model = 'm'", (dead,))
         replaced = store.take_lease("m", "b4", hour)
         assert replaced.batch_id == "b1" and "is gone" in replaced.stale()
         # A lease that ran out is replaced too, whoever held it (another host cannot be asked).
@@ -61,7 +61,7 @@ def test_one_batch_lease_per_model_and_a_dead_or_expired_holder_is_replaced(tmp_
         store.take_lease("m", "b5", timedelta(seconds=-1))
         assert "expired" in store.take_lease("m", "b6", hour).stale()
         # Another host's live-looking lease is respected until it expires.
-        store._db.execute("UPDATE leases SET owner = 'elsewhere:1:1' WHERE model = 'm'")
+        store._db.exec_driver_sql("UPDATE leases SET owner = 'elsewhere:1:1' WHERE model = 'm'")
         with pytest.raises(LeaseHeld):
             store.take_lease("m", "b7", hour)
 

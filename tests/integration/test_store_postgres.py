@@ -1,0 +1,91 @@
+"""The request store on PostgreSQL (Debian's server on 127.0.0.1): the same transitions as on
+sqlite, one lease per model across processes, and a server that is down as one line."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from datetime import timedelta
+
+import pytest
+
+from components.requests import parse_request
+from pipelines.lease import LeaseHeld
+from pipelines.store import RequestStore
+from pipelines.store_faults import StoreError
+from tests.integration.test_shared_stores import _pg_bin, postgres  # noqa: F401 - a fixture
+
+HOUR = timedelta(hours=1)
+
+
+def _database(server: str, name: str) -> str:
+    port = server.rsplit(":", 1)[1]
+    subprocess.run([str(_pg_bin() / "createdb"), "-h", "127.0.0.1", "-p", port, "-U", "postgres",
+                    name], check=True)  # fmt: skip
+    return f"{server}/{name}"
+
+
+def test_requests_move_through_their_states_on_postgresql(postgres):  # noqa: F811
+    url = _database(postgres, "states")
+    with RequestStore(url) as s:
+        r1, created = s.add(parse_request({"kind": "samples", "sample_ids": ["a", "b"]}), 2, 30)
+        _, again = s.add(parse_request({"kind": "samples", "sample_ids": ["b", "a"]}), 2, 30)
+        r2, _ = s.add(parse_request({"kind": "class", "class_label": 3}), 10, 30)
+        assert created and not again
+        s.claim([r1.id, r2.id], "batch-1")
+        with pytest.raises(RuntimeError, match="no longer pending"):
+            s.claim([r1.id], "batch-2")
+        assert s.transition("batch-1", "pending", reason="gates failed: x") == 2
+        s.escalate(r2.id, "three failed batches")
+    with RequestStore(url) as s:  # durable across connections
+        assert [h[1] for h in s.history(r1.id)] == ["pending", "processing", "pending"]
+        assert s.get(r1.id).reason == "gates failed: x" and s.get(r2.id).status == "set_aside"
+        with pytest.raises(KeyError):
+            s.get("req-missing")
+
+
+_TAKE = """
+import sys, time
+from datetime import timedelta
+from pipelines.lease import LeaseHeld
+from pipelines.store import RequestStore
+with RequestStore(sys.argv[1]) as s:
+    try:
+        s.take_lease("m", sys.argv[2], timedelta(hours=1))
+    except LeaseHeld as err:
+        print("held:", err)
+        sys.exit(3)
+    print("took", flush=True)
+    time.sleep(4)  # alive and holding while the other process tries
+"""
+
+
+def test_one_lease_per_model_across_processes_on_postgresql(postgres):  # noqa: F811
+    url = _database(postgres, "leases")
+    RequestStore(url).close()
+    take = [[sys.executable, "-c", _TAKE, url, f"b{i}"] for i in (1, 2)]
+    procs = [subprocess.Popen(a, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for a in take]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    codes = sorted(p.returncode for p in procs)
+    assert codes == [0, 3], outs  # exactly one took it; the other was told who holds it
+    assert any("one batch per model" in o for o, _ in outs)
+    with RequestStore(url) as s:  # both processes are gone: the lease is stale and replaced
+        assert s.take_lease("m", "b3", HOUR).batch_id in ("b1", "b2")
+        with pytest.raises(LeaseHeld):
+            s.take_lease("m", "b4", HOUR)
+
+
+@pytest.mark.parametrize(
+    "url, words",
+    [
+        ("postgresql://postgres@127.0.0.1:1/requests", "127.0.0.1:1/requests cannot be reached"),
+        ("postgresql://nobody:secret@127.0.0.1:PORT/requests", "nobody:***@127.0.0.1"),
+    ],
+)
+def test_a_store_that_cannot_be_used_is_one_line_without_the_password(postgres, url, words):  # noqa: F811
+    url = url.replace("PORT", postgres.rsplit(":", 1)[1])
+    with pytest.raises(StoreError) as info:
+        RequestStore(url)
+    line = str(info.value)
+    assert words in line and "secret" not in line and "\n" not in line
