@@ -162,6 +162,9 @@ class RfaSettings(_Frozen):
     stop_patience: int = Field(0, ge=0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Data-parallel processes (torchrun: gloo on CPU, NCCL with one GPU each); the batches must
+    # divide among them. 1 runs in the batch's own process.
+    processes: int = Field(1, ge=1)
 
     @model_validator(mode="after")
     def _probe_is_for_classes(self) -> RfaSettings:

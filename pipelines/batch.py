@@ -230,6 +230,10 @@ def unlearn(
     task = UnlearnTask(
         scenario, ext.split.forget, ext.split.retain, ext.heldout, ext.forget_classes
     )
+    if cfg.rfa.processes > 1:  # torchrun's processes report when done, not step by step
+        from pipelines.distributed import rfa_processes
+
+        return rfa_processes(pinned.model, task, cfg.lora, cfg.rfa, cfg.rfa.processes)
     return get_method(METHOD)(pinned.model, task, cfg, progress)
 
 

@@ -38,6 +38,7 @@ from components.settings import LoraSettings, RfaSettings, ScenarioSettings
 from components.unlearning.adversary import Adversary, warm_adversary
 from components.unlearning.batches import forget_batches
 from components.unlearning.lora import adapter_state, attach_lora, frozen_split, trainable_fraction
+from components.unlearning.parallel import Shard, current_shard
 from components.unlearning.rfa_loss import (
     ForgetLoss,
     forget_residual,
@@ -99,6 +100,7 @@ class RfaRun:
     check: torch.Tensor  # indices of the fixed forget subset the stop rule scores
     stop: StopRule
     batches: Iterator[torch.Tensor]
+    shard: Shard = Shard()  # data-parallel: this process's share of each batch (parallel.py)
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -120,6 +122,10 @@ def prepare(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: Rfa
     """Teacher, student, inputs, target, probe, optimiser, schedule and stop rule."""
     sc = cfg.scenario(task.scenario)
     forget_loss = get_forget_loss(sc.forget_loss)  # before any work: a misspelt name fails at once
+    shard = current_shard()
+    shard.check(forget_batch=sc.forget_batch, retain_batch=cfg.retain_batch)
+    if shard.world > 1 and sc.probe_weight > 0:
+        raise ValueError("the adversarial probe (probe_weight > 0) runs in one process only")
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
     policy = device_policy(device)  # CUDA: bf16 autocast + channels_last; CPU: plain fp32
@@ -154,7 +160,7 @@ def prepare(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: Rfa
         stop=StopRule(cfg.stop_check_every, cfg.min_steps, cfg.stop_tolerance_pt,
                       cfg.stop_patience, check_target),
         # The batch draws start from the same `perm`; the generator draws nothing until asked.
-        batches=forget_batches(perm, sc.forget_batch, gen, focus, sc.forget_focus),
+        batches=forget_batches(perm, sc.forget_batch, gen, focus, sc.forget_focus), shard=shard,
     )  # fmt: skip
 
 
@@ -237,6 +243,7 @@ def loop(run: RfaRun, progress: ProgressFn = no_progress) -> tuple[int, str]:
             if run.data.xh is not None and step % run.sc.target_refresh == 0 and step < run.steps:
                 _refresh_target(run)
             if step % 10 == 0 or step == run.steps:  # .item() only here: it waits for the device
+                rec = run.shard.mean(rec)  # several processes: the global batch's loss terms
                 run.history.append({"step": float(step), **{k: float(v) for k, v in rec.items()}})
                 progress(step, run.steps, run.history[-1])
             if run.stop.due(step):
@@ -255,8 +262,10 @@ def _step(
 ) -> dict[str, torch.Tensor | float]:
     """One optimiser step on a forget batch and a retain batch; its loss terms (unsynced)."""
     d, sc, device = run.data, run.sc, run.device
-    fi = next(run.batches).to(device)
-    ri = torch.randint(len(d.yr), (run.cfg.retain_batch,), generator=run.gen).to(device)
+    # Every process draws the same global batch, then keeps its share (one process: all of it).
+    fi = run.shard.take(next(run.batches)).to(device)
+    ri = run.shard.take(torch.randint(len(d.yr), (run.cfg.retain_batch,), generator=run.gen))
+    ri = ri.to(device)
     nb = len(ri)
     with torch.no_grad(), run.policy.autocast(device):
         t_out = d.run_t(d.xr[ri]).float()
@@ -285,6 +294,7 @@ def _step(
     loss = retain_ce(s_out[:nb], d.yr[ri], sc.retain_ce_weight, loss)
     run.opt.zero_grad(set_to_none=True)
     loss.backward()
+    run.shard.average_grads([p for g in run.opt.param_groups for p in g["params"]])
     run.opt.step()
     run.sched.step()
     return {"loss_retain": loss_r.detach(), "loss_forget": loss_f.detach(), **rec}
