@@ -26,6 +26,8 @@ COPY benchmarks benchmarks
 COPY examples examples
 RUN pip install --no-cache-dir --no-deps -e .
 
+# Mount points owned by the app user, so named volumes there (compose.yaml) start writable.
+RUN mkdir -p /home/app/ws /home/app/keys && chown app:app /home/app/ws /home/app/keys
 USER app
 ENV DO_NOT_TRACK=true MLFLOW_DISABLE_TELEMETRY=true PREFECT_SERVER_ANALYTICS_ENABLED=false \
     DVC_NO_ANALYTICS=1 HF_HUB_OFFLINE=1 PREFECT_HOME=/home/app/.prefect
