@@ -157,15 +157,10 @@ def serve(
     """Serve the deletion-batch flow as a Prefect deployment on a schedule, against the Prefect
     server at PREFECT_API_URL; runs until stopped. One batch per model at a time (a Prefect
     concurrency limit, and the batch lease)."""
-    import os
     from datetime import timedelta
 
     ws = current_workspace()
-    if not os.environ.get("PREFECT_API_URL"):
-        raise CliError(
-            "set PREFECT_API_URL to a running Prefect server (e.g. `prefect server start`, "
-            "then PREFECT_API_URL=http://127.0.0.1:4200/api)"
-        )
+    _need_prefect_server()
     from prefect.deployments.runner import EntrypointType
 
     from pipelines.flow import deletion_batch
@@ -186,6 +181,39 @@ def serve(
         print_starting_message=False,
         **when,
     )
+
+
+def _need_prefect_server() -> None:
+    import os
+
+    if not os.environ.get("PREFECT_API_URL"):
+        raise CliError(
+            "set PREFECT_API_URL to a running Prefect server (e.g. `prefect server start`, "
+            "then PREFECT_API_URL=http://127.0.0.1:4200/api)"
+        )
+
+
+@app.command()
+def deploy(
+    pool: str = typer.Option(..., help="Prefect work pool (`prefect work-pool create NAME`)."),
+    every_seconds: float | None = typer.Option(None, help="Also run on this interval."),
+    image: str | None = typer.Option(None, help="Docker / Kubernetes pools: the image to run."),
+    path_on_workers: str | None = typer.Option(None, help="The workspace's path on workers."),
+) -> None:
+    """Deploy this model's deletion batches to a Prefect work pool (PREFECT_API_URL); start
+    workers with `prefect worker start --pool NAME`, runs with `prefect deployment run`."""
+    from datetime import timedelta
+
+    from pipelines.deploy import deploy_batches, deployment_name
+
+    ws = current_workspace()
+    _need_prefect_server()
+    every = timedelta(seconds=every_seconds) if every_seconds else None
+    try:
+        dep = deploy_batches(ws, pool, every, image, path_on_workers)
+    except ValueError as err:  # Prefect's words for a missing pool or a pool/image mismatch
+        raise CliError(str(err).split(". ")[0]) from None
+    out.print(f"deployed deletion-batch/{deployment_name(ws)} ({dep}) to work pool {pool}")
 
 
 @batch_app.command("recover")
