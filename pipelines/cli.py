@@ -65,11 +65,14 @@ def init(
         help="Request store shared by this model's workers and clones: a postgresql:// URL "
         "(password from PGPASSWORD or ~/.pgpass). Default: an sqlite file inside .unlearn/.",
     ),
+    git_remote: str | None = typer.Option(
+        None, help="git remote the workspace's history (the audit trail) is pushed to."
+    ),
 ) -> None:
     """Create a workspace: git + DVC repo with a local remote, raw data snapshot, request store."""
     from pipelines.workspace import init_workspace
 
-    ws = init_workspace(directory, params, remote, request_store)
+    ws = init_workspace(directory, params, remote, request_store, git_remote)
     out.print(
         f"workspace ready at {ws.root} (data snapshot {ws.git('rev-parse', '--short', 'HEAD')}); "
         "next: cd there and run `dvc repro` or `unlearn train`"

@@ -257,6 +257,7 @@ def restore_snapshot(
         return ""
     ws.git("add", f"{RAW}.dvc", "data/tombstones.json")
     ws.git("commit", "-q", "-m", message)
+    ws.push_history()
     return head_rev(ws)
 
 
@@ -318,6 +319,7 @@ def commit_snapshot(
     ws.git("commit", "-q", "-m", message)
     with Repo(str(ws.root)) as repo, quiet_dvc():
         repo.push(targets=[str(ws.data_dir)])
+    ws.push_history()  # after the DVC push: the remote's commit never names missing objects
     train = before.train.take(~np.isin(before.train.ids, forget.ids))
     return snapshot_info(ws, "HEAD", train)
 
@@ -342,4 +344,5 @@ def commit_files(ws: Workspace, paths: list[str], message: str) -> str:
     if ws.git("diff", "--cached", "--name-only", "--", *paths):
         # `-- paths`: only these files; whatever else a person staged stays staged, uncommitted.
         ws.git("commit", "-q", "-m", message, "--", *paths)
+    ws.push_history()
     return head_rev(ws)

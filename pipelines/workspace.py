@@ -110,6 +110,23 @@ class Workspace:
             self.tracking_uri, self.settings.registry.experiment, self.artifact_location
         )
 
+    def push_history(self) -> None:
+        """Push the workspace's history to its git remote `origin` (`init --git-remote`), so the
+        audit trail does not live on one disk. A failed push loses nothing (the commit is local
+        and the next push carries it): it is a warning naming the fix, not an error."""
+        if "origin" not in self.git("remote", check=False).split():
+            return
+        proc = subprocess.run(["git", "push", "-q", "origin", "HEAD:main"], cwd=self.root,
+                              capture_output=True, text=True)  # fmt: skip
+        if proc.returncode != 0:
+            why = (proc.stderr.strip().splitlines() or ["git push failed"])[-1]
+            logging.getLogger("unlearn").warning(
+                "workspace history not pushed to origin (%s); run `git push origin HEAD:main` "
+                "in %s",
+                why,
+                self.root,
+            )
+
     def git(self, *args: str, check: bool = True) -> str:
         proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True)
         if check and proc.returncode != 0:
@@ -201,7 +218,9 @@ def remote_url(remote: str | Path | None, default: Path) -> str:
     return text
 
 
-def _init_repos(ws: Workspace, ds: Dataset, remote: str | Path | None) -> None:
+def _init_repos(
+    ws: Workspace, ds: Dataset, remote: str | Path | None, git_remote: str | None = None
+) -> None:
     """git + DVC with the remote configured; the raw snapshot added, committed and pushed."""
     from dvc.repo import Repo
 
@@ -224,6 +243,9 @@ def _init_repos(ws: Workspace, ds: Dataset, remote: str | Path | None) -> None:
     ws.git("commit", "-q", "-m", f"init: raw {ds.name} snapshot ({sizes})")
     repo.push()
     repo.close()
+    if git_remote is not None:  # pushed now: an unreachable remote fails init, not a batch
+        ws.git("remote", "add", "origin", git_remote)
+        ws.git("push", "-q", "origin", "HEAD:main")
 
 
 def init_workspace(
@@ -231,10 +253,12 @@ def init_workspace(
     params_path: str | Path | None = None,
     remote: str | Path | None = None,
     request_store: str | None = None,
+    git_remote: str | None = None,
 ) -> Workspace:
     """Create a workspace: git repo, DVC with a local remote, the raw data snapshot (dvc add,
     commit, push), the request store (an sqlite file inside, or the PostgreSQL database at
-    `request_store`). Validates params and data before writing anything."""
+    `request_store`), the git remote `origin` every commit is pushed to (`git_remote`). Validates
+    params and data before writing anything."""
     root = Path(directory).resolve()
     if (root / MARKER).exists():
         raise WorkspaceError(f"{root} is already an unlearn workspace")
@@ -270,7 +294,7 @@ def init_workspace(
         (root / "dvc.yaml").write_text(_project_file("dvc.yaml") or "stages: {}\n")
         (root / ".gitignore").write_text(GITIGNORE)
         _write_data(ws, ds, settings.data.seed)
-        _init_repos(ws, ds, remote)
+        _init_repos(ws, ds, remote, git_remote)
         marker = {"created_at": utcnow(), "dataset": ds.name}
         if request_store is not None:
             marker["request_store"] = request_store

@@ -132,7 +132,10 @@ def test_a_batch_through_mlflow_on_postgresql_and_s3(
         for k, v in {**env, "MLFLOW_TRACKING_URI": url}.items():
             monkeypatch.setenv(k, v)  # direct: the client itself writes to S3 (boto3)
         requests = f"{postgres}/requests_{mode}"
-        ws = make_workspace(tmp_path, remote=f"s3://mlflow/dvc-{mode}", request_store=requests)
+        origin = tmp_path / "history.git"  # the workspace's git remote (any URL git pushes to)
+        subprocess.run(["git", "init", "-q", "--bare", str(origin)], check=True)
+        ws = make_workspace(tmp_path, remote=f"s3://mlflow/dvc-{mode}", request_store=requests,
+                            git_remote=str(origin))  # fmt: skip
         reg, name = ws.registry(), ws.settings.registry.model_name
         submit(ws, {"kind": "class", "class_label": 8})
         outcome = deletion_batch(str(ws.root))
@@ -143,7 +146,7 @@ def test_a_batch_through_mlflow_on_postgresql_and_s3(
         approve(ws, reg, name, outcome.model_version, "alice")
         after = verify(ws, reg, name, outcome.model_version)
         assert after.ok, after.problems
-        _pull_from_the_bucket(ws)
+        _clone_and_pull(ws, origin, tmp_path / "elsewhere")
     finally:
         _stop(proc)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="mlflow", Prefix=mode)["Contents"]]
@@ -171,14 +174,17 @@ def _dvc_objects(client, mode: str) -> set[str]:
     return {k.split("/")[-2] + k.split("/")[-1] for k in keys}
 
 
-def _pull_from_the_bucket(ws) -> None:
-    """A copy without DVC's cache or the data files gets every retained sample back from S3."""
+def _clone_and_pull(ws, origin: Path, where: Path) -> None:
+    """Another machine: the history from the git remote (every commit of the batch and the
+    approval pushed), every retained sample from the bucket, none of the erased ones."""
     from dvc.repo import Repo
 
-    shutil.rmtree(ws.root / ".dvc" / "cache")
-    shutil.rmtree(ws.data_dir)
-    with Repo(str(ws.root)) as repo:
+    head = ws.git("rev-parse", "HEAD")
+    assert subprocess.run(["git", "--git-dir", str(origin), "rev-parse", "main"], text=True,
+                          capture_output=True, check=True).stdout.strip() == head  # fmt: skip
+    subprocess.run(["git", "clone", "-q", "-b", "main", str(origin), str(where)], check=True)
+    with Repo(str(where)) as repo:
         repo.pull()
-    listing = dir_listing(ws, "HEAD")
-    assert sorted(str(p.relative_to(ws.data_dir)) for p in ws.data_dir.rglob("*") if p.is_file()) \
-        == sorted(e["relpath"] for e in listing)  # fmt: skip
+    data = where / ws.data_dir.relative_to(ws.root)
+    files = sorted(str(p.relative_to(data)) for p in data.rglob("*") if p.is_file())
+    assert files == sorted(e["relpath"] for e in dir_listing(ws, "HEAD"))
