@@ -16,6 +16,26 @@ from uuid import UUID
 from pipelines.workspace import Workspace
 
 
+def create_pool(name: str, kind: str = "process") -> None:
+    """As `prefect work-pool create NAME --type KIND` does: with the type's default job template
+    (Prefect ships the process, Docker and Kubernetes ones; no worker package is needed)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.utilities.asyncutils import run_coro_as_sync
+    from prefect.workers.utilities import get_default_base_job_template_for_infrastructure_type
+
+    async def create() -> None:
+        template = await get_default_base_job_template_for_infrastructure_type(kind)
+        if not template:
+            raise ValueError(f"no default job template for {kind!r} work pools")
+        async with get_client() as client:
+            await client.create_work_pool(
+                WorkPoolCreate(name=name, type=kind, base_job_template=template)
+            )
+
+    run_coro_as_sync(create())
+
+
 def deployment_name(ws: Workspace) -> str:
     return f"deletion-batch-{ws.settings.registry.model_name}"
 

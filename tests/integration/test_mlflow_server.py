@@ -4,68 +4,20 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
+from benchmarks.services import serve_mlflow, stop
 from pipelines.cli import main
 from tests.conftest import make_workspace
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(tmp_path: Path, *extra: str, env: dict | None = None):
-    """`mlflow server` on a free 127.0.0.1 port; (url, process) once /health answers."""
-    port = _free_port()
-    mlflow_bin = Path(sys.executable).parent / "mlflow"
-    proc = subprocess.Popen(
-        [
-            str(mlflow_bin), "server",
-            "--backend-store-uri", f"sqlite:///{tmp_path}/srv.db",
-            "--artifacts-destination", str(tmp_path / "srv-artifacts"),
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *extra,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-        env={**os.environ, **(env or {})},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("mlflow server did not start")
-        time.sleep(0.5)
-    return url, proc
-
-
-def _stop(proc) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
-    url, proc = _serve(tmp_path)
+    url, proc = serve_mlflow(tmp_path)
     yield url, proc
-    _stop(proc)
+    stop(proc)
 
 
 def test_registry_over_http_then_server_down(tmp_path, mlflow_server, monkeypatch, capsys):
@@ -98,7 +50,7 @@ def auth_server(tmp_path):
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
     )
     env = {"MLFLOW_AUTH_CONFIG_PATH": str(ini), "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret"}
-    url, proc = _serve(tmp_path, "--app-name", "basic-auth", env=env)
+    url, proc = serve_mlflow(tmp_path, "--app-name", "basic-auth", env=env)
     from mlflow.server.auth.client import AuthServiceClient
 
     os.environ["MLFLOW_TRACKING_USERNAME"] = "admin"
@@ -109,7 +61,7 @@ def auth_server(tmp_path):
     finally:
         del os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"]
     yield url
-    _stop(proc)
+    stop(proc)
 
 
 def _as(monkeypatch, user: str, password: str | None = None) -> None:

@@ -6,18 +6,12 @@ verify`."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
+from benchmarks.services import AWS, moto_s3, postgres_cluster, serve_mlflow, stop
 from pipelines.audit import verify
 from pipelines.flow import deletion_batch
 from pipelines.intake import submit
@@ -25,93 +19,20 @@ from pipelines.purge import purge_records
 from pipelines.review import approve
 from pipelines.snapshot import dir_listing
 from tests.conftest import make_workspace
-from tests.integration.test_mlflow_server import _free_port, _serve, _stop
-
-BIN = Path(sys.executable).parent
-AWS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-       "AWS_DEFAULT_REGION": "us-east-1"}  # fmt: skip
-
-
-def _pg_bin() -> Path:
-    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
-    if not found:
-        pytest.fail(
-            "PostgreSQL server binaries missing: install Debian's postgresql (.ci/run does)"
-        )
-    return found[-1].parent
-
-
-def _wait(check, what: str, proc: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail(f"{what} did not start")
-        time.sleep(0.3)
 
 
 @pytest.fixture(scope="module")
 def postgres():
-    """A throw-away cluster; as root, run as Debian's `postgres` user (the server refuses root)."""
-    pg = _pg_bin()
-    root = Path(tempfile.mkdtemp(prefix="unlearn-pg-", dir="/tmp"))  # outside a 0700 TMPDIR
-    as_user: list[str] = []
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres", "postgres")
-        as_user = ["runuser", "-u", "postgres", "--"]
-    data, port = root / "data", _free_port()
-    subprocess.run([*as_user, str(pg / "initdb"), "-D", str(data), "-A", "trust", "-U",
-                    "postgres", "--no-sync"], check=True, capture_output=True)  # fmt: skip
-    proc = subprocess.Popen(
-        [*as_user, str(pg / "postgres"), "-D", str(data), "-h", "127.0.0.1", "-p", str(port),
-         "-k", str(root), "-c", "fsync=off"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-
-    def ready() -> bool:
-        ping = [str(pg / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)]
-        return subprocess.run(ping, capture_output=True).returncode == 0
-
-    _wait(ready, "postgres", proc)
-    for db in ("mlflow_proxied", "mlflow_direct", "requests_proxied", "requests_direct"):
-        subprocess.run([str(pg / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U",
-                        "postgres", db], check=True)  # fmt: skip
-    yield f"postgresql://postgres@127.0.0.1:{port}"
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-    shutil.rmtree(root, ignore_errors=True)
+    with postgres_cluster(
+        ("mlflow_proxied", "mlflow_direct", "requests_proxied", "requests_direct")
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def s3():
-    """moto's standalone S3 server with a bucket."""
-    import boto3
-
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        env={**os.environ, **AWS},
-    )  # fmt: skip
-
-    def ready() -> bool:
-        try:
-            with urllib.request.urlopen(url + "/moto-api/", timeout=2):
-                return True
-        except OSError:
-            return False
-
-    _wait(ready, "moto_server", proc)
-    client = boto3.client("s3", endpoint_url=url, **_boto_keys())
-    client.create_bucket(Bucket="mlflow")
-    yield url, client
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=30)
-
-
-def _boto_keys() -> dict:
-    return {"aws_access_key_id": "testing", "aws_secret_access_key": "testing",
-            "region_name": "us-east-1"}  # fmt: skip
+    with moto_s3() as (url, client):
+        yield url, client
 
 
 @pytest.mark.parametrize("mode", ["proxied", "direct"])
@@ -127,7 +48,7 @@ def test_a_batch_through_mlflow_on_postgresql_and_s3(
         if mode == "proxied"
         else ["--no-serve-artifacts", "--default-artifact-root", "s3://mlflow/direct"]
     )
-    url, proc = _serve(tmp_path, "--backend-store-uri", store, *args, env=env)
+    url, proc = serve_mlflow(tmp_path, "--backend-store-uri", store, *args, env=env)
     try:
         for k, v in {**env, "MLFLOW_TRACKING_URI": url}.items():
             monkeypatch.setenv(k, v)  # direct: the client itself writes to S3 (boto3)
@@ -148,7 +69,7 @@ def test_a_batch_through_mlflow_on_postgresql_and_s3(
         assert after.ok, after.problems
         _clone_and_pull(ws, origin, tmp_path / "elsewhere")
     finally:
-        _stop(proc)
+        stop(proc)
     keys = [o["Key"] for o in client.list_objects_v2(Bucket="mlflow", Prefix=mode)["Contents"]]
     assert any(k.endswith("model/artifacts/weights.safetensors") for k in keys)
     assert any(k.endswith("report/report.html") for k in keys)

@@ -9,20 +9,18 @@ from datetime import timedelta
 
 import pytest
 
+from benchmarks.services import create_database
 from components.requests import parse_request
 from pipelines.lease import LeaseHeld
 from pipelines.store import RequestStore
 from pipelines.store_faults import StoreError
-from tests.integration.test_shared_stores import _pg_bin, postgres  # noqa: F401 - a fixture
+from tests.integration.test_shared_stores import postgres  # noqa: F401 - a fixture
 
 HOUR = timedelta(hours=1)
 
 
 def _database(server: str, name: str) -> str:
-    port = server.rsplit(":", 1)[1]
-    subprocess.run([str(_pg_bin() / "createdb"), "-h", "127.0.0.1", "-p", port, "-U", "postgres",
-                    name], check=True)  # fmt: skip
-    return f"{server}/{name}"
+    return create_database(server, name)
 
 
 def test_requests_move_through_their_states_on_postgresql(postgres):  # noqa: F811

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.audit import verify
+from pipelines.deploy import create_pool
 from pipelines.intake import submit
 from pipelines.store import RequestStore
 from tests.conftest import make_workspace
@@ -27,25 +28,6 @@ def _api_url() -> str:
     from prefect.settings import get_current_settings
 
     return str(get_current_settings().api.url)
-
-
-def _create_pool(name: str, kind: str) -> None:
-    """As `prefect work-pool create NAME --type KIND` does: with the type's default job template
-    (Prefect ships the Docker and Kubernetes ones; no worker package is needed to create one)."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.utilities.asyncutils import run_coro_as_sync
-    from prefect.workers.utilities import get_default_base_job_template_for_infrastructure_type
-
-    async def create() -> None:
-        template = await get_default_base_job_template_for_infrastructure_type(kind)
-        assert template, f"no default job template for {kind} pools"
-        async with get_client() as client:
-            await client.create_work_pool(
-                WorkPoolCreate(name=name, type=kind, base_job_template=template)
-            )
-
-    run_coro_as_sync(create())
 
 
 def _worker(pool: str, home: Path, n: int) -> subprocess.Popen:
@@ -83,7 +65,7 @@ def test_two_workers_run_two_models_batches_at_once(tmp_path, prefect_server):
         ws = make_workspace(tmp_path / model, {"registry": {"model_name": model}})
         submit(ws, {"kind": "class", "class_label": label})
         workspaces.append(ws)
-    _create_pool("unlearn-pool", "process")
+    create_pool("unlearn-pool", "process")
     for ws in workspaces:
         deploy_batches(ws, "unlearn-pool")
     workers = [_worker("unlearn-pool", tmp_path, n) for n in (1, 2)]
@@ -116,7 +98,7 @@ def test_a_container_pool_takes_the_deployment_with_an_image(tmp_path, prefect_s
     from pipelines.deploy import deploy_batches
 
     ws = make_workspace(tmp_path, {"registry": {"model_name": f"digits-{kind}"}}, train=False)
-    _create_pool(f"unlearn-{kind}", kind)
+    create_pool(f"unlearn-{kind}", kind)
     dep_id = deploy_batches(ws, f"unlearn-{kind}", image="certified-unlearning:latest",
                             workspace_path="/home/app/ws")  # fmt: skip
     with get_client(sync_client=True) as client:
