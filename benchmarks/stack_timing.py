@@ -10,9 +10,10 @@ process work pool, side by side in one run (arms interleaved, repeats alternated
 
     .venv/bin/python -m benchmarks.stack_timing [--repeats 2] [--out DIR]
 
-Each repeat trains a fresh base model (not timed), then times the batch (`deletion_batch`, class
-request) and the approval (verify, purge, alias move). Writes results.json and table.md. Timings,
-not a test; this machine is noisy, so the ratios within one run are what to read.
+After one untimed warm-up batch, each repeat trains a fresh base model (not timed), then times
+the batch (`deletion_batch`, class request) and the approval (verify, purge, alias move).
+Writes results.json and table.md. Timings, not a test; this machine is noisy, so the ratios
+within one run are what to read.
 """
 
 from __future__ import annotations
@@ -143,6 +144,11 @@ def main(
         up.callback(stop_proc, p2)
         worker = _start_worker(tmp)
         up.callback(stop_proc, worker)
+        # One untimed batch first: the first flow run in a process pays imports and Prefect's
+        # client start-up, which would otherwise land on whichever arm runs first.
+        with _env({}):
+            ws = _workspace(tmp, "bench-warmup")
+            _approve(ws, _direct(ws)[1])
         for r in range(repeats):
             for arm in ARMS:
                 model = f"bench-{arm.replace('+', '-')}-{r}"
