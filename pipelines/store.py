@@ -24,7 +24,6 @@ from sqlalchemy import (
     and_,
     delete,
     insert,
-    or_,
     select,
     true,
     update,
@@ -123,30 +122,45 @@ class RequestStore:
         names a different request is a ValueError. Returns (id, created) per item."""
         now = _now().isoformat()
         deadline = (_now() + timedelta(days=deadline_days)).isoformat()
-        out = []
-        r = REQUESTS.c
+        keys = [req.dedup_key() for req, _, _ in items]
+        out, rows, events = [], [], []
         with self._tx():
-            for req, n, client_id in items:
-                key = req.dedup_key()
-                row = self._db.execute(
-                    select(r.id, r.dedup_key).where(
-                        or_(r.dedup_key == key, r.id == (client_id or ""))
-                    )
-                ).first()
-                if row is not None:
-                    if client_id and row[0] == client_id and row[1] != key:
+            # Two reads for the whole batch (keys and client ids the store holds), one insert per
+            # table: 10,000 requests in one statement each, not 20,000 round trips.
+            by_key = self._known(REQUESTS.c.dedup_key, keys)
+            by_id = self._known(REQUESTS.c.id, [c for *_, c in items if c])
+            for (req, n, client_id), key in zip(items, keys, strict=True):
+                if client_id and client_id in by_id:
+                    if by_id[client_id] != key:
                         raise ValueError(f"request id {client_id!r} names a different request")
-                    out.append((row[0], False))
+                    out.append((client_id, False))
+                    continue
+                if key in by_key:
+                    out.append((by_key[key], False))
                     continue
                 rid = client_id or f"req-{uuid.uuid4().hex[:12]}"
-                self._db.execute(insert(REQUESTS).values(
+                by_key[key], by_id[rid] = rid, key
+                rows.append(dict(
                     id=rid, dedup_key=key, kind=req.kind, payload=req.model_dump_json(),
                     n_samples=n, received_at=now, deadline=deadline, status="pending",
                     updated_at=now, submitted_by=submitted_by,
                 ))  # fmt: skip
-                self._event(rid, "pending", "received")
+                events.append(dict(request_id=rid, at=now, status="pending", note="received"))
                 out.append((rid, True))
+            if rows:
+                self._db.execute(insert(REQUESTS), rows)
+                self._db.execute(insert(EVENTS), events)
         return out
+
+    def _known(self, column: ColumnElement, values: list[str]) -> dict[str, str]:
+        """For the values of `column` the store holds: value -> the other of (id, dedup_key)."""
+        r, found = REQUESTS.c, {}
+        other = r.id if column is r.dedup_key else r.dedup_key
+        for i in range(0, len(values), 500):  # bound the IN list
+            q = select(column, other).where(column.in_(values[i : i + 500]))
+            for value, other_value in self._db.execute(q):  # dict(result) reads it as a mapping
+                found[value] = other_value
+        return found
 
     def get(self, rid: str) -> StoredRequest:
         row = self._run(select(*self._COLS).where(REQUESTS.c.id == rid)).first()

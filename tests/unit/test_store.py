@@ -90,3 +90,18 @@ def test_a_store_made_before_set_aside_existed_is_migrated_with_its_rows(tmp_pat
         assert got.status == "set_aside" and got.batch_id == "" and "already" in got.reason
         with pytest.raises(RuntimeError, match="not being processed"):
             s.set_aside("req-1", "again")
+
+
+def test_add_many_dedups_within_and_across_calls_and_is_all_or_nothing(tmp_path):
+    a = parse_request({"kind": "samples", "sample_ids": ["a"]})
+    b = parse_request({"kind": "samples", "sample_ids": ["b"]})
+    with RequestStore(tmp_path / "r.db") as s:
+        first = s.add_many([(a, 1, "t-1"), (b, 1, None), (a, 1, None)], 30)
+        assert [c for _, c in first] == [True, True, False] and first[2][0] == "t-1"
+        again = s.add_many([(a, 1, "t-1"), (b, 1, "t-9")], 30)  # same targets: the stored ones
+        assert again == [("t-1", False), (first[1][0], False)]
+        c = parse_request({"kind": "samples", "sample_ids": ["c"]})
+        with pytest.raises(ValueError, match="request id 't-1' names a different request"):
+            s.add_many([(c, 1, None), (c, 1, "t-1")], 30)
+        assert len(s.list()) == 2  # c was not stored: all or none
+        assert [h[2] for h in s.history("t-1")] == ["received"]
