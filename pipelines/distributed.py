@@ -39,7 +39,10 @@ def rfa_processes(
         torch.save({"model": original, "task": task, "lora": lora, "cfg": cfg}, src)
         run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
         cmd = [*run, f"--nproc-per-node={processes}", "-m", "pipelines.distributed", src, dst]
-        proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+        # TMPDIR: torchrun's own log folders (torchelastic_*) go in the scratch folder and leave
+        # with it, instead of one left in /tmp per batch.
+        env = {**os.environ, "TMPDIR": tmp}
+        proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env)
         if proc.returncode != 0 or not dst.is_file():
             lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
             tail = [ln for ln in lines if "Error" in ln][-2:] or lines[-3:]  # the child's error
