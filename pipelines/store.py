@@ -37,6 +37,10 @@ from pipelines.store_faults import guarded
 from pipelines.store_schema import EVENTS, LEASES, META, REQUESTS, STATUSES, migrate_sqlite
 
 
+def _held(lease: Lease) -> LeaseHeld:
+    return LeaseHeld(f"{lease.describe()} is running; one batch per model at a time")
+
+
 def _now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
 
@@ -301,15 +305,14 @@ class RequestStore:
             with self._tx():
                 old = self.lease(model, lock=True)  # PostgreSQL: a second taker waits here
                 if old is not None and not old.stale(now):
-                    raise LeaseHeld(f"{old.describe()} is running; one batch per model at a time")
+                    raise _held(old)
                 self._db.execute(delete(LEASES).where(LEASES.c.model == model))
                 self._db.execute(insert(LEASES).values(
                     model=model, batch_id=batch_id, owner=process_identity(), stage="start",
                     acquired_at=now.isoformat(), expires_at=(now + ttl).isoformat(),
                 ))  # fmt: skip
         except IntegrityError:  # PostgreSQL: another worker inserted the free lease first
-            raise LeaseHeld(f"{self.lease(model).describe()} is running; one batch per model at a "
-                            "time") from None  # fmt: skip
+            raise _held(self.lease(model)) from None
         return old
 
     def touch_lease(self, model: str, batch_id: str, stage: str, ttl: timedelta) -> None:

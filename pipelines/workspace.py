@@ -68,8 +68,7 @@ class Workspace:
     def requests_db(self) -> str | Path:
         """The request store: the database URL given at init (`--request-store`, shared by every
         clone and worker of this model), else the sqlite file in the workspace's state."""
-        marker = self.root / MARKER
-        shared = json.loads(marker.read_text()).get("request_store") if marker.is_file() else None
+        shared = self.meta.get("request_store") if (self.root / MARKER).is_file() else None
         return shared or self.state / "requests.db"
 
     @property
