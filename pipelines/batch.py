@@ -143,8 +143,23 @@ def reason_to_wait_for(store: RequestStore, schedule: ScheduleSettings) -> str |
     )
 
 
-def pin_snapshot(ws: Workspace, reg: Registry, name: str) -> Pinned:
-    """The champion of model `name` and the workspace's data snapshot it was trained on."""
+@dataclass(frozen=True)
+class PinRef:
+    """The champion a batch starts from, as plain values: its version, the git revision of the
+    data snapshot it was trained on and its registered weights digest (checked at every load)."""
+
+    name: str
+    version: str
+    data_rev: str
+    digest: str
+
+    @property
+    def base(self) -> VersionRef:
+        return VersionRef(self.name, self.version)
+
+
+def pin_ref(reg: Registry, name: str) -> PinRef:
+    """The champion of model `name` and its data snapshot's revision."""
     try:
         mv = reg.champion(name)
     except Exception:
@@ -157,13 +172,18 @@ def pin_snapshot(ws: Workspace, reg: Registry, name: str) -> Pinned:
             f"{name} version {mv.version} carries no data snapshot tag; cannot pin its training "
             "data"
         )
-    ref = VersionRef(name, str(mv.version))
-    model, spec = reg.load_model(ref)
-    if model_digest(model) != mv.tags.get("model_digest"):
+    return PinRef(name, str(mv.version), rev, mv.tags.get("model_digest", ""))
+
+
+def load_pinned(ws: Workspace, reg: Registry, pin: PinRef) -> Pinned:
+    """The pinned champion's weights (checked against their registered digest) and snapshot."""
+    model, spec = reg.load_model(pin.base)
+    if model_digest(model) != pin.digest:
         raise BatchError(
-            f"{ref}: weights do not match their registered digest; refusing to unlearn from them"
+            f"{pin.base}: weights do not match their registered digest; refusing to unlearn from "
+            "them"
         )
-    return Pinned(ref, model, spec, read_state(ws, rev))
+    return Pinned(pin.base, model, spec, read_state(ws, pin.data_rev))
 
 
 @dataclass(frozen=True)
@@ -193,17 +213,24 @@ def resolve_requests(pinned: Pinned, plan: BatchPlan) -> Resolution:
     return Resolution(frozenset(ids), tuple(served), set_aside)
 
 
+def forget_classes(plan: BatchPlan) -> tuple[int, ...]:
+    """The classes a batch's class requests name (empty for sample and subject requests)."""
+    return tuple(
+        sorted(int(r.request.class_label) for r in plan.requests if r.request.kind == "class")
+    )
+
+
 def extract(
-    pinned: Pinned, plan: BatchPlan, ids: frozenset[str], max_forget_fraction: float
+    pinned: Pinned,
+    ids: frozenset[str],
+    forget_classes: tuple[int, ...],
+    max_forget_fraction: float,
 ) -> Extraction:
     """Df (the resolved ids), Dr and the manifest from the pinned snapshot. A forget set above
     `max_forget_fraction` of the training data is refused (retrain instead)."""
     st = pinned.state
     forgotten = {int(c) for c in st.forgotten_classes}
     split = extract_forget_set(st.train, set(ids), max_forget_fraction)
-    forget_classes = tuple(
-        sorted(int(r.request.class_label) for r in plan.requests if r.request.kind == "class")
-    )
     # Dt and the heldout reference only cover classes still in scope: a class forgotten by an
     # earlier batch is no longer something the model should (or can) get right.
     keep_t = ~np.isin(st.test.y, np.array(sorted(forgotten), dtype=np.int64))

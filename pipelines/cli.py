@@ -178,7 +178,7 @@ def serve(
     out.print(f"serving deletion batches of {name} ({when}); Ctrl-C stops")
     deletion_batch.serve(
         name=f"deletion-batch-{name}",
-        parameters={"workspace": str(ws.root), "scheduled": True},
+        parameters={"workspace": str(ws.root), "model": name, "scheduled": True},
         global_limit=1,
         entrypoint_type=EntrypointType.MODULE_PATH,
         print_starting_message=False,

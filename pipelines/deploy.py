@@ -1,11 +1,12 @@
 """The deletion-batch flow as a deployment on a Prefect work pool: workers started anywhere run
 the batches, one model per deployment, one run of it at a time.
 
-The flow's parameters are plain values (the workspace's path on the worker, whether it is a
-scheduled run); the run opens the workspace, its stores and its models itself, so a worker needs
-only the workspace (a shared volume or a clone with the same stores) and this package. A process
-pool runs the flow by module path in the worker's own environment; Docker and Kubernetes pools run
-it in an image built from this project's Dockerfile (`image`), with the workspace mounted there.
+The flow's parameters are plain values (the workspace's path on the worker, the model's name,
+whether it is a scheduled run); each of its tasks re-opens the workspace, its stores and its
+models (pipelines/batch_tasks.py), so a worker needs only the workspace (a shared volume or a
+clone with the same stores) and this package. A process pool runs the flow by module path in the
+worker's own environment; Docker and Kubernetes pools run it in an image built from this
+project's Dockerfile (`image`), with the workspace mounted there.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def deploy_batches(
     return deletion_batch.deploy(
         name=deployment_name(ws),
         work_pool_name=pool,
-        parameters={"workspace": workspace_path or str(ws.root), "scheduled": every is not None},
+        parameters={
+            "workspace": workspace_path or str(ws.root),
+            "model": ws.settings.registry.model_name,  # the run refuses a workspace serving another
+            "scheduled": every is not None,
+        },
         concurrency_limit=1,  # one batch of a model at a time; the batch lease holds it too
         entrypoint_type=EntrypointType.MODULE_PATH,
         image=image,

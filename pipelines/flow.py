@@ -1,4 +1,5 @@
-"""The deletion-batch flow (Prefect). The body reads like a table of contents; the work is in
+"""The deletion-batch flow (Prefect). The body reads like a table of contents; the tasks, which
+take plain values and re-open what they need, are in pipelines/batch_tasks.py, the steps in
 pipelines/batch.py and the math in components/.
 
 Any failure after the requests are claimed returns them to `pending` with the reason: a request
@@ -8,6 +9,7 @@ is never lost, whatever breaks.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,19 +17,17 @@ from datetime import timedelta
 from pathlib import Path
 from uuid import UUID
 
-from prefect import flow, get_run_logger, task
+from prefect import Task, flow, get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import FlowRun, State
 from prefect.logging.loggers import flow_run_logger
 
 from components.runtime import timed
-from components.unlearning.types import MethodConfig
 from pipelines import batch as steps
+from pipelines import batch_tasks as tasks
 from pipelines.batch_report import report_failure
 from pipelines.lease import LeaseHeld
 from pipelines.progress import report
-from pipelines.publish import publish
 from pipelines.recover import recover_now, recover_stale
 from pipelines.registry import Registry
 from pipelines.store import RequestStore
@@ -50,33 +50,12 @@ class BatchOutcome:
     escalated: list[str] = field(default_factory=list)  # set aside after repeated failed gates
 
 
-# Tasks take models and tensors: explicit NO_CACHE, results live in MLflow / DVC, not in Prefect.
-plan_task = task(steps.plan_batch, name="plan-batch", cache_policy=NO_CACHE)
-pin_task = task(steps.pin_snapshot, name="pin-snapshot", cache_policy=NO_CACHE)
-extract_task = task(steps.extract, name="extract-forget-set", cache_policy=NO_CACHE)
-assess_task = task(steps.assess, name="evaluate-and-gate", cache_policy=NO_CACHE)
-publish_task = task(publish, name="register-candidate", cache_policy=NO_CACHE)
-
-
-@task(name="unlearn-rfa", cache_policy=NO_CACHE)
-def unlearn_task(
-    ws: Workspace, pinned: steps.Pinned, ext: steps.Extraction, scenario: str
-) -> steps.UnlearnResult:
-    logger = get_run_logger()
-
-    def progress(step: int, total: int, values: dict[str, float]) -> None:
-        report("unlearn", step, total)
-        if step == total or step % max(1, total // 4) == 0:
-            logger.info(
-                "RFA step %d/%d  retain-loss %.4f  forget-loss %.4f",
-                step,
-                total,
-                values.get("loss_retain", 0.0),
-                values.get("loss_forget", 0.0),
-            )
-
-    s = ws.settings
-    return steps.unlearn(pinned, ext, scenario, MethodConfig(lora=s.lora, rfa=s.rfa), progress)
+def _call(t: Task, *args: object) -> object:
+    """Run a task through the flow's task runner and wait for it: the default runs it on a thread
+    of this process; a process pool (or a distributed runner) runs it elsewhere, which works
+    because every task takes plain values and re-opens what it needs (pipelines/batch_tasks.py).
+    Its exception, if any, is raised here as itself."""
+    return t.submit(*args).result()
 
 
 def _recover_after_crash(flow: object, flow_run: FlowRun, state: State) -> None:
@@ -98,12 +77,15 @@ def _recover_after_crash(flow: object, flow_run: FlowRun, state: State) -> None:
     on_crashed=[_recover_after_crash],
     on_cancellation=[_recover_after_crash],
 )
-def deletion_batch(workspace: str, scheduled: bool = False) -> BatchOutcome:
+def deletion_batch(workspace: str, scheduled: bool = False, model: str = "") -> BatchOutcome:
     """One batch of one model: hold its lease, recover any batch that died, then run. A
-    scheduled run waits for `schedule.min_requests` unless a deadline is near."""
+    scheduled run waits for `schedule.min_requests` unless a deadline is near. `model`, when
+    given (a deployment names it), must be the model the workspace serves."""
     ws = Workspace(Path(workspace))
     reg, s = ws.registry(), ws.settings
     name = s.registry.model_name
+    if model and model != name:
+        raise steps.BatchError(f"the workspace at {workspace} serves {name}, not {model}")
     ttl = timedelta(minutes=s.requests.batch_lease_minutes)
     batch_id = steps.new_batch_id()
     with RequestStore(ws.requests_db) as store:
@@ -119,8 +101,10 @@ def deletion_batch(workspace: str, scheduled: bool = False) -> BatchOutcome:
                 print(f"waiting: {wait}")
                 return BatchOutcome("waiting", reason=wait)
             stage = Stages(store, name, batch_id, ttl, _progress_artifact(batch_id))
-            return _run(ws, reg, store, batch_id, stage)
+            return _run(workspace, reg, store, batch_id, stage)
         finally:
+            tasks.forget_memo()
+            shutil.rmtree(ws.batch_dir(batch_id), ignore_errors=True)
             store.drop_lease(name, batch_id)
 
 
@@ -159,42 +143,33 @@ class Stages:
 
 
 def _run(
-    ws: Workspace, reg: Registry, store: RequestStore, batch_id: str, stage: Stages
+    workspace: str, reg: Registry, store: RequestStore, batch_id: str, stage: Stages
 ) -> BatchOutcome:
-    s, t = ws.settings, stage.seconds
-    name = s.registry.model_name
-    plan = plan_task(name, store, reg, batch_id)
+    s, t = Workspace(Path(workspace)).settings, stage.seconds
+    plan = _call(tasks.plan_task, workspace, batch_id)
     if plan is None:
         return BatchOutcome("nothing_pending")
     try:
         with stage("pin"):
-            pinned = pin_task(ws, reg, name)
+            pin = _call(tasks.pin_task, workspace)
         with stage("extract"):
-            resolved = steps.resolve_requests(pinned, plan)
+            resolved = _call(tasks.resolve_task, workspace, pin, plan)
             for rid, why in resolved.set_aside.items():
                 store.set_aside(rid, why)
             if not resolved.served:
                 reason = "; ".join(resolved.set_aside.values())
                 return BatchOutcome("set_aside", plan.batch_id, plan.scenario, reason=reason)
             plan = dataclasses.replace(plan, requests=resolved.served)
-            ext = extract_task(pinned, plan, resolved.ids, s.requests.max_forget_fraction)
+            classes = steps.forget_classes(plan)
+            forget = _call(tasks.extract_task, workspace, pin, resolved.ids, classes)
         with stage("unlearn"):
-            result = unlearn_task(ws, pinned, ext, plan.scenario)
+            trained = _call(tasks.unlearn_task, workspace, pin, forget, plan.scenario, batch_id)
         with stage("evaluate"):
-            ev = assess_task(
-                pinned,
-                ext,
-                result,
-                plan.scenario,
-                s.evaluation,
-                s.gates,
-                s.rfa.device,
-                t,
-                s.report,
-            )
+            ev, seconds = _call(tasks.assess_task, workspace, pin, forget, trained, plan.scenario)
+            t.update(seconds)
         outcome = BatchOutcome(
             "", plan.batch_id, plan.scenario, original=ev.original, unlearned=ev.unlearned,
-            gates=ev.gates_record(), seconds=result.seconds, timings=t,
+            gates=ev.gates_record(), seconds=trained.info["seconds"], timings=t,
         )  # fmt: skip
         if not ev.gates.passed:
             reason = "gates failed: " + "; ".join(ev.gates.failures)
@@ -208,7 +183,10 @@ def _run(
             outcome.status, outcome.reason = "gates_failed", reason
             return outcome
         with stage("publish"):
-            ref, cert_sha = publish_task(ws, reg, plan, pinned, ext, result, ev, t)
+            ref, cert_sha, seconds = _call(
+                tasks.publish_task, workspace, plan, pin, forget, trained, ev
+            )
+            t.update(seconds)
         store.transition(plan.batch_id, "awaiting_approval", model_version=ref.version)
         outcome.status, outcome.model_version = "awaiting_approval", ref.version
         outcome.certificate_sha256 = cert_sha

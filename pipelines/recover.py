@@ -3,13 +3,15 @@ machine) or its lease ran out, so no `except` or `finally` of its own ever ran.
 
 What it left is read back from where each step writes, in the order `publish` writes it: a
 version aliased `candidate` is a complete result (its requests go on to awaiting approval);
-anything less is removed (registered versions without the alias, runs left RUNNING) and the data
-snapshot at HEAD is put back to the champion's with a commit saying why. Its requests return to
-`pending` with the reason. Nothing of a crashed batch is lost, and nothing half-written stays.
+anything less is removed (registered versions without the alias, runs left RUNNING, its scratch
+folder) and the data snapshot at HEAD is put back to the champion's with a commit saying why. Its
+requests return to `pending` with the reason. Nothing of a crashed batch is lost, and nothing
+half-written stays.
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -60,6 +62,7 @@ def recover_batch(
 ) -> Recovered:
     """Finish or undo one batch that stopped without cleaning up after itself."""
     rec = Recovered(batch_id, why)
+    shutil.rmtree(ws.batch_dir(batch_id), ignore_errors=True)  # its scratch: never reused
     mine = [v for v in reg.versions(name) if v.tags.get("batch_id") == batch_id]
     # The alias is the last thing publish sets: a version holding it is complete. (Version
     # searches do not return aliases: ask for the alias itself.)

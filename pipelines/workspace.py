@@ -60,6 +60,12 @@ class Workspace:
     def state(self) -> Path:
         return self.root / STATE_DIR
 
+    def batch_dir(self, batch_id: str) -> Path:
+        """A batch's scratch folder (its unlearned weights between tasks); removed when the batch
+        ends or is recovered. Under the workspace, so workers that share the workspace path share
+        it."""
+        return self.state / "batches" / batch_id
+
     @property
     def data_dir(self) -> Path:
         return self.root / "data" / "raw"

@@ -1,5 +1,7 @@
 """Two models' deletion batches on a Prefect process work pool with two workers (real Prefect
-server, real `prefect worker` processes): both run at once, each certified in its workspace.
+server, real `prefect worker` processes): both run at once, each certified in its workspace, and
+a second run of one model asked for at the same moment waits for the first and then refuses (its
+candidate awaits review) instead of running beside it.
 Docker and Kubernetes pools take the same deployment with an image (configuration only: neither
 Docker nor a cluster runs here, so no worker of theirs is started)."""
 
@@ -54,7 +56,7 @@ def _wait_for(run_ids: list, timeout: float = 900.0) -> list:
             time.sleep(2)
 
 
-def test_two_workers_run_two_models_batches_at_once(tmp_path, prefect_server):
+def test_two_workers_run_two_models_at_once_and_one_model_once(tmp_path, prefect_server):
     from prefect.deployments import run_deployment
 
     from pipelines.deploy import deploy_batches, deployment_name
@@ -71,7 +73,8 @@ def test_two_workers_run_two_models_batches_at_once(tmp_path, prefect_server):
     workers = [_worker("unlearn-pool", tmp_path, n) for n in (1, 2)]
     try:
         runs = [
-            run_deployment(f"deletion-batch/{deployment_name(ws)}", timeout=0) for ws in workspaces
+            run_deployment(f"deletion-batch/{deployment_name(ws)}", timeout=0)
+            for ws in (*workspaces, workspaces[0])  # model a twice
         ]
         done = _wait_for([r.id for r in runs])
     finally:
@@ -79,9 +82,14 @@ def test_two_workers_run_two_models_batches_at_once(tmp_path, prefect_server):
             os.killpg(w.pid, signal.SIGTERM)
             w.wait(timeout=60)
     logs = "".join((tmp_path / f"worker{n}.log").read_text() for n in (1, 2))
-    assert [r.state.type.value for r in done] == ["COMPLETED", "COMPLETED"], logs[-3000:]
-    a, b = done
+    a, b, again = done
+    assert [a.state.type.value, b.state.type.value] == ["COMPLETED", "COMPLETED"], logs[-3000:]
     assert a.start_time < b.end_time and b.start_time < a.end_time  # they overlapped
+    # The same model's second run waited for the deployment's slot, then found the candidate
+    # awaiting review: it never ran beside the first.
+    assert again.state.type.value == "FAILED", again.state.name
+    assert "awaits review" in again.state.message, again.state.message
+    assert again.start_time >= a.end_time
     for ws in workspaces:
         with RequestStore(ws.requests_db) as store:
             (req,) = store.list()
@@ -107,5 +115,9 @@ def test_a_container_pool_takes_the_deployment_with_an_image(tmp_path, prefect_s
     assert "image" in pool.base_job_template["variables"]["properties"]
     assert dep.work_pool_name == f"unlearn-{kind}" and dep.global_concurrency_limit.limit == 1
     assert dep.job_variables["image"] == "certified-unlearning:latest"
-    assert dep.parameters == {"workspace": "/home/app/ws", "scheduled": False}
+    assert dep.parameters == {
+        "workspace": "/home/app/ws",
+        "model": f"digits-{kind}",
+        "scheduled": False,
+    }
     assert dep.entrypoint == "pipelines.flow.deletion_batch"
