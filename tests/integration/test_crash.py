@@ -105,6 +105,8 @@ def test_kill_9_at_each_stage_then_a_normal_run_loses_nothing(tmp_path, prefect_
     assert [str(v.version) for v in versions] == ["1", outcome.model_version]
     assert all(v.tags.get("batch_id") != crashed for v in versions)  # no half-written version
     assert ws.git("status", "--porcelain", "--", "data") == ""
+    scratch = ws.state / "batches"  # the dead batch's unlearned weights went with its recovery
+    assert not scratch.exists() or not any(scratch.iterdir()), list(scratch.iterdir())
     # A snapshot the dead batch committed is superseded by a commit saying why, not left at HEAD
     # as if it were certified; the history itself is never rewritten.
     subjects = ws.git("log", "--format=%s").splitlines()
