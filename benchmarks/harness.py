@@ -35,6 +35,7 @@ from components.checkpoints import check_layers
 from components.data import Dataset, Split
 from components.evaluation import EvalSplits, evaluate
 from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
+from components.grids import grid_edge
 from components.metrics import predict
 from components.models import ModelError, build_model, make_spec, model_digest, to_input
 from components.reference import activation_distance, feature_probe, js_divergence
@@ -122,15 +123,17 @@ def _record(method: str, seed: int, m: dict, extra: dict) -> dict:
 def _best_of_grid(
     name: str, original: nn.Module, sb: SeedBench, settings: Settings, is_finite: Callable,
     log: Callable[[str], None],
-) -> tuple[UnlearnResult, dict, float | None, float] | None:  # fmt: skip
-    """Run a method over its lr grid (bench.grids); keep the setting closest to Retrain (the
-    first one without an oracle). Diverged settings are skipped; None if all diverged."""
+) -> tuple[UnlearnResult, dict, float | None, float, int] | None:  # fmt: skip
+    """Run a method with its recipe (bench.recipes) over its lr grid (bench.grids); keep the
+    setting closest to Retrain (the first one without an oracle). Diverged settings are skipped;
+    None if all diverged. The last value is the chosen point's index in the grid."""
     bench, best = settings.bench, None
-    for lr in bench.grids.get(name, (None,)):
+    grid = bench.grids.get(name, (None,))
+    for i, lr in enumerate(grid):
         cfg = sb.cfg
         if lr is not None:
-            baseline = sb.cfg.baseline.model_copy(update={"lr": lr, "epochs": bench.epochs[name]})
-            cfg = replace(sb.cfg, baseline=baseline)
+            recipe = {**bench.recipes.get(name, {}), "lr": lr}
+            cfg = replace(sb.cfg, baseline=sb.cfg.baseline.model_copy(update=recipe))
         res, cpu = run_timed(name, original, sb.task, cfg)
         if not is_finite(res.model):
             log(f"{name} diverged at lr={lr}; skipped")
@@ -138,7 +141,7 @@ def _best_of_grid(
         m = sb.measure(res.model)
         gap = avg_gap(_record(name, 0, m, {}), sb.oracle_rec) if sb.oracle_rec else 0.0
         if best is None or gap < best[0]:
-            best = (gap, res, m, lr, cpu)
+            best = (gap, res, m, lr, cpu, i)
     return None if best is None else best[1:]
 
 
@@ -206,6 +209,8 @@ def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> 
         "seeds": run.seeds, "methods": run.methods, "device": str(device),
         "torch_threads": torch.get_num_threads(), "packages": package_versions(),
         "original_digest": model_digest(original), "lr_chosen": {},
+        "grids": {k: list(v) for k, v in settings.bench.grids.items()},
+        "recipes": settings.bench.recipes,
         "rfa": settings.rfa.model_dump(mode="json"), "lora": settings.lora.model_dump(mode="json"),
         "oracle_train": train_cfg.model_dump(mode="json"),
     }  # fmt: skip
@@ -273,9 +278,11 @@ def _method_record(b: Bench, sb: SeedBench, name: str) -> dict:
         if found is None:
             return {"method": name, "seed": sb.seed, "diverged": True,
                     **dict.fromkeys(KEYS), **EMPTY}  # fmt: skip
-        res, m, lr, cpu = found
+        res, m, lr, cpu, index = found
         model, seconds, share = res.model, res.seconds, res.trainable_fraction
-        extra = {"cpu_seconds": cpu, "lr": lr, "steps": res.steps, "stop_reason": res.stop_reason}
+        edge = grid_edge(index, len(b.settings.bench.grids.get(name, ())))
+        extra = {"cpu_seconds": cpu, "lr": lr, "steps": res.steps, "stop_reason": res.stop_reason,
+                 "lr_at_grid_edge": edge}  # fmt: skip
         if lr is not None:
             b.config["lr_chosen"][f"{name}@seed{sb.seed}"] = lr
     return _scored(b, sb, name, model, m, seconds, share, extra)

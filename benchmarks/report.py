@@ -218,6 +218,9 @@ def render_markdown(result: dict, notes: str = "") -> str:
             "Baseline learning rates chosen from the grid (closest to Retrain): "
             + ", ".join(f"{k} = {v}" for k, v in sorted(cfg["lr_chosen"].items())),
         ]
+    edges = edge_choices(result)
+    if edges:
+        lines += ["", "**Not bracketed** (the chosen lr is the grid's end): " + ", ".join(edges)]
     t = targets(result, rows)
     if t:
         lines += [
@@ -241,6 +244,15 @@ class MergeError(ValueError):
 
 
 # Config keys that may differ between the runs being merged: each run covers its own seeds.
+def edge_choices(result: dict) -> list[str]:
+    """ "method@seedN: highest (lr)" for each choice at an end of its grid."""
+    return [
+        f"{r['method']}@seed{r['seed']}: {r['lr_at_grid_edge']} ({r['lr']})"
+        for r in result["records"]
+        if r.get("lr_at_grid_edge")
+    ]
+
+
 _PER_RUN = frozenset({"seeds", "lr_chosen"})
 
 

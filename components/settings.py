@@ -12,6 +12,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from components.grids import grid_problem
+
 
 class SettingsError(ValueError):
     """params.yaml is missing, unreadable or invalid; the message names the dotted key path."""
@@ -180,15 +182,21 @@ class RfaSettings(_Frozen):
 
 
 class BaselineSettings(_Frozen):
-    """The baselines' shared knobs (components/unlearning/baselines.py); the benchmark sweeps lr."""
+    """The baselines' knobs at their references' values (components/unlearning/baselines.py)."""
 
     lr: float = Field(0.01, gt=0)
-    epochs: int = Field(1, ge=1)  # passes over Dr (ft) or Df-driven epochs (the others)
+    epochs: int = Field(1, ge=1)  # passes over Dr (with Df's pass first for rl / salun / scrub)
     batch_size: int = Field(128, ge=1)
+    forget_batch: int | None = Field(None, ge=1)  # Df's batch where it differs (SCRUB: 32)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
     alpha: float = Field(0.9, ge=0, le=1)  # NegGrad+: weight of the retain loss
-    forget_cap: float = Field(5.0, gt=0)  # NegGrad+: the ascent term is capped, else it diverges
+    forget_cap: float | None = Field(None, gt=0)  # NegGrad+: clamp the ascent term (None: off)
     saliency_fraction: float = Field(0.5, gt=0, le=1)  # SalUn: share of weights updated
-    scrub_max_steps: int = Field(2, ge=0)  # SCRUB: epochs with a max-step on Df
+    scrub_max_steps: int = Field(2, ge=0)  # SCRUB: max passes while epoch <= this
+    scrub_ce: float = Field(0.99, ge=0)  # SCRUB: weight of CE on Dr (the reference's gamma)
+    scrub_kl: float = Field(0.001, ge=0)  # SCRUB: weight of KL on Dr (the reference's alpha)
+    lr_decay_epochs: tuple[int, ...] = (3, 5, 9)  # SCRUB: lr x0.1 after these epochs
     temperature: float = Field(4.0, gt=0)  # SCRUB: KL temperature
     device: Literal["auto", "cpu", "cuda"] = "auto"
     seed: int = 0
@@ -207,17 +215,26 @@ class BenchSettings(_Frozen):
     names exist in the model and never replaces them.
     """
 
-    # Learning-rate grid per baseline; each baseline keeps the grid point closest to Retrain.
+    # Learning-rate grid per baseline: log-spaced, at least five points, around the reference
+    # recipe's lr; each baseline keeps the point closest to Retrain, and a choice at either end
+    # of its grid is flagged in the report (the grid did not bracket it).
     grids: dict[str, tuple[float, ...]] = {
-        "ft": (0.01, 0.04),
-        "neggrad": (0.005, 0.02),
-        "rl": (0.0005, 0.001),
-        "salun": (0.0005, 0.001),
-        "scrub": (0.002, 0.01),
+        "ft": (0.0025, 0.005, 0.01, 0.02, 0.04),
+        "neggrad": (0.0025, 0.005, 0.01, 0.02, 0.04),
+        "rl": (0.00325, 0.0065, 0.013, 0.026, 0.052),
+        "salun": (0.00325, 0.0065, 0.013, 0.026, 0.052),
+        "scrub": (0.000125, 0.00025, 0.0005, 0.001, 0.002),
     }
-    # Epochs per baseline (passes over Dr for ft; over Df for the others).
-    epochs: dict[str, int] = {"ft": 1, "neggrad": 5, "rl": 2, "salun": 2, "scrub": 3}
-    # The baselines' shared knobs; lr and epochs are set per baseline from grids / epochs.
+    # Each baseline's recipe: the `baseline` fields its reference sets (epochs, batch sizes),
+    # applied before the grid's lr. components/unlearning/baselines.py names the references.
+    recipes: dict[str, dict[str, int | float | None]] = {
+        "ft": {"epochs": 10, "batch_size": 256},
+        "neggrad": {"epochs": 5, "batch_size": 128},
+        "rl": {"epochs": 10, "batch_size": 256},
+        "salun": {"epochs": 10, "batch_size": 256},
+        "scrub": {"epochs": 5, "batch_size": 128, "forget_batch": 32},
+    }
+    # The baselines' shared knobs; each method's recipe and grid point are set over them.
     baseline: BaselineSettings = BaselineSettings()
     # The bench scores every method on up to 5,000 retained images (the gates read fewer).
     evaluation: EvaluationSettings = EvaluationSettings(retain_eval_max=5000)
@@ -228,12 +245,13 @@ class BenchSettings(_Frozen):
     heldout_seed: int = 12345
 
     @model_validator(mode="after")
-    def _epochs_for_every_grid(self) -> BenchSettings:
-        missing = sorted(set(self.grids) - set(self.epochs))
-        if missing:
-            raise ValueError(f"bench.epochs has no entry for {', '.join(missing)}")
-        if any(len(g) == 0 for g in self.grids.values()):
-            raise ValueError("every bench.grids entry needs at least one learning rate")
+    def _recipe_and_log_grid_for_every_baseline(self) -> BenchSettings:
+        base = self.baseline.model_dump()
+        problem = grid_problem(
+            self.grids, self.recipes, lambda r: BaselineSettings.model_validate({**base, **r})
+        )
+        if problem:
+            raise ValueError(problem)
         return self
 
 

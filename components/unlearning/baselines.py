@@ -1,8 +1,11 @@
-"""Baselines behind the same method signature as RFA (method.md section 2).
+"""Baselines behind the same method signature as RFA (method.md section 2), each following its
+reference implementation; every docstring names the recipe and every departure from it.
 
 retrain (the oracle), ft, neggrad (NegGrad+), rl (random labels), salun (RL on a saliency mask),
-scrub (teacher-student KL, max-steps on Df, min-steps on Dr). Unlearning is learning-rate
-sensitive: each takes `lr` from `BaselineSettings`, and the benchmark sweeps a small grid.
+scrub (teacher-student KL: max-steps on Df, min-steps on Dr). All full-weight methods use SGD with
+momentum 0.9 and weight decay 5e-4 and train with BatchNorm in train mode, as the references do.
+The learning rate (and NegGrad+'s alpha) is what the benchmark tunes; `BaselineSettings` holds
+the rest at the references' values.
 """
 
 from __future__ import annotations
@@ -23,28 +26,30 @@ from components.settings import BaselineSettings, TrainSettings
 from components.training import train_classifier
 from components.unlearning.types import UnlearnResult, UnlearnTask
 
-# One step's loss from a forget batch (xf, yf) and a retain batch (xr, yr).
-PairedStep = Callable[
-    [nn.Module, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Generator],
-    torch.Tensor,
-]
+Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 def _batches(
     split: Split, batch: int, gen: torch.Generator, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    perm = torch.randperm(len(split), generator=gen)
-    x, y = to_input(split.x), torch.from_numpy(split.y)
+) -> Iterator[Batch]:
+    """One shuffled pass; images converted per batch (a whole CIFAR Dr as float is 550 MB)."""
+    perm = torch.randperm(len(split), generator=gen).numpy()
     for i in range(0, len(perm), batch):
         idx = perm[i : i + batch]
-        yield x[idx].to(device), y[idx].to(device)
+        yield to_input(split.x[idx]).to(device), torch.from_numpy(split.y[idx]).to(device)
 
 
-def _cycle(
-    split: Split, batch: int, gen: torch.Generator, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def _cycle(split: Split, batch: int, gen: torch.Generator, device: torch.device) -> Iterator[Batch]:
     while True:
         yield from _batches(split, batch, gen, device)
+
+
+def _n_batches(split: Split, batch: int) -> int:
+    return math.ceil(len(split) / batch)
+
+
+def _sgd(params: Iterator[nn.Parameter], cfg: BaselineSettings) -> torch.optim.SGD:
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def _train_mode(model: nn.Module) -> nn.Module:
@@ -52,6 +57,16 @@ def _train_mode(model: nn.Module) -> nn.Module:
     Frozen BN statistics (RFA's policy, right for a low-rank adapter) made plain SGD diverge to NaN
     within 100 steps on the Fashion-MNIST CNN at both FT learning rates of the grid (0.01, 0.04)."""
     return model.train()
+
+
+def _step(
+    opt: torch.optim.Optimizer, loss: torch.Tensor, on_grads: Callable[[], None] | None = None
+) -> None:
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if on_grads is not None:
+        on_grads()
+    opt.step()
 
 
 def _result(
@@ -67,6 +82,11 @@ def _result(
     )
 
 
+def _num_classes(model: nn.Module) -> int:
+    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
+    return last.out_features
+
+
 def retrain(
     original: nn.Module,
     task: UnlearnTask,
@@ -74,7 +94,7 @@ def retrain(
     train_cfg: TrainSettings | None = None,
     progress: ProgressFn = no_progress,
 ) -> UnlearnResult:
-    """Train the same architecture from scratch on Dr: the gold standard (oracle)."""
+    """Train the same architecture from scratch on Dr with the original's recipe: the oracle."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     set_seed(cfg.seed)
@@ -93,48 +113,24 @@ def ft(
     train_cfg: TrainSettings | None = None,
     progress: ProgressFn = no_progress,
 ) -> UnlearnResult:
-    """Fine-tune all weights on Dr for `epochs` passes."""
+    """FT (Warnecke et al. 2023, as run by SalUn's `unlearn/FT.py`): `epochs` full passes over
+    Dr with cross-entropy (SalUn: 10 epochs, lr 0.01). Departure: the learning rate decays by a
+    cosine schedule to zero over the run, where the reference's step milestones (epochs 91 and
+    136) never fire within 10 epochs."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
     model = _train_mode(copy.deepcopy(original).to(device))
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9)
+    opt = _sgd(model.parameters(), cfg)
+    total = cfg.epochs * _n_batches(task.retain, cfg.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     steps = 0
     for _ in range(cfg.epochs):
         for x, y in _batches(task.retain, cfg.batch_size, gen, device):
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            _step(opt, F.cross_entropy(model(x), y))
+            sched.step()
             steps += 1
     return _result(model, t0, steps, device)
-
-
-def _paired_loop(
-    original: nn.Module,
-    task: UnlearnTask,
-    cfg: BaselineSettings,
-    step_fn: PairedStep,
-    params: Callable[[nn.Module], Iterator[nn.Parameter]] | None = None,
-) -> tuple[nn.Module, float, int, torch.device]:
-    """Shared loop: `epochs` passes over Df, each forget batch paired with a retain batch."""
-    t0 = time.perf_counter()
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    model = _train_mode(copy.deepcopy(original).to(device))
-    opt = torch.optim.SGD(params(model) if params else model.parameters(), lr=cfg.lr, momentum=0.9)
-    retain = _cycle(task.retain, cfg.batch_size, gen, device)
-    steps = 0
-    fb = max(1, min(cfg.batch_size, math.ceil(len(task.forget) / 4)))
-    for _ in range(cfg.epochs):
-        for xf, yf in _batches(task.forget, fb, gen, device):
-            xr, yr = next(retain)
-            loss = step_fn(model, xf, yf, xr, yr, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            steps += 1
-    return model, t0, steps, device
 
 
 def neggrad(
@@ -144,42 +140,75 @@ def neggrad(
     train_cfg: TrainSettings | None = None,
     progress: ProgressFn = no_progress,
 ) -> UnlearnResult:
-    """NegGrad+: alpha * CE(Dr) - (1 - alpha) * min(CE(Df), cap)."""
-
-    def step(
-        model: nn.Module,
-        xf: torch.Tensor,
-        yf: torch.Tensor,
-        xr: torch.Tensor,
-        yr: torch.Tensor,
-        gen: torch.Generator,
-    ) -> torch.Tensor:
-        ascent = torch.clamp(F.cross_entropy(model(xf), yf), max=cfg.forget_cap)
-        return cfg.alpha * F.cross_entropy(model(xr), yr) - (1 - cfg.alpha) * ascent
-
-    model, t0, steps, device = _paired_loop(original, task, cfg, step)
+    """NegGrad+ (Kurmanji et al., NeurIPS 2023, section 5): `epochs` passes over Dr; each retain
+    batch is paired with the next forget batch (Df cycled) and the loss is
+    alpha * CE(Dr) - (1 - alpha) * CE(Df). `forget_cap`, when set, clamps the ascent term (a
+    departure: the reference has none, and the default leaves it off)."""
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.device)
+    gen = set_seed(cfg.seed)
+    model = _train_mode(copy.deepcopy(original).to(device))
+    opt = _sgd(model.parameters(), cfg)
+    forget = _cycle(task.forget, cfg.forget_batch or cfg.batch_size, gen, device)
+    steps = 0
+    for _ in range(cfg.epochs):
+        for xr, yr in _batches(task.retain, cfg.batch_size, gen, device):
+            xf, yf = next(forget)
+            ascent = F.cross_entropy(model(xf), yf)
+            if cfg.forget_cap is not None:
+                ascent = torch.clamp(ascent, max=cfg.forget_cap)
+            _step(opt, cfg.alpha * F.cross_entropy(model(xr), yr) - (1 - cfg.alpha) * ascent)
+            steps += 1
     return _result(model, t0, steps, device)
 
 
-def _random_wrong(y: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
-    shift = torch.randint(1, k, y.shape, generator=gen).to(y.device)
-    return (y + shift) % k
+def _relabel_then_retain(
+    original: nn.Module,
+    task: UnlearnTask,
+    cfg: BaselineSettings,
+    mask: dict[str, torch.Tensor] | None = None,
+) -> tuple[nn.Module, int, torch.device]:
+    """SalUn's `unlearn/RL.py` loop for CIFAR-10: each epoch one pass over Df with labels drawn
+    uniformly from all classes (they may equal the true one, as there), then one full pass over
+    Dr. With a mask, gradients of non-salient weights are zeroed and those weights held at their
+    starting values, momentum included (the reference's `_restore_masked_params`)."""
+    device = resolve_device(cfg.device)
+    gen = set_seed(cfg.seed)
+    model = _train_mode(copy.deepcopy(original).to(device))
+    opt = _sgd(model.parameters(), cfg)
+    k = _num_classes(original)
+    params = dict(model.named_parameters())
+    theta0 = {n: params[n].detach().clone() for n in mask or {}}
 
+    def masked() -> None:
+        for n, m in (mask or {}).items():
+            if params[n].grad is not None:
+                params[n].grad.mul_(m)
 
-def _rl_step(num_classes: int) -> PairedStep:
-    def step(
-        model: nn.Module,
-        xf: torch.Tensor,
-        yf: torch.Tensor,
-        xr: torch.Tensor,
-        yr: torch.Tensor,
-        gen: torch.Generator,
-    ) -> torch.Tensor:
-        return F.cross_entropy(model(xf), _random_wrong(yf, num_classes, gen)) + F.cross_entropy(
-            model(xr), yr
-        )
+    def hold() -> None:
+        with torch.no_grad():
+            for n, m in (mask or {}).items():
+                p = params[n]
+                p.mul_(m).add_(theta0[n] * (1 - m))
+                buf = opt.state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    buf.mul_(m)
 
-    return step
+    def update(loss: torch.Tensor) -> None:
+        _step(opt, loss, masked if mask else None)
+        if mask:
+            hold()
+
+    steps = 0
+    for _ in range(cfg.epochs):
+        for x, y in _batches(task.forget, cfg.batch_size, gen, device):
+            noise = torch.randint(0, k, y.shape, generator=gen).to(device)
+            update(F.cross_entropy(model(x), noise))
+            steps += 1
+        for x, y in _batches(task.retain, cfg.batch_size, gen, device):
+            update(F.cross_entropy(model(x), y))
+            steps += 1
+    return model, steps, device
 
 
 def rl(
@@ -189,27 +218,26 @@ def rl(
     train_cfg: TrainSettings | None = None,
     progress: ProgressFn = no_progress,
 ) -> UnlearnResult:
-    """Random labels: Df relabelled to a random wrong class, trained together with Dr."""
-    k = _num_classes(original)
-    model, t0, steps, device = _paired_loop(original, task, cfg, _rl_step(k))
+    """Random labels (Golatkar et al. 2020) as SalUn runs it (`unlearn/RL.py`, CIFAR-10 branch:
+    10 epochs, each a random-label pass over Df then a pass over Dr, lr about 0.01, batch 256).
+    No departure beyond the batch size, which is `batch_size` here."""
+    t0 = time.perf_counter()
+    model, steps, device = _relabel_then_retain(original, task, cfg)
     return _result(model, t0, steps, device)
-
-
-def _num_classes(model: nn.Module) -> int:
-    last = [m for m in model.modules() if isinstance(m, nn.Linear)][-1]
-    return last.out_features
 
 
 def saliency_mask(
     model: nn.Module, forget: Split, fraction: float, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """SalUn (Fan et al., ICLR'24): weights whose forget-loss gradient magnitude is in the top
-    `fraction` (one global threshold)."""
+    """SalUn's weight saliency (Fan et al., ICLR 2024, `generate_mask.py`): the magnitude of the
+    forget loss's gradient summed over Df, with one global threshold keeping the top `fraction`
+    of all weights (their `with_0.5.pt`: half)."""
     model = model.to(device).eval()
     model.zero_grad(set_to_none=True)
-    x, y = to_input(forget.x).to(device), torch.from_numpy(forget.y).to(device)
-    for i in range(0, len(y), 256):
-        F.cross_entropy(model(x[i : i + 256]), y[i : i + 256], reduction="sum").backward()
+    for i in range(0, len(forget), 256):
+        x = to_input(forget.x[i : i + 256]).to(device)
+        y = torch.from_numpy(forget.y[i : i + 256]).to(device)
+        F.cross_entropy(model(x), y, reduction="sum").backward()
     grads = {n: p.grad.abs() for n, p in model.named_parameters() if p.grad is not None}
     flat = torch.cat([g.flatten() for g in grads.values()])
     k = max(1, int(fraction * flat.numel()))
@@ -225,34 +253,23 @@ def salun(
     train_cfg: TrainSettings | None = None,
     progress: ProgressFn = no_progress,
 ) -> UnlearnResult:
-    """Random-label unlearning restricted to the salient weights."""
-    # The saliency mask is part of SalUn's cost: the clock starts before it.
+    """SalUn (Fan et al., ICLR 2024; `main_random.py --unlearn RL --mask_path with_0.5.pt`):
+    random-label unlearning as `rl`, on the salient half of the weights only (the rest held at
+    their values). The mask is part of its cost: the clock starts before it."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     mask = saliency_mask(copy.deepcopy(original), task.forget, cfg.saliency_fraction, device)
-    k = _num_classes(original)
-    rl_step = _rl_step(k)
-
-    def step(
-        model: nn.Module,
-        xf: torch.Tensor,
-        yf: torch.Tensor,
-        xr: torch.Tensor,
-        yr: torch.Tensor,
-        gen: torch.Generator,
-    ) -> torch.Tensor:
-        loss = rl_step(model, xf, yf, xr, yr, gen)
-        for n, p in model.named_parameters():  # zero the gradient of non-salient weights
-            if n in mask and p.requires_grad and not hasattr(p, "_salun_hook"):
-                p.register_hook(lambda g, m=mask[n]: g * m)
-                p._salun_hook = True
-        return loss
-
-    model, _, steps, device = _paired_loop(original, task, cfg, step)
+    model, steps, device = _relabel_then_retain(original, task, cfg, mask)
     share = sum(float(m.sum()) for m in mask.values()) / max(
         1, sum(m.numel() for m in mask.values())
     )
     return _result(model, t0, steps, device, trainable=share)
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
+    """Hinton's distillation KL at temperature t, scaled by t^2 (the reference's DistillKL)."""
+    log_p = F.log_softmax(student / t, 1)
+    return F.kl_div(log_p, F.softmax(teacher / t, 1), reduction="batchmean") * t * t
 
 
 def scrub(
@@ -262,47 +279,34 @@ def scrub(
     train_cfg: TrainSettings | None = None,
     progress: ProgressFn = no_progress,
 ) -> UnlearnResult:
-    """SCRUB (Kurmanji et al. 2023): student starts at the teacher; max-steps push its outputs on
-    Df away from the teacher (KL up), min-steps keep Dr close (KL + CE down)."""
+    """SCRUB (Kurmanji et al., NeurIPS 2023; `scrub.py` and `helper/loops.py`): the student starts
+    at the teacher. Each epoch, while epoch <= `scrub_max_steps`, a max pass over Df in batches of
+    `forget_batch` (32) raises KL(student || teacher); then a full min pass over Dr (batches of
+    `batch_size`, 128) lowers `scrub_ce` * CE + `scrub_kl` * KL (0.99 / 0.001), KL at temperature
+    4. The lr (5e-4 in the reference) drops tenfold at each epoch of `lr_decay_epochs` (3, 5, 9).
+    No departure."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
     teacher = copy.deepcopy(original).to(device).eval()
     student = _train_mode(copy.deepcopy(original).to(device))
-    opt = torch.optim.SGD(student.parameters(), lr=cfg.lr, momentum=0.9)
-    t = cfg.temperature
-
-    def kl(s_logits: torch.Tensor, t_logits: torch.Tensor) -> torch.Tensor:
-        return (
-            F.kl_div(
-                F.log_softmax(s_logits / t, 1), F.softmax(t_logits / t, 1), reduction="batchmean"
-            )
-            * t
-            * t
-        )
-
-    steps = 0
-    retain = _cycle(task.retain, cfg.batch_size, gen, device)
+    opt = _sgd(student.parameters(), cfg)
+    decay = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.lr_decay_epochs), gamma=0.1)
+    t, steps = cfg.temperature, 0
     for epoch in range(cfg.epochs):
-        if epoch < cfg.scrub_max_steps:
-            for xf, _ in _batches(task.forget, cfg.batch_size, gen, device):
+        if epoch <= cfg.scrub_max_steps:
+            for xf, _ in _batches(task.forget, cfg.forget_batch or cfg.batch_size, gen, device):
                 with torch.no_grad():
                     tl = teacher(xf)
-                loss = -kl(student(xf), tl)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                _step(opt, -_kl(student(xf), tl, t))
                 steps += 1
-        for _ in range(max(1, math.ceil(len(task.forget) / cfg.batch_size))):
-            xr, yr = next(retain)
+        for xr, yr in _batches(task.retain, cfg.batch_size, gen, device):
             with torch.no_grad():
                 tl = teacher(xr)
             out = student(xr)
-            loss = kl(out, tl) + F.cross_entropy(out, yr)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            _step(opt, cfg.scrub_ce * F.cross_entropy(out, yr) + cfg.scrub_kl * _kl(out, tl, t))
             steps += 1
+        decay.step()
     return _result(student, t0, steps, device)
 
 

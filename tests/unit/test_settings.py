@@ -90,12 +90,20 @@ def test_a_moved_key_says_where_it_lives_now():
     )
 
 
-def test_the_bench_section_is_typed_and_every_grid_has_its_epochs():
-    s = parse_settings({"bench": {"grids": {"ft": [0.1, 0.2]}, "epochs": {"ft": 3}}})
-    assert s.bench.grids == {"ft": (0.1, 0.2)} and s.bench.epochs == {"ft": 3}
+def test_the_bench_section_is_typed_with_a_recipe_and_a_log_grid_per_baseline():
+    grid = [0.001, 0.002, 0.004, 0.008, 0.016]
+    s = parse_settings({"bench": {"grids": {"ft": grid}, "recipes": {"ft": {"epochs": 3}}}})
+    assert s.bench.grids == {"ft": tuple(grid)} and s.bench.recipes == {"ft": {"epochs": 3}}
     assert s.bench.evaluation.retain_eval_max == 5000  # the bench scores on more than the gates
-    with pytest.raises(SettingsError, match="bench.epochs has no entry for rl"):
-        parse_settings({"bench": {"grids": {"rl": [0.001]}, "epochs": {"ft": 1}}})
+    with pytest.raises(SettingsError, match="bench.recipes has no entry for rl"):
+        parse_settings({"bench": {"grids": {"rl": grid}, "recipes": {"ft": {"epochs": 1}}}})
+    with pytest.raises(SettingsError, match="bench.recipes.ft.epochs"):
+        parse_settings({"bench": {"grids": {"ft": grid}, "recipes": {"ft": {"epochs": 0}}}})
+    with pytest.raises(SettingsError, match="bench.recipes.ft.epoch: Extra inputs"):
+        parse_settings({"bench": {"grids": {"ft": grid}, "recipes": {"ft": {"epoch": 2}}}})
+    for bad in ([0.01, 0.04], [0.001, 0.002, 0.004, 0.008, 0.01], grid[::-1]):
+        with pytest.raises(SettingsError, match="at least 5 increasing, log-spaced"):
+            parse_settings({"bench": {"grids": {"ft": bad}, "recipes": {"ft": {}}}})
     with pytest.raises(SettingsError, match="bench.baseline.lr"):
         parse_settings({"bench": {"baseline": {"lr": -1}}})
 
@@ -104,7 +112,7 @@ def test_the_committed_bench_params_files_parse_and_declare_their_bench_section(
     for path in sorted((ROOT / "benchmarks" / "params").glob("*.yaml")):
         raw = yaml.safe_load(path.read_text())
         assert "data" not in raw, path  # the bench builds its own splits: a data section is dead
-        assert set(raw["bench"]) >= {"grids", "epochs", "evaluation", "probe_layer"}, path
+        assert set(raw["bench"]) >= {"grids", "recipes", "evaluation", "probe_layer"}, path
         assert load_settings(path).bench.probe_layer == "pool"
 
 
