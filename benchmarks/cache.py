@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from components.canonical import canonical_json, sha256_hex
-from components.data import Dataset, dataset_hash, load_dataset
+from components.data import Dataset, Split, dataset_hash, load_dataset
 from components.models import build_model, load_model, make_spec, state_bytes
 from components.runtime import set_seed
 from components.settings import DataSettings, TrainSettings
@@ -25,19 +25,44 @@ from components.training import train_classifier
 from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
 
 
-def load_bench_data(name: str, data_dir: str | None, heldout_seed: int) -> Dataset:
-    """digits: the pipeline's own splits. npz datasets: the model trains on the whole official
-    train split (as the pre-trained checkpoints did), so the non-member `heldout` reference is
-    half of the official test split, stratified, and the other half is Dt."""
+@dataclass(frozen=True)
+class BenchData:
+    """D and three disjoint non-member splits, each with one use:
+
+    - `ds.heldout`, the **reference**: RFA's target reads it (the sample target's non-member
+      outputs) and nothing else does;
+    - `validation`: every method's hyper-parameter choice, and the bench's MIA baseline and
+      feature probe;
+    - `ds.test`, the **report** split: the tables' Dt. No choice reads it.
+    """
+
+    ds: Dataset
+    validation: Split
+
+
+def stratified_parts(split: Split, parts: int, seed: int) -> list[Split]:
+    """`split` divided into `parts` disjoint, class-stratified pieces of (nearly) equal size."""
+    rng = np.random.default_rng(seed)
+    owner = np.zeros(len(split), dtype=np.int64)
+    for c in np.unique(split.y):
+        idx = rng.permutation(np.flatnonzero(split.y == c))
+        for k, chunk in enumerate(np.array_split(idx, parts)):
+            owner[chunk] = k
+    return [split.take(owner == k) for k in range(parts)]
+
+
+def load_bench_data(name: str, data_dir: str | None, split_seed: int) -> BenchData:
+    """digits: the pipeline's own heldout split is the reference and its test split is halved
+    into validation and report. npz datasets: the model trains on the whole official train split
+    (as the pre-trained checkpoints did), so the official test split is divided once, stratified,
+    into reference, validation and report thirds."""
     if name == "digits":
-        return load_dataset(DataSettings())
+        ds = load_dataset(DataSettings())
+        validation, report = stratified_parts(ds.test, 2, split_seed)
+        return BenchData(replace(ds, test=report), validation)
     ds = load_dataset(DataSettings(source="npz", root=data_dir, heldout_fraction=0.0))
-    rng = np.random.default_rng(heldout_seed)
-    held = np.zeros(len(ds.test), dtype=bool)
-    for c in np.unique(ds.test.y):
-        idx = np.flatnonzero(ds.test.y == c)
-        held[rng.choice(idx, size=len(idx) // 2, replace=False)] = True
-    return replace(ds, name=name, heldout=ds.test.take(held), test=ds.test.take(~held))
+    reference, validation, report = stratified_parts(ds.test, 3, split_seed)
+    return BenchData(replace(ds, name=name, heldout=reference, test=report), validation)
 
 
 def forget_ids(

@@ -29,7 +29,12 @@ def bench(
     forget_class: int = typer.Option(0, help="Class forgotten (class scenario)."),
     fraction: float = typer.Option(0.1, help="Share of D forgotten at random (sample scenario)."),
     seeds: str = typer.Option(
-        "0", help="Comma-separated seeds: each fixes the forget set and the training randomness."
+        "1",
+        help="Comma-separated reported seeds: each fixes the forget set and the training "
+        "randomness; none may be the tuning seed.",
+    ),
+    tune_seed: int = typer.Option(
+        0, help="The seed whose forget set (and the validation split) chooses every grid point."
     ),
     methods: str = typer.Option("rfa,ft,neggrad,rl,salun,scrub,retrain"),
     out_dir: Path = typer.Option(
@@ -62,6 +67,7 @@ def bench(
             dataset=dataset, data_dir=data_dir, model=model, checkpoint=checkpoint,
             scenario=scenario, forget_class=forget_class, fraction=fraction,
             seeds=[int(s) for s in seeds.split(",")] if seeds.strip() else [],
+            tune_seed=tune_seed,
             methods=[m.strip() for m in methods.split(",") if m.strip()], out=out_dir,
             oracle_epochs=oracle_epochs, oracle_precision=oracle_precision,
         )  # fmt: skip

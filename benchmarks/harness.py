@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rich.console import Console
-from rich.progress import Progress
+from rich.progress import Progress, TaskID
 from torch import nn
 
 from benchmarks.cache import (
@@ -30,12 +30,12 @@ from benchmarks.cache import (
     original_model,
     training_recipe,
 )
-from benchmarks.report import avg_gap, render_markdown
+from benchmarks.report import render_markdown
+from benchmarks.selection import choose, with_point
 from components.checkpoints import check_layers
 from components.data import Dataset, Split
 from components.evaluation import EvalSplits, evaluate
 from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
-from components.grids import grid_edge
 from components.metrics import predict
 from components.models import ModelError, build_model, make_spec, model_digest, to_input
 from components.reference import activation_distance, feature_probe, js_divergence
@@ -62,7 +62,8 @@ class BenchRun(BaseModel):
     scenario: Literal["class", "sample"] = "class"
     forget_class: int = 0
     fraction: float = Field(0.1, gt=0, lt=1)
-    seeds: list[int] = Field([0], min_length=1)
+    seeds: list[int] = Field([1], min_length=1)  # reported; nothing is tuned on them
+    tune_seed: int = 0  # its forget set and the validation split choose every grid point
     methods: list[str] = Field(min_length=1)
     out: Path = Path("benchmarks/results/run")
     oracle_epochs: int | None = Field(None, ge=1)
@@ -75,6 +76,14 @@ class BenchRun(BaseModel):
         if unknown:
             raise ValueError(f"unknown methods {unknown}; known: {sorted(METHODS)}")
         return names
+
+    @model_validator(mode="after")
+    def _reported_seeds_are_not_tuned_on(self) -> BenchRun:
+        if self.tune_seed in self.seeds:
+            raise ValueError(
+                f"seed {self.tune_seed} chooses the hyper-parameters (tune_seed); report others"
+            )
+        return self
 
     def ordered_methods(self) -> list[str]:
         """Retrain first: every other method's gaps are measured against it."""
@@ -120,31 +129,6 @@ def _record(method: str, seed: int, m: dict, extra: dict) -> dict:
     return {"method": method, "seed": seed, **{k: m.get(k) for k in KEYS}, **extra}
 
 
-def _best_of_grid(
-    name: str, original: nn.Module, sb: SeedBench, settings: Settings, is_finite: Callable,
-    log: Callable[[str], None],
-) -> tuple[UnlearnResult, dict, float | None, float, int] | None:  # fmt: skip
-    """Run a method with its recipe (bench.recipes) over its lr grid (bench.grids); keep the
-    setting closest to Retrain (the first one without an oracle). Diverged settings are skipped;
-    None if all diverged. The last value is the chosen point's index in the grid."""
-    bench, best = settings.bench, None
-    grid = bench.grids.get(name, (None,))
-    for i, lr in enumerate(grid):
-        cfg = sb.cfg
-        if lr is not None:
-            recipe = {**bench.recipes.get(name, {}), "lr": lr}
-            cfg = replace(sb.cfg, baseline=sb.cfg.baseline.model_copy(update=recipe))
-        res, cpu = run_timed(name, original, sb.task, cfg)
-        if not is_finite(res.model):
-            log(f"{name} diverged at lr={lr}; skipped")
-            continue
-        m = sb.measure(res.model)
-        gap = avg_gap(_record(name, 0, m, {}), sb.oracle_rec) if sb.oracle_rec else 0.0
-        if best is None or gap < best[0]:
-            best = (gap, res, m, lr, cpu, i)
-    return None if best is None else best[1:]
-
-
 def write_results(out: Path, config: dict, records: list[dict]) -> dict:
     result = {"config": config, "records": records}
     out.mkdir(parents=True, exist_ok=True)
@@ -159,7 +143,8 @@ class Bench:
 
     run: BenchRun
     settings: Settings
-    ds: Dataset
+    ds: Dataset  # heldout: the reference (RFA's target only); test: the report split
+    validation: Split  # every choice, the MIA baseline and the probe's training data
     original: nn.Module
     spec: dict
     device: torch.device
@@ -170,12 +155,16 @@ class Bench:
 
 
 def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) -> dict:
-    """Every method of `run` over every seed; results.json / results.md written after each."""
+    """Choose every method's grid point on the tuning seed and the validation split, then run
+    every method once per reported seed at that point, scored on the report split; results.json
+    / results.md are written after each method."""
     bench = _setup(run, settings, cache, console)
+    tuned = [m for m in run.ordered_methods() if m in settings.bench.grids]
     with Progress(console=console, transient=False) as bar:
-        job = bar.add_task("bench", total=len(run.seeds) * (len(run.methods) + 1))
+        job = bar.add_task("bench", total=len(tuned) + len(run.seeds) * (len(run.methods) + 1))
+        bench.config["tuning"] = _tune(bench, tuned, bar, job)
         for seed in run.seeds:
-            sb = _seed_bench(bench, seed)
+            sb = _seed_bench(bench, seed, bench.ds.test)
             m0 = sb.measure(bench.original)
             extra = {**EMPTY, "probe_acc_dft": m0["probe_acc_dft"], "seconds": 0.0,
                      "cpu_seconds": 0.0, "trainable_fraction": 0.0}  # fmt: skip
@@ -189,13 +178,34 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
     return write_results(run.out, bench.config, bench.records)
 
 
+def _tune(b: Bench, methods: list[str], bar: Progress, job: TaskID) -> dict:
+    """Each method's grid on the tuning seed's forget set, scored on the validation split
+    against that seed's Retrain (trained or loaded first). The report split is never read."""
+    sb = _seed_bench(b, b.run.tune_seed, b.validation, probe=False)
+    oracle_rec = None
+    if "retrain" in b.run.methods:
+        model, _ = _oracle(b, sb)
+        oracle_rec = sb.measure(model)
+    out: dict = {"seed": b.run.tune_seed, "split": "validation", "methods": {}}
+    for name in methods:
+        bar.update(job, description=f"tuning {name} on seed {b.run.tune_seed}")
+        out["methods"][name] = choose(
+            name, b.original, sb.task, sb.cfg, b.settings, sb.measure, oracle_rec, run_timed,
+            lambda mdl: _finite(mdl, b.validation, b.device),
+        )  # fmt: skip
+        b.config["lr_chosen"][name] = out["methods"][name]["lr"]
+        bar.advance(job)
+    return out
+
+
 def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> Bench:
     device = resolve_device(settings.rfa.device)
     # peft imports transformers (~8 s on this CPU): a once-per-process cost like torch's own
     # import, which no method's seconds should carry.
     import peft  # noqa: F401
 
-    ds = load_bench_data(run.dataset, _opt(run.data_dir), settings.bench.heldout_seed)
+    data = load_bench_data(run.dataset, _opt(run.data_dir), settings.bench.heldout_seed)
+    ds = data.ds
     train_cfg = training_recipe(settings.train, run.oracle_epochs, run.oracle_precision)
     settings = settings.model_copy(update={"train": train_cfg})
     _check_layer_names(run, settings, ds)  # before any training: a typo costs nothing
@@ -206,7 +216,9 @@ def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> 
         "dataset": run.dataset, "model": run.model, "scenario": run.scenario,
         "forget_class": run.forget_class if run.scenario == "class" else None,
         "fraction": run.fraction if run.scenario == "sample" else None,
-        "seeds": run.seeds, "methods": run.methods, "device": str(device),
+        "seeds": run.seeds, "tune_seed": run.tune_seed, "methods": run.methods,
+        "device": str(device), "splits": {"reference": len(ds.heldout),
+        "validation": len(data.validation), "report": len(ds.test)},
         "torch_threads": torch.get_num_threads(), "packages": package_versions(),
         "original_digest": model_digest(original), "lr_chosen": {},
         "grids": {k: list(v) for k, v in settings.bench.grids.items()},
@@ -214,7 +226,9 @@ def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> 
         "rfa": settings.rfa.model_dump(mode="json"), "lora": settings.lora.model_dump(mode="json"),
         "oracle_train": train_cfg.model_dump(mode="json"),
     }  # fmt: skip
-    return Bench(run, settings, ds, original, spec, device, cache, console, config, [])
+    return Bench(
+        run, settings, ds, data.validation, original, spec, device, cache, console, config, []
+    )
 
 
 def _check_layer_names(run: BenchRun, settings: Settings, ds: Dataset) -> None:
@@ -231,24 +245,26 @@ def _opt(p: Path | None) -> str | None:
     return str(p) if p is not None else None
 
 
-def _seed_bench(b: Bench, seed: int) -> SeedBench:
+def _seed_bench(b: Bench, seed: int, dt: Split, probe: bool = True) -> SeedBench:
+    """One seed's forget set and task, scored on `dt` (validation while tuning, else the report
+    split). RFA's target reads the reference split (the task's heldout) and nothing else does:
+    the attacks' non-member baseline and the feature probe's training data are the validation
+    split."""
     run, ds, s = b.run, b.ds, b.settings
     forget_class = run.forget_class if run.scenario == "class" else None
     ids = forget_ids(ds, run.scenario, forget_class, run.fraction, seed)
     fs = extract_forget_set(ds.train, ids, max_fraction=0.5)
     classes = (forget_class,) if forget_class is not None else ()
     task = UnlearnTask(run.scenario, fs.forget, fs.retain, ds.heldout, classes)
-    splits = EvalSplits.build(
-        fs.forget, fs.retain, ds.test, ds.heldout, classes, s.bench.evaluation
-    )
-    forgotten_test = ds.test.take(np.isin(ds.test.y, np.array(classes))) if classes else None
+    splits = EvalSplits.build(fs.forget, fs.retain, dt, b.validation, classes, s.bench.evaluation)
+    forgotten_test = dt.take(np.isin(dt.y, np.array(classes))) if classes and probe else None
 
     def measure(model: nn.Module) -> dict:
         m = evaluate(model, splits, s.bench.evaluation, b.device)
         m["probe_acc_dft"] = None
         if forgotten_test is not None:
             m["probe_acc_dft"] = feature_probe(
-                model, ds.heldout, forgotten_test, s.bench.probe_layer, b.device, seed
+                model, b.validation, forgotten_test, s.bench.probe_layer, b.device, seed
             )
         return m
 
@@ -261,31 +277,34 @@ def _seed_bench(b: Bench, seed: int) -> SeedBench:
     return SeedBench(seed, fs, task, cfg, measure)
 
 
+def _oracle(b: Bench, sb: SeedBench) -> tuple[nn.Module, dict]:
+    """This seed's Retrain, trained here or loaded from the cache."""
+    manifest_sha = manifest_sha256(forget_manifest(sb.fs.forget))
+    key = oracle_key(b.ds.name, b.run.model, b.spec, manifest_sha, sb.seed, b.settings.train)
+    return oracle(b.original, sb.task, sb.cfg, b.spec, b.cache / "oracles" / key, run_timed)
+
+
 def _method_record(b: Bench, sb: SeedBench, name: str) -> dict:
-    """Run (or load, for a cached oracle) one method on one seed and score it."""
+    """Run (or load, for a cached oracle) one method on one seed at its chosen point, scored."""
     if name == "retrain":
-        manifest_sha = manifest_sha256(forget_manifest(sb.fs.forget))
-        key = oracle_key(b.ds.name, b.run.model, b.spec, manifest_sha, sb.seed, b.settings.train)
-        path = b.cache / "oracles" / key
-        model, meta = oracle(b.original, sb.task, sb.cfg, b.spec, path, run_timed)
+        model, meta = _oracle(b, sb)
         m, seconds, share = sb.measure(model), meta["seconds"], 1.0
         extra = {"cpu_seconds": meta["cpu_seconds"], "oracle_cached": meta["oracle_cached"]}
-    else:
-        found = _best_of_grid(
-            name, b.original, sb, b.settings, lambda mdl: _finite(mdl, b.ds.test, b.device),
-            lambda msg: b.console.print(f"seed {sb.seed}: {msg}"),
-        )  # fmt: skip
-        if found is None:
-            return {"method": name, "seed": sb.seed, "diverged": True,
-                    **dict.fromkeys(KEYS), **EMPTY}  # fmt: skip
-        res, m, lr, cpu, index = found
-        model, seconds, share = res.model, res.seconds, res.trainable_fraction
-        edge = grid_edge(index, len(b.settings.bench.grids.get(name, ())))
-        extra = {"cpu_seconds": cpu, "lr": lr, "steps": res.steps, "stop_reason": res.stop_reason,
-                 "lr_at_grid_edge": edge}  # fmt: skip
-        if lr is not None:
-            b.config["lr_chosen"][f"{name}@seed{sb.seed}"] = lr
-    return _scored(b, sb, name, model, m, seconds, share, extra)
+        return _scored(b, sb, name, model, m, seconds, share, extra)
+    tuned = b.config["tuning"]["methods"].get(name, {})
+    if tuned.get("grid") and tuned["lr"] is None:  # every grid point diverged while tuning
+        return {"method": name, "seed": sb.seed, "diverged": True,
+                **dict.fromkeys(KEYS), **EMPTY}  # fmt: skip
+    lr = tuned.get("lr")
+    res, cpu = run_timed(name, b.original, sb.task, with_point(name, sb.cfg, b.settings,
+                                                                 sb.task.scenario, lr))  # fmt: skip
+    if not _finite(res.model, b.ds.test, b.device):
+        return {"method": name, "seed": sb.seed, "diverged": True,
+                **dict.fromkeys(KEYS), **EMPTY}  # fmt: skip
+    extra = {"cpu_seconds": cpu, "lr": lr, "steps": res.steps, "stop_reason": res.stop_reason,
+             "lr_at_grid_edge": tuned.get("edge")}  # fmt: skip
+    m = sb.measure(res.model)
+    return _scored(b, sb, name, res.model, m, res.seconds, res.trainable_fraction, extra)
 
 
 def _scored(

@@ -212,7 +212,9 @@ def render_markdown(result: dict, notes: str = "") -> str:
             + [_ms(r[k]) for k in ("gap", "t_retrain", "t_ft", "c_retrain", "c_ft")]
         )
         lines.append("| " + " | ".join(cells) + " |")
-    if cfg.get("lr_chosen"):
+    if cfg.get("tuning"):
+        lines += ["", tuning_line(cfg)]
+    elif cfg.get("lr_chosen"):
         lines += [
             "",
             "Baseline learning rates chosen from the grid (closest to Retrain): "
@@ -244,8 +246,29 @@ class MergeError(ValueError):
 
 
 # Config keys that may differ between the runs being merged: each run covers its own seeds.
+def tuning_line(cfg: dict) -> str:
+    """How every method's learning rate was chosen, and what it chose."""
+    t, sizes = cfg["tuning"], cfg.get("splits", {})
+    chosen = ", ".join(
+        f"{name} = {c['lr']} (of {c['grid'][0]}-{c['grid'][-1]})"
+        if c["lr"] is not None
+        else f"{name}: every point diverged"
+        for name, c in t["methods"].items()
+    )
+    return (
+        f"Learning rates chosen on seed {t['seed']}'s forget set by the smallest average gap to "
+        f"its Retrain on the validation split ({sizes.get('validation', '?')} images); the seeds "
+        f"above were not tuned on and are scored on the report split "
+        f"({sizes.get('report', '?')} images), which no choice read: {chosen}."
+    )
+
+
 def edge_choices(result: dict) -> list[str]:
-    """ "method@seedN: highest (lr)" for each choice at an end of its grid."""
+    """'method: highest (lr)' for each choice at an end of its grid."""
+    tuning = result["config"].get("tuning")
+    if tuning:
+        methods = tuning["methods"].items()
+        return [f"{name}: {c['edge']} ({c['lr']})" for name, c in methods if c["edge"]]
     return [
         f"{r['method']}@seed{r['seed']}: {r['lr_at_grid_edge']} ({r['lr']})"
         for r in result["records"]

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The committed benchmark configurations. Needs ../shared (datasets, the ResNet checkpoint).
-# Seeds default to 0,1,2 and methods to all; pass e.g. SEEDS=0 METHODS=retrain,rfa,ft,neggrad for a
+# Reported seeds default to 1,2,3 (seed 0 tunes every method's grid on the validation split) and
+# methods to all; pass e.g. SEEDS=1 METHODS=retrain,rfa,ft,neggrad for a
 # quicker run (benchmarks/README.md says what each committed table ran). Oracles are cached in .cache/bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SEEDS="${SEEDS:-0,1,2}"
+SEEDS="${SEEDS:-1,2,3}"
 METHODS="${METHODS:-retrain,rfa,ft,neggrad,rl,salun,scrub}"
 SHARED="${SHARED:-../shared}"
 U=.venv/bin/unlearn

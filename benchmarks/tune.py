@@ -10,7 +10,8 @@ with its dotted path. `--base-epochs` / `--base-precision` pick the longer-train
 `unlearn bench --oracle-epochs / --oracle-precision` trains. Prints one JSON line: seconds, steps,
 trainable share and the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe as the
 benchmark scores them; sample: Acc(Df), Acc(Dt), |Df - Dt|, Acc(Dr), MIA-efficacy on Df next to
-its heldout baseline, and the pipeline's sample gates that fail. Not a benchmark: no oracle, no
+its non-member baseline, and the pipeline's sample gates that fail. Everything is scored on the
+validation split (the report split is never read). Not a benchmark: no oracle, no
 baselines; it sizes a setting.
 """
 
@@ -25,7 +26,13 @@ import torch
 import typer
 import yaml
 
-from benchmarks.cache import forget_ids, load_bench_data, original_model, training_recipe
+from benchmarks.cache import (
+    forget_ids,
+    load_bench_data,
+    original_model,
+    stratified_parts,
+    training_recipe,
+)
 from components.data import Split
 from components.evaluation import EvalSplits, evaluate
 from components.forget import extract_forget_set
@@ -77,7 +84,10 @@ def main(
     arch, ckpt = MODELS[dataset]
     raw = yaml.safe_load(Path(f"benchmarks/params/{dataset}.yaml").read_text())
     s = with_overrides(raw, overrides or [])
-    ds = load_bench_data(dataset, f"{SHARED}/datasets/{dataset}", s.bench.heldout_seed)
+    data = load_bench_data(dataset, f"{SHARED}/datasets/{dataset}", s.bench.heldout_seed)
+    ds, val = data.ds, data.validation  # scored on validation: the report split is never read
+    # Halves of it where one side is fitted (the attack, the probe) and the other scored.
+    val_a, val_b = stratified_parts(val, 2, 0)
     cpu = torch.device("cpu")
     train = training_recipe(s.train, base_epochs, base_precision)
     original, _ = original_model(
@@ -103,7 +113,7 @@ def main(
         # The pipeline's own sample MIA gate: Df against the heldout (non-member) baseline, same
         # attack.
         ev = s.bench.evaluation  # as `unlearn bench` scores it
-        splits = EvalSplits.build(fs.forget, fs.retain, ds.test, ds.heldout, (), ev)
+        splits = EvalSplits.build(fs.forget, fs.retain, val_a, val_b, (), ev)
         m, m0 = evaluate(res.model, splits, ev, cpu), evaluate(original, splits, ev, cpu)
         # The pipeline's own sample gates (params' gates.*, noise allowances included): what a
         # setting is chosen on, so the sweep never reads the oracle it is later judged against.
@@ -125,13 +135,13 @@ def main(
             "loss_mia_auc": round(m["loss_mia_auc"], 4),
             "gates_failed": failed,
         }
-    forgotten_test = ds.test.take(ds.test.y == 0)  # class 0, as the committed tables
+    forgotten_test = val.take(val.y == 0)  # class 0, as the committed tables
     return out | {
         "acc_dft": _acc(res.model, forgotten_test),
-        "acc_drt": round(_acc(res.model, ds.test.take(ds.test.y != 0)), 2),
+        "acc_drt": round(_acc(res.model, val.take(val.y != 0)), 2),
         "acc_df_1000": _acc(res.model, fs.forget.take(np.arange(1000))),
         "probe_acc_dft": feature_probe(
-            res.model, ds.heldout, forgotten_test, s.bench.probe_layer, cpu, 0
+            res.model, val_b, val_a.take(val_a.y == 0), s.bench.probe_layer, cpu, 0
         ),
     }
 

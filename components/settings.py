@@ -224,6 +224,7 @@ class BenchSettings(_Frozen):
         "rl": (0.00325, 0.0065, 0.013, 0.026, 0.052),
         "salun": (0.00325, 0.0065, 0.013, 0.026, 0.052),
         "scrub": (0.000125, 0.00025, 0.0005, 0.001, 0.002),
+        "rfa": (0.00125, 0.0025, 0.005, 0.01, 0.02),  # the scenario's rfa lr, same budget
     }
     # Each baseline's recipe: the `baseline` fields its reference sets (epochs, batch sizes),
     # applied before the grid's lr. components/unlearning/baselines.py names the references.
@@ -240,8 +241,7 @@ class BenchSettings(_Frozen):
     evaluation: EvaluationSettings = EvaluationSettings(retain_eval_max=5000)
     # The module whose pooled output the feature probe reads (the penultimate features).
     probe_layer: str = "pool"
-    # npz datasets: the official test split is divided once, stratified, with this seed, into
-    # the non-member reference (heldout) and Dt.
+    # Divides the test split once, stratified: reference / validation / report (benchmarks/cache).
     heldout_seed: int = 12345
 
     @model_validator(mode="after")

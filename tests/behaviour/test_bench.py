@@ -52,7 +52,7 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     settings = Settings.model_validate({"train": {"epochs": 3}})
     run = BenchRun(
-        dataset="digits", scenario="class", forget_class=2, seeds=[0],
+        dataset="digits", scenario="class", forget_class=2, seeds=[1],
         methods=["rfa", "ft", "retrain"], out=tmp_path / "out", oracle_epochs=3,
     )  # fmt: skip
     result = run_bench(run, settings, tmp_path / "cache", Console(quiet=True))
