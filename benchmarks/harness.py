@@ -38,7 +38,12 @@ from components.evaluation import EvalSplits, evaluate
 from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
 from components.metrics import predict
 from components.models import ModelError, build_model, make_spec, model_digest, to_input
-from components.reference import activation_distance, feature_probe, js_divergence
+from components.reference import (
+    activation_distance,
+    feature_probe,
+    harder_probes,
+    js_divergence,
+)
 from components.runtime import resolve_device
 from components.settings import Settings
 from components.unlearning.registry import METHODS, get_method
@@ -46,7 +51,10 @@ from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
 from pipelines.provenance import package_versions
 
 KEYS = ("acc_dr", "acc_df", "acc_dt", "acc_drt", "acc_dft", "mia_efficacy", "loss_mia_auc")
-EMPTY = {"probe_acc_dft": None, "seconds": None, "cpu_seconds": None, "trainable_fraction": None,
+# The forgotten class read from the features: the linear probe RFA's adversary resembles, and
+# probes it is not trained against (class scenario; None otherwise).
+PROBES = ("probe_acc_dft", "knn_acc_dft", "mlp_acc_dft", "early_probe_acc_dft")
+EMPTY = {**dict.fromkeys(PROBES), "seconds": None, "cpu_seconds": None, "trainable_fraction": None,
          "act_dist_dt": None, "js_df": None}  # fmt: skip
 
 
@@ -166,7 +174,7 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
         for seed in run.seeds:
             sb = _seed_bench(bench, seed, bench.ds.test)
             m0 = sb.measure(bench.original)
-            extra = {**EMPTY, "probe_acc_dft": m0["probe_acc_dft"], "seconds": 0.0,
+            extra = {**EMPTY, **{k: m0[k] for k in PROBES}, "seconds": 0.0,
                      "cpu_seconds": 0.0, "trainable_fraction": 0.0}  # fmt: skip
             bench.records.append(_record("original", seed, m0, extra))
             bar.advance(job)
@@ -237,8 +245,11 @@ def _check_layer_names(run: BenchRun, settings: Settings, ds: Dataset) -> None:
     spec = make_spec(run.model, ds.train.x[:16], ds.num_classes, settings.model.width)
     arch = build_model(spec)  # the architecture only: its statistics and weights do not matter
     check_layers(arch, settings.lora.target_modules, tuple(settings.rfa.taps))
-    if settings.bench.probe_layer not in dict(arch.named_modules()):
-        raise ModelError(f"bench.probe_layer {settings.bench.probe_layer!r} names no layer")
+    names = dict(arch.named_modules())
+    for key in ("probe_layer", "early_probe_layer"):
+        layer = getattr(settings.bench, key)
+        if layer is not None and layer not in names:
+            raise ModelError(f"bench.{key} {layer!r} names no layer")
 
 
 def _opt(p: Path | None) -> str | None:
@@ -261,11 +272,12 @@ def _seed_bench(b: Bench, seed: int, dt: Split, probe: bool = True) -> SeedBench
 
     def measure(model: nn.Module) -> dict:
         m = evaluate(model, splits, s.bench.evaluation, b.device)
-        m["probe_acc_dft"] = None
+        m.update(dict.fromkeys(PROBES))
         if forgotten_test is not None:
-            m["probe_acc_dft"] = feature_probe(
-                model, b.validation, forgotten_test, s.bench.probe_layer, b.device, seed
-            )
+            fit, layer = b.validation, s.bench.probe_layer
+            m["probe_acc_dft"] = feature_probe(model, fit, forgotten_test, layer, b.device, seed)
+            early = s.bench.early_probe_layer
+            m.update(harder_probes(model, fit, forgotten_test, layer, early, b.device, seed))
         return m
 
     cfg = MethodConfig(
@@ -313,7 +325,7 @@ def _scored(
 ) -> dict:  # fmt: skip
     """The method's record with the reference metrics against this seed's Retrain, if run."""
     preds = {k: predict(model, sp, b.device) for k, sp in (("dt", b.ds.test), ("df", sb.fs.forget))}
-    rec = _record(name, sb.seed, m, {"probe_acc_dft": m["probe_acc_dft"], "seconds": seconds,
+    rec = _record(name, sb.seed, m, {**{k: m[k] for k in PROBES}, "seconds": seconds,
                                      "trainable_fraction": share, **extra})  # fmt: skip
     if name == "retrain":
         sb.oracle_rec, sb.oracle_preds = rec, preds

@@ -21,13 +21,26 @@ COLUMNS = (
     ("cpu_seconds", "CPU s"),
     ("trainable_fraction", "trainable"),
 )
+# Probes RFA is not trained against: shown (after the linear probe) where a run measured them.
+HARDER_PROBES = (
+    ("knn_acc_dft", "kNN probe Dft"),
+    ("mlp_acc_dft", "MLP probe Dft"),
+    ("early_probe_acc_dft", "early probe Dft"),
+)
+
+
+def columns(result: dict) -> tuple[tuple[str, str], ...]:
+    recs = result["records"]
+    extra = tuple(c for c in HARDER_PROBES if any(r.get(c[0]) is not None for r in recs))
+    i = [k for k, _ in COLUMNS].index("probe_acc_dft") + 1
+    return COLUMNS[:i] + extra + COLUMNS[i:]
 
 
 def _ms(values: list) -> str:
     vals = [v for v in values if v is not None]
     if not vals:
         return "–"
-    m, s = float(np.mean(vals)), float(np.std(vals))
+    m, s = float(np.mean(vals)), float(np.std(vals, ddof=1)) if len(vals) > 1 else 0.0
     fmt = "{:.3f}" if abs(m) < 1 else "{:.2f}"
     return fmt.format(m) + (f" ± {fmt.format(s)}" if len(vals) > 1 else "")
 
@@ -62,7 +75,7 @@ def summarise(result: dict) -> dict[str, dict]:
     for method, recs in by_method.items():
         row_diverged = sum(1 for r in recs if r.get("diverged"))
         recs = [r for r in recs if not r.get("diverged")]
-        row = {k: [r.get(k) for r in recs] for k, _ in COLUMNS}
+        row = {k: [r.get(k) for r in recs] for k, _ in (*COLUMNS, *HARDER_PROBES)}
         row["seed"] = [r["seed"] for r in recs]
         row["gap"] = [avg_gap(r, oracle[r["seed"]]) for r in recs if r["seed"] in oracle]
         for key, unit in (("t", "seconds"), ("c", "cpu_seconds")):
@@ -77,6 +90,39 @@ def _seeds(xs: list, fmt: str = "{:.1f}", scale: float = 1.0) -> str:
     """' (a / b / c by seed)' when more than one seed: a mean can hide one seed that misses."""
     vals = [x for x in xs if x is not None]
     return f" ({' / '.join(fmt.format(scale * v) for v in vals)} by seed)" if len(vals) > 1 else ""
+
+
+INTERVAL_KEYS = (
+    ("gap", "gap to Retrain"),
+    ("acc_df", "Acc(Df)"),
+    ("acc_dt", "Acc(Dt)"),
+    ("mia_efficacy", "MIA-eff."),
+)
+
+
+def _ci95(values: list) -> str:
+    """mean [95 % t-interval] over seeds ("–" with fewer than two)."""
+    from scipy.stats import t
+
+    vals = [v for v in values if v is not None]
+    if len(vals) < 2:
+        return "–"
+    m, sd = float(np.mean(vals)), float(np.std(vals, ddof=1))
+    h = float(t.ppf(0.975, len(vals) - 1)) * sd / np.sqrt(len(vals))
+    return f"{m:.2f} [{m - h:.2f}, {m + h:.2f}]"
+
+
+def intervals(rows: dict[str, dict], order: list[str]) -> list[str]:
+    """The key numbers' 95 % t-intervals over seeds (none with a single seed)."""
+    if not any(len(rows[m]["seed"]) > 1 for m in order):
+        return []
+    head = ["method"] + [label for _, label in INTERVAL_KEYS]
+    lines = ["", "Mean and 95 % t-interval over seeds:", ""]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in order:
+        cells = [m] + [_ci95(rows[m].get(k, [])) for k, _ in INTERVAL_KEYS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 Target = tuple[str, bool | None, str]  # (target, met? (None: cannot be judged here), measured)
@@ -111,18 +157,27 @@ def _class_targets(rows: dict[str, dict]) -> list[Target]:
         ("MIA-efficacy ≥ 95", mia is not None and mia >= 95, f"{mia:.2f}"),
     ]  # fmt: skip
     if "retrain" in rows:
-        p, po = _mean(r["probe_acc_dft"]), _mean(rows["retrain"]["probe_acc_dft"])
-        oracle_probe = dict(
-            zip(rows["retrain"]["seed"], rows["retrain"]["probe_acc_dft"], strict=True)
-        )
-        diffs = [
-            a - oracle_probe[s]
-            for s, a in zip(r["seed"], r["probe_acc_dft"], strict=True)
-            if a is not None and oracle_probe.get(s) is not None
-        ]
-        out.append(("feature probe on Dft within 5 pt of the oracle's", abs(p - po) <= 5,
-                    f"{p:.2f} vs oracle {po:.2f}" + _seeds(diffs, "{:+.1f} pt")))  # fmt: skip
+        for key, label in (("probe_acc_dft", "linear probe"), *HARDER_PROBES):
+            if (
+                _mean(r.get(key, [])) is not None
+                and _mean(rows["retrain"].get(key, [])) is not None
+            ):
+                out.append(_probe_target(r, rows["retrain"], key, label))
     return out
+
+
+def _probe_target(r: dict, oracle: dict, key: str, label: str) -> Target:
+    """RFA's probe accuracy on Dft within 5 points of the oracle's (per-seed differences shown)."""
+    p, po = _mean(r[key]), _mean(oracle[key])
+    by_seed = dict(zip(oracle["seed"], oracle[key], strict=True))
+    diffs = [
+        a - by_seed[s]
+        for s, a in zip(r["seed"], r[key], strict=True)
+        if a is not None and by_seed.get(s) is not None
+    ]
+    name = "feature probe" if key == "probe_acc_dft" else label.removesuffix(" Dft")
+    return (f"{name} on Dft within 5 pt of the oracle's", abs(p - po) <= 5,
+            f"{p:.2f} vs oracle {po:.2f}" + _seeds(diffs, "{:+.1f} pt"))  # fmt: skip
 
 
 def _sample_targets(rows: dict[str, dict]) -> list[Target]:
@@ -187,7 +242,7 @@ def render_markdown(result: dict, notes: str = "") -> str:
         "",
         (
             f"Seeds {cfg['seeds']}, device {cfg['device']} ({cfg['torch_threads']} threads). Mean "
-            "± std over seeds; "
+            "± sample standard deviation over seeds; "
             "accuracies, MIA-efficacy and the probe in percent. Gap = mean |Δ| to Retrain over UA, "
             "RA, TA, MIA-efficacy. "
             "Time ratios use the same seed's Retrain and FT; wall seconds, and CPU seconds of the "
@@ -197,7 +252,7 @@ def render_markdown(result: dict, notes: str = "") -> str:
     ]
     header = (
         ["method"]
-        + [label for _, label in COLUMNS]
+        + [label for _, label in columns(result)]
         + ["gap to Retrain", "time / Retrain", "time / FT", "CPU / Retrain", "CPU / FT"]
     )
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -208,10 +263,11 @@ def render_markdown(result: dict, notes: str = "") -> str:
         r = rows[m]
         cells = (
             [m + (f" ({r['diverged']} diverged)" if r["diverged"] else "")]
-            + [_ms(r[k]) for k, _ in COLUMNS]
+            + [_ms(r[k]) for k, _ in columns(result)]
             + [_ms(r[k]) for k in ("gap", "t_retrain", "t_ft", "c_retrain", "c_ft")]
         )
         lines.append("| " + " | ".join(cells) + " |")
+    lines += intervals(rows, [m for m in order if m in rows])
     if cfg.get("tuning"):
         lines += ["", tuning_line(cfg)]
     elif cfg.get("lr_chosen"):

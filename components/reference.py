@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
@@ -64,3 +66,40 @@ def feature_probe(
         scaler.transform(xtr), probe_train.y
     )
     return float(100.0 * (clf.predict(scaler.transform(xte)) == forgotten_test.y).mean())
+
+
+def _probe_models(seed: int) -> dict[str, object]:
+    """The probes beside the linear one, none of which RFA trains against (its in-loop adversary
+    is linear on the penultimate features): k nearest neighbours and a one-hidden-layer MLP."""
+    return {
+        "knn": KNeighborsClassifier(n_neighbors=10),
+        "mlp": MLPClassifier((256,), max_iter=400, early_stopping=True, random_state=seed),
+    }
+
+
+def harder_probes(
+    model: nn.Module,
+    probe_train: Split,
+    forgotten_test: Split,
+    module: str,
+    early_module: str | None,
+    device: torch.device,
+    seed: int = 0,
+) -> dict[str, float | None]:
+    """Like `feature_probe`, with probes RFA is not trained against: kNN and an MLP on `module`'s
+    features, and a linear probe one stage earlier (`early_module`). Percent of the forgotten
+    class's test images recognised as their class."""
+    xtr = pooled_features(model, probe_train, module, device)
+    xte = pooled_features(model, forgotten_test, module, device)
+    scaler = StandardScaler().fit(xtr)
+    out: dict[str, float | None] = {}
+    for name, clf in _probe_models(seed).items():
+        clf.fit(scaler.transform(xtr), probe_train.y)
+        pred = clf.predict(scaler.transform(xte))
+        out[f"{name}_acc_dft"] = float(100.0 * (pred == forgotten_test.y).mean())
+    out["early_probe_acc_dft"] = (
+        feature_probe(model, probe_train, forgotten_test, early_module, device, seed)
+        if early_module
+        else None
+    )
+    return out

@@ -235,12 +235,11 @@ class BenchSettings(_Frozen):
         "salun": {"epochs": 10, "batch_size": 256},
         "scrub": {"epochs": 5, "batch_size": 128, "forget_batch": 32},
     }
-    # The baselines' shared knobs; each method's recipe and grid point are set over them.
-    baseline: BaselineSettings = BaselineSettings()
+    baseline: BaselineSettings = BaselineSettings()  # recipes and grid points are set over it
     # The bench scores every method on up to 5,000 retained images (the gates read fewer).
     evaluation: EvaluationSettings = EvaluationSettings(retain_eval_max=5000)
-    # The module whose pooled output the feature probe reads (the penultimate features).
-    probe_layer: str = "pool"
+    probe_layer: str = "pool"  # pooled output read by the probes (the penultimate features)
+    early_probe_layer: str | None = "block2"  # a linear probe one stage earlier (None: off)
     # Divides the test split once, stratified: reference / validation / report (benchmarks/cache).
     heldout_seed: int = 12345
 

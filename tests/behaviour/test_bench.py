@@ -89,8 +89,13 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
         r["cpu_seconds"] > 0 for r in saved["records"][1:]
     )  # CPU seconds beside the wall seconds
     assert saved["config"]["scenario"] == "class" and saved["config"]["packages"]["torch"]
+    # The class table reads the forgotten class with probes RFA is not trained against too.
+    for r in saved["records"]:
+        for k in ("probe_acc_dft", "knn_acc_dft", "mlp_acc_dft", "early_probe_acc_dft"):
+            assert r[k] is not None and 0 <= r[k] <= 100, (r["method"], k)
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| rfa |" in md and "time / Retrain" in md and "## Targets" in md
+    assert "kNN probe Dft" in md and "MLP probe on Dft within 5 pt" in md
     assert "time ≤ 5 % of Retrain's, CPU seconds" in md
     # The oracle is cached: a second run reuses it (same weights, its first measured seconds)
     # instead of retraining.

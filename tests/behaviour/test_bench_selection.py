@@ -97,3 +97,15 @@ def test_only_rfa_reads_the_reference_split(tmp_path, monkeypatch):
     md = (tmp_path / "a" / "results.md").read_text()
     assert "chosen on seed 0's forget set" in md and "report split" in md
     assert json.loads((tmp_path / "a" / "results.json").read_text())["config"]["splits"]
+
+
+def test_intervals_are_t_intervals_over_seeds_and_std_is_the_sample_one():
+    from benchmarks.report import _ms, intervals
+
+    rows = {"rfa": {"seed": [1, 2], "gap": [1.0, 3.0], "acc_df": [90.0, 90.0],
+                    "acc_dt": [], "mia_efficacy": [None, 5.0]}}  # fmt: skip
+    (*_, line) = intervals(rows, ["rfa"])
+    # mean 2, s = sqrt(2), t(0.975, 1) = 12.706: half-width 12.71
+    assert line == "| rfa | 2.00 [-10.71, 14.71] | 90.00 [90.00, 90.00] | – | – |"
+    assert _ms([1.0, 3.0]) == "2.00 ± 1.41"  # sample (n - 1) standard deviation
+    assert intervals({"rfa": {"seed": [1]}}, ["rfa"]) == []
