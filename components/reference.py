@@ -73,7 +73,9 @@ def _probe_models(seed: int) -> dict[str, object]:
     is linear on the penultimate features): k nearest neighbours and a one-hidden-layer MLP."""
     return {
         "knn": KNeighborsClassifier(n_neighbors=10),
-        "mlp": MLPClassifier((256,), max_iter=400, early_stopping=True, random_state=seed),
+        # No early stopping: on a small fit split its held-out tenth stopped the MLP below the
+        # linear probe (digits: the oracle's MLP probe 48 % where the linear one read 98 %).
+        "mlp": MLPClassifier((256,), max_iter=500, random_state=seed),
     }
 
 
