@@ -83,7 +83,10 @@ def _first_error(e: Exception) -> str:
     errors = getattr(e, "errors", None)
     if callable(errors):
         first = errors()[0]
-        return f"--{'.'.join(str(p) for p in first['loc']).replace('_', '-')}: {first['msg']}"
+        msg = first["msg"].removeprefix("Value error, ")
+        if not first["loc"]:  # a rule across options (e.g. --seeds against --tune-seed)
+            return msg
+        return f"--{'.'.join(str(p) for p in first['loc']).replace('_', '-')}: {msg}"
     return str(e)
 
 

@@ -312,6 +312,8 @@ def test_bench_merge_joins_seed_runs_and_refuses_mismatched_or_overlapping_ones(
         # typer >= 0.2x raises its own copy of click's usage errors: they once escaped as
         # tracebacks.
         (["--bogus"], "No such option: --bogus"),
+        (["--seeds", "0,1"], "Invalid value: seed 0 chooses the hyper-parameters (tune_seed)"),
+        (["--seeds", "2", "--tune-seed", "2"], "Invalid value: seed 2 chooses"),
     ],
 )
 def test_bench_usage_errors_are_one_line_before_loading_anything(capsys, tmp_path, args, needle):
