@@ -38,7 +38,6 @@ class ForgetRef:
     ids: frozenset[str]
     forget_classes: tuple[int, ...]
     manifest_sha256: str
-    count: int
 
 
 @dataclass(frozen=True)
@@ -65,10 +64,16 @@ def pinned(workspace: str, pin: steps.PinRef) -> steps.Pinned:
 
 
 @lru_cache(maxsize=1)
+def _extracted(
+    workspace: str, pin: steps.PinRef, ids: frozenset[str], classes: tuple[int, ...]
+) -> steps.Extraction:
+    """Df / Dr and the manifest (hashing every forgotten sample) once per process and batch."""
+    limit = Workspace(Path(workspace)).settings.requests.max_forget_fraction
+    return steps.extract(pinned(workspace, pin), ids, classes, limit)
+
+
 def extraction(workspace: str, pin: steps.PinRef, forget: ForgetRef) -> steps.Extraction:
-    ws = Workspace(Path(workspace))
-    limit = ws.settings.requests.max_forget_fraction
-    ext = steps.extract(pinned(workspace, pin), forget.ids, forget.forget_classes, limit)
+    ext = _extracted(workspace, pin, forget.ids, forget.forget_classes)
     if ext.manifest_sha256 != forget.manifest_sha256:  # the snapshot moved under the batch
         raise steps.BatchError(
             f"the forget set rebuilt from {pin.data_rev[:10]} is not the one extracted"
@@ -79,7 +84,7 @@ def extraction(workspace: str, pin: steps.PinRef, forget: ForgetRef) -> steps.Ex
 def forget_memo() -> None:
     """Drop the memoised champion and extraction (the batch is over: free their memory)."""
     pinned.cache_clear()
-    extraction.cache_clear()
+    _extracted.cache_clear()
 
 
 def scratch(workspace: str, batch_id: str) -> Path:
@@ -138,10 +143,7 @@ def resolve_task(workspace: str, pin: steps.PinRef, plan: steps.BatchPlan) -> st
 def extract_task(
     workspace: str, pin: steps.PinRef, ids: frozenset[str], classes: tuple[int, ...]
 ) -> ForgetRef:
-    ws, _ = _settings_model(workspace)
-    limit = ws.settings.requests.max_forget_fraction
-    ext = steps.extract(pinned(workspace, pin), ids, classes, limit)
-    return ForgetRef(ids, classes, ext.manifest_sha256, len(ext.split.forget))
+    return ForgetRef(ids, classes, _extracted(workspace, pin, ids, classes).manifest_sha256)
 
 
 @task(name="unlearn-rfa", cache_policy=NO_CACHE)

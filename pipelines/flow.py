@@ -101,7 +101,7 @@ def deletion_batch(workspace: str, scheduled: bool = False, model: str = "") -> 
                 print(f"waiting: {wait}")
                 return BatchOutcome("waiting", reason=wait)
             stage = Stages(store, name, batch_id, ttl, _progress_artifact(batch_id))
-            return _run(workspace, reg, store, batch_id, stage)
+            return _run(ws, reg, store, batch_id, stage)
         finally:
             tasks.forget_memo()
             shutil.rmtree(ws.batch_dir(batch_id), ignore_errors=True)
@@ -143,9 +143,10 @@ class Stages:
 
 
 def _run(
-    workspace: str, reg: Registry, store: RequestStore, batch_id: str, stage: Stages
+    ws: Workspace, reg: Registry, store: RequestStore, batch_id: str, stage: Stages
 ) -> BatchOutcome:
-    s, t = Workspace(Path(workspace)).settings, stage.seconds
+    s, t = ws.settings, stage.seconds
+    workspace = str(ws.root)  # what the tasks take: a plain value each re-opens
     plan = _call(tasks.plan_task, workspace, batch_id)
     if plan is None:
         return BatchOutcome("nothing_pending")

@@ -46,7 +46,7 @@ def test_what_crosses_between_tasks_is_plain(trained_ws):
     """The values one task hands the next pickle small: ids and records, not models or data."""
     ws = trained_ws
     pin = steps.pin_ref(ws.registry(), ws.settings.registry.model_name)
-    forget = tasks.ForgetRef(frozenset({"a", "b"}), (), "0" * 64, 2)
+    forget = tasks.ForgetRef(frozenset({"a", "b"}), (), "0" * 64)
     for value in (pin, forget):
         assert pickle.loads(pickle.dumps(value)) == value
         assert len(pickle.dumps(value)) < 2048
