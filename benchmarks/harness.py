@@ -38,12 +38,7 @@ from components.evaluation import EvalSplits, evaluate
 from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
 from components.metrics import predict
 from components.models import ModelError, build_model, make_spec, model_digest, to_input
-from components.reference import (
-    activation_distance,
-    feature_probe,
-    harder_probes,
-    js_divergence,
-)
+from components.reference import activation_distance, feature_probes, js_divergence
 from components.runtime import resolve_device
 from components.settings import Settings
 from components.unlearning.registry import METHODS, get_method
@@ -274,10 +269,8 @@ def _seed_bench(b: Bench, seed: int, dt: Split, probe: bool = True) -> SeedBench
         m = evaluate(model, splits, s.bench.evaluation, b.device)
         m.update(dict.fromkeys(PROBES))
         if forgotten_test is not None:
-            fit, layer = b.validation, s.bench.probe_layer
-            m["probe_acc_dft"] = feature_probe(model, fit, forgotten_test, layer, b.device, seed)
-            early = s.bench.early_probe_layer
-            m.update(harder_probes(model, fit, forgotten_test, layer, early, b.device, seed))
+            layers = (s.bench.probe_layer, s.bench.early_probe_layer)
+            m.update(feature_probes(model, b.validation, forgotten_test, *layers, b.device, seed))
         return m
 
     cfg = MethodConfig(

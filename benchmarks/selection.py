@@ -67,9 +67,7 @@ def choose(
     tuning seed's Retrain on the validation split (0 without an oracle: the first point wins).
     Returns the grid, each point's gap (None: diverged), the chosen lr and whether it sits at an
     end of the grid."""
-    grid = settings.bench.grids.get(name)
-    if not grid:
-        return {"grid": [], "gaps": [], "lr": None, "edge": None}
+    grid = settings.bench.grids[name]
     gaps: list[float | None] = []
     for lr in grid:
         res, _ = run(name, original, task, with_point(name, cfg, settings, task.scenario, lr))
@@ -77,13 +75,9 @@ def choose(
             gaps.append(None)
             continue
         m = measure(res.model)
-        gaps.append(round(avg_gap(_scores(m), oracle), 4) if oracle else 0.0)
+        gaps.append(round(avg_gap(m, oracle), 4) if oracle else 0.0)
     scored = [(g, i) for i, g in enumerate(gaps) if g is not None]
     if not scored:
         return {"grid": list(grid), "gaps": gaps, "lr": None, "edge": None}
     _, best = min(scored)
     return {"grid": list(grid), "gaps": gaps, "lr": grid[best], "edge": grid_edge(best, len(grid))}
-
-
-def _scores(m: dict) -> dict:
-    return {k: m.get(k) for k in ("acc_df", "acc_dr", "acc_dt", "mia_efficacy")}
