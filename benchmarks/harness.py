@@ -254,15 +254,15 @@ def _opt(p: Path | None) -> str | None:
 def _seed_bench(b: Bench, seed: int, dt: Split, probe: bool = True) -> SeedBench:
     """One seed's forget set and task, scored on `dt` (validation while tuning, else the report
     split). RFA's target reads the reference split (the task's heldout) and nothing else does:
-    the attacks' non-member baseline and the feature probe's training data are the validation
-    split."""
+    the feature probe's training data is the validation split; the attacks' non-member baseline
+    is `dt` itself, cross-fitted."""
     run, ds, s = b.run, b.ds, b.settings
     forget_class = run.forget_class if run.scenario == "class" else None
     ids = forget_ids(ds, run.scenario, forget_class, run.fraction, seed)
     fs = extract_forget_set(ds.train, ids, max_fraction=0.5)
     classes = (forget_class,) if forget_class is not None else ()
     task = UnlearnTask(run.scenario, fs.forget, fs.retain, ds.heldout, classes)
-    splits = EvalSplits.build(fs.forget, fs.retain, dt, b.validation, classes, s.bench.evaluation)
+    splits = EvalSplits.build(fs.forget, fs.retain, dt, classes, s.bench.evaluation)
     forgotten_test = dt.take(np.isin(dt.y, np.array(classes))) if classes and probe else None
 
     def measure(model: nn.Module) -> dict:

@@ -15,6 +15,7 @@ from components.metrics import (
     accuracy,
     loss_mia,
     mia_efficacy,
+    mia_unseen,
     predict_many,
     retain_leakage,
 )
@@ -24,12 +25,14 @@ from components.settings import EvaluationSettings
 
 @dataclass(frozen=True)
 class EvalSplits:
-    """Df, a Dr sample, Dt (gates) and the heldout non-member split, plus the forgotten classes."""
+    """Df, a Dr sample and Dt, plus the forgotten classes: all the gates read. No heldout split:
+    the non-member reference RFA's sample target is built from must not be what a gate compares
+    against (method.md's leakage rule), so the attacks' non-member baseline is Dt itself,
+    cross-fitted (`metrics.mia_unseen`)."""
 
     forget: Split
     retain: Split
     test: Split
-    heldout: Split
     forget_classes: tuple[int, ...] = ()
 
     @classmethod
@@ -38,7 +41,6 @@ class EvalSplits:
         forget: Split,
         retain: Split,
         test: Split,
-        heldout: Split,
         forget_classes: tuple[int, ...],
         cfg: EvaluationSettings,
     ) -> EvalSplits:
@@ -47,7 +49,7 @@ class EvalSplits:
             retain = retain.take(
                 np.sort(rng.choice(len(retain), size=cfg.retain_eval_max, replace=False))
             )
-        return cls(forget, retain, test, heldout, tuple(forget_classes))
+        return cls(forget, retain, test, tuple(forget_classes))
 
 
 def evaluate(
@@ -57,7 +59,7 @@ def evaluate(
     device: torch.device,
     timings: dict[str, float] | None = None,
 ) -> dict[str, float | None]:
-    """Accuracies (Dr, Df, Dt, Drt, Dft), MIA-efficacy (3 features) with its heldout baseline,
+    """Accuracies (Dr, Df, Dt, Drt, Dft), MIA-efficacy (3 features) with its unseen-Dt baseline,
     loss-MIA accuracy/AUC and retain leakage. Percentages 0-100, AUC 0-1. `timings` collects the
     seconds of the forward passes (`predict`) and of the attacks."""
     return evaluate_many([model], s, cfg, device, timings)[0]
@@ -75,8 +77,8 @@ def evaluate_many(
     return evaluate_outputs(models, s, cfg, device, timings)[0]
 
 
-# Each model's outputs on (Dr, Df, Dt, heldout), in that order.
-Outputs = tuple[Predictions, Predictions, Predictions, Predictions]
+# Each model's outputs on (Dr, Df, Dt), in that order.
+Outputs = tuple[Predictions, Predictions, Predictions]
 
 
 def evaluate_outputs(
@@ -88,9 +90,7 @@ def evaluate_outputs(
 ) -> tuple[list[dict[str, float | None]], list[Outputs]]:
     """`evaluate_many`, also returning each model's outputs (the batch report plots them)."""
     with timed(timings, "predict"):
-        per_split = [
-            predict_many(models, sp, device) for sp in (s.retain, s.forget, s.test, s.heldout)
-        ]
+        per_split = [predict_many(models, sp, device) for sp in (s.retain, s.forget, s.test)]
     outputs = [tuple(p[i] for p in per_split) for i in range(len(models))]
     # The attacks' SVCs (libsvm) release the GIL: each model's run side by side on its own thread
     # (4.0 -> 2.3 s for four fits on 2 cores). Every draw inside is seeded per call: same results.
@@ -105,7 +105,6 @@ def _metrics(
     dr: Predictions,
     df: Predictions,
     dt: Predictions,
-    dh: Predictions,
 ) -> dict[str, float | None]:
     m: dict[str, float | None] = {
         "acc_dr": accuracy(dr),
@@ -114,14 +113,13 @@ def _metrics(
         "acc_drt": None,
         "acc_dft": None,
     }
-    attack_test, attack_heldout, unseen_class = dt, dh, None
+    attack_test, unseen_class = dt, None
     if s.forget_classes:
         in_f = np.isin(dt.labels, np.array(s.forget_classes))
         m["acc_drt"], m["acc_dft"] = accuracy(dt.take(~in_f)), accuracy(dt.take(in_f))
         # Dr holds no forgotten class, so the attacks' non-member side must not either: otherwise
         # the forgotten class's low confidence alone would look like membership signal.
         attack_test = dt.take(~in_f)
-        attack_heldout = dh.take(~np.isin(dh.labels, np.array(s.forget_classes)))
         unseen_class = dt.take(
             in_f
         )  # Dft: images of the forgotten class the model never trained on
@@ -130,24 +128,20 @@ def _metrics(
         ("entropy", "_entropy"),
         ("modified_entropy", "_modified_entropy"),
     ):
-        targets = {
-            "forget": df,
-            "heldout": attack_heldout,
-            **({"dft": unseen_class} if unseen_class is not None else {}),
-        }
+        targets = {"forget": df, **({"dft": unseen_class} if unseen_class is not None else {})}
         eff = mia_efficacy(dr, attack_test, targets, feature=feature, seed=cfg.seed)
         m["mia_efficacy" + suffix] = eff.get("forget")
-        m["mia_heldout" + suffix] = eff.get("heldout")
+        cross = mia_unseen(dr, attack_test, df, feature=feature, seed=cfg.seed)
+        m["mia_forget_cf" + suffix], m["mia_unseen" + suffix] = cross["forget"], cross["unseen"]
         if unseen_class is not None:
             m["mia_dft" + suffix] = eff.get("dft")
     lm = loss_mia(df, dt, folds=cfg.loss_mia_folds, seed=cfg.seed)
     m["loss_mia_acc"], m["loss_mia_auc"], m["n_forget_test"] = lm["acc"], lm["auc"], lm["n_test"]
     m["retain_leakage"] = retain_leakage(dr, attack_test, seed=cfg.seed)
-    m["n_forget"], m["n_retain_eval"], m["n_test"], m["n_heldout"] = (
+    m["n_forget"], m["n_retain_eval"], m["n_test"] = (
         float(len(df)),
         float(len(dr)),
         float(len(attack_test)),
-        float(len(attack_heldout)),
     )
     m["n_dt"] = float(len(dt))
     m["n_dft"] = float(len(dt) - len(attack_test))

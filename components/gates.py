@@ -1,11 +1,13 @@
 """Validation gates (method.md section 5), as pure functions of two metric dicts.
 
-Without an oracle, a gate compares the unlearned model with the original model and with the
-heldout (never-trained-on) baseline. Every gate measured on a sample (accuracies, attack scores)
-gets a noise allowance of `noise_z` standard errors of the measurement, recorded next to the bare
-threshold: one image of 2,000 must not decide, and an attack on a few dozen samples cannot resolve
-a 3-point or 0.05-AUC difference. The class MIA-efficacy floor (target ~100, far from chance)
-stays strict.
+Without an oracle, a gate compares the unlearned model with the original model and with Dt, the
+test images it never trained on. No gate reads the heldout split: RFA's sample target is built
+from it, so it is no independent baseline (method.md's leakage rule).
+
+Every gate measured on a sample (accuracies, attack scores) gets a noise allowance of `noise_z`
+standard errors of the measurement, recorded next to the bare threshold: one image of 2,000 must
+not decide, and an attack on a few dozen samples cannot resolve a 3-point or 0.05-AUC difference.
+The class MIA-efficacy floor (target ~100, far from chance) stays strict.
 
 MIA-efficacy gates read three attack features (true-class confidence, entropy, modified entropy)
 and gate on their median: one feature whose SVC boundary is arbitrary (a model that barely
@@ -180,12 +182,13 @@ def _mia_class(new: Metrics, cfg: GateSettings) -> GateResult:
 
 
 def _mia_sample(new: Metrics, cfg: GateSettings) -> GateResult:
-    n_f, n_h = _n(new, "n_forget"), _n(new, "n_heldout")
+    n_f, n_t = _n(new, "n_forget"), _n(new, "n_test")
     gaps, ses = [], []
     for s in MIA_SUFFIXES:
-        eff, ref = new.get("mia_efficacy" + s), new.get("mia_heldout" + s)
+        # Df and unseen Dt scored by the same cross-fitted attacks (metrics.mia_unseen).
+        eff, ref = new.get("mia_forget_cf" + s), new.get("mia_unseen" + s)
         gaps.append(None if eff is None or ref is None else abs(eff - ref))
-        ses.append(two_rate_standard_error(eff or 0.0, n_f, ref or 0.0, n_h))
+        ses.append(two_rate_standard_error(eff or 0.0, n_f, ref or 0.0, n_t))
     i = _median_feature(gaps)
     shown = " / ".join("n/a" if g is None else f"{g:.1f}" for g in gaps)
     return _gate(
@@ -193,7 +196,8 @@ def _mia_sample(new: Metrics, cfg: GateSettings) -> GateResult:
         None if i is None else gaps[i],
         "<=",
         cfg.sample_mia_tolerance_pt,
-        f"|MIA(Df) - MIA(heldout)|, median of confidence / entropy / modified-entropy ({shown})",
+        f"|MIA(Df) - MIA(unseen Dt)|, cross-fitted attacks, median of confidence / entropy / "
+        f"modified-entropy ({shown})",
         0.0 if i is None else cfg.noise_z * ses[i],
     )
 

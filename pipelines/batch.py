@@ -277,8 +277,9 @@ def assess(
 ) -> Evaluation:
     """Both models on the same splits, then the gates on the unlearned model and on the base,
     and what the batch report plots."""
+    # ext.heldout is RFA's reference only: the gates read Df, Dr and Dt (EvalSplits).
     splits = EvalSplits.build(
-        ext.split.forget, ext.split.retain, ext.test, ext.heldout, ext.forget_classes, evaluation
+        ext.split.forget, ext.split.retain, ext.test, ext.forget_classes, evaluation
     )
     (original, unlearned), outs = evaluate_outputs(
         [pinned.model, result.model], splits, evaluation, resolve_device(device), timings

@@ -47,9 +47,7 @@ def test_rfa_class_unlearning_forgets_class_keeps_rest_and_freezes_bn(base_model
     assert model_digest(base_model) == before_digest
     after_bn = _bn_stats(result.model)
     assert all(torch.equal(before_bn[k], after_bn[k]) for k in before_bn)
-    splits = EvalSplits.build(
-        fs.forget, fs.retain, digits.test, digits.heldout, (3,), EvaluationSettings()
-    )
+    splits = EvalSplits.build(fs.forget, fs.retain, digits.test, (3,), EvaluationSettings())
     o, u = (
         evaluate(base_model, splits, EvaluationSettings(), CPU),
         evaluate(result.model, splits, EvaluationSettings(), CPU),

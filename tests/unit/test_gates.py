@@ -8,12 +8,11 @@ ORIG = {
     "acc_drt": 98.0,
     "acc_dft": 99.0,
     "mia_efficacy": 2.0,
-    "mia_heldout": 10.0,
+    "mia_unseen": 10.0,
     "loss_mia_auc": 0.6,
     "retain_leakage": 51.0,
     "n_forget": 100.0,
     "n_test": 400.0,
-    "n_heldout": 300.0,
     "n_forget_test": 45.0,
     "n_retain_eval": 2000.0,
     "n_dt": 445.0,
@@ -24,8 +23,11 @@ ORIG.update(
     {
         "mia_efficacy_entropy": 2.0,
         "mia_efficacy_modified_entropy": 2.0,
-        "mia_heldout_entropy": 10.0,
-        "mia_heldout_modified_entropy": 10.0,
+        **dict.fromkeys(
+            ("mia_forget_cf", "mia_forget_cf_entropy", "mia_forget_cf_modified_entropy"), 2.0
+        ),
+        "mia_unseen_entropy": 10.0,
+        "mia_unseen_modified_entropy": 10.0,
     }
 )
 
@@ -34,6 +36,8 @@ def _new(**kw):
     # One value for mia_efficacy stands for all three attack features unless they are given.
     if "mia_efficacy" in kw:
         kw = {**dict.fromkeys(MIA3, kw["mia_efficacy"]), **kw}
+    # The sample gate reads Df's rate under the cross-fitted attacks: the same value here.
+    kw.update({k.replace("efficacy", "forget_cf"): v for k, v in kw.items() if k in MIA3})
     return {**ORIG, **kw}
 
 
