@@ -49,6 +49,9 @@ def bench(
     oracle_precision: str | None = typer.Option(
         None, help="fp32 | bf16 for the Retrain oracle (default: train.precision)."
     ),
+    lira_shadows: int = typer.Option(
+        0, help="Shadow models for the per-example LiRA attack (sample scenario; even; 0 = off)."
+    ),
 ) -> None:
     """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
     from pydantic import ValidationError
@@ -70,6 +73,7 @@ def bench(
             tune_seed=tune_seed,
             methods=[m.strip() for m in methods.split(",") if m.strip()], out=out_dir,
             oracle_epochs=oracle_epochs, oracle_precision=oracle_precision,
+            lira_shadows=lira_shadows,
         )  # fmt: skip
     except (ValidationError, ValueError) as e:
         raise typer.BadParameter(_first_error(e)) from None

@@ -32,6 +32,7 @@ from benchmarks.cache import (
 )
 from benchmarks.report import render_markdown
 from benchmarks.selection import choose, with_point
+from benchmarks.shadows import Shadows, concat, train_shadows
 from components.checkpoints import check_layers
 from components.data import Dataset, Split
 from components.evaluation import EvalSplits, evaluate
@@ -45,7 +46,8 @@ from components.unlearning.registry import METHODS, get_method
 from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
 from pipelines.provenance import package_versions
 
-KEYS = ("acc_dr", "acc_df", "acc_dt", "acc_drt", "acc_dft", "mia_efficacy", "loss_mia_auc")
+KEYS = ("acc_dr", "acc_df", "acc_dt", "acc_drt", "acc_dft", "mia_efficacy", "loss_mia_auc",
+        "lira_auc", "lira_tpr")  # fmt: skip
 # The forgotten class read from the features: the linear probe RFA's adversary resembles, and
 # probes it is not trained against (class scenario; None otherwise).
 PROBES = ("probe_acc_dft", "knn_acc_dft", "mlp_acc_dft", "early_probe_acc_dft")
@@ -71,6 +73,7 @@ class BenchRun(BaseModel):
     out: Path = Path("benchmarks/results/run")
     oracle_epochs: int | None = Field(None, ge=1)
     oracle_precision: Literal["fp32", "bf16"] | None = None
+    lira_shadows: int = Field(0, ge=0)  # LiRA's shadow models (benchmarks/shadows.py); 0 = off
 
     @field_validator("methods")
     @classmethod
@@ -85,6 +88,19 @@ class BenchRun(BaseModel):
         if self.tune_seed in self.seeds:
             raise ValueError(
                 f"seed {self.tune_seed} chooses the hyper-parameters (tune_seed); report others"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _lira_needs_samples_and_a_known_recipe(self) -> BenchRun:
+        if self.lira_shadows and self.scenario != "sample":
+            raise ValueError("LiRA is a per-example attack: --lira-shadows needs --scenario sample")
+        if self.lira_shadows % 2:  # each example inside exactly half of them (shadows.halves)
+            raise ValueError(f"--lira-shadows must be even, got {self.lira_shadows}")
+        if self.lira_shadows and self.checkpoint is not None:
+            raise ValueError(
+                "LiRA's shadows are trained like the base model: a pre-trained checkpoint's "
+                "recipe is unknown here, so --lira-shadows needs a base model the bench trains"
             )
         return self
 
@@ -155,6 +171,7 @@ class Bench:
     console: Console
     config: dict
     records: list[dict]
+    shadows: Shadows | None = None  # LiRA's, when --lira-shadows asks for them
 
 
 def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) -> dict:
@@ -229,9 +246,17 @@ def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> 
         "rfa": settings.rfa.model_dump(mode="json"), "lora": settings.lora.model_dump(mode="json"),
         "oracle_train": train_cfg.model_dump(mode="json"),
     }  # fmt: skip
+    shadows = None
+    if run.lira_shadows:
+        pool = concat(ds.train, data.validation)  # Df's images and the negatives, in and out
+        shadows = train_shadows(
+            pool, spec, train_cfg, run.lira_shadows, cache, device, say=console.print
+        )
+        config["lira_shadows"] = run.lira_shadows
     return Bench(
-        run, settings, ds, data.validation, original, spec, device, cache, console, config, []
-    )
+        run, settings, ds, data.validation, original, spec, device, cache, console, config, [],
+        shadows,
+    )  # fmt: skip
 
 
 def _check_layer_names(run: BenchRun, settings: Settings, ds: Dataset) -> None:
@@ -268,6 +293,9 @@ def _seed_bench(b: Bench, seed: int, dt: Split, probe: bool = True) -> SeedBench
     def measure(model: nn.Module) -> dict:
         m = evaluate(model, splits, s.bench.evaluation, b.device)
         m.update(dict.fromkeys(PROBES))
+        if b.shadows is not None and probe:  # reported seeds only: no choice reads it
+            lira = b.shadows.attack(model, fs.forget, b.validation, b.device)
+            m["lira_auc"], m["lira_tpr"] = lira["auc"], lira["tpr"]
         if forgotten_test is not None:
             layers = (s.bench.probe_layer, s.bench.early_probe_layer)
             m.update(feature_probes(model, b.validation, forgotten_test, *layers, b.device, seed))

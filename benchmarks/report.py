@@ -27,13 +27,19 @@ HARDER_PROBES = (
     ("mlp_acc_dft", "MLP probe Dft"),
     ("early_probe_acc_dft", "early probe Dft"),
 )
+# The per-example LiRA attack (sample scenario, `--lira-shadows`): after the loss attack.
+LIRA = (("lira_auc", "LiRA AUC"), ("lira_tpr", "LiRA TPR@1%FPR"))
 
 
 def columns(result: dict) -> tuple[tuple[str, str], ...]:
     recs = result["records"]
-    extra = tuple(c for c in HARDER_PROBES if any(r.get(c[0]) is not None for r in recs))
-    i = [k for k, _ in COLUMNS].index("probe_acc_dft") + 1
-    return COLUMNS[:i] + extra + COLUMNS[i:]
+
+    def measured(cols: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
+        return tuple(c for c in cols if any(r.get(c[0]) is not None for r in recs))
+
+    keys = [k for k, _ in COLUMNS]
+    i, j = keys.index("loss_mia_auc") + 1, keys.index("probe_acc_dft") + 1
+    return COLUMNS[:i] + measured(LIRA) + COLUMNS[i:j] + measured(HARDER_PROBES) + COLUMNS[j:]
 
 
 def _ms(values: list) -> str:
@@ -75,7 +81,7 @@ def summarise(result: dict) -> dict[str, dict]:
     for method, recs in by_method.items():
         row_diverged = sum(1 for r in recs if r.get("diverged"))
         recs = [r for r in recs if not r.get("diverged")]
-        row = {k: [r.get(k) for r in recs] for k, _ in (*COLUMNS, *HARDER_PROBES)}
+        row = {k: [r.get(k) for r in recs] for k, _ in (*COLUMNS, *HARDER_PROBES, *LIRA)}
         row["seed"] = [r["seed"] for r in recs]
         row["gap"] = [avg_gap(r, oracle[r["seed"]]) for r in recs if r["seed"] in oracle]
         for key, unit in (("t", "seconds"), ("c", "cpu_seconds")):

@@ -302,9 +302,10 @@ def test_bench_merge_joins_seed_runs_and_refuses_mismatched_or_overlapping_ones(
     [
         (["--oracle-precision", "fp16"], "--oracle-precision must be one of ['bf16', 'fp32']"),
         (["--scenario", "both"], "--scenario must be class or sample"),
-        # typer >= 0.2x raises its own copy of click's usage errors: they once escaped as
-        # tracebacks.
+        # typer >= 0.2x raises its own copy of click's usage errors (they once were tracebacks).
         (["--bogus"], "No such option: --bogus"),
+        (["--lira-shadows", "4"], "Invalid value: LiRA is a per-example attack"),
+        (["--scenario", "sample", "--lira-shadows", "3"], "--lira-shadows must be even, got 3"),
         (["--seeds", "0,1"], "Invalid value: seed 0 chooses the hyper-parameters (tune_seed)"),
         (["--seeds", "2", "--tune-seed", "2"], "Invalid value: seed 2 chooses"),
     ],
