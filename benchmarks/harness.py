@@ -183,6 +183,9 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
     with Progress(console=console, transient=False) as bar:
         job = bar.add_task("bench", total=len(tuned) + len(run.seeds) * (len(run.methods) + 1))
         bench.config["tuning"] = _tune(bench, tuned, bar, job)
+        if run.lira_shadows:
+            bar.update(job, description="LiRA shadows")
+            bench.shadows = _shadows(bench)
         for seed in run.seeds:
             sb = _seed_bench(bench, seed, bench.ds.test)
             m0 = sb.measure(bench.original)
@@ -246,17 +249,20 @@ def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> 
         "rfa": settings.rfa.model_dump(mode="json"), "lora": settings.lora.model_dump(mode="json"),
         "oracle_train": train_cfg.model_dump(mode="json"),
     }  # fmt: skip
-    shadows = None
-    if run.lira_shadows:
-        pool = concat(ds.train, data.validation)  # Df's images and the negatives, in and out
-        shadows = train_shadows(
-            pool, spec, train_cfg, run.lira_shadows, cache, device, say=console.print
-        )
-        config["lira_shadows"] = run.lira_shadows
     return Bench(
-        run, settings, ds, data.validation, original, spec, device, cache, console, config, [],
-        shadows,
-    )  # fmt: skip
+        run, settings, ds, data.validation, original, spec, device, cache, console, config, []
+    )
+
+
+def _shadows(b: Bench) -> Shadows:
+    """LiRA's shadows (trained here where not cached), after tuning: no choice reads them, and a
+    run that fails while tuning has not spent their hours."""
+    pool = concat(b.ds.train, b.validation)  # Df's images and the negatives, each in and out
+    train = b.settings.train  # the base model's recipe, --oracle-* overrides included
+    b.config["lira_shadows"] = b.run.lira_shadows
+    return train_shadows(
+        pool, b.spec, train, b.run.lira_shadows, b.cache, b.device, say=b.console.print
+    )
 
 
 def _check_layer_names(run: BenchRun, settings: Settings, ds: Dataset) -> None:
