@@ -119,7 +119,8 @@ def bench_merge(
     notes: Path | None = typer.Option(None, help="Markdown appended as the Notes section."),
 ) -> None:
     """Merge bench runs that covered different seeds of one configuration into one table."""
-    from benchmarks.report import MergeError, merge_results, render_markdown
+    from benchmarks.merge import MergeError, merge_results
+    from benchmarks.report import render_markdown
 
     loaded = []
     for run in runs:
