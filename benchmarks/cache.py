@@ -7,6 +7,7 @@ Oracles and trained base models are cached under the project's `.cache/bench` (n
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -161,6 +162,8 @@ def oracle(
     if model is not None:
         return model, {"cpu_seconds": None, **meta, "oracle_cached": True}
     res, cpu = run("retrain", original, task, cfg)
-    meta = {"seconds": res.seconds, "cpu_seconds": cpu, "measured_at": time.time()}
+    # The load when it ended: whether its seconds also measured other processes (report.py).
+    meta = {"seconds": res.seconds, "cpu_seconds": cpu, "measured_at": time.time(),
+            "load_1m": os.getloadavg()[0]}  # fmt: skip
     _save_model(path, res.model, meta)
     return res.model, {**meta, "oracle_cached": False}

@@ -9,6 +9,7 @@ What runs is a `BenchRun` (the command line) and a params file's settings; RFA u
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -328,7 +329,8 @@ def _method_record(b: Bench, sb: SeedBench, name: str) -> dict:
     if name == "retrain":
         model, meta = _oracle(b, sb)
         m, seconds, share = sb.measure(model), meta["seconds"], 1.0
-        extra = {"cpu_seconds": meta["cpu_seconds"], "oracle_cached": meta["oracle_cached"]}
+        extra = {"cpu_seconds": meta["cpu_seconds"], "oracle_cached": meta["oracle_cached"],
+                 "load_1m": meta.get("load_1m")}  # fmt: skip
         return _scored(b, sb, name, model, m, seconds, share, extra)
     tuned = b.config["tuning"]["methods"].get(name, {})
     if tuned.get("grid") and tuned["lr"] is None:  # every grid point diverged while tuning
@@ -340,8 +342,8 @@ def _method_record(b: Bench, sb: SeedBench, name: str) -> dict:
     if not _finite(res.model, b.ds.test, b.device):
         return {"method": name, "seed": sb.seed, "diverged": True,
                 **dict.fromkeys(KEYS), **EMPTY}  # fmt: skip
-    extra = {"cpu_seconds": cpu, "lr": lr, "steps": res.steps, "stop_reason": res.stop_reason,
-             "lr_at_grid_edge": tuned.get("edge")}  # fmt: skip
+    extra = {"cpu_seconds": cpu, "load_1m": os.getloadavg()[0], "lr": lr, "steps": res.steps,
+             "stop_reason": res.stop_reason, "lr_at_grid_edge": tuned.get("edge")}  # fmt: skip
     m = sb.measure(res.model)
     return _scored(b, sb, name, res.model, m, res.seconds, res.trainable_fraction, extra)
 

@@ -182,7 +182,7 @@ def test_training_recipe_applies_the_oracle_overrides_and_refuses_a_bad_one():
 def test_time_ratios_use_each_unit_only_where_both_runs_measured_it():
     """A cached oracle from before CPU seconds were recorded has none: its CPU ratios are left out
     (not computed against zero or a wall time), while the wall ratios stand."""
-    from benchmarks.report import summarise, targets
+    from benchmarks.report import render_markdown, summarise, targets
 
     def rec(method, seed, seconds, cpu):
         return {
@@ -223,6 +223,20 @@ def test_time_ratios_use_each_unit_only_where_both_runs_measured_it():
     assert got["time ≤ 5 % of Retrain's"] == (True, "3.50 % (4.0 % / 3.0 % by seed)")
     assert got["time ≤ 5 % of Retrain's, CPU seconds"] == (True, "3.00 %")
     assert got["time ≤ 50 % of FT's, CPU seconds"] == (True, "32.50 % (25.0 % / 40.0 % by seed)")
+    # The same runs, one of which ended with another process on the machine: shown, not judged.
+    result["config"].update(torch_threads=1, forget_class=0, seeds=[0, 1], device="cpu")
+    result["config"].update(dataset="digits", model="small_cnn")
+    for r in result["records"]:
+        r["load_1m"] = 1.0
+    result["records"][6]["load_1m"] = 2.4
+    got = {name: (ok, val) for name, ok, val in targets(result, summarise(result))}
+    assert got["time ≤ 5 % of Retrain's"] == (None, "3.50 % (4.0 % / 3.0 % by seed)")
+    assert got["RFA trains ≤ 5 % of the parameters"][0] is True  # the rest is still judged
+    md = render_markdown(result)
+    assert "**Timed under load**" in md and "rfa@seed1 (2.4)" in md and "| – | 3.50 %" in md
+    result["records"][6]["load_1m"] = 1.4  # its own thread and a little noise: quiet
+    assert targets(result, summarise(result))[-4][1] is True
+    assert "Timed under load" not in render_markdown(result)
 
 
 def test_targets_flag_an_rfa_no_closer_to_retrain_than_the_untouched_original():
