@@ -18,7 +18,7 @@ CF=(--dataset cifar10 --data-dir "$SHARED/datasets/cifar10" --model resnet20
     --checkpoint "$SHARED/models/resnet_cifar10_akamaster/resnet20-12fca82f.th" --params benchmarks/params/cifar10.yaml)
 $U bench "${FM[@]}" --scenario class --forget-class 0 --seeds "$SEEDS" --methods "$METHODS" --out benchmarks/results/fashion_mnist-class0
 $U bench "${FM[@]}" --scenario sample --fraction 0.1 --seeds "$SEEDS" --methods "$METHODS" --oracle-epochs 20 --oracle-precision bf16 \
-  --out benchmarks/results/fashion_mnist-sample10  # a 20-epoch bf16 base and Retrain: the 4-epoch base memorised nothing (notes)
+  --lira-shadows 8 --out benchmarks/results/fashion_mnist-sample10  # a 20-epoch bf16 base and Retrain: the 4-epoch base memorised nothing (notes); LiRA's 8 shadows like it
 $U bench "${CF[@]}" --scenario class --forget-class 0 --seeds "$SEEDS" --methods "$METHODS" --out benchmarks/results/cifar10-resnet20-class0
 $U bench "${CF[@]}" --scenario sample --fraction 0.1 --seeds "$SEEDS" --methods "$METHODS" --oracle-epochs 60 --oracle-precision bf16 \
   --out benchmarks/results/cifar10-resnet20-sample10  # the 10 % table: a 60-epoch bf16 oracle (notes)
