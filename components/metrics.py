@@ -191,26 +191,21 @@ def mia_unseen(
     seed: int = 0,
     folds: int = 2,
 ) -> dict[str, float]:
-    """The same SVC attack cross-fitted over Dt, for a non-member baseline that no attack (and no
+    """`mia_efficacy` cross-fitted over Dt, for a non-member baseline that no attack (and no
     unlearning target) trained on: fold k's attack learns Dr vs Dt without fold k, then scores
     fold k and Df. Returns x100 `unseen` (Dt images called non-member by the attack that never saw
     them) and `forget` (Df called non-member, mean over the same attacks), so the two rates come
     from the same attacks. Two folds keep the attacks' size: with Dt over twice |Dr eval| each
     still trains on as many non-members as `mia_efficacy`'s."""
-    f = ATTACK_FEATURES[feature]
-    rng = np.random.default_rng(seed)
-    fold = rng.permutation(len(test)) % folds
+    fold = np.random.default_rng(seed).permutation(len(test)) % folds
     unseen = forget_rate = 0.0
     for k in range(folds):
-        train_nm, held = test.take(fold != k), test.take(fold == k)
-        n = min(len(retain), len(train_nm))
-        members = retain.take(rng.choice(len(retain), size=n, replace=False))
-        if len(train_nm) > n:
-            train_nm = train_nm.take(np.sort(rng.choice(len(train_nm), size=n, replace=False)))
-        clf = _svc(f(members), f(train_nm))
-        unseen += float((clf.predict(f(held)[:, None]) == 0).sum())
-        forget_rate += float((clf.predict(f(forget)[:, None]) == 0).mean()) / folds
-    return {"unseen": 100.0 * unseen / len(test), "forget": 100.0 * forget_rate}
+        held = test.take(fold == k)
+        targets = {"forget": forget, "held": held}
+        eff = mia_efficacy(retain, test.take(fold != k), targets, feature=feature, seed=seed + k)
+        unseen += eff.get("held", 0.0) * len(held)
+        forget_rate += eff["forget"] / folds
+    return {"unseen": unseen / len(test), "forget": forget_rate}
 
 
 def retain_leakage(retain: Predictions, test: Predictions, seed: int = 0) -> float:
