@@ -131,10 +131,11 @@ def _metrics(
         targets = {"forget": df, **({"dft": unseen_class} if unseen_class is not None else {})}
         eff = mia_efficacy(dr, attack_test, targets, feature=feature, seed=cfg.seed)
         m["mia_efficacy" + suffix] = eff.get("forget")
-        cross = mia_unseen(dr, attack_test, df, feature=feature, seed=cfg.seed)
-        m["mia_forget_cf" + suffix], m["mia_unseen" + suffix] = cross["forget"], cross["unseen"]
         if unseen_class is not None:
             m["mia_dft" + suffix] = eff.get("dft")
+        else:  # the sample gate's baseline; a class gate reads Dft instead (gates._mia_class)
+            cross = mia_unseen(dr, attack_test, df, feature=feature, seed=cfg.seed)
+            m["mia_forget_cf" + suffix], m["mia_unseen" + suffix] = cross["forget"], cross["unseen"]
     lm = loss_mia(df, dt, folds=cfg.loss_mia_folds, seed=cfg.seed)
     m["loss_mia_acc"], m["loss_mia_auc"], m["n_forget_test"] = lm["acc"], lm["auc"], lm["n_test"]
     m["retain_leakage"] = retain_leakage(dr, attack_test, seed=cfg.seed)
