@@ -249,6 +249,7 @@ def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> 
         "recipes": settings.bench.recipes,
         "rfa": settings.rfa.model_dump(mode="json"), "lora": settings.lora.model_dump(mode="json"),
         "oracle_train": train_cfg.model_dump(mode="json"),
+        **({"lira_shadows": run.lira_shadows} if run.lira_shadows else {}),
     }  # fmt: skip
     return Bench(
         run, settings, ds, data.validation, original, spec, device, cache, console, config, []
@@ -260,7 +261,6 @@ def _shadows(b: Bench) -> Shadows:
     run that fails while tuning has not spent their hours."""
     pool = concat(b.ds.train, b.validation)  # Df's images and the negatives, each in and out
     train = b.settings.train  # the base model's recipe, --oracle-* overrides included
-    b.config["lira_shadows"] = b.run.lira_shadows
     return train_shadows(
         pool, b.spec, train, b.run.lira_shadows, b.cache, b.device, say=b.console.print
     )
