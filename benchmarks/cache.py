@@ -6,10 +6,12 @@ Oracles and trained base models are cached under the project's `.cache/bench` (n
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -85,9 +87,23 @@ def _cached_model(path: Path, spec: dict) -> tuple[nn.Module | None, dict | None
 
 
 def _save_model(path: Path, model: nn.Module, meta: dict) -> None:
+    """The metadata first, the weights last and through a temporary name: the weights file is
+    what marks a model cached, so a killed run leaves no weights without their metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".safetensors").write_bytes(state_bytes(model))
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(state_bytes(model))
+    tmp.replace(path.with_suffix(".safetensors"))
+
+
+@contextmanager
+def _only_one_trainer(path: Path) -> Iterator[None]:
+    """Held while a model is looked up and, if missing, trained: a second bench process that
+    needs the same oracle (runs over different methods of one table) waits, then loads it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or the process dies
+        yield
 
 
 def train_key(cfg: TrainSettings) -> str:
@@ -140,12 +156,13 @@ def original_model(
     spec = make_spec(arch, ds.train.x, ds.num_classes, width)
     recipe = {"data": dataset_hash(ds.train), "spec": spec, "train": train_cfg.model_dump()}
     path = cache / "base" / f"{ds.name}-{arch}-{sha256_hex(canonical_json(recipe))[:16]}"
-    model, _ = _cached_model(path, spec)
-    if model is None:
-        set_seed(train_cfg.seed)
-        model = build_model(spec)
-        info = train_classifier(model, ds.train, train_cfg, device)
-        _save_model(path, model, {"seconds": info["seconds"]})
+    with _only_one_trainer(path):
+        model, _ = _cached_model(path, spec)
+        if model is None:
+            set_seed(train_cfg.seed)
+            model = build_model(spec)
+            info = train_classifier(model, ds.train, train_cfg, device)
+            _save_model(path, model, {"seconds": info["seconds"]})
     return model.eval(), spec
 
 
@@ -158,12 +175,13 @@ def oracle(
 ) -> tuple[nn.Module, dict]:  # fmt: skip
     """The Retrain oracle for this forget set and seed, from the cache when it was trained before
     (then it carries no CPU seconds of this run)."""
-    model, meta = _cached_model(path, spec)
-    if model is not None:
-        return model, {"cpu_seconds": None, **meta, "oracle_cached": True}
-    res, cpu = run("retrain", original, task, cfg)
-    # The load when it ended: whether its seconds also measured other processes (report.py).
-    meta = {"seconds": res.seconds, "cpu_seconds": cpu, "measured_at": time.time(),
-            "load_1m": os.getloadavg()[0]}  # fmt: skip
-    _save_model(path, res.model, meta)
+    with _only_one_trainer(path):
+        model, meta = _cached_model(path, spec)
+        if model is not None:
+            return model, {"cpu_seconds": None, **meta, "oracle_cached": True}
+        res, cpu = run("retrain", original, task, cfg)
+        # The load when it ended: whether its seconds also measured other processes (report.py).
+        meta = {"seconds": res.seconds, "cpu_seconds": cpu, "measured_at": time.time(),
+                "load_1m": os.getloadavg()[0]}  # fmt: skip
+        _save_model(path, res.model, meta)
     return res.model, {**meta, "oracle_cached": False}

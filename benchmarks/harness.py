@@ -14,15 +14,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from rich.console import Console
 from rich.progress import Progress, TaskID
 from torch import nn
 
+from benchmarks.bench_run import BenchRun
 from benchmarks.cache import (
     forget_ids,
     load_bench_data,
@@ -31,11 +30,12 @@ from benchmarks.cache import (
     original_model,
     training_recipe,
 )
+from benchmarks.points import Points, code_digest
 from benchmarks.report import render_markdown
 from benchmarks.selection import choose, with_point
 from benchmarks.shadows import Shadows, concat, train_shadows
 from components.checkpoints import check_layers
-from components.data import Dataset, Split
+from components.data import Dataset, Split, dataset_hash
 from components.evaluation import EvalSplits, evaluate
 from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
 from components.metrics import predict
@@ -43,7 +43,7 @@ from components.models import ModelError, build_model, make_spec, model_digest, 
 from components.reference import activation_distance, feature_probes, js_divergence
 from components.runtime import resolve_device
 from components.settings import Settings
-from components.unlearning.registry import METHODS, get_method
+from components.unlearning.registry import get_method
 from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
 from pipelines.provenance import package_versions
 
@@ -54,62 +54,6 @@ KEYS = ("acc_dr", "acc_df", "acc_dt", "acc_drt", "acc_dft", "mia_efficacy", "los
 PROBES = ("probe_acc_dft", "knn_acc_dft", "mlp_acc_dft", "early_probe_acc_dft")
 EMPTY = {**dict.fromkeys(PROBES), "seconds": None, "cpu_seconds": None, "trainable_fraction": None,
          "act_dist_dt": None, "js_df": None}  # fmt: skip
-
-
-class BenchRun(BaseModel):
-    """What one `unlearn bench` runs (the command line's choices, validated)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    dataset: Literal["digits", "fashion_mnist", "cifar10"] = "digits"
-    data_dir: Path | None = None
-    model: str = "small_cnn"
-    checkpoint: Path | None = None
-    scenario: Literal["class", "sample"] = "class"
-    forget_class: int = 0
-    fraction: float = Field(0.1, gt=0, lt=1)
-    seeds: list[int] = Field([1], min_length=1)  # reported; nothing is tuned on them
-    tune_seed: int = 0  # its forget set and the validation split choose every grid point
-    methods: list[str] = Field(min_length=1)
-    out: Path = Path("benchmarks/results/run")
-    oracle_epochs: int | None = Field(None, ge=1)
-    oracle_precision: Literal["fp32", "bf16"] | None = None
-    lira_shadows: int = Field(0, ge=0)  # LiRA's shadow models (benchmarks/shadows.py); 0 = off
-
-    @field_validator("methods")
-    @classmethod
-    def _known(cls, names: list[str]) -> list[str]:
-        unknown = [m for m in names if m not in METHODS]
-        if unknown:
-            raise ValueError(f"unknown methods {unknown}; known: {sorted(METHODS)}")
-        return names
-
-    @model_validator(mode="after")
-    def _reported_seeds_are_not_tuned_on(self) -> BenchRun:
-        if self.tune_seed in self.seeds:
-            raise ValueError(
-                f"seed {self.tune_seed} chooses the hyper-parameters (tune_seed); report others"
-            )
-        return self
-
-    @model_validator(mode="after")
-    def _lira_needs_samples_and_a_known_recipe(self) -> BenchRun:
-        if self.lira_shadows and self.scenario != "sample":
-            raise ValueError("LiRA is a per-example attack: --lira-shadows needs --scenario sample")
-        if self.lira_shadows % 2:  # each example inside exactly half of them (shadows.halves)
-            raise ValueError(f"--lira-shadows must be even, got {self.lira_shadows}")
-        if self.lira_shadows and self.checkpoint is not None:
-            raise ValueError(
-                "LiRA's shadows are trained like the base model: a pre-trained checkpoint's "
-                "recipe is unknown here, so --lira-shadows needs a base model the bench trains"
-            )
-        return self
-
-    def ordered_methods(self) -> list[str]:
-        """Retrain first: every other method's gaps are measured against it."""
-        return (["retrain"] if "retrain" in self.methods else []) + [
-            m for m in self.methods if m != "retrain"
-        ]
 
 
 def run_timed(
@@ -173,12 +117,14 @@ class Bench:
     config: dict
     records: list[dict]
     shadows: Shadows | None = None  # LiRA's, when --lira-shadows asks for them
+    points: Points | None = None  # finished points of this configuration (benchmarks/points.py)
 
 
 def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) -> dict:
     """Choose every method's grid point on the tuning seed and the validation split, then run
     every method once per reported seed at that point, scored on the report split; results.json
-    / results.md are written after each method."""
+    / results.md are written after each method. Points an earlier run of the same configuration
+    finished (stopped, killed, or run over other methods) are read back, not run again."""
     bench = _setup(run, settings, cache, console)
     tuned = [m for m in run.ordered_methods() if m in settings.bench.grids]
     with Progress(console=console, transient=False) as bar:
@@ -196,7 +142,7 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
             bar.advance(job)
             for name in run.ordered_methods():
                 bar.update(job, description=f"seed {seed}: {name}")
-                bench.records.append(_method_record(bench, sb, name))
+                bench.records.append(_resumed_record(bench, sb, name))
                 write_results(run.out, bench.config, bench.records)  # a stopped run keeps these
                 bar.advance(job)
     return write_results(run.out, bench.config, bench.records)
@@ -213,13 +159,52 @@ def _tune(b: Bench, methods: list[str], bar: Progress, job: TaskID) -> dict:
     out: dict = {"seed": b.run.tune_seed, "split": "validation", "methods": {}}
     for name in methods:
         bar.update(job, description=f"tuning {name} on seed {b.run.tune_seed}")
-        out["methods"][name] = choose(
-            name, b.original, sb.task, sb.cfg, b.settings, sb.measure, oracle_rec, run_timed,
-            lambda mdl: _finite(mdl, b.validation, b.device),
-        )  # fmt: skip
+        grid = b.settings.bench.grids[name]
+        out["methods"][name] = choose(grid, _tuning_point(b, sb, name), oracle_rec)
         b.config["lr_chosen"][name] = out["methods"][name]["lr"]
         bar.advance(job)
     return out
+
+
+def _tuning_point(b: Bench, sb: SeedBench, name: str) -> Callable[[float], dict | None]:
+    """Run and measure `name` at one grid point on the tuning task (None: it diverged), or read
+    the measurement back where this configuration's points hold it."""
+
+    def score(lr: float) -> dict | None:
+        key = f"tune-{name}-lr{lr!r}"
+        hit = _reuse(b, key)
+        if hit is not None:
+            return hit["m"]
+        cfg = with_point(name, sb.cfg, b.settings, sb.task.scenario, lr)
+        res, _ = run_timed(name, b.original, sb.task, cfg)
+        m = sb.measure(res.model) if _finite(res.model, b.validation, b.device) else None
+        b.points.put(key, {"m": m})
+        return m
+
+    return score
+
+
+def _resumed_record(b: Bench, sb: SeedBench, name: str) -> dict:
+    """`_method_record`, or the record a run of this configuration finished before. Retrain's
+    is measured again from its cached oracle: the other records' distances need its outputs."""
+    if name == "retrain":
+        return _method_record(b, sb, name)
+    tuned = b.config["tuning"]["methods"].get(name, {})
+    key = f"s{sb.seed}-{name}-lr{tuned.get('lr')!r}-{'oracle' if sb.oracle_preds else 'alone'}"
+    hit = _reuse(b, key)
+    if hit is not None:  # its grid may have grown since: where the choice sits is today's
+        return hit | ({"lr_at_grid_edge": tuned.get("edge")} if "lr_at_grid_edge" in hit else {})
+    rec = _method_record(b, sb, name)
+    b.points.put(key, rec)
+    return rec
+
+
+def _reuse(b: Bench, key: str) -> dict | None:
+    hit = b.points.get(key)
+    if hit is not None:
+        b.config["points"]["reused"] += 1
+        b.console.print(f"{key}: finished by an earlier run of this configuration, reused")
+    return hit
 
 
 def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> Bench:
@@ -251,9 +236,15 @@ def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> 
         "oracle_train": train_cfg.model_dump(mode="json"),
         **({"lira_shadows": run.lira_shadows} if run.lira_shadows else {}),
     }  # fmt: skip
-    return Bench(
+    bench = Bench(
         run, settings, ds, data.validation, original, spec, device, cache, console, config, []
     )
+    splits = {"train": ds.train, "reference": ds.heldout, "validation": data.validation,
+              "report": ds.test}  # fmt: skip
+    hashes = {k: dataset_hash(v) for k, v in splits.items()}
+    bench.points = Points.for_run(cache, config, hashes, code_digest())
+    config["points"] = {"folder": bench.points.folder.name, "reused": 0}
+    return bench
 
 
 def _shadows(b: Bench) -> Shadows:

@@ -7,8 +7,9 @@ class MergeError(ValueError):
     """Bench results that cannot be combined into one table."""
 
 
-# Config keys that may differ between the runs being merged: each run covers its own seeds.
-_PER_RUN = frozenset({"seeds", "lr_chosen"})
+# Config keys that may differ between the runs being merged: each run covers its own seeds,
+# and may have read back a different number of finished points (benchmarks/points.py).
+_PER_RUN = frozenset({"seeds", "lr_chosen", "points"})
 
 
 def merge_results(results: list[tuple[str, dict]]) -> dict:

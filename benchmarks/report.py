@@ -302,6 +302,11 @@ def render_markdown(result: dict, notes: str = "") -> str:
         lines += ["", "**Timed under load** (1-minute load average above the run's "
                   f"{cfg.get('torch_threads', 1)} threads + 0.5 when it ended; time targets shown, "
                   "not judged): " + ", ".join(loaded)]  # fmt: skip
+    reused = cfg.get("points", {}).get("reused")
+    if reused:
+        lines += ["", f"**Resumed**: {reused} grid points or records were finished by an earlier "
+                  "run of this configuration and read back (`.cache/bench/points/"
+                  f"{cfg['points']['folder']}`); their seconds are that run's."]  # fmt: skip
     edges = edge_choices(result)
     if edges:
         lines += ["", "**Not bracketed** (the chosen lr is the grid's end): " + ", ".join(edges)]

@@ -9,12 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
-from torch import nn
-
 from benchmarks.report import avg_gap
 from components.grids import grid_edge
 from components.settings import Settings
-from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
+from components.unlearning.types import MethodConfig
 
 # (method config, settings, scenario, grid point or None) -> the config that runs that point
 Apply = Callable[[MethodConfig, Settings, str, "float | None"], MethodConfig]
@@ -49,33 +47,15 @@ def with_point(
     return POINTS.get(name, _baseline_point(name))(cfg, s, scenario, lr)
 
 
-Run = Callable[[str, nn.Module, UnlearnTask, MethodConfig], tuple[UnlearnResult, float]]
-
-
-def choose(
-    name: str,
-    original: nn.Module,
-    task: UnlearnTask,
-    cfg: MethodConfig,
-    settings: Settings,
-    measure: Callable[[nn.Module], dict],
-    oracle: dict | None,
-    run: Run,
-    is_finite: Callable[[nn.Module], bool],
-) -> dict:
-    """Every grid point of `name` on the tuning task, each scored by its average gap to the
+def choose(grid: list[float], score: Callable[[float], dict | None], oracle: dict | None) -> dict:
+    """Every point of a method's grid on the tuning task, each scored by its average gap to the
     tuning seed's Retrain on the validation split (0 without an oracle: the first point wins).
-    Returns the grid, each point's gap (None: diverged), the chosen lr and whether it sits at an
-    end of the grid."""
-    grid = settings.bench.grids[name]
+    `score(lr)` runs that point and measures it (None: it diverged). Returns the grid, each
+    point's gap (None: diverged), the chosen lr and whether it sits at an end of the grid."""
     gaps: list[float | None] = []
     for lr in grid:
-        res, _ = run(name, original, task, with_point(name, cfg, settings, task.scenario, lr))
-        if not is_finite(res.model):
-            gaps.append(None)
-            continue
-        m = measure(res.model)
-        gaps.append(round(avg_gap(m, oracle), 4) if oracle else 0.0)
+        m = score(lr)
+        gaps.append(None if m is None else round(avg_gap(m, oracle), 4) if oracle else 0.0)
     scored = [(g, i) for i, g in enumerate(gaps) if g is not None]
     if not scored:
         return {"grid": list(grid), "gaps": gaps, "lr": None, "edge": None}

@@ -1,0 +1,71 @@
+"""Finished bench work kept across runs, so a stopped or killed `unlearn bench` resumes where it
+stopped instead of repeating hours of work (a Fashion-MNIST table is about seven CPU hours here).
+
+A point is one tuning grid point's measurement on the validation split, or one reported method
+record. Points live in a folder named by a digest of everything that makes them what they are:
+the run's configuration (settings, original model, scenario, package versions), the hashes of the
+four data splits, and the source of the code that trains and scores them. A changed setting,
+split or baseline therefore never reuses a stale point; it starts a new folder. Which methods and
+seeds a run reports is not part of it: runs over different methods share their tuning points.
+Each point is written through a temporary name, so a killed run leaves a whole point or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from components.canonical import canonical_json, sha256_hex
+
+ROOT = Path(__file__).resolve().parents[1]
+# What trains, measures and selects: a change to any of it changes every number.
+SOURCES = ("components", "benchmarks/cache.py", "benchmarks/harness.py",
+           "benchmarks/selection.py", "benchmarks/shadows.py")  # fmt: skip
+# Config keys that say what a run reports or chose, not how a point is computed.
+_PER_RUN = frozenset({"seeds", "methods", "lr_chosen", "grids", "tuning", "points"})
+
+
+def code_digest(root: Path = ROOT) -> str:
+    """sha256 over the path and bytes of every Python source in SOURCES, in path order."""
+    files: list[Path] = []
+    for name in SOURCES:
+        p = root / name
+        files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
+    parts = [f"{f.relative_to(root).as_posix()}\n{f.read_text()}" for f in files]
+    return sha256_hex("\n\0".join(parts).encode())
+
+
+def _plain(value: object) -> object:
+    """numpy scalars (what metrics return) as Python numbers."""
+    return value.item() if hasattr(value, "item") else str(value)
+
+
+@dataclass(frozen=True)
+class Points:
+    """One configuration's finished points (a folder of JSON files, one per point)."""
+
+    folder: Path
+
+    @classmethod
+    def for_run(cls, cache: Path, config: dict, data: dict[str, str], code: str) -> Points:
+        key = {k: v for k, v in config.items() if k not in _PER_RUN}
+        digest = sha256_hex(canonical_json({"config": key, "data": data, "code": code}))
+        return cls(cache / "points" / digest[:16])
+
+    def _path(self, key: str) -> Path:
+        return self.folder / f"{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        path = self._path(key)
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def put(self, key: str, value: dict) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{key}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps(value, default=_plain))
+        tmp.replace(self._path(key))  # atomic: a killed run leaves the point whole or absent
+
+    def count(self) -> int:
+        return len(list(self.folder.glob("*.json"))) if self.folder.exists() else 0

@@ -1,0 +1,144 @@
+"""A bench killed with `kill -9` resumes from the points it finished and ends with the numbers of a
+run that was never stopped (benchmarks/points.py); two processes needing one oracle train it once
+(benchmarks/cache.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from rich.console import Console
+
+from benchmarks import cache as bench_cache
+from benchmarks.harness import BenchRun, run_bench
+from benchmarks.points import Points, code_digest
+from components.models import build_model, make_spec
+from components.settings import Settings
+from components.unlearning.types import MethodConfig, UnlearnTask
+from tests.conftest import ROOT
+
+CLI = "from pipelines.cli import entrypoint; entrypoint()"
+TIMING = {"seconds", "cpu_seconds", "oracle_cached", "load_1m"}  # the machine, not the data
+
+
+def _numbers(result: dict) -> tuple:
+    records = [{k: v for k, v in r.items() if k not in TIMING} for r in result["records"]]
+    return records, result["config"]["tuning"]
+
+
+def _bench_cmd(params: Path, out: Path) -> list[str]:
+    return [sys.executable, "-c", CLI, "bench", "--dataset", "digits", "--scenario", "class",
+            "--forget-class", "2", "--seeds", "1", "--methods", "ft,retrain",
+            "--oracle-epochs", "3", "--params", str(params), "--out", str(out)]  # fmt: skip
+
+
+def _wait_for_points(proc: subprocess.Popen, folder: Path, at_least: int) -> None:
+    while proc.poll() is None:
+        found = list(folder.glob("*/tune-ft-*.json")) if folder.exists() else []
+        if len(found) >= at_least:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"the bench ended (exit {proc.returncode}) before {at_least} points")
+
+
+def test_a_killed_bench_resumes_and_matches_a_run_never_stopped(tmp_path):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"]["epochs"] = 3
+    recipes = {**Settings().bench.recipes, "ft": {"epochs": 2, "batch_size": 256}}
+    raw["bench"] = {"recipes": recipes}
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    settings = Settings.model_validate(raw)  # cheap but whole: Retrain, FT's five-point grid
+    run = BenchRun(
+        dataset="digits", scenario="class", forget_class=2, seeds=[1], methods=["ft", "retrain"],
+        oracle_epochs=3, out=tmp_path / "never-stopped",
+    )  # fmt: skip
+    whole = run_bench(run, settings, tmp_path / "other-cache", Console(quiet=True))
+
+    work = tmp_path / "work"  # `unlearn bench` caches under ./.cache/bench
+    work.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    points = work / ".cache" / "bench" / "points"
+    proc = subprocess.Popen(_bench_cmd(params, work / "out"), cwd=work, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+    _wait_for_points(proc, points, at_least=2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (folder,) = points.iterdir()
+    finished = sorted(p.name for p in folder.glob("*.json"))
+    assert len(finished) >= 2 and all(json.loads(p.read_text()) for p in folder.glob("*.json"))
+
+    done = subprocess.run(_bench_cmd(params, work / "out"), cwd=work, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    resumed = json.loads((work / "out" / "results.json").read_text())
+    assert _numbers(resumed) == _numbers(whole)
+    assert resumed["config"]["points"]["reused"] >= len(finished)
+    assert "Resumed" in (work / "out" / "results.md").read_text()
+    assert not list(folder.glob(".*.tmp"))  # every point whole: none left half-written
+
+
+def test_points_are_per_configuration_data_and_code(tmp_path):
+    config = {"dataset": "digits", "rfa": {"lr": 0.01}, "seeds": [1], "methods": ["ft"]}
+    data = {"train": "a", "reference": "b"}
+    base = Points.for_run(tmp_path, config, data, "code")
+    # What a run reports (its seeds and methods) is not what a point is: runs share points.
+    other_run = {**config, "seeds": [2, 3], "methods": ["rl"]}
+    assert Points.for_run(tmp_path, other_run, data, "code") == base
+    for other in (
+        Points.for_run(tmp_path, {**config, "rfa": {"lr": 0.02}}, data, "code"),
+        Points.for_run(tmp_path, config, {**data, "reference": "c"}, "code"),
+        Points.for_run(tmp_path, config, data, "other code"),
+    ):
+        assert other.folder != base.folder
+    assert base.get("tune-ft-lr0.01") is None
+    base.put("tune-ft-lr0.01", {"m": {"acc_df": torch.tensor(1.5).numpy()[()]}})
+    assert base.get("tune-ft-lr0.01") == {"m": {"acc_df": 1.5}} and base.count() == 1
+
+
+def test_the_code_digest_follows_every_measuring_source(tmp_path):
+    sources = ["components/unlearning/baselines.py", "benchmarks/harness.py", "benchmarks/cache.py",
+               "benchmarks/selection.py", "benchmarks/shadows.py"]  # fmt: skip
+    for name in sources:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x = 1\n")
+    before = code_digest(tmp_path)
+    (tmp_path / "components/unlearning/baselines.py").write_text("x = 2\n")
+    assert code_digest(tmp_path) != before
+    assert code_digest() == code_digest(ROOT)  # the repository's own sources by default
+
+
+def test_a_second_process_waits_for_the_oracle_being_trained_and_loads_it(tmp_path, digits):
+    spec = make_spec("small_cnn", digits.train.x[:64], digits.num_classes, 8)
+    trained = build_model(spec)
+    path = tmp_path / "oracles" / "key"
+    calls = threading.Event()
+
+    def runner(*_):  # the waiting process must not train the oracle again
+        calls.set()
+        raise AssertionError("trained an oracle another process was training")
+
+    task = UnlearnTask("class", digits.train, digits.train, digits.heldout, (0,))
+    cfg = MethodConfig()  # never read: the runner is not called
+    got: dict = {}
+
+    def wait_and_load() -> None:
+        got["model"], got["meta"] = bench_cache.oracle(trained, task, cfg, spec, path, runner)
+
+    with bench_cache._only_one_trainer(path):  # the other process, mid-training
+        waiter = threading.Thread(target=wait_and_load)
+        waiter.start()
+        assert not calls.wait(2.0)  # without the lock it would have started training by now
+        bench_cache._save_model(path, trained, {"seconds": 1.0})
+    waiter.join()
+    assert not calls.is_set() and got["meta"]["oracle_cached"] is True
+    pairs = zip(got["model"].state_dict().values(), trained.state_dict().values(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)
