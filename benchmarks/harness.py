@@ -30,7 +30,7 @@ from benchmarks.cache import (
     original_model,
     training_recipe,
 )
-from benchmarks.points import Points, code_digest
+from benchmarks.points import Points, code_digest, own_settings
 from benchmarks.report import render_markdown
 from benchmarks.selection import choose, with_point
 from benchmarks.shadows import Shadows, concat, train_shadows
@@ -171,7 +171,7 @@ def _tuning_point(b: Bench, sb: SeedBench, name: str) -> Callable[[float], dict 
     the measurement back where this configuration's points hold it."""
 
     def score(lr: float) -> dict | None:
-        key = f"tune-{name}-lr{lr!r}"
+        key = f"tune-{name}-{own_settings(b.config, name)}-lr{lr!r}"
         hit = _reuse(b, key)
         if hit is not None:
             return hit["m"]
@@ -190,7 +190,8 @@ def _resumed_record(b: Bench, sb: SeedBench, name: str) -> dict:
     if name == "retrain":
         return _method_record(b, sb, name)
     tuned = b.config["tuning"]["methods"].get(name, {})
-    key = f"s{sb.seed}-{name}-lr{tuned.get('lr')!r}-{'oracle' if sb.oracle_preds else 'alone'}"
+    own, vs = own_settings(b.config, name), "oracle" if sb.oracle_preds else "alone"
+    key = f"s{sb.seed}-{name}-{own}-lr{tuned.get('lr')!r}-{vs}"
     hit = _reuse(b, key)
     if hit is not None:  # its grid may have grown since: where the choice sits is today's
         return hit | ({"lr_at_grid_edge": tuned.get("edge")} if "lr_at_grid_edge" in hit else {})
@@ -234,6 +235,7 @@ def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> 
         "recipes": settings.bench.recipes,
         "rfa": settings.rfa.model_dump(mode="json"), "lora": settings.lora.model_dump(mode="json"),
         "oracle_train": train_cfg.model_dump(mode="json"),
+        "bench": settings.bench.model_dump(mode="json", exclude={"grids", "recipes"}),
         **({"lira_shadows": run.lira_shadows} if run.lira_shadows else {}),
     }  # fmt: skip
     bench = Bench(

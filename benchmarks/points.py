@@ -2,18 +2,21 @@
 stopped instead of repeating hours of work (a Fashion-MNIST table is about seven CPU hours here).
 
 A point is one tuning grid point's measurement on the validation split, or one reported method
-record. Points live in a folder named by a digest of everything that makes them what they are:
-the run's configuration (settings, original model, scenario, package versions), the hashes of the
-four data splits, and the source of the code that trains and scores them. A changed setting,
-split or baseline therefore never reuses a stale point; it starts a new folder. Which methods and
-seeds a run reports is not part of it: runs over different methods share their tuning points.
-Each point is written through a temporary name, so a killed run leaves a whole point or none.
+record. Points live in a folder named by a digest of everything every method shares: the run's
+configuration (scenario, original model, the bench's scoring settings, package versions), the
+hashes of the four data splits and the source of the code that trains and scores. Each point's
+name adds a hash of the settings only its method reads (RFA's `rfa` and `lora` sections, a
+baseline's recipe), so re-tuning RFA's settings keeps every baseline's points. A changed setting,
+split or line of code therefore never reuses a stale point. Which methods and seeds a run reports
+is not part of it: runs over different methods share their points. Each point is written through
+a temporary name, so a killed run leaves a whole point or none.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +28,20 @@ SOURCES = ("components", "benchmarks/cache.py", "benchmarks/harness.py",
            "benchmarks/selection.py", "benchmarks/shadows.py")  # fmt: skip
 # Config keys that say what a run reports or chose, not how a point is computed.
 _PER_RUN = frozenset({"seeds", "methods", "lr_chosen", "grids", "tuning", "points"})
+# Config sections one method reads alone: they name that method's points, not the folder.
+_OWN_SECTIONS = frozenset({"rfa", "lora", "recipes"})
+_OWN: dict[str, Callable[[dict, str], dict]] = {
+    "rfa": lambda c, _: {"rfa": c["rfa"], "lora": c["lora"]},
+}
+
+
+def _recipe(config: dict, name: str) -> dict:
+    return {"recipe": config["recipes"].get(name)}
+
+
+def own_settings(config: dict, name: str) -> str:
+    """Short hash of the settings only `name` reads (a baseline: its recipe)."""
+    return sha256_hex(canonical_json(_OWN.get(name, _recipe)(config, name)))[:12]
 
 
 def code_digest(root: Path = ROOT) -> str:
@@ -50,7 +67,7 @@ class Points:
 
     @classmethod
     def for_run(cls, cache: Path, config: dict, data: dict[str, str], code: str) -> Points:
-        key = {k: v for k, v in config.items() if k not in _PER_RUN}
+        key = {k: v for k, v in config.items() if k not in _PER_RUN | _OWN_SECTIONS}
         digest = sha256_hex(canonical_json({"config": key, "data": data, "code": code}))
         return cls(cache / "points" / digest[:16])
 

@@ -19,7 +19,7 @@ from rich.console import Console
 
 from benchmarks import cache as bench_cache
 from benchmarks.harness import BenchRun, run_bench
-from benchmarks.points import Points, code_digest
+from benchmarks.points import Points, code_digest, own_settings
 from components.models import build_model, make_spec
 from components.settings import Settings
 from components.unlearning.types import MethodConfig, UnlearnTask
@@ -94,11 +94,23 @@ def test_points_are_per_configuration_data_and_code(tmp_path):
     other_run = {**config, "seeds": [2, 3], "methods": ["rl"]}
     assert Points.for_run(tmp_path, other_run, data, "code") == base
     for other in (
-        Points.for_run(tmp_path, {**config, "rfa": {"lr": 0.02}}, data, "code"),
+        Points.for_run(tmp_path, {**config, "bench": {"loss_mia_folds": 5}}, data, "code"),
         Points.for_run(tmp_path, config, {**data, "reference": "c"}, "code"),
         Points.for_run(tmp_path, config, data, "other code"),
     ):
         assert other.folder != base.folder
+    # A setting only one method reads names that method's points, not the folder.
+    recipes = {"ft": {"epochs": 10}, "rl": {"epochs": 10}}
+    full = {**config, "lora": {"rank": 2}, "recipes": recipes}
+    retuned = {**full, "rfa": {"lr": 0.02}, "lora": {"rank": 4}}
+    assert Points.for_run(tmp_path, retuned, data, "code") == Points.for_run(
+        tmp_path, full, data, "code"
+    )
+    assert own_settings(retuned, "ft") == own_settings(full, "ft")
+    assert own_settings(retuned, "rfa") != own_settings(full, "rfa")
+    longer_ft = {**full, "recipes": {**recipes, "ft": {"epochs": 20}}}
+    assert own_settings(longer_ft, "ft") != own_settings(full, "ft")
+    assert own_settings(longer_ft, "rl") == own_settings(full, "rl")
     assert base.get("tune-ft-lr0.01") is None
     base.put("tune-ft-lr0.01", {"m": {"acc_df": torch.tensor(1.5).numpy()[()]}})
     assert base.get("tune-ft-lr0.01") == {"m": {"acc_df": 1.5}} and base.count() == 1
