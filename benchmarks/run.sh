@@ -9,13 +9,16 @@ cd "$(dirname "$0")/.."
 SEEDS="${SEEDS:-1,2,3}"
 METHODS="${METHODS:-retrain,rfa,ft,neggrad,rl,salun,scrub}"
 SHARED="${SHARED:-../shared}"
-JOBS="${JOBS:-1}"  # processes per table (one core each: the bench runs torch on one thread)
+JOBS="${JOBS:-1}"  # processes per table
+if (( JOBS > 1 )); then  # a share of the cores each, not every core each (torch's default)
+  export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))}"
+fi
 U=.venv/bin/unlearn
 
 # One table: with JOBS > 1 its methods are split round-robin between JOBS processes (each with
 # Retrain, whose oracles they share through the cache's lock), then one run over every method
-# assembles the table from the points they finished (benchmarks/points.py). A stopped table
-# resumes from its points when run again.
+# (same threads: the thread count is part of a point's configuration) assembles the table from
+# the points they finished (benchmarks/points.py). A stopped table resumes when run again.
 table() {
   local out=$1; shift
   if (( JOBS > 1 )); then
