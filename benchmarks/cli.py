@@ -1,4 +1,4 @@
-"""`unlearn bench`, `bench-report`, `bench-merge`: the harness's commands."""
+"""`unlearn bench`, `bench-time`, `bench-report`, `bench-merge`: the harness's commands."""
 
 from __future__ import annotations
 
@@ -92,6 +92,47 @@ def _first_error(e: Exception) -> str:
             return msg
         return f"--{'.'.join(str(p) for p in first['loc']).replace('_', '-')}: {msg}"
     return str(e)
+
+
+def bench_time(
+    out_dir: Path = typer.Argument(..., help="A bench output folder (with results.json)."),
+    seed: int = typer.Option(1, help="The seed whose forget set is timed (not the tuning seed)."),
+    data_dir: Path | None = typer.Option(None, help="The table's dataset folder (npz datasets)."),
+    checkpoint: Path | None = typer.Option(
+        None, help="The table's pre-trained checkpoint, if any."
+    ),
+    params: Path = typer.Option(Path("params.yaml"), help="The params file the table ran with."),
+) -> None:
+    """Time a finished table's methods again in one process: Retrain trained for it, then every
+    method at its chosen lr, one after another; adds the section to results.json / results.md."""
+    from pydantic import ValidationError
+
+    from benchmarks.report import render_markdown
+    from benchmarks.report_timing import timing_lines
+    from benchmarks.timing import TimingError, bench_run_of, time_table
+    from components.settings import load_settings
+    from pipelines.env import quiet_environment
+
+    src = out_dir / "results.json"
+    if not src.exists():
+        raise BenchError(f"{src} not found; run `unlearn bench --out {out_dir}` first")
+    result = json.loads(src.read_text())
+    try:
+        run = bench_run_of(result["config"], data_dir, checkpoint, seed)
+    except (ValidationError, ValueError) as e:
+        raise typer.BadParameter(_first_error(e)) from None
+    quiet_environment()
+    try:
+        result["timing"] = time_table(
+            result, run, load_settings(params), Path(".cache") / "bench", out
+        )
+    except TimingError as e:
+        raise BenchError(str(e)) from None
+    md = out_dir / "results.md"
+    notes = md.read_text().partition("\n## Notes\n")[2] if md.exists() else ""  # kept as written
+    src.write_text(json.dumps(result, indent=1) + "\n")
+    md.write_text(render_markdown(result, notes))
+    typer.echo("\n".join(timing_lines(result)))
 
 
 def bench_report(

@@ -6,6 +6,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from benchmarks.report_timing import timing_lines
+
 COLUMNS = (
     ("acc_df", "Acc(Df)"),
     ("acc_dr", "Acc(Dr)"),
@@ -307,6 +309,7 @@ def render_markdown(result: dict, notes: str = "") -> str:
         lines += ["", f"**Resumed**: {reused} grid points or records were finished by an earlier "
                   "run of this configuration and read back (`.cache/bench/points/"
                   f"{cfg['points']['folder']}`); their seconds are that run's."]  # fmt: skip
+    lines += timing_lines(result)
     edges = edge_choices(result)
     if edges:
         lines += ["", "**Not bracketed** (the chosen lr is the grid's end): " + ", ".join(edges)]

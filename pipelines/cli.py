@@ -265,8 +265,10 @@ def demo(
         raise typer.Exit(1)
 
 
-# The benchmark harness's commands (benchmarks/cli.py): unlearn bench | bench-report | bench-merge.
+# The benchmark harness's commands (benchmarks/cli.py): unlearn bench | bench-time | bench-report
+# | bench-merge.
 app.command()(bench_cli.bench)
+app.command("bench-time")(bench_cli.bench_time)
 app.command("bench-report")(bench_cli.bench_report)
 app.command("bench-merge")(bench_cli.bench_merge)
 

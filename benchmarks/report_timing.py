@@ -1,0 +1,41 @@
+"""results.md's section for a table timed by `unlearn bench-time` (benchmarks/timing.py)."""
+
+from __future__ import annotations
+
+
+def timing_lines(result: dict) -> list[str]:
+    """results.md's section for `result["timing"]` (none if the table was not timed)."""
+    t = result.get("timing")
+    if not t:
+        return []
+    by = {r["method"]: r for r in t["runs"]}
+    lines = [
+        "",
+        f"## Time in one process (seed {t['seed']}, `unlearn bench-time`)",
+        "",
+        "Retrain trained for this (not the cached oracle), then every method at its chosen lr, "
+        "one after another in one process. "
+        + (
+            f"The 1-minute load stayed at most {t['load_limit']:.1f} throughout: quiet."
+            if t["quiet"]
+            else f"**Not quiet** (load above {t['load_limit']:.1f} during a run): ratios shown, "
+            "targets not judged."
+        ),
+        "",
+        "| method | seconds | CPU seconds | / Retrain | / FT | load before, after |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in t["runs"]:
+        ratio = [_ratio(r, by.get(ref)) for ref in ("retrain", "ft")]
+        load = ", ".join(f"{x:.1f}" for x in r["load_1m"])
+        lines.append(f"| {r['method']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
+                     f"{ratio[0]} | {ratio[1]} | {load} |")  # fmt: skip
+    if "rfa" in by and "retrain" in by:
+        share = by["rfa"]["seconds"] / by["retrain"]["seconds"]
+        verdict = ("met" if share <= 0.05 else "MISSED") if t["quiet"] else "not judged"
+        lines += ["", f"RFA's time ≤ 5 % of Retrain's: {100 * share:.1f} % — {verdict}."]
+    return lines
+
+
+def _ratio(r: dict, ref: dict | None) -> str:
+    return f"{100 * r['seconds'] / ref['seconds']:.1f} %" if ref else "–"

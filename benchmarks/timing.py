@@ -1,0 +1,73 @@
+"""`unlearn bench-time`: a finished table's methods timed again in one process, on one seed.
+
+A table's own records time each method where the table ran it: over hours, next to whatever else
+the machine was doing, and its Retrain seconds come from the oracle cache (another process, often
+another day). Here Retrain is trained for the purpose (never read from the cache) and every other
+method runs at the lr the table chose, one after another in this process, with the 1-minute load
+average read before and after each run. The section it adds to results.md judges the time
+targets only if every run stayed quiet (load at most the table's threads + 0.5, as
+`report.loaded_runs`); otherwise it shows the ratios and says why they are not judged.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from benchmarks.bench_run import BenchRun
+from benchmarks.harness import _seed_bench, _setup, run_timed
+from benchmarks.selection import with_point
+from components.settings import Settings
+
+# Settings the table recorded that the params file must reproduce: the methods timed here must
+# be the methods the table measured.
+_SAME = ("rfa", "lora", "recipes", "oracle_train", "original_digest")
+
+
+class TimingError(ValueError):
+    """The table cannot be timed as given (another model, other settings)."""
+
+
+def bench_run_of(
+    config: dict, data_dir: Path | None, checkpoint: Path | None, seed: int
+) -> BenchRun:
+    """The table's own run (dataset, scenario, methods, oracle recipe) on the one seed timed."""
+    train = config["oracle_train"]
+    return BenchRun(
+        dataset=config["dataset"], data_dir=data_dir, model=config["model"],
+        checkpoint=checkpoint, scenario=config["scenario"],
+        forget_class=config["forget_class"] or 0, fraction=config["fraction"] or 0.1,
+        seeds=[seed], tune_seed=config["tune_seed"], methods=config["methods"],
+        oracle_epochs=train["epochs"], oracle_precision=train["precision"],
+    )  # fmt: skip
+
+
+def time_table(
+    result: dict, run: BenchRun, settings: Settings, cache: Path, console: Console
+) -> dict:
+    """Retrain, then every other method at its chosen lr, on `run`'s seed in this process."""
+    cfg = result["config"]
+    torch.set_num_threads(cfg["torch_threads"])  # the table's threads: its ratios' conditions
+    b = _setup(run, settings, cache, console)
+    differs = [k for k in _SAME if b.config.get(k) != cfg.get(k)]
+    if differs:
+        raise TimingError(
+            f"the params and data given are not the table's (they differ in {', '.join(differs)})"
+            "; pass the params file and data the table was run with"
+        )
+    sb = _seed_bench(b, run.seeds[0], b.ds.test, probe=False)
+    runs = []
+    for name in run.ordered_methods():
+        lr = cfg["lr_chosen"].get(name)
+        console.print(f"timing {name}" + (f" at lr {lr}" if lr is not None else ""))
+        before = os.getloadavg()[0]
+        point = with_point(name, sb.cfg, b.settings, cfg["scenario"], lr)
+        res, cpu = run_timed(name, b.original, sb.task, point)
+        runs.append({"method": name, "lr": lr, "seconds": res.seconds, "cpu_seconds": cpu,
+                     "steps": res.steps, "load_1m": [before, os.getloadavg()[0]]})  # fmt: skip
+    limit = cfg["torch_threads"] + 0.5
+    quiet = all(max(r["load_1m"]) <= limit for r in runs)
+    return {"seed": run.seeds[0], "quiet": quiet, "load_limit": limit, "runs": runs}

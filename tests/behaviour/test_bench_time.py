@@ -1,0 +1,76 @@
+"""`unlearn bench-time`: a finished table's methods timed again in one process on one seed, with
+a Retrain trained for it (benchmarks/timing.py), and its section in results.md."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from rich.console import Console
+
+from benchmarks.cli import BenchError, bench_time
+from benchmarks.harness import BenchRun, run_bench
+from benchmarks.report_timing import timing_lines
+from components.settings import Settings, load_settings
+from tests.conftest import ROOT
+
+
+def _params(path, **rfa) -> Settings:
+    """params.yaml, cheap: three epochs of training, 30 RFA steps (the timing, not the result)."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"]["epochs"] = 3
+    raw["rfa"].update({"min_steps": 10, "max_steps": 30, **rfa})
+    path.write_text(yaml.safe_dump(raw))
+    return load_settings(path)
+
+
+def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # bench-time caches under ./.cache/bench, as `unlearn bench`
+    settings = _params(tmp_path / "params.yaml")
+    run = BenchRun(
+        dataset="digits", scenario="class", forget_class=2, seeds=[1],
+        methods=["rfa", "ft", "retrain"], oracle_epochs=3, out=tmp_path / "table",
+    )  # fmt: skip
+    table = run_bench(run, settings, tmp_path / ".cache" / "bench", Console(quiet=True))
+    md = tmp_path / "table" / "results.md"
+    md.write_text(md.read_text() + "\n## Notes\n\nWhat was tried.\n")  # as bench-report --notes
+    bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
+               params=tmp_path / "params.yaml")  # fmt: skip
+
+    saved = json.loads((tmp_path / "table" / "results.json").read_text())
+    assert saved["records"] == table["records"]  # the table itself is left as measured
+    timing = saved["timing"]
+    assert timing["seed"] == 2 and isinstance(timing["quiet"], bool)
+    assert [r["method"] for r in timing["runs"]] == ["retrain", "rfa", "ft"]
+    for r in timing["runs"]:
+        assert r["seconds"] > 0 and r["cpu_seconds"] > 0 and len(r["load_1m"]) == 2
+        assert r["lr"] == saved["config"]["lr_chosen"].get(r["method"])
+    text = md.read_text()
+    assert "## Time in one process (seed 2" in text and "RFA's time ≤ 5 % of Retrain's" in text
+    assert text.endswith("## Notes\n\nWhat was tried.\n")  # the table's notes stay
+
+    # Other RFA settings than the table's would time another method: refused in one line.
+    _params(tmp_path / "other.yaml", retain_batch=8)
+    with pytest.raises(BenchError, match="differ in rfa"):
+        bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
+                   params=tmp_path / "other.yaml")  # fmt: skip
+    with pytest.raises(BenchError, match="not found"):
+        bench_time(tmp_path / "none", seed=2, data_dir=None, checkpoint=None,
+                   params=tmp_path / "params.yaml")  # fmt: skip
+
+
+def _timing(quiet: bool, rfa_seconds: float) -> dict:
+    runs = [("retrain", 100.0), ("rfa", rfa_seconds), ("ft", 20.0)]
+    return {"timing": {"seed": 1, "quiet": quiet, "load_limit": 1.5, "runs": [
+        {"method": m, "lr": None, "seconds": s, "cpu_seconds": s, "steps": 1, "load_1m": [1, 1]}
+        for m, s in runs]}}  # fmt: skip
+
+
+def test_the_time_target_is_judged_only_on_a_quiet_timing():
+    assert "3.0 % — met" in "\n".join(timing_lines(_timing(True, 3.0)))
+    assert "8.0 % — MISSED" in "\n".join(timing_lines(_timing(True, 8.0)))
+    loaded = "\n".join(timing_lines(_timing(False, 3.0)))
+    assert "**Not quiet**" in loaded and "not judged" in loaded and "— met" not in loaded
+    assert "| rfa | 3.0 | 3.0 | 3.0 % | 15.0 % |" in "\n".join(timing_lines(_timing(True, 3.0)))
+    assert timing_lines({"records": []}) == []
