@@ -14,6 +14,7 @@ a temporary name, so a killed run leaves a whole point or none.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 from collections.abc import Callable
@@ -23,9 +24,12 @@ from pathlib import Path
 from components.canonical import canonical_json, sha256_hex
 
 ROOT = Path(__file__).resolve().parents[1]
-# What trains, measures and selects: a change to any of it changes every number.
+# What trains, measures and selects: a change to any of it changes every number. The settings
+# module is left out: the values it gives enter through the config (rfa, lora, recipes, bench,
+# oracle_train), so editing one scenario's defaults keeps other tables' points.
 SOURCES = ("components", "benchmarks/cache.py", "benchmarks/harness.py",
            "benchmarks/selection.py", "benchmarks/shadows.py")  # fmt: skip
+_NOT_CODE = ("components/settings.py",)
 # Config keys that say what a run reports or chose, not how a point is computed.
 _PER_RUN = frozenset({"seeds", "methods", "lr_chosen", "grids", "tuning", "points"})
 # Config sections one method reads alone: they name that method's points, not the folder.
@@ -45,13 +49,34 @@ def own_settings(config: dict, name: str) -> str:
 
 
 def code_digest(root: Path = ROOT) -> str:
-    """sha256 over the path and bytes of every Python source in SOURCES, in path order."""
+    """sha256 over the path and syntax tree of every Python source in SOURCES, in path order:
+    comments, docstrings and formatting do not change it, code does."""
     files: list[Path] = []
     for name in SOURCES:
         p = root / name
         files += sorted(p.rglob("*.py")) if p.is_dir() else [p]
-    parts = [f"{f.relative_to(root).as_posix()}\n{f.read_text()}" for f in files]
+    rel = [f.relative_to(root).as_posix() for f in files]
+    parts = [f"{r}\n{_code_of(f.read_text())}" for r, f in zip(rel, files, strict=True)
+             if r not in _NOT_CODE]  # fmt: skip
     return sha256_hex("\n\0".join(parts).encode())
+
+
+def _code_of(source: str) -> str:
+    """The module's syntax tree without docstrings (comments never reach the tree)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and _is_docstring(body[0]):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, include_attributes=False)
+
+
+def _is_docstring(stmt: ast.stmt) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(getattr(stmt, "value", None), ast.Constant)
+        and isinstance(stmt.value.value, str)
+    )
 
 
 def _plain(value: object) -> object:

@@ -123,8 +123,16 @@ def test_the_code_digest_follows_every_measuring_source(tmp_path):
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("x = 1\n")
     before = code_digest(tmp_path)
-    (tmp_path / "components/unlearning/baselines.py").write_text("x = 2\n")
+    baselines = tmp_path / "components/unlearning/baselines.py"
+    baselines.write_text('"""A docstring."""\n\nx = 1  # a comment\n')
+    assert code_digest(tmp_path) == before  # words about the code are not the code
+    baselines.write_text("x = 2\n")
     assert code_digest(tmp_path) != before
+    # The settings' values enter through the config, not through the source's text.
+    (tmp_path / "components/settings.py").write_text("grid = (1, 2)\n")
+    changed = code_digest(tmp_path)
+    (tmp_path / "components/settings.py").write_text("grid = (1, 3)\n")
+    assert code_digest(tmp_path) == changed
     assert code_digest() == code_digest(ROOT)  # the repository's own sources by default
 
 
