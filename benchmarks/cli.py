@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from components.settings import Settings
 from pipelines.cli_common import out
 
 
@@ -52,6 +53,9 @@ def bench(
     lira_shadows: int = typer.Option(
         0, help="Shadow models for the per-example LiRA attack (sample scenario; even; 0 = off)."
     ),
+    grid: list[str] = typer.Option(
+        [], "--grid", help="method=lr,lr,... replaces that method's grid (repeatable)."
+    ),
 ) -> None:
     """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
     from pydantic import ValidationError
@@ -77,10 +81,36 @@ def bench(
         )  # fmt: skip
     except (ValidationError, ValueError) as e:
         raise typer.BadParameter(_first_error(e)) from None
+    settings = with_grids(load_settings(params), grid)  # before any work: a typo costs nothing
     quiet_environment()
-    result = run_bench(run, load_settings(params), Path(".cache") / "bench", out)
+    result = run_bench(run, settings, Path(".cache") / "bench", out)
     typer.echo((out_dir / "results.md").read_text())
     out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
+
+
+def with_grids(settings: Settings, pairs: list[str]) -> Settings:
+    """`settings` with each `--grid method=lr,lr,...` replacing that method's grid, validated as
+    the params file's own grids are (log-spaced, five points or more)."""
+    from pydantic import ValidationError
+
+    from components.settings import BenchSettings
+
+    grids = dict(settings.bench.grids)
+    for pair in pairs:
+        name, sep, values = pair.partition("=")
+        try:
+            if not sep or name not in grids:
+                raise ValueError
+            grids[name] = tuple(float(v) for v in values.split(","))
+        except ValueError:
+            raise BenchError(
+                f"--grid {pair!r}: expected method=lr,lr,... for one of {', '.join(sorted(grids))}"
+            ) from None
+    try:
+        bench = BenchSettings.model_validate({**settings.bench.model_dump(), "grids": grids})
+    except ValidationError as e:
+        raise BenchError(f"--grid: {_first_error(e).removeprefix('--')}") from None
+    return settings.model_copy(update={"bench": bench})
 
 
 def _first_error(e: Exception) -> str:

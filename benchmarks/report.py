@@ -353,9 +353,17 @@ def edge_choices(result: dict) -> list[str]:
     tuning = result["config"].get("tuning")
     if tuning:
         methods = tuning["methods"].items()
-        return [f"{name}: {c['edge']} ({c['lr']})" for name, c in methods if c["edge"]]
+        return [f"{name}: {c['edge']} ({c['lr']}){_ties(c)}" for name, c in methods if c["edge"]]
     return [
         f"{r['method']}@seed{r['seed']}: {r['lr_at_grid_edge']} ({r['lr']})"
         for r in result["records"]
         if r.get("lr_at_grid_edge")
     ]
+
+
+def _ties(c: dict) -> str:
+    """Where the chosen point's gap equals others' (the lowest lr wins a tie), the grid end is
+    not an optimum past the grid: the gap does not move with the lr there."""
+    gap = c["gaps"][c["grid"].index(c["lr"])]
+    ties = sum(g == gap for g in c["gaps"]) - 1
+    return f", tied with {ties} other point{'s' * (ties > 1)}" if ties else ""

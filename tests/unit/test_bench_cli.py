@@ -1,0 +1,46 @@
+"""`unlearn bench --grid`: a method's grid replaced from the command line, validated like the
+params file's own grids, refused in one line otherwise; and how results.md flags a choice at a
+grid's end."""
+
+import pytest
+
+from benchmarks.cli import BenchError, with_grids
+from components.settings import Settings
+
+
+def test_a_grid_from_the_command_line_replaces_only_that_methods_grid():
+    s = Settings()
+    got = with_grids(s, ["rl=0.0065,0.013,0.026,0.052,0.104", "scrub=1e-4,2e-4,4e-4,8e-4,1.6e-3"])
+    assert got.bench.grids["rl"] == (0.0065, 0.013, 0.026, 0.052, 0.104)
+    assert got.bench.grids["scrub"] == (1e-4, 2e-4, 4e-4, 8e-4, 1.6e-3)
+    assert got.bench.grids["ft"] == s.bench.grids["ft"] and got.rfa == s.rfa
+    assert with_grids(s, []) == s
+
+
+@pytest.mark.parametrize(
+    ("pair", "needle"),
+    [
+        ("rl=0.1,0.2", "at least 5"),
+        ("rl=0.1,0.2,0.4,0.8,1.7", "log-spaced"),
+        ("nope=1,2,4,8,16", "for one of ft, neggrad, rfa, rl, salun, scrub"),
+        ("rl", "expected method=lr,lr"),
+        ("rl=a,b,c,d,e", "expected method=lr,lr"),
+    ],
+)
+def test_a_bad_grid_is_one_line_before_any_work(pair, needle):
+    with pytest.raises(BenchError, match=needle) as err:
+        with_grids(Settings(), [pair])
+    assert "\n" not in str(err.value)
+
+
+def test_a_choice_at_a_grid_end_says_whether_it_ties_with_other_points():
+    from benchmarks.report import edge_choices
+
+    grid = [0.001, 0.002, 0.004, 0.008, 0.016]
+    tuning = {
+        "ft": {"grid": grid, "gaps": [5.0, 5.0, 5.0, 7.0, None], "lr": 0.001, "edge": "lowest"},
+        "rl": {"grid": grid, "gaps": [9.0, 8.0, 4.0, 2.0, 1.0], "lr": 0.016, "edge": "highest"},
+        "scrub": {"grid": grid, "gaps": [3.0, 1.0, 2.0, 4.0, 5.0], "lr": 0.002, "edge": None},
+    }
+    got = edge_choices({"config": {"tuning": {"methods": tuning}}, "records": []})
+    assert got == ["ft: lowest (0.001), tied with 2 other points", "rl: highest (0.016)"]
