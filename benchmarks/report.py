@@ -312,7 +312,8 @@ def render_markdown(result: dict, notes: str = "") -> str:
     lines += timing_lines(result)
     edges = edge_choices(result)
     if edges:
-        lines += ["", "**Not bracketed** (the chosen lr is the grid's end): " + ", ".join(edges)]
+        lines += ["", "**At a grid end** (not bracketed, unless tied: then the gap does not move "
+                  "with the lr there): " + ", ".join(edges)]  # fmt: skip
     t = targets(result, rows)
     if t:
         lines += [

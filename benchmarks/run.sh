@@ -55,3 +55,10 @@ table benchmarks/results/cifar10-resnet20-class0 "${CF[@]}" --scenario class --f
 # The 10 % table: a 60-epoch bf16 oracle (notes).
 table benchmarks/results/cifar10-resnet20-sample10 "${CF[@]}" --scenario sample --fraction 0.1 \
   --oracle-epochs 60 --oracle-precision bf16
+# The demo's digits (params.yaml), each grid moved until its choice is inside it (notes).
+table benchmarks/results/digits-class0 --dataset digits --scenario class --forget-class 0 \
+  --grid rl=0.013,0.026,0.052,0.104,0.208 --grid salun=0.052,0.104,0.208,0.416,0.832 \
+  --grid scrub=0.0005,0.001,0.002,0.004,0.008
+table benchmarks/results/digits-sample10 --dataset digits --scenario sample --fraction 0.1 \
+  --grid rl=0.000203125,0.00040625,0.0008125,0.001625,0.00325 \
+  --grid salun=0.000203125,0.00040625,0.0008125,0.001625,0.00325
