@@ -7,12 +7,14 @@
 Settings come from `benchmarks/params/<dataset>.yaml`; each `--set dotted.key=value` (value in
 YAML) replaces one key, and the result is validated like any params file, so a misspelt key fails
 with its dotted path. `--base-epochs` / `--base-precision` pick the longer-trained cached base that
-`unlearn bench --oracle-epochs / --oracle-precision` trains. Prints one JSON line: seconds, steps,
+`unlearn bench --oracle-epochs / --oracle-precision` trains. `--gap` adds the average gap to seed
+0's Retrain on the validation split, the number `unlearn bench` chooses every grid point by (so
+RFA's other settings are chosen the same way and on the same split). Prints one JSON line: seconds, steps,
 trainable share and the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe as the
 benchmark scores them; sample: Acc(Df), Acc(Dt), |Df - Dt|, Acc(Dr), MIA-efficacy on Df next to
 its non-member baseline, and the pipeline's sample gates that fail. Everything is scored on the
-validation split (the report split is never read). Not a benchmark: no oracle, no
-baselines; it sizes a setting.
+validation split (the report split is never read). Not a benchmark: no baselines, no report
+split; it sizes a setting.
 """
 
 from __future__ import annotations
@@ -29,19 +31,23 @@ import yaml
 from benchmarks.cache import (
     forget_ids,
     load_bench_data,
+    oracle,
+    oracle_key,
     original_model,
     stratified_parts,
     training_recipe,
 )
+from benchmarks.harness import run_timed
+from benchmarks.report import avg_gap
 from components.data import Split
 from components.evaluation import EvalSplits, evaluate
-from components.forget import extract_forget_set
+from components.forget import extract_forget_set, forget_manifest, manifest_sha256
 from components.gates import sample_gates
 from components.models import to_input
 from components.reference import feature_probe
-from components.settings import Settings, SettingsError, parse_settings
+from components.settings import Settings, SettingsError, TrainSettings, parse_settings
 from components.unlearning.rfa import rfa
-from components.unlearning.types import UnlearnTask
+from components.unlearning.types import MethodConfig, UnlearnTask
 
 SHARED = "../shared"
 MODELS = {
@@ -79,6 +85,7 @@ def main(
     overrides: list[str] | None = None,
     base_epochs: int | None = None,
     base_precision: str | None = None,
+    gap: bool = False,
 ) -> dict:
     torch.set_num_threads(1)
     arch, ckpt = MODELS[dataset]
@@ -90,7 +97,7 @@ def main(
     val_a, val_b = stratified_parts(val, 2, 0)
     cpu = torch.device("cpu")
     train = training_recipe(s.train, base_epochs, base_precision)
-    original, _ = original_model(
+    original, spec = original_model(
         ds, arch, ckpt, Path(".cache") / "bench", train, cpu, s.model.width
     )
     fs = extract_forget_set(ds.train, forget_ids(ds, scenario, 0, 0.1, 0), max_fraction=0.5)
@@ -98,7 +105,15 @@ def main(
     task = UnlearnTask(scenario, fs.forget, fs.retain, ds.heldout, classes)
     lora, cfg = s.lora, s.rfa
     res = rfa(original, task, lora, cfg)
-    out = {
+    if gap:  # what `unlearn bench` chooses RFA's lr by, so a setting is chosen the same way
+        ev = s.bench.evaluation
+        splits = EvalSplits.build(fs.forget, fs.retain, val, classes, ev)
+        retrain = _retrain(original, task, train, spec, ds.name, arch, fs.forget)
+        o, m = evaluate(retrain, splits, ev, cpu), evaluate(res.model, splits, ev, cpu)
+        gap_to_retrain = {"gap_to_retrain": round(avg_gap(m, o), 4)}
+    else:
+        gap_to_retrain = {}
+    out = gap_to_retrain | {
         "overrides": overrides or [],
         "seconds": round(res.seconds, 1),
         "steps": res.steps,
@@ -146,15 +161,28 @@ def main(
     }
 
 
+def _retrain(
+    original: torch.nn.Module, task: UnlearnTask, train: TrainSettings, spec: dict, name: str,
+    arch: str, forget: Split,
+) -> torch.nn.Module:  # fmt: skip
+    """Seed 0's Retrain, the bench's own (the same cache file; trained if missing)."""
+    key = oracle_key(name, arch, spec, manifest_sha256(forget_manifest(forget)), 0, train)
+    cfg = MethodConfig(train=train.model_copy(update={"seed": 0}))
+    model, _ = oracle(original, task, cfg, spec, Path(".cache") / "bench" / "oracles" / key,
+                      run_timed)  # fmt: skip
+    return model
+
+
 def cli(
     dataset: str = typer.Option("cifar10", help="cifar10 | fashion_mnist"),
     scenario: str = typer.Option("class", help="class (forget class 0) | sample (10 % random)"),
     set_: list[str] = typer.Option([], "--set", help="dotted.key=value (repeatable)"),
     base_epochs: int | None = typer.Option(None, help="Epochs of the cached base (small_cnn)."),
     base_precision: str | None = typer.Option(None, help="fp32 | bf16 of the cached base."),
+    gap: bool = typer.Option(False, help="Also the average gap to seed 0's Retrain."),
 ) -> None:
     """One RFA run with the given overrides; one JSON line on stdout."""
-    print(json.dumps(main(dataset, scenario, set_, base_epochs, base_precision)))
+    print(json.dumps(main(dataset, scenario, set_, base_epochs, base_precision, gap)))
 
 
 if __name__ == "__main__":
