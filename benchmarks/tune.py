@@ -4,17 +4,17 @@
     python -m benchmarks.tune --scenario sample --set rfa.sample_unlearning.forget_batch=64
     python -m benchmarks.tune --dataset fashion_mnist --set rfa.retain_batch=8 --set lora.rank=4
 
-Settings come from `benchmarks/params/<dataset>.yaml`; each `--set dotted.key=value` (value in
-YAML) replaces one key, and the result is validated like any params file, so a misspelt key fails
-with its dotted path. `--base-epochs` / `--base-precision` pick the longer-trained cached base that
-`unlearn bench --oracle-epochs / --oracle-precision` trains. `--gap` adds the average gap to seed
-0's Retrain on the validation split, the number `unlearn bench` chooses every grid point by (so
-RFA's other settings are chosen the same way and on the same split). Prints one JSON line:
-seconds, steps, trainable share and the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe as the
-benchmark scores them; sample: Acc(Df), Acc(Dt), |Df - Dt|, Acc(Dr), MIA-efficacy on Df next to
-its non-member baseline, and the pipeline's sample gates that fail. Everything is scored on the
-validation split (the report split is never read). Not a benchmark: no baselines, no report
-split; it sizes a setting.
+Settings come from `benchmarks/params/<dataset>.yaml`; each `--set dotted.key=value` (value in YAML)
+replaces one key, and the result is validated like any params file, so a misspelt key fails with its
+dotted path. `--base-epochs` / `--base-precision` pick the longer-trained cached base that `unlearn
+bench --oracle-epochs / --oracle-precision` trains. `--gap` adds the average gap to seed 0's Retrain
+on the validation split, the number `unlearn bench` chooses every grid point by (so RFA's other
+settings are chosen the same way and on the same split). Prints one JSON line: seconds, steps,
+trainable share and the accuracies; class: Acc(Dft), Acc(Drt) and the feature probe as the benchmark
+scores them; sample: Acc(Df), Acc(Dt), |Df - Dt|, Acc(Dr), MIA-efficacy on Df next to its non-member
+baseline, and the pipeline's sample gates that fail. Everything is scored on the validation split
+(the report split is never read). Not a benchmark: no baselines, no report split; it sizes a
+setting.
 """
 
 from __future__ import annotations
