@@ -108,6 +108,3 @@ class Points:
         tmp = self.folder / f".{key}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(value, default=_plain))
         tmp.replace(self._path(key))  # atomic: a killed run leaves the point whole or absent
-
-    def count(self) -> int:
-        return len(list(self.folder.glob("*.json"))) if self.folder.exists() else 0

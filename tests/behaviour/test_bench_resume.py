@@ -113,7 +113,8 @@ def test_points_are_per_configuration_data_and_code(tmp_path):
     assert own_settings(longer_ft, "rl") == own_settings(full, "rl")
     assert base.get("tune-ft-lr0.01") is None
     base.put("tune-ft-lr0.01", {"m": {"acc_df": torch.tensor(1.5).numpy()[()]}})
-    assert base.get("tune-ft-lr0.01") == {"m": {"acc_df": 1.5}} and base.count() == 1
+    assert base.get("tune-ft-lr0.01") == {"m": {"acc_df": 1.5}}
+    assert [p.name for p in base.folder.iterdir()] == ["tune-ft-lr0.01.json"]  # no temporary left
 
 
 def test_the_code_digest_follows_every_measuring_source(tmp_path):
