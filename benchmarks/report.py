@@ -223,10 +223,15 @@ def _gap_targets(rows: dict[str, dict]) -> list[Target]:
     return out
 
 
+def load_limit(config: dict) -> float:
+    """The 1-minute load above which a run shared its cores: its own threads + 0.5."""
+    return config.get("torch_threads", 1) + 0.5
+
+
 def loaded_runs(result: dict) -> list[str]:
     """Runs that finished with more load on the machine than their own threads (1-minute load
     average above torch_threads + 0.5): their seconds measure the other processes too."""
-    limit = result["config"].get("torch_threads", 1) + 0.5
+    limit = load_limit(result["config"])
     return [
         f"{r['method']}@seed{r['seed']} ({r['load_1m']:.1f})"
         for r in result["records"]

@@ -19,6 +19,7 @@ from rich.console import Console
 
 from benchmarks.bench_run import BenchRun
 from benchmarks.harness import _seed_bench, _setup, run_timed
+from benchmarks.report import load_limit
 from benchmarks.selection import with_point
 from components.settings import Settings
 
@@ -68,6 +69,6 @@ def time_table(
         res, cpu = run_timed(name, b.original, sb.task, point)
         runs.append({"method": name, "lr": lr, "seconds": res.seconds, "cpu_seconds": cpu,
                      "steps": res.steps, "load_1m": [before, os.getloadavg()[0]]})  # fmt: skip
-    limit = cfg["torch_threads"] + 0.5
+    limit = load_limit(cfg)
     quiet = all(max(r["load_1m"]) <= limit for r in runs)
     return {"seed": run.seeds[0], "quiet": quiet, "load_limit": limit, "runs": runs}
