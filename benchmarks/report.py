@@ -6,7 +6,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from benchmarks.report_timing import timing_lines
+from benchmarks.report_timing import TIME_LIMITS, timing_lines
 
 COLUMNS = (
     ("acc_df", "Acc(Df)"),
@@ -245,7 +245,8 @@ def _time_targets(r: dict, judged: bool = True) -> list[Target]:
     Timed under load (`loaded_runs`), they are shown and not judged."""
     out: list[Target] = []
     for key, unit in (("t", ""), ("c", ", CPU seconds")):
-        for ref, name, limit in (("retrain", "Retrain", 0.05), ("ft", "FT", 0.5)):
+        for ref, name in (("retrain", "Retrain"), ("ft", "FT")):
+            limit = TIME_LIMITS[ref]
             ratios = r[f"{key}_{ref}"]
             if ratios:
                 t = _mean(ratios)
