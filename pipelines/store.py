@@ -25,7 +25,6 @@ from sqlalchemy import (
     delete,
     insert,
     select,
-    true,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +38,12 @@ from pipelines.store_schema import EVENTS, LEASES, META, REQUESTS, STATUSES, mig
 
 def _held(lease: Lease) -> LeaseHeld:
     return LeaseHeld(f"{lease.describe()} is running; one batch per model at a time")
+
+
+def _chunks(values: list[str], size: int = 500) -> Iterator[list[str]]:
+    """Bounded IN lists: sqlite builds before 3.32 allow 999 bound parameters per statement."""
+    for i in range(0, len(values), size):
+        yield values[i : i + size]
 
 
 def _now() -> datetime:
@@ -160,8 +165,8 @@ class RequestStore:
         """For the values of `column` the store holds: value -> the other of (id, dedup_key)."""
         r, found = REQUESTS.c, {}
         other = r.id if column is r.dedup_key else r.dedup_key
-        for i in range(0, len(values), 500):  # bound the IN list
-            q = select(column, other).where(column.in_(values[i : i + 500]))
+        for chunk in _chunks(values):
+            q = select(column, other).where(column.in_(chunk))
             for value, other_value in self._db.execute(q):  # dict(result) reads it as a mapping
                 found[value] = other_value
         return found
@@ -193,16 +198,30 @@ class RequestStore:
         return self._db.execute(stmt.values(updated_at=_now().isoformat(), **values)).rowcount
 
     def claim(self, ids: list[str], batch_id: str) -> None:
-        """pending -> processing, atomically: all of them or none."""
+        """pending -> processing, atomically: all of them or none. One read, one UPDATE and one
+        INSERT per 500 ids, not two statements per request (benchmarks/notes/intake.md)."""
+        r, now = REQUESTS.c, _now().isoformat()
         with self._tx():
-            for rid in ids:
-                pending = REQUESTS.c.status == "pending"
-                if (
-                    self._update(rid, pending, status="processing", batch_id=batch_id, reason="")
-                    != 1
-                ):
+            status = {}
+            for chunk in _chunks(ids):  # locked until COMMIT (PostgreSQL; sqlite: IMMEDIATE)
+                q = select(r.id, r.status).where(r.id.in_(chunk)).with_for_update()
+                status.update(self._db.execute(q).all())
+            seen: set[str] = set()
+            for rid in ids:  # the first one that cannot move, in the caller's order
+                if status.get(rid) != "pending" or rid in seen:
                     raise RuntimeError(f"request {rid} is no longer pending")
-                self._event(rid, "processing", f"claimed by {batch_id}")
+                seen.add(rid)
+            values = dict(status="processing", batch_id=batch_id, reason="", updated_at=now)
+            self._move_all(ids, values, "processing", f"claimed by {batch_id}")
+
+    def _move_all(self, ids: list[str], values: dict[str, str], status: str, note: str) -> None:
+        """UPDATE these requests (checked and locked by the caller) and log one event each."""
+        for chunk in _chunks(ids):
+            self._db.execute(update(REQUESTS).where(REQUESTS.c.id.in_(chunk)).values(**values))
+        if ids:
+            at = values["updated_at"]
+            rows = [dict(request_id=rid, at=at, status=status, note=note) for rid in ids]
+            self._db.execute(insert(EVENTS), rows)
 
     def cancel(self, rid: str, reason: str) -> None:
         """pending or set_aside -> cancelled, with who asked and why (a batch never takes it)."""
@@ -275,17 +294,15 @@ class RequestStore:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         r = REQUESTS.c
+        values = dict(status=status, reason=reason, updated_at=_now().isoformat())
+        if model_version:
+            values["model_version"] = model_version
+        if status == "pending":
+            values["batch_id"] = ""
         with self._tx():
             q = select(r.id).where(r.batch_id == batch_id, r.status.in_(from_status))
             rows = [row[0] for row in self._db.execute(q.with_for_update())]
-            for rid in rows:
-                values = dict(status=status, reason=reason)
-                if model_version:
-                    values["model_version"] = model_version
-                if status == "pending":
-                    values["batch_id"] = ""
-                self._update(rid, true(), **values)
-                self._event(rid, status, reason or f"{batch_id} {model_version}".strip())
+            self._move_all(rows, values, status, reason or f"{batch_id} {model_version}".strip())
         return len(rows)
 
     # --- the per-model batch lease ------------------------------------------------------------

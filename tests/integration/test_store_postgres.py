@@ -15,6 +15,7 @@ from pipelines.lease import LeaseHeld
 from pipelines.store import RequestStore
 from pipelines.store_faults import StoreError
 from tests.integration.test_shared_stores import postgres  # noqa: F401 - a fixture
+from tests.unit.test_store import check_large_batch
 
 HOUR = timedelta(hours=1)
 
@@ -40,6 +41,10 @@ def test_requests_move_through_their_states_on_postgresql(postgres):  # noqa: F8
         assert s.get(r1.id).reason == "gates failed: x" and s.get(r2.id).status == "set_aside"
         with pytest.raises(KeyError):
             s.get("req-missing")
+
+
+def test_a_large_batch_moves_whole_or_not_at_all_on_postgresql(postgres):  # noqa: F811
+    check_large_batch(_database(postgres, "large"))
 
 
 _TAKE = """

@@ -105,3 +105,33 @@ def test_add_many_dedups_within_and_across_calls_and_is_all_or_nothing(tmp_path)
             s.add_many([(c, 1, None), (c, 1, "t-1")], 30)
         assert len(s.list()) == 2  # c was not stored: all or none
         assert [h[2] for h in s.history("t-1")] == ["received"]
+
+
+def test_a_batch_larger_than_one_statement_moves_whole_or_not_at_all(tmp_path):
+    check_large_batch(tmp_path / "r.db")
+
+
+def check_large_batch(where) -> None:
+    """claim / transition work in chunks of 500 ids: a request that cannot move, wherever it
+    sits, keeps every other one where it was, and a whole batch gets one event per request.
+    Also run on PostgreSQL (tests/integration/test_store_postgres.py)."""
+    reqs = [(parse_request({"kind": "samples", "sample_ids": [f"s{i}"]}), 1, None)
+            for i in range(1203)]  # fmt: skip
+    with RequestStore(where) as s:
+        ids = [rid for rid, _ in s.add_many(reqs, 30)]
+        s.cancel(ids[1100], "withdrawn")
+        with pytest.raises(RuntimeError, match=f"request {ids[1100]} is no longer pending"):
+            s.claim(ids, "b1")
+        with pytest.raises(RuntimeError, match=f"request {ids[7]} is no longer pending"):
+            s.claim([*ids[:1000], ids[7]], "b1")  # named twice: the second cannot move
+        assert len(s.list("pending")) == 1202  # nothing moved
+        s.claim([rid for rid in ids if rid != ids[1100]], "b1")
+        assert s.transition("b1", "awaiting_approval", model_version="4") == 1202
+        rejected = s.transition("b1", "pending", "rejected: x", from_status=("awaiting_approval",))
+        assert rejected == 1202
+        back = s.get(ids[1202])
+        assert (back.status, back.batch_id, back.reason, back.model_version) == (
+            "pending", "", "rejected: x", "4")  # fmt: skip
+        assert [h[1:] for h in s.history(ids[600])] == [
+            ("pending", "received"), ("processing", "claimed by b1"),
+            ("awaiting_approval", "b1 4"), ("pending", "rejected: x")]  # fmt: skip
