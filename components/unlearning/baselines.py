@@ -4,8 +4,9 @@ reference implementation; every docstring names the recipe and every departure f
 retrain (the oracle), ft, neggrad (NegGrad+), rl (random labels), salun (RL on a saliency mask),
 scrub (teacher-student KL: max-steps on Df, min-steps on Dr). All full-weight methods use SGD with
 momentum 0.9 and weight decay 5e-4 and train with BatchNorm in train mode, as the references do.
-The learning rate (and NegGrad+'s alpha) is what the benchmark tunes; `BaselineSettings` holds
-the rest at the references' values.
+The learning rate is what the benchmark tunes (`bench.grids`); `BaselineSettings` and the
+params file's `bench.recipes` hold the rest, at the references' values except where a docstring
+names the departure.
 """
 
 from __future__ import annotations
@@ -140,10 +141,14 @@ def neggrad(
     train_cfg: TrainSettings | None = None,
     progress: ProgressFn = no_progress,
 ) -> UnlearnResult:
-    """NegGrad+ (Kurmanji et al., NeurIPS 2023, section 5): `epochs` passes over Dr; each retain
-    batch is paired with the next forget batch (Df cycled) and the loss is
-    alpha * CE(Dr) - (1 - alpha) * CE(Df). `forget_cap`, when set, clamps the ascent term (a
-    departure: the reference has none, and the default leaves it off)."""
+    """NegGrad+ (Kurmanji et al., NeurIPS 2023, section 5), the loop of the SCRUB repository's
+    `train_negrad`: `epochs` passes over Dr; each retain batch is paired with the next forget
+    batch (Df cycled) and the loss is alpha * CE(Dr) - (1 - alpha) * CE(Df), BatchNorm in train
+    mode. Departures from the repository's small-scale notebook (alpha 0.95, 10 epochs, lr 0.01,
+    plain SGD with an L2 pull toward the original weights, BatchNorm held in eval mode): alpha
+    0.9, 5 epochs (`bench.recipes`), SGD with momentum 0.9 and weight decay 5e-4 like the other
+    baselines, and the lr tuned on a grid. `forget_cap`, when set, clamps the ascent term (the
+    reference has none; the default leaves it off)."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
