@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.console import Console
 
 from components.settings import Settings
 from pipelines.cli_common import out
@@ -83,9 +84,25 @@ def bench(
         raise typer.BadParameter(_first_error(e)) from None
     settings = with_grids(load_settings(params), grid)  # before any work: a typo costs nothing
     quiet_environment()
+    _log_finished_points(out)
     result = run_bench(run, settings, Path(".cache") / "bench", out)
     typer.echo((out_dir / "results.md").read_text())
     out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
+
+
+def _log_finished_points(console: Console) -> None:
+    """One timed line per finished point (benchmarks/points.py). Written to a file, rich's live
+    bar shows nothing until the run ends, and a table runs for hours."""
+    import logging
+
+    from rich.logging import RichHandler
+
+    log = logging.getLogger("benchmarks.points")
+    if not log.handlers:
+        timed = dict(omit_repeated_times=False, log_time_format="%H:%M:%S")
+        log.addHandler(RichHandler(console=console, show_level=False, show_path=False, **timed))
+        log.setLevel(logging.INFO)
+        log.propagate = False
 
 
 def with_grids(settings: Settings, pairs: list[str]) -> Settings:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import json
+import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from pathlib import Path
 from components.canonical import canonical_json, sha256_hex
 
 ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger(__name__)
 # What trains, measures and selects: a change to any of it changes every number. The settings
 # module is left out: the values it gives enter through the config (rfa, lora, recipes, bench,
 # oracle_train), so editing one scenario's defaults keeps other tables' points.
@@ -108,3 +110,4 @@ class Points:
         tmp = self.folder / f".{key}.{os.getpid()}.tmp"
         tmp.write_text(json.dumps(value, default=_plain))
         tmp.replace(self._path(key))  # atomic: a killed run leaves the point whole or absent
+        log.info("%s: finished", key)  # a bench logging to a file shows no live bar (cli.py)

@@ -84,6 +84,12 @@ def test_a_killed_bench_resumes_and_matches_a_run_never_stopped(tmp_path):
     assert resumed["config"]["points"]["reused"] >= len(finished)
     assert "Resumed" in (work / "out" / "results.md").read_text()
     assert not list(folder.glob(".*.tmp"))  # every point whole: none left half-written
+    # Piped, as to a log file: a line for each point read back and for each point it finished.
+    lines = done.stdout.splitlines()
+    for p in folder.glob("*.json"):
+        mine = [ln for ln in lines if f"{p.stem}: finished" in ln]
+        reused = p.name in finished
+        assert mine and all(("earlier run" in ln) == reused for ln in mine), (p.stem, mine)
 
 
 def test_points_are_per_configuration_data_and_code(tmp_path):
