@@ -14,6 +14,8 @@ from pathlib import Path
 from sqlalchemy import Connection, Engine, MetaData, create_engine
 from sqlalchemy.engine import make_url
 
+_SCHEMA_LOCK = 0x756E6C6561726E  # 'unlearn': the advisory lock key that guards table creation
+
 
 @dataclass(frozen=True)
 class StoreLocation:
@@ -53,8 +55,25 @@ def connect(loc: StoreLocation, metadata: MetaData) -> tuple[Engine, Connection]
     conn = engine.connect()
     if loc.sqlite:
         _sqlite_pragmas(conn)
-    metadata.create_all(conn)
+        metadata.create_all(conn)
+    else:
+        _create_locked(conn, metadata)
     return engine, conn
+
+
+def _create_locked(conn: Connection, metadata: MetaData) -> None:
+    """create_all under a transaction-scoped advisory lock: workers opening a brand-new database
+    at once each found the tables missing and ran CREATE TABLE, and a late one failed
+    ('relation "leases" already exists'). With the lock the others wait, then find them."""
+    conn.exec_driver_sql("BEGIN")
+    try:
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
+        metadata.create_all(conn)
+    except BaseException:
+        if in_transaction(conn):  # a lost connection has ended it already
+            conn.exec_driver_sql("ROLLBACK")
+        raise
+    conn.exec_driver_sql("COMMIT")
 
 
 def _sqlite_pragmas(conn: Connection) -> None:

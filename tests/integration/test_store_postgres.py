@@ -79,6 +79,30 @@ def test_one_lease_per_model_across_processes_on_postgresql(postgres):  # noqa: 
             s.take_lease("m", "b4", HOUR)
 
 
+_OPEN_AT = """
+import sys, time
+from pipelines.store import RequestStore
+time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # every process opens at the same moment
+RequestStore(sys.argv[1]).close()
+"""
+
+
+def test_workers_opening_a_brand_new_database_at_once_all_get_the_store(postgres):  # noqa: F811
+    """Each opening creates the tables if missing: without one lock around that, two workers on
+    a new database both CREATE them and one fails on PostgreSQL's catalogue."""
+    import time
+
+    for attempt in range(3):  # a race: three fresh databases, eight workers each
+        url, at = _database(postgres, f"fresh{attempt}"), str(time.time() + 6)
+        procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, at], text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                 for _ in range(8)]  # fmt: skip
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), [e[-600:] for _, e in outs if e]
+        with RequestStore(url) as s:
+            assert s.list() == []
+
+
 @pytest.mark.parametrize(
     "url, words",
     [
