@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from datetime import timedelta
 
 import pytest
@@ -90,8 +91,6 @@ RequestStore(sys.argv[1]).close()
 def test_workers_opening_a_brand_new_database_at_once_all_get_the_store(postgres):  # noqa: F811
     """Each opening creates the tables if missing: without one lock around that, two workers on
     a new database both CREATE them and one fails on PostgreSQL's catalogue."""
-    import time
-
     for attempt in range(3):  # a race: three fresh databases, eight workers each
         url, at = _database(postgres, f"fresh{attempt}"), str(time.time() + 6)
         procs = [subprocess.Popen([sys.executable, "-c", _OPEN_AT, url, at], text=True,
