@@ -31,7 +31,7 @@ from sqlalchemy.exc import IntegrityError
 
 from components.requests import ForgetRequest
 from pipelines.lease import Lease, LeaseHeld, process_identity
-from pipelines.store_engine import begin, connect, in_transaction, store_location
+from pipelines.store_engine import connect, store_location, transaction
 from pipelines.store_faults import guarded
 from pipelines.store_schema import EVENTS, LEASES, META, REQUESTS, STATUSES, migrate_sqlite
 
@@ -352,13 +352,6 @@ class RequestStore:
 
     @contextmanager
     def _tx(self) -> Iterator[None]:
-        """One write transaction: begun, then COMMIT, or ROLLBACK on an exception."""
-        with guarded(self.where):
-            begin(self._db, self.where.sqlite)
-            try:
-                yield
-            except BaseException:
-                if in_transaction(self._db):  # a failed COMMIT / full disk may have ended it
-                    self._db.exec_driver_sql("ROLLBACK")
-                raise
-            self._db.exec_driver_sql("COMMIT")
+        """One write transaction (store_engine.transaction), its faults as one line."""
+        with guarded(self.where), transaction(self._db, self.where.sqlite):
+            yield

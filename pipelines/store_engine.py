@@ -8,6 +8,8 @@ read-then-write; PostgreSQL: `BEGIN`, row locks taken by the statements themselv
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,15 +67,9 @@ def _create_locked(conn: Connection, metadata: MetaData) -> None:
     """create_all under a transaction-scoped advisory lock: workers opening a brand-new database
     at once each found the tables missing and ran CREATE TABLE, and a late one failed
     ('relation "leases" already exists'). With the lock the others wait, then find them."""
-    conn.exec_driver_sql("BEGIN")
-    try:
+    with transaction(conn, sqlite=False):
         conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_SCHEMA_LOCK})")
         metadata.create_all(conn)
-    except BaseException:
-        if in_transaction(conn):  # a lost connection has ended it already
-            conn.exec_driver_sql("ROLLBACK")
-        raise
-    conn.exec_driver_sql("COMMIT")
 
 
 def _sqlite_pragmas(conn: Connection) -> None:
@@ -90,6 +86,19 @@ def _sqlite_pragmas(conn: Connection) -> None:
 
 def begin(conn: Connection, sqlite: bool) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if sqlite else "BEGIN")
+
+
+@contextmanager
+def transaction(conn: Connection, sqlite: bool) -> Iterator[None]:
+    """One write transaction: begun, then COMMIT, or ROLLBACK on an exception."""
+    begin(conn, sqlite)
+    try:
+        yield
+    except BaseException:
+        if in_transaction(conn):  # a failed COMMIT / full disk / lost connection may have ended it
+            conn.exec_driver_sql("ROLLBACK")
+        raise
+    conn.exec_driver_sql("COMMIT")
 
 
 def in_transaction(conn: Connection) -> bool:
