@@ -98,11 +98,19 @@ def _log_finished_points(console: Console) -> None:
     from rich.logging import RichHandler
 
     log = logging.getLogger("benchmarks.points")
-    if not log.handlers:
+    if log.handlers:
+        return
+    if console.is_terminal:
         timed = dict(omit_repeated_times=False, log_time_format="%H:%M:%S")
-        log.addHandler(RichHandler(console=console, show_level=False, show_path=False, **timed))
-        log.setLevel(logging.INFO)
-        log.propagate = False
+        handler: logging.Handler = RichHandler(
+            console=console, show_level=False, show_path=False, **timed
+        )
+    else:  # piped: rich would pad every line to the console's width (250 columns, cli_common)
+        handler = logging.StreamHandler(console.file)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
 
 
 def with_grids(settings: Settings, pairs: list[str]) -> Settings:

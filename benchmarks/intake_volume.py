@@ -1,5 +1,6 @@
 """Bulk intake at volume: 10,000 requests from one .jsonl file into a fresh digits workspace,
-then listed, side by side with the same requests submitted one call at a time (a sample of them).
+then listed, claimed as one batch and moved through two states, side by side with the same
+requests submitted one call at a time (a sample of them).
 
     .venv/bin/python -m benchmarks.intake_volume [--n 10000] [--single 200] [--out DIR]
 
@@ -17,6 +18,7 @@ import numpy as np
 import typer
 
 from pipelines.env import quiet_environment
+from pipelines.store import RequestStore
 
 
 def main(
@@ -27,7 +29,6 @@ def main(
     quiet_environment()
     from pipelines.intake import submit, submit_file
     from pipelines.snapshot import read_split
-    from pipelines.store import RequestStore
     from pipelines.workspace import init_workspace
 
     root = Path(tempfile.mkdtemp(prefix="intake-"))
@@ -50,7 +51,8 @@ def main(
     t0 = time.perf_counter()
     with RequestStore(ws_file.requests_db) as store:
         listed = len(store.list())
-    t_list = time.perf_counter() - t0
+        t_list = time.perf_counter() - t0
+        batch = _batch_moves(store, [r.id for r in store.list()])
     t0 = time.perf_counter()
     for r in rows[:single]:
         submit(ws_one, {k: v for k, v in r.items() if k != "id"})
@@ -58,10 +60,26 @@ def main(
     result = {"requests": n, "stored": created, "known": known, "listed": listed,
               "file_seconds": round(t_file, 2), "list_seconds": round(t_list, 3),
               "one_call_seconds_each": round(t_one, 4), "one_call_sampled": single,
-              "per_request_ratio_one_call_vs_file": round(t_one / (t_file / n), 1)}  # fmt: skip
+              "per_request_ratio_one_call_vs_file": round(t_one / (t_file / n), 1),
+              **batch}  # fmt: skip
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result))
+
+
+def _batch_moves(store: RequestStore, ids: list[str]) -> dict[str, float]:
+    """Every stored request claimed as one batch, then moved as a batch through the two states
+    a certified batch passes: the store's bulk statements at volume."""
+    t0 = time.perf_counter()
+    store.claim(ids, "batch-all")
+    t_claim = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    moved = store.transition("batch-all", "awaiting_approval")
+    moved += store.transition("batch-all", "certified", from_status=("awaiting_approval",))
+    t_move = time.perf_counter() - t0
+    if moved != 2 * len(ids):
+        raise RuntimeError(f"moved {moved} of {2 * len(ids)} requests")
+    return {"claim_seconds": round(t_claim, 3), "two_transitions_seconds": round(t_move, 3)}
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ JOBS="${JOBS:-1}"  # processes per table
 if (( JOBS > 1 )); then  # a share of the cores each, not every core each (torch's default)
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))}"
 fi
-U=.venv/bin/unlearn
+U="${UNLEARN:-.venv/bin/unlearn}"  # the CLI (a test puts a recording stub here)
 
 # One table: with JOBS > 1 its methods are split round-robin between JOBS processes (each with
 # Retrain, whose oracles they share through the cache's lock), then one run over every method
@@ -39,6 +39,9 @@ table() {
     done
   fi
   $U bench "$@" --seeds "$SEEDS" --methods "$METHODS" --out "$out"
+  # The table's notes (benchmarks/notes/<table>.md) go back under the re-run table.
+  local notes="benchmarks/notes/${out##*/}.md"
+  if [ -f "$notes" ]; then $U bench-report "$out" --notes "$notes" > /dev/null; fi
 }
 # The 60-epoch CIFAR-10 10 % oracles cost 50-56 minutes each on two cores and come out slightly
 # different on another CPU: the ones behind the committed table travel with the repository.

@@ -1,0 +1,49 @@
+"""benchmarks/run.sh with a recording stub for the CLI: JOBS=2 splits each table's methods between
+two processes (each with Retrain), then one run over every method assembles the table, and a
+table's notes file goes back under it (a plain re-run once dropped every table's notes)."""
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLES = 6
+
+
+def _run(tmp_path: Path) -> list[str]:
+    bench = tmp_path / "benchmarks"  # run.sh works in the folder above its own: a copy, not ROOT
+    (bench / "oracles").mkdir(parents=True)
+    (bench / "oracles" / "cifar10-oracle.pt").write_bytes(b"weights")
+    (bench / "notes").mkdir()
+    (bench / "notes" / "digits-class0.md").write_text("what was tried\n")
+    shutil.copy(ROOT / "benchmarks" / "run.sh", bench)
+    calls = tmp_path / "calls"
+    stub = tmp_path / "unlearn"
+    stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "UNLEARN": str(stub), "JOBS": "2", "METHODS": "retrain,rfa,ft,rl"}
+    subprocess.run(["bash", str(bench / "run.sh")], env=env, check=True, capture_output=True)
+    return calls.read_text().splitlines()
+
+
+def test_each_table_runs_in_two_processes_then_assembles_and_gets_its_notes_back(tmp_path):
+    calls = _run(tmp_path)
+    # The committed oracles are copied into the cache, where the bench looks them up.
+    copied = tmp_path / ".cache" / "bench" / "oracles" / "cifar10-oracle.pt"
+    assert copied.read_bytes() == b"weights"
+    benches = [c for c in calls if c.startswith("bench ")]
+    assert len(benches) == 3 * TABLES
+    partial = [c for c in benches if "--out .cache/bench/partial/" in c]
+    assert sum("--methods retrain,rfa,rl " in c for c in partial) == TABLES
+    assert sum("--methods retrain,ft " in c for c in partial) == TABLES
+    whole = [c for c in benches if "--out benchmarks/results/" in c]
+    assert len(whole) == TABLES and all("--methods retrain,rfa,ft,rl " in c for c in whole)
+    # Only the table with a notes file is re-rendered, after its assembling run.
+    (report,) = [c for c in calls if c.startswith("bench-report ")]
+    assert report == (
+        "bench-report benchmarks/results/digits-class0 --notes benchmarks/notes/digits-class0.md"
+    )
+    assert calls.index(report) == 1 + next(
+        i for i, c in enumerate(calls) if c.endswith("--out benchmarks/results/digits-class0")
+    )
