@@ -41,7 +41,7 @@ from components.forget import ForgetSplit, extract_forget_set, forget_manifest, 
 from components.metrics import predict
 from components.models import ModelError, build_model, make_spec, model_digest, to_input
 from components.reference import activation_distance, feature_probes, js_divergence
-from components.runtime import resolve_device
+from components.runtime import precision_policy, resolve_device
 from components.settings import Settings
 from components.unlearning.registry import get_method
 from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
@@ -210,6 +210,8 @@ def _reuse(b: Bench, key: str) -> dict | None:
 
 def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> Bench:
     device = resolve_device(settings.rfa.device)
+    # Every method's precision (`rfa.precision`, resolved): a bf16 the CPU lacks fails here.
+    methods_precision = precision_policy(device, settings.rfa.precision).precision
     # peft imports transformers (~8 s on this CPU): a once-per-process cost like torch's own
     # import, which no method's seconds should carry.
     import peft  # noqa: F401
@@ -227,7 +229,8 @@ def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> 
         "forget_class": run.forget_class if run.scenario == "class" else None,
         "fraction": run.fraction if run.scenario == "sample" else None,
         "seeds": run.seeds, "tune_seed": run.tune_seed, "methods": run.methods,
-        "device": str(device), "splits": {"reference": len(ds.heldout),
+        "device": str(device), "precision": methods_precision,
+        "splits": {"reference": len(ds.heldout),
         "validation": len(data.validation), "report": len(ds.test)},
         "torch_threads": torch.get_num_threads(), "packages": package_versions(),
         "original_digest": model_digest(original), "lr_chosen": {},
@@ -304,7 +307,9 @@ def _seed_bench(b: Bench, seed: int, dt: Split, probe: bool = True) -> SeedBench
     cfg = MethodConfig(
         lora=s.lora,
         rfa=s.rfa.model_copy(update={"seed": seed}),
-        baseline=s.bench.baseline.model_copy(update={"seed": seed, "device": s.rfa.device}),
+        baseline=s.bench.baseline.model_copy(
+            update={"seed": seed, "device": s.rfa.device, "precision": s.rfa.precision}
+        ),  # every method on one device under one precision
         train=s.train.model_copy(update={"seed": seed}),
     )
     return SeedBench(seed, fs, task, cfg, measure)

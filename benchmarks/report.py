@@ -256,6 +256,13 @@ def _time_targets(r: dict, judged: bool = True) -> list[Target]:
     return out
 
 
+def _hardware(cfg: dict) -> str:
+    """Device, threads and every method's precision, where the run recorded one (the tables
+    before it ran every method in fp32 on the CPU)."""
+    where = f"device {cfg['device']} ({cfg['torch_threads']} threads)"
+    return where + (f", every method in {cfg['precision']}" if "precision" in cfg else "")
+
+
 def render_markdown(result: dict, notes: str = "") -> str:
     """The table, the targets and, when given, notes (what was tried for a missed target)."""
     cfg = result["config"]
@@ -269,7 +276,7 @@ def render_markdown(result: dict, notes: str = "") -> str:
         f"# {cfg['dataset']} / {cfg['model']} — {what}",
         "",
         (
-            f"Seeds {cfg['seeds']}, device {cfg['device']} ({cfg['torch_threads']} threads). Mean "
+            f"Seeds {cfg['seeds']}, {_hardware(cfg)}. Mean "
             "± sample standard deviation over seeds; "
             "accuracies, MIA-efficacy and the probe in percent. Gap = mean |Δ| to Retrain over UA, "
             "RA, TA, MIA-efficacy. "

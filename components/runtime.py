@@ -60,6 +60,10 @@ class DevicePolicy:
     # 64 than at 1024 (measured 2026-11-30); a GPU wants large ones.
     infer_batch: int = 1024
 
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.autocast_dtype == torch.bfloat16 else "fp32"
+
     def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
         return model.to(memory_format=self.memory_format)
 
@@ -82,12 +86,16 @@ def device_policy(device: torch.device) -> DevicePolicy:
     return DEVICE_POLICIES.get(device.type, DEVICE_POLICIES["cpu"])
 
 
+class PrecisionError(RuntimeError):
+    """A precision this machine cannot run well (the CLI prints it as one line)."""
+
+
 def _bf16_policy(device: torch.device) -> DevicePolicy:
     # A CPU without AVX512-BF16 / AMX emulates bf16 and runs slower than fp32: refuse, don't crawl.
     if device.type == "cpu" and not bf16_cpu_supported():
-        raise RuntimeError(
+        raise PrecisionError(
             "precision 'bf16' needs a CPU with AVX512-BF16 or AMX (this one has neither); "
-            "set train.precision: fp32"
+            "set fp32 (train.precision for training, rfa.precision for unlearning)"
         )
     return DevicePolicy(
         torch.channels_last, torch.bfloat16, infer_batch=device_policy(device).infer_batch
@@ -109,9 +117,16 @@ TRAIN_PRECISIONS: dict[str, Callable[[torch.device], DevicePolicy]] = {
 }
 
 
-def training_policy(device: torch.device, precision: str) -> DevicePolicy:
-    if precision not in TRAIN_PRECISIONS:
-        raise ValueError(
-            f"unknown precision {precision!r}; choose one of {sorted(TRAIN_PRECISIONS)}"
-        )
-    return TRAIN_PRECISIONS[precision](device)
+# How an unlearning method runs, RFA and every baseline alike (`rfa.precision`): auto is the
+# device's own policy (CUDA: bf16 autocast; CPU: fp32), fp32 / bf16 force one on any device, so a
+# benchmark can run every method under one precision.
+PRECISIONS: dict[str, Callable[[torch.device], DevicePolicy]] = {
+    "auto": device_policy,
+    **TRAIN_PRECISIONS,
+}
+
+
+def precision_policy(device: torch.device, precision: str) -> DevicePolicy:
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {sorted(PRECISIONS)}")
+    return PRECISIONS[precision](device)

@@ -84,8 +84,7 @@ class TrainSettings(_Frozen):
     # so a Retrain oracle trained here is comparable to the original. Off for digits (a flip
     # changes a digit).
     augment: bool = False
-    # fp32 | bf16 (autocast + channels_last; registry TRAIN_PRECISIONS in runtime.py). bf16 is for
-    # long Retrain oracles on CPUs with bf16 units (AMX, AVX512-BF16), where it trains faster.
+    # fp32 | bf16 (runtime.TRAIN_PRECISIONS): bf16 trains long oracles faster on AMX/AVX512-BF16
     precision: Literal["fp32", "bf16"] = "fp32"
     seed: int = 0
 
@@ -164,6 +163,8 @@ class RfaSettings(_Frozen):
     stop_patience: int = Field(0, ge=0)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # auto (CUDA: bf16 autocast, CPU: fp32) | fp32 | bf16 (runtime.PRECISIONS); bench: all methods
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     # Data-parallel processes (torchrun: gloo on CPU, NCCL with one GPU each); the batches must
     # divide among them. 1 runs in the batch's own process.
     processes: int = Field(1, ge=1)
@@ -199,6 +200,7 @@ class BaselineSettings(_Frozen):
     lr_decay_epochs: tuple[int, ...] = (3, 5, 9)  # SCRUB: lr x0.1 after these epochs
     temperature: float = Field(4.0, gt=0)  # SCRUB: KL temperature
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # as rfa.precision
     seed: int = 0
 
 
@@ -211,8 +213,7 @@ class EvaluationSettings(_Frozen):
 class BenchSettings(_Frozen):
     """The benchmark harness (`unlearn bench`, benchmarks/): what it sweeps and how it scores.
 
-    RFA runs with the file's own `lora` and `rfa` sections; the harness checks that their layer
-    names exist in the model and never replaces them.
+    RFA runs with the file's own `lora` and `rfa` sections (layer names checked, never replaced).
     """
 
     # Learning-rate grid per baseline: log-spaced, at least five points, around the reference

@@ -11,7 +11,7 @@ from torch import nn
 
 from components.data import Split
 from components.models import to_input
-from components.runtime import ProgressFn, no_progress, set_seed, training_policy
+from components.runtime import ProgressFn, no_progress, precision_policy, set_seed
 from components.settings import TrainSettings
 
 OPTIMIZERS = {
@@ -48,7 +48,7 @@ def train_classifier(
     progress: ProgressFn = no_progress,
 ) -> dict[str, float]:
     """Train `model` in place (Adam or SGD, one-cycle schedule); returns final loss and seconds."""
-    policy = training_policy(
+    policy = precision_policy(
         device, cfg.precision
     )  # before any work: an unsupported bf16 fails here
     gen = set_seed(cfg.seed)

@@ -279,6 +279,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from components.forget import ForgetSetError
     from components.models import ModelError
     from components.requests import RequestError
+    from components.runtime import PrecisionError
     from components.settings import SettingsError
     from pipelines.batch import BatchError
     from pipelines.registry import RegistryError
@@ -294,6 +295,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
         ForgetSetError,
         ModelError,
         RequestError,
+        PrecisionError,
         SettingsError,
         BatchError,
         RegistryError,

@@ -22,7 +22,14 @@ from torch import nn
 
 from components.data import Split
 from components.models import to_input
-from components.runtime import ProgressFn, no_progress, resolve_device, set_seed
+from components.runtime import (
+    DevicePolicy,
+    ProgressFn,
+    no_progress,
+    precision_policy,
+    resolve_device,
+    set_seed,
+)
 from components.settings import BaselineSettings, TrainSettings
 from components.training import train_classifier
 from components.unlearning.types import UnlearnResult, UnlearnTask
@@ -60,6 +67,31 @@ def _train_mode(model: nn.Module) -> nn.Module:
     return model.train()
 
 
+class _Under(nn.Module):
+    """A model as a baseline's loop calls it: the forward under the run's precision policy
+    (`precision`: autocast and memory layout) and fp32 logits out, so every loss, KL and random
+    label is computed as in an fp32 run. Under fp32 it is the model itself, bit for bit."""
+
+    def __init__(self, model: nn.Module, policy: DevicePolicy, device: torch.device) -> None:
+        super().__init__()
+        self.model = policy.prepare(model.to(device))
+        self.policy, self.device = policy, device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with self.policy.autocast(self.device):
+            return self.model(self.policy.layout(x)).float()
+
+
+def _start(
+    original: nn.Module, cfg: BaselineSettings
+) -> tuple[_Under, torch.device, torch.Generator]:
+    """A copy of the original to train (BatchNorm in train mode), its device and draws."""
+    device = resolve_device(cfg.device)
+    gen = set_seed(cfg.seed)
+    policy = precision_policy(device, cfg.precision)  # before any work: bf16 may be refused
+    return _Under(_train_mode(copy.deepcopy(original)), policy, device), device, gen
+
+
 def _step(
     opt: torch.optim.Optimizer, loss: torch.Tensor, on_grads: Callable[[], None] | None = None
 ) -> None:
@@ -73,8 +105,10 @@ def _step(
 def _result(
     model: nn.Module, t0: float, steps: int, device: torch.device, trainable: float = 1.0
 ) -> UnlearnResult:
+    # Weights stay fp32 under autocast; only the layout goes back to the usual one.
+    model = model.model if isinstance(model, _Under) else model
     return UnlearnResult(
-        model=model.to("cpu").eval(),
+        model=model.to(memory_format=torch.contiguous_format).to("cpu").eval(),
         adapter={},
         seconds=time.perf_counter() - t0,
         trainable_fraction=trainable,
@@ -119,9 +153,7 @@ def ft(
     cosine schedule to zero over the run, where the reference's step milestones (epochs 91 and
     136) never fire within 10 epochs."""
     t0 = time.perf_counter()
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    model = _train_mode(copy.deepcopy(original).to(device))
+    model, device, gen = _start(original, cfg)
     opt = _sgd(model.parameters(), cfg)
     total = cfg.epochs * _n_batches(task.retain, cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
@@ -150,9 +182,7 @@ def neggrad(
     baselines, and the lr tuned on a grid. `forget_cap`, when set, clamps the ascent term (the
     reference has none; the default leaves it off)."""
     t0 = time.perf_counter()
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    model = _train_mode(copy.deepcopy(original).to(device))
+    model, device, gen = _start(original, cfg)
     opt = _sgd(model.parameters(), cfg)
     forget = _cycle(task.forget, cfg.forget_batch or cfg.batch_size, gen, device)
     steps = 0
@@ -177,12 +207,10 @@ def _relabel_then_retain(
     uniformly from all classes (they may equal the true one, as there), then one full pass over
     Dr. With a mask, gradients of non-salient weights are zeroed and those weights held at their
     starting values, momentum included (the reference's `_restore_masked_params`)."""
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    model = _train_mode(copy.deepcopy(original).to(device))
+    model, device, gen = _start(original, cfg)
     opt = _sgd(model.parameters(), cfg)
     k = _num_classes(original)
-    params = dict(model.named_parameters())
+    params = dict(model.model.named_parameters())  # the mask's names are the model's own
     theta0 = {n: params[n].detach().clone() for n in mask or {}}
 
     def masked() -> None:
@@ -232,23 +260,28 @@ def rl(
 
 
 def saliency_mask(
-    model: nn.Module, forget: Split, fraction: float, device: torch.device
+    model: nn.Module,
+    forget: Split,
+    fraction: float,
+    device: torch.device,
+    precision: str = "fp32",
 ) -> dict[str, torch.Tensor]:
     """SalUn's weight saliency (Fan et al., ICLR 2024, `generate_mask.py`): the magnitude of the
     forget loss's gradient summed over Df, with one global threshold keeping the top `fraction`
-    of all weights (their `with_0.5.pt`: half)."""
-    model = model.to(device).eval()
+    of all weights (their `with_0.5.pt`: half). The gradient pass runs under `precision`, as
+    the unlearning after it does."""
+    run = _Under(model.eval(), precision_policy(device, precision), device)
     model.zero_grad(set_to_none=True)
     for i in range(0, len(forget), 256):
         x = to_input(forget.x[i : i + 256]).to(device)
         y = torch.from_numpy(forget.y[i : i + 256]).to(device)
-        F.cross_entropy(model(x), y, reduction="sum").backward()
+        F.cross_entropy(run(x), y, reduction="sum").backward()
     grads = {n: p.grad.abs() for n, p in model.named_parameters() if p.grad is not None}
     flat = torch.cat([g.flatten() for g in grads.values()])
     k = max(1, int(fraction * flat.numel()))
     threshold = flat.kthvalue(flat.numel() - k + 1).values
     model.zero_grad(set_to_none=True)
-    return {n: (g >= threshold).float() for n, g in grads.items()}
+    return {n: (g >= threshold).float().contiguous() for n, g in grads.items()}
 
 
 def salun(
@@ -263,7 +296,9 @@ def salun(
     their values). The mask is part of its cost: the clock starts before it."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
-    mask = saliency_mask(copy.deepcopy(original), task.forget, cfg.saliency_fraction, device)
+    mask = saliency_mask(
+        copy.deepcopy(original), task.forget, cfg.saliency_fraction, device, cfg.precision
+    )
     model, steps, device = _relabel_then_retain(original, task, cfg, mask)
     share = sum(float(m.sum()) for m in mask.values()) / max(
         1, sum(m.numel() for m in mask.values())
@@ -291,10 +326,8 @@ def scrub(
     4. The lr (5e-4 in the reference) drops tenfold at each epoch of `lr_decay_epochs` (3, 5, 9).
     No departure."""
     t0 = time.perf_counter()
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    teacher = copy.deepcopy(original).to(device).eval()
-    student = _train_mode(copy.deepcopy(original).to(device))
+    student, device, gen = _start(original, cfg)
+    teacher = _Under(copy.deepcopy(original), student.policy, device).eval()
     opt = _sgd(student.parameters(), cfg)
     decay = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.lr_decay_epochs), gamma=0.1)
     t, steps = cfg.temperature, 0

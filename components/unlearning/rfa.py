@@ -29,8 +29,8 @@ from components.models import to_input
 from components.runtime import (
     DevicePolicy,
     ProgressFn,
-    device_policy,
     no_progress,
+    precision_policy,
     resolve_device,
     set_seed,
 )
@@ -128,7 +128,7 @@ def prepare(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: Rfa
         raise ValueError("the adversarial probe (probe_weight > 0) runs in one process only")
     device = resolve_device(cfg.device)
     gen = set_seed(cfg.seed)
-    policy = device_policy(device)  # CUDA: bf16 autocast + channels_last; CPU: plain fp32
+    policy = precision_policy(device, cfg.precision)  # auto: CUDA bf16 autocast, CPU fp32
     teacher = policy.prepare(copy.deepcopy(original).to(device)).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)

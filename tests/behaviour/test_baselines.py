@@ -11,6 +11,7 @@ import torch
 
 from components.forget import extract_forget_set
 from components.models import to_input
+from components.runtime import bf16_cpu_supported
 from components.settings import BaselineSettings, Settings
 from components.unlearning.baselines import BASELINES, saliency_mask
 from components.unlearning.types import UnlearnTask
@@ -68,3 +69,29 @@ def test_salun_moves_only_the_salient_weights(base_model, task):
         assert not changed[m == 0].any(), n  # held at its value, momentum and decay included
         moved, frozen = moved + int(changed[m == 1].sum()), frozen + int((m == 0).sum())
     assert moved > 0 and frozen > 0
+
+
+@pytest.mark.skipif(not bf16_cpu_supported(), reason="this CPU has no AVX512-BF16 / AMX")
+@pytest.mark.parametrize("name", sorted(REFERENCE_LR))
+def test_each_baseline_runs_under_bf16_and_hands_back_a_plain_fp32_model(name, base_model, task):
+    """`precision: bf16` (a benchmark runs every method under RFA's precision) reaches each
+    baseline's loop: same seed and draws as fp32, different arithmetic, and the model comes back
+    fp32 in the usual layout, keeping Dr as well as the fp32 run of the same two epochs does."""
+    cfg = _cfg(name).model_copy(update={"epochs": 2})
+    runs = {p: BASELINES[name](base_model, task, cfg.model_copy(update={"precision": p}))
+            for p in ("fp32", "bf16")}  # fmt: skip
+    bf16, fp32 = runs["bf16"].model, runs["fp32"].model
+    assert runs["bf16"].steps == runs["fp32"].steps
+    pairs = zip(bf16.parameters(), fp32.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in bf16.parameters())
+    assert _acc(bf16, task.retain) >= _acc(fp32, task.retain) - 3.0  # as good, within noise
+
+
+def test_auto_precision_on_the_cpu_is_fp32_bit_for_bit(base_model, task):
+    """auto is the device's own policy: on the CPU plain fp32, the loop the tables ran."""
+    cfg = _cfg("rl").model_copy(update={"epochs": 1})
+    auto, fp32 = (BASELINES["rl"](base_model, task, cfg.model_copy(update={"precision": p}))
+                  for p in ("auto", "fp32"))  # fmt: skip
+    pairs = zip(auto.model.parameters(), fp32.model.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in pairs)

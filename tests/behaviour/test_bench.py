@@ -89,12 +89,14 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
         r["cpu_seconds"] > 0 for r in saved["records"][1:]
     )  # CPU seconds beside the wall seconds
     assert saved["config"]["scenario"] == "class" and saved["config"]["packages"]["torch"]
+    assert saved["config"]["precision"] == "fp32"  # auto, resolved on the CPU
     # The class table reads the forgotten class with probes RFA is not trained against too.
     for r in saved["records"]:
         for k in ("probe_acc_dft", "knn_acc_dft", "mlp_acc_dft", "early_probe_acc_dft"):
             assert r[k] is not None and 0 <= r[k] <= 100, (r["method"], k)
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| rfa |" in md and "time / Retrain" in md and "## Targets" in md
+    assert "threads), every method in fp32." in md
     assert "kNN probe Dft" in md and "MLP probe on Dft within 5 pt" in md
     assert "time ≤ 5 % of Retrain's, CPU seconds" in md
     # The oracle is cached: a second run reuses it (same weights, its first measured seconds)
@@ -276,3 +278,32 @@ def test_targets_flag_an_rfa_no_closer_to_retrain_than_the_untouched_original():
         got = {name: ok for name, ok, _ in targets(result, summarise(result))}
         assert got["average gap to Retrain ≤ 2.0"] and got["gap smaller than ft's"]
         assert got["gap smaller than the untouched original's (did it forget?)"] is forgot
+
+
+def test_a_bench_runs_every_method_under_rfas_precision(tmp_path, monkeypatch, capsys):
+    """`rfa.precision` is the table's: the baselines get it with the device, the config records
+    it resolved; a bf16 the CPU cannot run is one line before any training."""
+    from benchmarks.harness import BenchRun, _seed_bench, _setup
+    from components import runtime
+    from pipelines.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    run = BenchRun(
+        dataset="digits", scenario="class", forget_class=2, seeds=[1], methods=["ft", "rfa"],
+        out=tmp_path / "out", oracle_epochs=3,
+    )  # fmt: skip
+    settings = Settings.model_validate({"train": {"epochs": 3}, "rfa": {"precision": "fp32"}})
+    b = _setup(run, settings, tmp_path / "cache", Console(quiet=True))
+    assert b.config["precision"] == "fp32" and b.config["rfa"]["precision"] == "fp32"
+    cfg = _seed_bench(b, 1, b.validation, probe=False).cfg
+    assert cfg.baseline.precision == cfg.rfa.precision == "fp32"
+
+    monkeypatch.setattr(runtime, "bf16_cpu_supported", lambda: False)
+    params = tmp_path / "bf16.yaml"
+    params.write_text("train:\n  epochs: 3\nrfa:\n  precision: bf16\n")
+    code = main(["bench", "--params", str(params), "--methods", "retrain,ft", "--seeds", "1",
+                 "--out", str(tmp_path / "refused")])  # fmt: skip
+    assert code == 2 and not (tmp_path / "refused" / "results.json").exists()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("error: precision 'bf16' needs a CPU with AVX512-BF16 or AMX"), line
+    assert not (tmp_path / ".cache" / "bench" / "oracles").exists()  # nothing trained

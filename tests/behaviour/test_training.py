@@ -86,7 +86,7 @@ def test_bf16_on_a_cpu_without_bf16_units_fails_before_training_with_the_fix(dig
     monkeypatch.setattr(runtime, "bf16_cpu_supported", lambda: False)  # this machine has AMX
     model = build_model(make_spec("small_cnn", digits.train.x, digits.num_classes, 8))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(RuntimeError, match="AVX512-BF16 or AMX.*train.precision: fp32"):
+    with pytest.raises(RuntimeError, match="AVX512-BF16 or AMX.*set fp32 .train.precision"):
         train_classifier(
             model, digits.train, TrainSettings(epochs=1, precision="bf16"), torch.device("cpu")
         )
