@@ -21,6 +21,7 @@ from torch import nn
 
 from components.canonical import canonical_json, sha256_hex
 from components.data import Dataset, Split, dataset_hash, load_dataset
+from components.files import write_atomic
 from components.models import build_model, load_model, make_spec, state_bytes
 from components.runtime import set_seed
 from components.settings import DataSettings, TrainSettings
@@ -91,9 +92,7 @@ def _save_model(path: Path, model: nn.Module, meta: dict) -> None:
     what marks a model cached, so a killed run leaves no weights without their metadata."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(state_bytes(model))
-    tmp.replace(path.with_suffix(".safetensors"))
+    write_atomic(path.with_suffix(".safetensors"), state_bytes(model))
 
 
 @contextmanager

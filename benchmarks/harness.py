@@ -125,7 +125,7 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
     every method once per reported seed at that point, scored on the report split; results.json
     / results.md are written after each method. Points an earlier run of the same configuration
     finished (stopped, killed, or run over other methods) are read back, not run again."""
-    bench = _setup(run, settings, cache, console)
+    bench = setup_bench(run, settings, cache, console)
     tuned = [m for m in run.ordered_methods() if m in settings.bench.grids]
     with Progress(console=console, transient=False) as bar:
         job = bar.add_task("bench", total=len(tuned) + len(run.seeds) * (len(run.methods) + 1))
@@ -134,7 +134,7 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
             bar.update(job, description="LiRA shadows")
             bench.shadows = _shadows(bench)
         for seed in run.seeds:
-            sb = _seed_bench(bench, seed, bench.ds.test)
+            sb = seed_bench(bench, seed, bench.ds.test)
             m0 = sb.measure(bench.original)
             extra = {**EMPTY, **{k: m0[k] for k in PROBES}, "seconds": 0.0,
                      "cpu_seconds": 0.0, "trainable_fraction": 0.0}  # fmt: skip
@@ -151,7 +151,7 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
 def _tune(b: Bench, methods: list[str], bar: Progress, job: TaskID) -> dict:
     """Each method's grid on the tuning seed's forget set, scored on the validation split
     against that seed's Retrain (trained or loaded first). The report split is never read."""
-    sb = _seed_bench(b, b.run.tune_seed, b.validation, probe=False)
+    sb = seed_bench(b, b.run.tune_seed, b.validation, probe=False)
     oracle_rec = None
     if "retrain" in b.run.methods:
         model, _ = _oracle(b, sb)
@@ -208,7 +208,7 @@ def _reuse(b: Bench, key: str) -> dict | None:
     return hit
 
 
-def _setup(run: BenchRun, settings: Settings, cache: Path, console: Console) -> Bench:
+def setup_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) -> Bench:
     device = resolve_device(settings.rfa.device)
     # Every method's precision (`rfa.precision`, resolved): a bf16 the CPU lacks fails here.
     methods_precision = precision_policy(device, settings.rfa.precision).precision
@@ -279,7 +279,7 @@ def _opt(p: Path | None) -> str | None:
     return str(p) if p is not None else None
 
 
-def _seed_bench(b: Bench, seed: int, dt: Split, probe: bool = True) -> SeedBench:
+def seed_bench(b: Bench, seed: int, dt: Split, probe: bool = True) -> SeedBench:
     """One seed's forget set and task, scored on `dt` (validation while tuning, else the report
     split). RFA's target reads the reference split (the task's heldout) and nothing else does:
     the feature probe's training data is the validation split; the attacks' non-member baseline

@@ -17,12 +17,12 @@ from __future__ import annotations
 import ast
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from components.canonical import canonical_json, sha256_hex
+from components.files import write_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger(__name__)
@@ -107,7 +107,5 @@ class Points:
 
     def put(self, key: str, value: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{key}.{os.getpid()}.tmp"
-        tmp.write_text(json.dumps(value, default=_plain))
-        tmp.replace(self._path(key))  # atomic: a killed run leaves the point whole or absent
+        write_atomic(self._path(key), json.dumps(value, default=_plain))  # whole or absent
         log.info("%s: finished", key)  # a bench logging to a file shows no live bar (cli.py)

@@ -8,6 +8,7 @@ attack needs nothing else, and a Fashion-MNIST shadow is a 20-epoch training.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import nn
 
 from components.canonical import canonical_json, sha256_hex
 from components.data import Split, dataset_hash
+from components.files import write_atomic
 from components.lira import attack_summary, lira_scores, logit_confidence
 from components.metrics import predict
 from components.models import build_model
@@ -77,9 +79,9 @@ def train_shadow(
     model = build_model(spec)
     train_classifier(model, pool.take(inside[s]), shadow_train, device)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, logit_confidence(predict(model, pool, device).logits, pool.y))
-    tmp.replace(path)
+    scores = io.BytesIO()
+    np.save(scores, logit_confidence(predict(model, pool, device).logits, pool.y))
+    write_atomic(path, scores.getvalue())
 
 
 def train_shadows(

@@ -18,7 +18,7 @@ import torch
 from rich.console import Console
 
 from benchmarks.bench_run import BenchRun
-from benchmarks.harness import _seed_bench, _setup, run_timed
+from benchmarks.harness import run_timed, seed_bench, setup_bench
 from benchmarks.report import load_limit
 from benchmarks.selection import with_point
 from components.settings import Settings
@@ -52,14 +52,14 @@ def time_table(
     """Retrain, then every other method at its chosen lr, on `run`'s seed in this process."""
     cfg = result["config"]
     torch.set_num_threads(cfg["torch_threads"])  # the table's threads: its ratios' conditions
-    b = _setup(run, settings, cache, console)
+    b = setup_bench(run, settings, cache, console)
     differs = [k for k in _SAME if b.config.get(k) != cfg.get(k)]
     if differs:
         raise TimingError(
             f"the params and data given are not the table's (they differ in {', '.join(differs)})"
             "; pass the params file and data the table was run with"
         )
-    sb = _seed_bench(b, run.seeds[0], b.ds.test, probe=False)
+    sb = seed_bench(b, run.seeds[0], b.ds.test, probe=False)
     runs = []
     for name in run.ordered_methods():
         lr = cfg["lr_chosen"].get(name)

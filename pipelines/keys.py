@@ -20,6 +20,7 @@ from pathlib import Path
 
 from components.canonical import sha256_hex
 from components.certificate import CertificateError, signing_key
+from components.files import write_atomic
 from components.signing import (
     key_id,
     new_private_key,
@@ -50,8 +51,7 @@ def _new_key(root: Path, role: str) -> str:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
-    (folder / "current.tmp").write_text(kid)
-    (folder / "current.tmp").replace(folder / "current")  # atomic: never a half-written name
+    write_atomic(folder / "current", kid)  # never a half-written name
     return kid
 
 

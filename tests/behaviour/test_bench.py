@@ -283,7 +283,7 @@ def test_targets_flag_an_rfa_no_closer_to_retrain_than_the_untouched_original():
 def test_a_bench_runs_every_method_under_rfas_precision(tmp_path, monkeypatch, capsys):
     """`rfa.precision` is the table's: the baselines get it with the device, the config records
     it resolved; a bf16 the CPU cannot run is one line before any training."""
-    from benchmarks.harness import BenchRun, _seed_bench, _setup
+    from benchmarks.harness import BenchRun, seed_bench, setup_bench
     from components import runtime
     from pipelines.cli import main
 
@@ -293,9 +293,9 @@ def test_a_bench_runs_every_method_under_rfas_precision(tmp_path, monkeypatch, c
         out=tmp_path / "out", oracle_epochs=3,
     )  # fmt: skip
     settings = Settings.model_validate({"train": {"epochs": 3}, "rfa": {"precision": "fp32"}})
-    b = _setup(run, settings, tmp_path / "cache", Console(quiet=True))
+    b = setup_bench(run, settings, tmp_path / "cache", Console(quiet=True))
     assert b.config["precision"] == "fp32" and b.config["rfa"]["precision"] == "fp32"
-    cfg = _seed_bench(b, 1, b.validation, probe=False).cfg
+    cfg = seed_bench(b, 1, b.validation, probe=False).cfg
     assert cfg.baseline.precision == cfg.rfa.precision == "fp32"
 
     monkeypatch.setattr(runtime, "bf16_cpu_supported", lambda: False)
