@@ -22,6 +22,7 @@ from torch import nn
 from components.canonical import canonical_json, sha256_hex
 from components.data import Dataset, Split, dataset_hash, load_dataset
 from components.files import write_atomic
+from components.forget import forget_manifest, manifest_sha256
 from components.models import build_model, load_model, make_spec, state_bytes
 from components.runtime import set_seed
 from components.settings import DataSettings, TrainSettings
@@ -119,6 +120,15 @@ def oracle_key(
     spec_hash = sha256_hex(canonical_json(spec))[:8]
     recipe = f"e{train.epochs}-t{train_key(train)}"
     return f"{dataset}-{arch}-{manifest_sha[:16]}-s{seed}-{recipe}-m{spec_hash}"
+
+
+def oracle_path(
+    cache: Path, dataset: str, arch: str, spec: dict, forget: Split, seed: int,
+    train: TrainSettings,
+) -> Path:  # fmt: skip
+    """Where the Retrain oracle of this forget set, seed and recipe is cached (`oracle`)."""
+    manifest_sha = manifest_sha256(forget_manifest(forget))
+    return cache / "oracles" / oracle_key(dataset, arch, spec, manifest_sha, seed, train)
 
 
 def training_recipe(

@@ -26,7 +26,7 @@ from benchmarks.cache import (
     forget_ids,
     load_bench_data,
     oracle,
-    oracle_key,
+    oracle_path,
     original_model,
     training_recipe,
 )
@@ -37,7 +37,7 @@ from benchmarks.shadows import Shadows, concat, train_shadows
 from components.checkpoints import check_layers
 from components.data import Dataset, Split, dataset_hash
 from components.evaluation import EvalSplits, evaluate
-from components.forget import ForgetSplit, extract_forget_set, forget_manifest, manifest_sha256
+from components.forget import ForgetSplit, extract_forget_set
 from components.metrics import predict
 from components.models import ModelError, build_model, make_spec, model_digest, to_input
 from components.reference import activation_distance, feature_probes, js_divergence
@@ -317,9 +317,10 @@ def seed_bench(b: Bench, seed: int, dt: Split, probe: bool = True) -> SeedBench:
 
 def _oracle(b: Bench, sb: SeedBench) -> tuple[nn.Module, dict]:
     """This seed's Retrain, trained here or loaded from the cache."""
-    manifest_sha = manifest_sha256(forget_manifest(sb.fs.forget))
-    key = oracle_key(b.ds.name, b.run.model, b.spec, manifest_sha, sb.seed, b.settings.train)
-    return oracle(b.original, sb.task, sb.cfg, b.spec, b.cache / "oracles" / key, run_timed)
+    path = oracle_path(
+        b.cache, b.ds.name, b.run.model, b.spec, sb.fs.forget, sb.seed, b.settings.train
+    )
+    return oracle(b.original, sb.task, sb.cfg, b.spec, path, run_timed)
 
 
 def _method_record(b: Bench, sb: SeedBench, name: str) -> dict:

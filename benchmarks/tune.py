@@ -32,7 +32,7 @@ from benchmarks.cache import (
     forget_ids,
     load_bench_data,
     oracle,
-    oracle_key,
+    oracle_path,
     original_model,
     stratified_parts,
     training_recipe,
@@ -41,7 +41,7 @@ from benchmarks.harness import run_timed
 from benchmarks.report import avg_gap
 from components.data import Split
 from components.evaluation import EvalSplits, evaluate
-from components.forget import extract_forget_set, forget_manifest, manifest_sha256
+from components.forget import extract_forget_set
 from components.gates import sample_gates
 from components.models import to_input
 from components.reference import feature_probe
@@ -166,10 +166,9 @@ def _retrain(
     arch: str, forget: Split,
 ) -> torch.nn.Module:  # fmt: skip
     """Seed 0's Retrain, the bench's own (the same cache file; trained if missing)."""
-    key = oracle_key(name, arch, spec, manifest_sha256(forget_manifest(forget)), 0, train)
+    path = oracle_path(Path(".cache") / "bench", name, arch, spec, forget, 0, train)
     cfg = MethodConfig(train=train.model_copy(update={"seed": 0}))
-    model, _ = oracle(original, task, cfg, spec, Path(".cache") / "bench" / "oracles" / key,
-                      run_timed)  # fmt: skip
+    model, _ = oracle(original, task, cfg, spec, path, run_timed)
     return model
 
 
