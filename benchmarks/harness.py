@@ -203,8 +203,7 @@ def _resumed_record(b: Bench, sb: SeedBench, name: str) -> dict:
 def _reuse(b: Bench, key: str) -> dict | None:
     hit = b.points.get(key)
     if hit is not None:
-        b.config["points"]["reused"] += 1
-        b.console.print(f"{key}: finished by an earlier run of this configuration, reused")
+        b.config["points"]["reused"] += 1  # Points.get says so, as Points.put says "finished"
     return hit
 
 

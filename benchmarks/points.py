@@ -103,7 +103,10 @@ class Points:
 
     def get(self, key: str) -> dict | None:
         path = self._path(key)
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        log.info("%s: finished by an earlier run of this configuration, reused", key)
+        return json.loads(path.read_text())
 
     def put(self, key: str, value: dict) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
