@@ -57,14 +57,14 @@ def _measure(root: Path, n: int, single: int) -> dict:
     t_file = time.perf_counter() - t0
     t0 = time.perf_counter()
     with RequestStore(ws_file.requests_db) as store:
-        listed = len(store.list())
+        stored = store.list()
         t_list = time.perf_counter() - t0
-        batch = _batch_moves(store, [r.id for r in store.list()])
+        batch = _batch_moves(store, [r.id for r in stored])
     t0 = time.perf_counter()
     for r in rows[:single]:
         submit(ws_one, {k: v for k, v in r.items() if k != "id"})
     t_one = (time.perf_counter() - t0) / single
-    return {"requests": n, "stored": created, "known": known, "listed": listed,
+    return {"requests": n, "stored": created, "known": known, "listed": len(stored),
             "file_seconds": round(t_file, 2), "list_seconds": round(t_list, 3),
             "one_call_seconds_each": round(t_one, 4), "one_call_sampled": single,
             "per_request_ratio_one_call_vs_file": round(t_one / (t_file / n), 1),
