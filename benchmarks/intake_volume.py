@@ -27,11 +27,18 @@ def main(
     out: Path = typer.Option(Path("benchmarks/results/intake-10k"), help="Output folder."),
 ) -> None:
     quiet_environment()
+    with tempfile.TemporaryDirectory(prefix="intake-") as root:  # two workspaces, removed after
+        result = _measure(Path(root), n, single)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps(result))
+
+
+def _measure(root: Path, n: int, single: int) -> dict:
     from pipelines.intake import submit, submit_file
     from pipelines.snapshot import read_split
     from pipelines.workspace import init_workspace
 
-    root = Path(tempfile.mkdtemp(prefix="intake-"))
     ws_file, ws_one = init_workspace(root / "file"), init_workspace(root / "one")
     ids = read_split(ws_file, "HEAD", "train", pixels=False).ids
     rng = np.random.default_rng(0)
@@ -50,21 +57,18 @@ def main(
     t_file = time.perf_counter() - t0
     t0 = time.perf_counter()
     with RequestStore(ws_file.requests_db) as store:
-        listed = len(store.list())
+        stored = store.list()
         t_list = time.perf_counter() - t0
-        batch = _batch_moves(store, [r.id for r in store.list()])
+        batch = _batch_moves(store, [r.id for r in stored])
     t0 = time.perf_counter()
     for r in rows[:single]:
         submit(ws_one, {k: v for k, v in r.items() if k != "id"})
     t_one = (time.perf_counter() - t0) / single
-    result = {"requests": n, "stored": created, "known": known, "listed": listed,
-              "file_seconds": round(t_file, 2), "list_seconds": round(t_list, 3),
-              "one_call_seconds_each": round(t_one, 4), "one_call_sampled": single,
-              "per_request_ratio_one_call_vs_file": round(t_one / (t_file / n), 1),
-              **batch}  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps(result))
+    return {"requests": n, "stored": created, "known": known, "listed": len(stored),
+            "file_seconds": round(t_file, 2), "list_seconds": round(t_list, 3),
+            "one_call_seconds_each": round(t_one, 4), "one_call_sampled": single,
+            "per_request_ratio_one_call_vs_file": round(t_one / (t_file / n), 1),
+            **batch}  # fmt: skip
 
 
 def _batch_moves(store: RequestStore, ids: list[str]) -> dict[str, float]:
