@@ -162,7 +162,7 @@ def bench_time(
     method at its chosen lr, one after another; adds the section to results.json / results.md."""
     from pydantic import ValidationError
 
-    from benchmarks.report import render_markdown
+    from benchmarks.report import kept_notes, render_markdown
     from benchmarks.report_timing import timing_lines
     from benchmarks.timing import TimingError, bench_run_of, time_table
     from components.settings import load_settings
@@ -184,7 +184,7 @@ def bench_time(
     except TimingError as e:
         raise BenchError(str(e)) from None
     md = out_dir / "results.md"
-    notes = md.read_text().partition("\n## Notes\n")[2] if md.exists() else ""  # kept as written
+    notes = kept_notes(md)
     src.write_text(json.dumps(result, indent=1) + "\n")
     md.write_text(render_markdown(result, notes))
     typer.echo("\n".join(timing_lines(result)))

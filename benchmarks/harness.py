@@ -31,7 +31,7 @@ from benchmarks.cache import (
     training_recipe,
 )
 from benchmarks.points import Points, code_digest, own_settings
-from benchmarks.report import render_markdown
+from benchmarks.report import kept_notes, render_markdown
 from benchmarks.selection import choose, with_point
 from benchmarks.shadows import Shadows, concat, train_shadows
 from components.checkpoints import check_layers
@@ -97,7 +97,8 @@ def write_results(out: Path, config: dict, records: list[dict]) -> dict:
     result = {"config": config, "records": records}
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "results.md").write_text(render_markdown(result))
+    md = out / "results.md"
+    md.write_text(render_markdown(result, kept_notes(md)))  # a re-run keeps the table's notes
     return result
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 
@@ -261,6 +262,12 @@ def _hardware(cfg: dict) -> str:
     before it ran every method in fp32 on the CPU)."""
     where = f"device {cfg['device']} ({cfg['torch_threads']} threads)"
     return where + (f", every method in {cfg['precision']}" if "precision" in cfg else "")
+
+
+def kept_notes(md: Path) -> str:
+    """The Notes section of an existing results.md, kept as written when the table re-renders
+    (`unlearn bench` over a finished table, `bench-time`); "" when there is none."""
+    return md.read_text().partition("\n## Notes\n")[2] if md.exists() else ""
 
 
 def render_markdown(result: dict, notes: str = "") -> str:

@@ -39,7 +39,7 @@ table() {
     done
   fi
   $U bench "$@" --seeds "$SEEDS" --methods "$METHODS" --out "$out"
-  # The table's notes (benchmarks/notes/<table>.md) go back under the re-run table.
+  # results.md keeps its Notes through a re-run; this puts the current benchmarks/notes/<table>.md there.
   local notes="benchmarks/notes/${out##*/}.md"
   if [ -f "$notes" ]; then $U bench-report "$out" --notes "$notes" > /dev/null; fi
 }

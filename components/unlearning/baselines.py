@@ -106,7 +106,6 @@ def _result(
     model: nn.Module, t0: float, steps: int, device: torch.device, trainable: float = 1.0
 ) -> UnlearnResult:
     # Weights stay fp32 under autocast; only the layout goes back to the usual one.
-    model = model.model if isinstance(model, _Under) else model
     return UnlearnResult(
         model=model.to(memory_format=torch.contiguous_format).to("cpu").eval(),
         adapter={},
@@ -163,7 +162,7 @@ def ft(
             _step(opt, F.cross_entropy(model(x), y))
             sched.step()
             steps += 1
-    return _result(model, t0, steps, device)
+    return _result(model.model, t0, steps, device)
 
 
 def neggrad(
@@ -194,7 +193,7 @@ def neggrad(
                 ascent = torch.clamp(ascent, max=cfg.forget_cap)
             _step(opt, cfg.alpha * F.cross_entropy(model(xr), yr) - (1 - cfg.alpha) * ascent)
             steps += 1
-    return _result(model, t0, steps, device)
+    return _result(model.model, t0, steps, device)
 
 
 def _relabel_then_retain(
@@ -202,7 +201,7 @@ def _relabel_then_retain(
     task: UnlearnTask,
     cfg: BaselineSettings,
     mask: dict[str, torch.Tensor] | None = None,
-) -> tuple[nn.Module, int, torch.device]:
+) -> tuple[_Under, int, torch.device]:
     """SalUn's `unlearn/RL.py` loop for CIFAR-10: each epoch one pass over Df with labels drawn
     uniformly from all classes (they may equal the true one, as there), then one full pass over
     Dr. With a mask, gradients of non-salient weights are zeroed and those weights held at their
@@ -256,7 +255,7 @@ def rl(
     No departure beyond the batch size, which is `batch_size` here."""
     t0 = time.perf_counter()
     model, steps, device = _relabel_then_retain(original, task, cfg)
-    return _result(model, t0, steps, device)
+    return _result(model.model, t0, steps, device)
 
 
 def saliency_mask(
@@ -303,7 +302,7 @@ def salun(
     share = sum(float(m.sum()) for m in mask.values()) / max(
         1, sum(m.numel() for m in mask.values())
     )
-    return _result(model, t0, steps, device, trainable=share)
+    return _result(model.model, t0, steps, device, trainable=share)
 
 
 def _kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
@@ -345,7 +344,7 @@ def scrub(
             _step(opt, cfg.scrub_ce * F.cross_entropy(out, yr) + cfg.scrub_kl * _kl(out, tl, t))
             steps += 1
         decay.step()
-    return _result(student, t0, steps, device)
+    return _result(student.model, t0, steps, device)
 
 
 # (original, task, baseline settings, the oracle's training schedule, progress) -> result

@@ -44,3 +44,22 @@ def test_a_choice_at_a_grid_end_says_whether_it_ties_with_other_points():
     }
     got = edge_choices({"config": {"tuning": {"methods": tuning}}, "records": []})
     assert got == ["ft: lowest (0.001), tied with 2 other points", "rl: highest (0.016)"]
+
+
+def test_a_table_written_again_keeps_its_notes_section(tmp_path):
+    """`unlearn bench` over a finished table (a resumed run, more seeds) re-renders results.md:
+    the Notes section written under it (bench-report --notes) stays as written."""
+    import json
+
+    from benchmarks.harness import write_results
+    from tests.conftest import ROOT
+
+    table = json.loads((ROOT / "benchmarks/results/digits-class0/results.json").read_text())
+    out = tmp_path / "table"
+    write_results(out, table["config"], table["records"])
+    md = out / "results.md"
+    assert "## Notes" not in md.read_text()  # none written, none invented
+    md.write_text(md.read_text() + "\n## Notes\n\nTried forget_weight 2.\n")
+    write_results(out, table["config"], table["records"])
+    text = md.read_text()
+    assert text.endswith("## Notes\n\nTried forget_weight 2.\n") and text.count("## Notes") == 1
