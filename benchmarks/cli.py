@@ -57,6 +57,9 @@ def bench(
     grid: list[str] = typer.Option(
         [], "--grid", help="method=lr,lr,... replaces that method's grid (repeatable)."
     ),
+    precision: str | None = typer.Option(
+        None, help="auto | fp32 | bf16 for every method (default: the params file's rfa.precision)."
+    ),
 ) -> None:
     """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
     from pydantic import ValidationError
@@ -82,7 +85,8 @@ def bench(
         )  # fmt: skip
     except (ValidationError, ValueError) as e:
         raise typer.BadParameter(_first_error(e)) from None
-    settings = with_grids(load_settings(params), grid)  # before any work: a typo costs nothing
+    # Before any work: a typo costs nothing.
+    settings = with_precision(with_grids(load_settings(params), grid), precision)
     quiet_environment()
     _log_finished_points(out)
     result = run_bench(run, settings, Path(".cache") / "bench", out)
@@ -136,6 +140,20 @@ def with_grids(settings: Settings, pairs: list[str]) -> Settings:
     except ValidationError as e:
         raise BenchError(f"--grid: {_first_error(e).removeprefix('--')}") from None
     return settings.model_copy(update={"bench": bench})
+
+
+def with_precision(settings: Settings, precision: str | None) -> Settings:
+    """`settings` with `--precision` as rfa.precision, which `unlearn bench` runs every method
+    under (None: the params file's)."""
+    from components.runtime import PRECISIONS
+
+    if precision is None:
+        return settings
+    if precision not in PRECISIONS:
+        raise BenchError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    return settings.model_copy(
+        update={"rfa": settings.rfa.model_copy(update={"precision": precision})}
+    )
 
 
 def _first_error(e: Exception) -> str:

@@ -3,13 +3,19 @@
 # Reported seeds default to 1,2,3 (seed 0 tunes every method's grid on the validation split) and
 # methods to all; pass e.g. SEEDS=1 METHODS=retrain,rfa,ft,neggrad for a
 # quicker run (benchmarks/README.md says what each committed table ran). Oracles and finished
-# points are cached in .cache/bench; JOBS=2 runs each table in two processes.
+# points are cached in .cache/bench; JOBS=2 runs each table in two processes; TABLES= names the
+# tables to run (comma-separated results folder names, e.g. fashion_mnist-sample10; default all).
 set -euo pipefail
+SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
 SEEDS="${SEEDS:-1,2,3}"
 METHODS="${METHODS:-retrain,rfa,ft,neggrad,rl,salun,scrub}"
 SHARED="${SHARED:-../shared}"
 JOBS="${JOBS:-1}"  # processes per table
+TABLES="${TABLES:-}"
+for t in ${TABLES//,/ }; do  # a misspelt name would run nothing: refused before any work
+  grep -q "^table benchmarks/results/$t " "$SELF" || { echo "TABLES: no table named $t" >&2; exit 2; }
+done
 if (( JOBS > 1 )); then  # a share of the cores each, not every core each (torch's default)
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))}"
 fi
@@ -21,6 +27,7 @@ U="${UNLEARN:-.venv/bin/unlearn}"  # the CLI (a test puts a recording stub here)
 # the points they finished (benchmarks/points.py). A stopped table resumes when run again.
 table() {
   local out=$1; shift
+  if [ -n "$TABLES" ] && [[ ",$TABLES," != *",${out##*/},"* ]]; then return 0; fi
   if (( JOBS > 1 )); then
     local -a groups=() pids=()
     local i=0 k m retrain=""
@@ -58,8 +65,9 @@ table benchmarks/results/fashion_mnist-class0 "${FM[@]}" --scenario class --forg
   --grid rl=0.0008125,0.001625,0.00325,0.0065,0.013,0.026 --grid salun=0.0008125,0.001625,0.00325,0.0065,0.013 \
   --grid scrub=0.0000078125,0.000015625,0.00003125,0.0000625,0.000125
 # A 20-epoch bf16 base and Retrain: the 4-epoch base memorised nothing (notes); LiRA's 8 shadows like it.
+# Every method in bf16 too: 2.2-2.6x per baseline step, 1.4x RFA's, on this CPU (notes/precision.md).
 table benchmarks/results/fashion_mnist-sample10 "${FM[@]}" --scenario sample --fraction 0.1 \
-  --oracle-epochs 20 --oracle-precision bf16 --lira-shadows 8
+  --oracle-epochs 20 --oracle-precision bf16 --lira-shadows 8 --precision bf16
 # Both CIFAR-10 tables: a 60-epoch bf16 oracle (the 10 % notes): the 10-epoch one under-fit Dr,
 # and the class gap measured its under-fit.
 table benchmarks/results/cifar10-resnet20-class0 "${CF[@]}" --scenario class --forget-class 0 \

@@ -4,7 +4,7 @@ grid's end."""
 
 import pytest
 
-from benchmarks.cli import BenchError, with_grids
+from benchmarks.cli import BenchError, with_grids, with_precision
 from components.settings import Settings
 
 
@@ -31,6 +31,16 @@ def test_a_bad_grid_is_one_line_before_any_work(pair, needle):
     with pytest.raises(BenchError, match=needle) as err:
         with_grids(Settings(), [pair])
     assert "\n" not in str(err.value)
+
+
+def test_precision_from_the_command_line_sets_every_methods_precision_only():
+    s = Settings()
+    got = with_precision(s, "bf16")
+    assert got.rfa.precision == "bf16" and s.rfa.precision == "auto"  # the baselines read it
+    assert got.rfa.model_copy(update={"precision": "auto"}) == s.rfa and got.bench == s.bench
+    assert with_precision(s, None) == s  # the params file's
+    with pytest.raises(BenchError, match=r"^--precision 'fp16': expected one of auto, fp32, bf16$"):
+        with_precision(s, "fp16")
 
 
 def test_a_choice_at_a_grid_end_says_whether_it_ties_with_other_points():

@@ -1,18 +1,21 @@
 """benchmarks/run.sh with a recording stub for the CLI: JOBS=2 splits each table's methods between
 two processes (each with Retrain), then one run over every method assembles the table, and a
-table's notes file goes back under it (a plain re-run once dropped every table's notes)."""
+table's notes file goes back under it (a plain re-run once dropped every table's notes); TABLES
+picks tables by name and refuses a name run.sh does not have."""
 
 import os
 import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "run.sh"
 TABLES = sum(line.startswith("table ") for line in SCRIPT.read_text().splitlines())
 
 
-def _run(tmp_path: Path) -> list[str]:
+def _run(tmp_path: Path, **env_extra: str) -> list[str]:
     bench = tmp_path / "benchmarks"  # run.sh works in the folder above its own: a copy, not ROOT
     (bench / "oracles").mkdir(parents=True)
     (bench / "oracles" / "cifar10-oracle.pt").write_bytes(b"weights")
@@ -24,8 +27,9 @@ def _run(tmp_path: Path) -> list[str]:
     stub.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n')
     stub.chmod(0o755)
     env = {**os.environ, "UNLEARN": str(stub), "JOBS": "2", "METHODS": "retrain,rfa,ft,rl"}
-    subprocess.run(["bash", str(bench / "run.sh")], env=env, check=True, capture_output=True)
-    return calls.read_text().splitlines()
+    subprocess.run(["bash", str(bench / "run.sh")], env={**env, **env_extra}, check=True,
+                   capture_output=True)  # fmt: skip
+    return calls.read_text().splitlines() if calls.exists() else []
 
 
 def test_each_table_runs_in_two_processes_then_assembles_and_gets_its_notes_back(tmp_path):
@@ -49,3 +53,17 @@ def test_each_table_runs_in_two_processes_then_assembles_and_gets_its_notes_back
     assert calls.index(report) == 1 + next(
         i for i, c in enumerate(calls) if c.endswith("--out benchmarks/results/digits-class0")
     )
+
+
+def test_tables_names_the_tables_to_run_and_a_misspelt_name_runs_nothing(tmp_path):
+    calls = _run(tmp_path / "one", TABLES="fashion_mnist-sample10,digits-class0")
+    outs = [c.rpartition("--out ")[2] for c in calls if c.startswith("bench ")]
+    assert [o for o in outs if o.startswith("benchmarks/")] == [
+        "benchmarks/results/fashion_mnist-sample10", "benchmarks/results/digits-class0"
+    ]  # fmt: skip
+    assert len(outs) == 6  # each: two processes and the assembling run
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        _run(tmp_path / "typo", TABLES="fashion_mnist-sample10,fashion-mnist-class0")
+    assert refused.value.returncode == 2
+    assert refused.value.stderr == b"TABLES: no table named fashion-mnist-class0\n"
+    assert not (tmp_path / "typo" / "calls").exists()  # nothing ran, not even the good name
