@@ -7,7 +7,9 @@ Oracles and trained base models are cached under the project's `.cache/bench` (n
 from __future__ import annotations
 
 import fcntl
+import io
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +30,8 @@ from components.runtime import set_seed
 from components.settings import DataSettings, TrainSettings
 from components.training import train_classifier
 from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -178,19 +182,47 @@ def original_model(
 Runner = Callable[[str, nn.Module, UnlearnTask, MethodConfig], tuple[UnlearnResult, float]]
 
 
+@dataclass(frozen=True)
+class EpochFile:
+    """Retrain's state after its last finished epoch, in one file beside the oracle it becomes
+    (components.training.Checkpoints): a bench killed mid-oracle resumes at that epoch."""
+
+    path: Path
+
+    def load(self) -> dict | None:
+        if not self.path.exists():
+            return None
+        try:
+            return torch.load(self.path, weights_only=True)
+        except Exception as e:  # written atomically, so only a damaged disk gets here
+            log.warning("%s unreadable (%s): Retrain starts over", self.path.name, e)
+            return None
+
+    def save(self, state: dict) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        write_atomic(self.path, buf.getvalue())
+
+
 def oracle(
     original: nn.Module, task: UnlearnTask, cfg: MethodConfig, spec: dict, path: Path,
     run: Runner,
 ) -> tuple[nn.Module, dict]:  # fmt: skip
     """The Retrain oracle for this forget set and seed, from the cache when it was trained before
-    (then it carries no CPU seconds of this run)."""
+    (then it carries no CPU seconds of this run). Its training saves every epoch beside it, so a
+    killed run's successor continues it; the epochs file goes once the oracle is saved."""
     with _only_one_trainer(path):
         model, meta = _cached_model(path, spec)
         if model is not None:
             return model, {"cpu_seconds": None, **meta, "oracle_cached": True}
-        res, cpu = run("retrain", original, task, cfg)
+        epochs = EpochFile(path.with_suffix(".epochs"))
+        resumed = epochs.path.exists()
+        res, cpu = run("retrain", original, task, replace(cfg, checkpoints=epochs))
         # The load when it ended: whether its seconds also measured other processes (report.py).
-        meta = {"seconds": res.seconds, "cpu_seconds": cpu, "measured_at": time.time(),
-                "load_1m": os.getloadavg()[0]}  # fmt: skip
+        # A resumed oracle's wall seconds add up its runs; this process saw only its own CPU time.
+        meta = {"seconds": res.seconds, "cpu_seconds": None if resumed else cpu,
+                "measured_at": time.time(), "load_1m": os.getloadavg()[0],
+                "resumed": resumed}  # fmt: skip
         _save_model(path, res.model, meta)
+        epochs.path.unlink(missing_ok=True)
     return res.model, {**meta, "oracle_cached": False}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -20,6 +21,15 @@ OPTIMIZERS = {
         params, lr=cfg.lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay
     ),
 }
+
+
+class Checkpoints(Protocol):
+    """Where a long training keeps its state after each epoch, so that a killed run continues
+    from the last finished epoch (the bench's Retrain oracles: up to an hour each on a CPU)."""
+
+    def load(self) -> dict | None: ...  # the last saved state, None when there is none
+
+    def save(self, state: dict) -> None: ...  # must replace the previous state atomically
 
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -46,8 +56,12 @@ def train_classifier(
     cfg: TrainSettings,
     device: torch.device,
     progress: ProgressFn = no_progress,
+    checkpoints: Checkpoints | None = None,
 ) -> dict[str, float]:
-    """Train `model` in place (Adam or SGD, one-cycle schedule); returns final loss and seconds."""
+    """Train `model` in place (Adam or SGD, one-cycle schedule); returns final loss and seconds.
+    With `checkpoints`, the state after each epoch is saved there, and a saved state is resumed:
+    weights, optimiser, schedule and both random streams, so a resumed run ends with the weights
+    of one never stopped. Its seconds then add up every run's training time."""
     policy = precision_policy(
         device, cfg.precision
     )  # before any work: an unsupported bf16 fails here
@@ -61,9 +75,13 @@ def train_classifier(
     opt = OPTIMIZERS[cfg.optimizer](model.parameters(), cfg)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total)
     t0 = time.perf_counter()
-    step = 0
+    start, step, before = 0, 0, 0.0
     loss = torch.tensor(0.0)
-    for _ in range(cfg.epochs):
+    state = checkpoints.load() if checkpoints is not None else None
+    if state is not None:
+        _restore(state, model, opt, sched, gen)
+        start, step, before, loss = state["epoch"], state["step"], state["seconds"], state["loss"]
+    for epoch in range(start, cfg.epochs):
         perm = torch.randperm(n, generator=gen)
         for b in range(steps_per_epoch):
             idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
@@ -76,9 +94,33 @@ def train_classifier(
             opt.step()
             sched.step()
             step += 1
-            if step % steps_per_epoch == 0:
-                progress(step, total, {"loss": loss.item()})
+        if checkpoints is not None:
+            checkpoints.save({"epoch": epoch + 1, "step": step, "loss": loss.detach(),
+                              "seconds": before + time.perf_counter() - t0,
+                              **_random_state(model, opt, sched, gen)})  # fmt: skip
+        progress(step, total, {"loss": loss.item()})
     # Weights stay fp32 under autocast; only the layout goes back, so saving and evaluation see the
     # usual model.
     model.to(memory_format=torch.contiguous_format).eval()
-    return {"final_loss": loss.item(), "seconds": time.perf_counter() - t0, "steps": step}
+    return {"final_loss": loss.item(), "seconds": before + time.perf_counter() - t0,
+            "steps": step, "resumed_from_epoch": start, "earlier_seconds": before}  # fmt: skip
+
+
+Optimizer = torch.optim.Optimizer
+Schedule = torch.optim.lr_scheduler.LRScheduler
+
+
+def _random_state(model: nn.Module, opt: Optimizer, sched: Schedule, gen: torch.Generator) -> dict:
+    """Everything the next epoch depends on besides the data: a resume from it is bit for bit."""
+    return {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
+            "gen": gen.get_state(), "rng": torch.get_rng_state()}  # fmt: skip
+
+
+def _restore(
+    state: dict, model: nn.Module, opt: Optimizer, sched: Schedule, gen: torch.Generator
+) -> None:
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    sched.load_state_dict(state["sched"])
+    gen.set_state(state["gen"])
+    torch.set_rng_state(state["rng"])

@@ -31,7 +31,7 @@ from components.runtime import (
     set_seed,
 )
 from components.settings import BaselineSettings, TrainSettings
-from components.training import train_classifier
+from components.training import Checkpoints, train_classifier
 from components.unlearning.types import UnlearnResult, UnlearnTask
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -127,8 +127,10 @@ def retrain(
     cfg: BaselineSettings,
     train_cfg: TrainSettings | None = None,
     progress: ProgressFn = no_progress,
+    checkpoints: Checkpoints | None = None,
 ) -> UnlearnResult:
-    """Train the same architecture from scratch on Dr with the original's recipe: the oracle."""
+    """Train the same architecture from scratch on Dr with the original's recipe: the oracle.
+    With `checkpoints` a killed run resumes from its last epoch (`train_classifier`)."""
     t0 = time.perf_counter()
     device = resolve_device(cfg.device)
     set_seed(cfg.seed)
@@ -136,8 +138,10 @@ def retrain(
     for m in model.modules():
         if hasattr(m, "reset_parameters") and m is not model:
             m.reset_parameters()
-    info = train_classifier(model, task.retain, train_cfg, device, progress)
-    return _result(model, t0, int(info.get("steps", 0)), device)
+    info = train_classifier(model, task.retain, train_cfg, device, progress, checkpoints)
+    res = _result(model, t0, int(info["steps"]), device)
+    res.seconds += info["earlier_seconds"]  # a resumed run's include the runs before it
+    return res
 
 
 def ft(

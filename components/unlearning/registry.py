@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from components.runtime import ProgressFn, no_progress
-from components.unlearning.baselines import BASELINES, Baseline
+from components.unlearning.baselines import BASELINES, Baseline, retrain
 from components.unlearning.rfa import rfa
 from components.unlearning.types import Method, MethodConfig, UnlearnResult, UnlearnTask
 
@@ -33,9 +33,18 @@ def _baseline(fn: Baseline) -> Method:
     return run
 
 
+def _retrain(
+    original: nn.Module, task: UnlearnTask, cfg: MethodConfig, progress: ProgressFn = no_progress
+) -> UnlearnResult:
+    return retrain(original, task, cfg.baseline, cfg.train, progress, cfg.checkpoints)
+
+
+_retrain.__doc__ = retrain.__doc__
+
 METHODS: dict[str, Method] = {
     "rfa": _rfa,
     **{name: _baseline(fn) for name, fn in BASELINES.items()},
+    "retrain": _retrain,  # the one baseline that also reads cfg.checkpoints
 }
 
 

@@ -12,6 +12,7 @@ from torch import nn
 from components.data import Split
 from components.runtime import ProgressFn
 from components.settings import BaselineSettings, LoraSettings, RfaSettings, TrainSettings
+from components.training import Checkpoints
 
 Scenario = Literal["class", "sample"]
 
@@ -53,6 +54,8 @@ class MethodConfig:
     rfa: RfaSettings = RfaSettings()
     baseline: BaselineSettings = BaselineSettings()
     train: TrainSettings = TrainSettings()  # the Retrain oracle's schedule
+    # Where Retrain saves each epoch and resumes from (the bench's oracles); None: it does not.
+    checkpoints: Checkpoints | None = None
 
 
 # The one signature of every registered method: (original, task, config, progress) -> result.

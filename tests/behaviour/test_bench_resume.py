@@ -172,3 +172,47 @@ def test_a_second_process_waits_for_the_oracle_being_trained_and_loads_it(tmp_pa
     assert not calls.is_set() and got["meta"]["oracle_cached"] is True
     pairs = zip(got["model"].state_dict().values(), trained.state_dict().values(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def test_a_bench_killed_mid_oracle_resumes_it_and_saves_the_never_stopped_weights(tmp_path):
+    """A CIFAR-10 oracle is an hour of training: a `kill -9` at epoch k must cost the epoch under
+    way, not the k before it, and the resumed oracle must be the one a run never stopped makes."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["train"]["epochs"] = 3  # the base model; the oracle trains --oracle-epochs
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw))
+    cmd = [sys.executable, "-c", CLI, "bench", "--dataset", "digits", "--scenario", "class",
+           "--forget-class", "2", "--seeds", "1", "--methods", "retrain", "--oracle-epochs", "12",
+           "--params", str(params)]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    runs = {}
+    for name in ("never-stopped", "killed"):
+        (tmp_path / name).mkdir()
+        runs[name] = [*cmd, "--out", str(tmp_path / name / "out")]
+    subprocess.run(runs["never-stopped"], cwd=tmp_path / "never-stopped", env=env, check=True,
+                   capture_output=True)  # fmt: skip
+
+    oracles = tmp_path / "killed" / ".cache" / "bench" / "oracles"
+    proc = subprocess.Popen(runs["killed"], cwd=tmp_path / "killed", env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    epochs = None
+    while proc.poll() is None and epochs is None:
+        found = list(oracles.glob("*.epochs")) if oracles.exists() else []
+        if found and bench_cache.EpochFile(found[0]).load()["epoch"] >= 2:
+            epochs = found[0]
+        time.sleep(0.05)
+    assert epochs is not None, "the bench ended before its oracle had saved two epochs"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = bench_cache.EpochFile(epochs).load()["epoch"]
+    assert 2 <= saved < 12 and not epochs.with_suffix(".safetensors").exists()
+
+    done = subprocess.run(runs["killed"], cwd=tmp_path / "killed", env=env, capture_output=True,
+                          text=True)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    theirs = tmp_path / "never-stopped" / ".cache" / "bench" / "oracles" / epochs.name
+    weights = epochs.with_suffix(".safetensors")  # the same, bit for bit
+    assert weights.read_bytes() == theirs.with_suffix(".safetensors").read_bytes()
+    meta = json.loads(epochs.with_suffix(".json").read_text())
+    assert meta["resumed"] is True and meta["cpu_seconds"] is None  # this run saw part of it
+    assert not list(oracles.glob("*.epochs")) and not list(oracles.glob(".*.tmp"))

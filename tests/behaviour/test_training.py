@@ -96,3 +96,48 @@ def test_bf16_on_a_cpu_without_bf16_units_fails_before_training_with_the_fix(dig
 def test_unknown_precision_is_refused_by_the_settings():
     with pytest.raises(ValidationError, match="precision"):
         TrainSettings(precision="fp16")
+
+
+class _Stop(Exception):
+    """Raised from the progress callback: a run stopped right after an epoch."""
+
+
+def _stop(*_: object) -> None:
+    raise _Stop
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "lr", "precision"),
+    [("adam", 3e-3, "fp32"),
+     pytest.param("sgd", 0.05, "bf16", marks=pytest.mark.skipif(
+         not bf16_cpu_supported(), reason="this CPU has no AVX512-BF16 / AMX"))],
+)  # fmt: skip
+def test_a_training_stopped_after_an_epoch_resumes_to_the_weights_of_one_never_stopped(
+    digits, tmp_path, optimizer, lr, precision
+):
+    """What a 60-epoch oracle killed at epoch 40 relies on: the saved epoch (weights, optimiser,
+    one-cycle schedule, shuffling and augmentation draws) continues bit for bit."""
+    from benchmarks.cache import EpochFile
+    from components.models import build_model, make_spec
+
+    spec = make_spec("small_cnn", digits.train.x, digits.num_classes, 8)
+    cfg = TrainSettings(epochs=3, lr=lr, optimizer=optimizer, precision=precision, augment=True)
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    whole = build_model(spec)
+    never_stopped = train_classifier(whole, digits.train, cfg, cpu)
+
+    epochs = EpochFile(tmp_path / "oracle.epochs")
+    torch.manual_seed(0)
+    with pytest.raises(_Stop):
+        train_classifier(build_model(spec), digits.train, cfg, cpu, _stop, checkpoints=epochs)
+    assert epochs.load()["epoch"] == 1  # saved before the run stopped
+
+    torch.manual_seed(1)  # other initial weights: the resumed run must take the saved ones
+    resumed = build_model(spec)
+    info = train_classifier(resumed, digits.train, cfg, cpu, checkpoints=epochs)
+    assert info["resumed_from_epoch"] == 1 and info["steps"] == never_stopped["steps"]
+    assert info["earlier_seconds"] > 0 and info["seconds"] > info["earlier_seconds"]
+    a, b = whole.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert epochs.load()["epoch"] == 3
