@@ -101,13 +101,18 @@ def _save_model(path: Path, model: nn.Module, meta: dict) -> None:
 
 
 @contextmanager
-def _only_one_trainer(path: Path) -> Iterator[None]:
+def _only_one_trainer(path: Path, wait: bool = True) -> Iterator[bool]:
     """Held while a model is looked up and, if missing, trained: a second bench process that
-    needs the same oracle (runs over different methods of one table) waits, then loads it."""
+    needs the same oracle (runs over different methods of one table) waits, then loads it.
+    With `wait` False it does not wait: it yields False when another process holds the model."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_suffix(".lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)  # released when the file closes, or the process dies
-        yield
+        try:  # released when the file closes, or the process dies
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
 
 
 def train_key(cfg: TrainSettings) -> str:
@@ -202,6 +207,7 @@ class EpochFile:
         buf = io.BytesIO()
         torch.save(state, buf)
         write_atomic(self.path, buf.getvalue())
+        log.info("%s: epoch %d saved", self.path.stem, state["epoch"])  # an oracle's progress
 
 
 def oracle(
@@ -209,20 +215,44 @@ def oracle(
     run: Runner,
 ) -> tuple[nn.Module, dict]:  # fmt: skip
     """The Retrain oracle for this forget set and seed, from the cache when it was trained before
-    (then it carries no CPU seconds of this run). Its training saves every epoch beside it, so a
-    killed run's successor continues it; the epochs file goes once the oracle is saved."""
+    (then it carries no CPU seconds of this run), else trained here (`_train_oracle`)."""
     with _only_one_trainer(path):
         model, meta = _cached_model(path, spec)
         if model is not None:
             return model, {"cpu_seconds": None, **meta, "oracle_cached": True}
-        epochs = EpochFile(path.with_suffix(".epochs"))
-        resumed = epochs.path.exists()
-        res, cpu = run("retrain", original, task, replace(cfg, checkpoints=epochs))
-        # The load when it ended: whether its seconds also measured other processes (report.py).
-        # A resumed oracle's wall seconds add up its runs; this process saw only its own CPU time.
-        meta = {"seconds": res.seconds, "cpu_seconds": None if resumed else cpu,
-                "measured_at": time.time(), "load_1m": os.getloadavg()[0],
-                "resumed": resumed}  # fmt: skip
-        _save_model(path, res.model, meta)
-        epochs.path.unlink(missing_ok=True)
-    return res.model, {**meta, "oracle_cached": False}
+        model, meta = _train_oracle(original, task, cfg, path, run)
+    return model, {**meta, "oracle_cached": False}
+
+
+def train_oracle_if_free(
+    original: nn.Module, task: UnlearnTask, cfg: MethodConfig, spec: dict, path: Path,
+    run: Runner,
+) -> bool:  # fmt: skip
+    """Train this oracle now unless it is cached or another process is training it (then return
+    at once): processes sharing a table train different seeds' oracles side by side, instead of
+    each waiting for the one the other trains. True when it was trained here."""
+    with _only_one_trainer(path, wait=False) as mine:
+        if not mine or path.with_suffix(".safetensors").exists():
+            return False
+        _train_oracle(original, task, cfg, path, run)
+    return True
+
+
+def _train_oracle(
+    original: nn.Module, task: UnlearnTask, cfg: MethodConfig, path: Path, run: Runner
+) -> tuple[nn.Module, dict]:
+    """Retrain, saving every epoch beside the oracle (a killed run's successor continues it); the
+    epochs file goes once the oracle is saved."""
+    epochs = EpochFile(path.with_suffix(".epochs"))
+    resumed = epochs.path.exists()
+    res, cpu = run("retrain", original, task, replace(cfg, checkpoints=epochs))
+    # The load when it ended: whether its seconds also measured other processes (report.py).
+    # A resumed oracle's wall seconds add up its runs; this process saw only its own CPU time.
+    meta = {"seconds": res.seconds, "cpu_seconds": None if resumed else cpu,
+            "measured_at": time.time(), "load_1m": os.getloadavg()[0],
+            "resumed": resumed}  # fmt: skip
+    _save_model(path, res.model, meta)
+    epochs.path.unlink(missing_ok=True)
+    log.info("%s: oracle trained in %.0f s%s", path.name, res.seconds,
+             " (resumed)" if resumed else "")  # fmt: skip
+    return res.model, meta

@@ -95,13 +95,14 @@ def bench(
 
 
 def _log_finished_points(console: Console) -> None:
-    """One timed line per finished point (benchmarks/points.py). Written to a file, rich's live
-    bar shows nothing until the run ends, and a table runs for hours."""
+    """One timed line per finished point (benchmarks/points.py) and per oracle epoch
+    (benchmarks/cache.py). Written to a file, rich's live bar shows nothing until the run ends,
+    and a table runs for hours."""
     import logging
 
     from rich.logging import RichHandler
 
-    log = logging.getLogger("benchmarks.points")
+    log = logging.getLogger("benchmarks")  # points.py's finished points, cache.py's oracles
     if log.handlers:
         return
     if console.is_terminal:

@@ -28,6 +28,7 @@ from benchmarks.cache import (
     oracle,
     oracle_path,
     original_model,
+    train_oracle_if_free,
     training_recipe,
 )
 from benchmarks.points import Points, code_digest, own_settings
@@ -130,6 +131,9 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
     tuned = [m for m in run.ordered_methods() if m in settings.bench.grids]
     with Progress(console=console, transient=False) as bar:
         job = bar.add_task("bench", total=len(tuned) + len(run.seeds) * (len(run.methods) + 1))
+        if "retrain" in run.methods:
+            bar.update(job, description="Retrain oracles")
+            _oracles_first(bench)
         bench.config["tuning"] = _tune(bench, tuned, bar, job)
         if run.lira_shadows:
             bar.update(job, description="LiRA shadows")
@@ -147,6 +151,15 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
                 write_results(run.out, bench.config, bench.records)  # a stopped run keeps these
                 bar.advance(job)
     return write_results(run.out, bench.config, bench.records)
+
+
+def _oracles_first(b: Bench) -> None:
+    """Every seed's Retrain before any method, each one no other process is already training:
+    `run.sh`'s processes over one table train different seeds' oracles side by side (a CIFAR-10
+    oracle is about an hour) instead of each waiting behind the one the other trains."""
+    for seed in (b.run.tune_seed, *b.run.seeds):
+        sb = seed_bench(b, seed, b.validation, probe=False)
+        train_oracle_if_free(b.original, sb.task, sb.cfg, b.spec, _oracle_path(b, sb), run_timed)
 
 
 def _tune(b: Bench, methods: list[str], bar: Progress, job: TaskID) -> dict:
@@ -317,10 +330,13 @@ def seed_bench(b: Bench, seed: int, dt: Split, probe: bool = True) -> SeedBench:
 
 def _oracle(b: Bench, sb: SeedBench) -> tuple[nn.Module, dict]:
     """This seed's Retrain, trained here or loaded from the cache."""
-    path = oracle_path(
+    return oracle(b.original, sb.task, sb.cfg, b.spec, _oracle_path(b, sb), run_timed)
+
+
+def _oracle_path(b: Bench, sb: SeedBench) -> Path:
+    return oracle_path(
         b.cache, b.ds.name, b.run.model, b.spec, sb.fs.forget, sb.seed, b.settings.train
     )
-    return oracle(b.original, sb.task, sb.cfg, b.spec, path, run_timed)
 
 
 def _method_record(b: Bench, sb: SeedBench, name: str) -> dict:

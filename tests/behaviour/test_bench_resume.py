@@ -23,7 +23,7 @@ from benchmarks.harness import BenchRun, run_bench
 from benchmarks.points import Points, code_digest, own_settings
 from components.models import build_model, make_spec
 from components.settings import Settings
-from components.unlearning.types import MethodConfig, UnlearnTask
+from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
 from tests.conftest import ROOT
 
 CLI = "from pipelines.cli import entrypoint; entrypoint()"
@@ -216,3 +216,32 @@ def test_a_bench_killed_mid_oracle_resumes_it_and_saves_the_never_stopped_weight
     meta = json.loads(epochs.with_suffix(".json").read_text())
     assert meta["resumed"] is True and meta["cpu_seconds"] is None  # this run saw part of it
     assert not list(oracles.glob("*.epochs")) and not list(oracles.glob(".*.tmp"))
+
+
+def test_oracles_first_skips_an_oracle_another_process_trains_and_trains_the_free_one(
+    tmp_path, digits
+):
+    """How two processes over one table train two seeds' oracles at once (harness's
+    `_oracles_first`): an oracle locked by the other process is passed over without waiting."""
+    spec = make_spec("small_cnn", digits.train.x[:64], digits.num_classes, 8)
+    original = build_model(spec)
+    task = UnlearnTask("class", digits.train, digits.train, digits.heldout, (0,))
+    trained = []
+
+    def runner(name, model, task, cfg):
+        trained.append(name)
+        return UnlearnResult(model, {}, 1.0, 1.0, 1, "cpu"), 1.0
+
+    busy, free = tmp_path / "oracles" / "seed0", tmp_path / "oracles" / "seed1"
+    with bench_cache._only_one_trainer(busy):  # the other process, mid-training seed 0's
+        t0 = time.monotonic()
+        assert not bench_cache.train_oracle_if_free(original, task, MethodConfig(), spec, busy,
+                                                   runner)  # fmt: skip
+        assert time.monotonic() - t0 < 1.0 and trained == []  # passed over, not waited for
+        assert bench_cache.train_oracle_if_free(original, task, MethodConfig(), spec, free, runner)
+    assert trained == ["retrain"] and free.with_suffix(".safetensors").exists()
+    assert not busy.with_suffix(".safetensors").exists()
+    # Cached now: nothing to train, and the oracle a method asks for is the one saved.
+    assert not bench_cache.train_oracle_if_free(original, task, MethodConfig(), spec, free, runner)
+    _, meta = bench_cache.oracle(original, task, MethodConfig(), spec, free, runner)
+    assert trained == ["retrain"] and meta["oracle_cached"] is True
