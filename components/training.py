@@ -97,7 +97,7 @@ def train_classifier(
         if checkpoints is not None:
             checkpoints.save({"epoch": epoch + 1, "step": step, "loss": loss.detach(),
                               "seconds": before + time.perf_counter() - t0,
-                              **_random_state(model, opt, sched, gen)})  # fmt: skip
+                              **_training_state(model, opt, sched, gen)})  # fmt: skip
         progress(step, total, {"loss": loss.item()})
     # Weights stay fp32 under autocast; only the layout goes back, so saving and evaluation see the
     # usual model.
@@ -110,7 +110,9 @@ Optimizer = torch.optim.Optimizer
 Schedule = torch.optim.lr_scheduler.LRScheduler
 
 
-def _random_state(model: nn.Module, opt: Optimizer, sched: Schedule, gen: torch.Generator) -> dict:
+def _training_state(
+    model: nn.Module, opt: Optimizer, sched: Schedule, gen: torch.Generator
+) -> dict:
     """Everything the next epoch depends on besides the data: a resume from it is bit for bit."""
     return {"model": model.state_dict(), "opt": opt.state_dict(), "sched": sched.state_dict(),
             "gen": gen.get_state(), "rng": torch.get_rng_state()}  # fmt: skip
