@@ -85,8 +85,13 @@ def forget_ids(
     return set(rng.choice(ds.train.ids, size=size, replace=False).tolist())
 
 
+def _is_cached(path: Path) -> bool:
+    """The weights file is what marks a model cached (`_save_model` writes it last)."""
+    return path.with_suffix(".safetensors").exists()
+
+
 def _cached_model(path: Path, spec: dict) -> tuple[nn.Module | None, dict | None]:
-    if path.with_suffix(".safetensors").exists():
+    if _is_cached(path):
         meta = json.loads(path.with_suffix(".json").read_text())
         return load_model(spec, path.with_suffix(".safetensors").read_bytes()), meta
     return None, None
@@ -232,7 +237,7 @@ def train_oracle_if_free(
     at once): processes sharing a table train different seeds' oracles side by side, instead of
     each waiting for the one the other trains. True when it was trained here."""
     with _only_one_trainer(path, wait=False) as mine:
-        if not mine or path.with_suffix(".safetensors").exists():
+        if not mine or _is_cached(path):
             return False
         _train_oracle(original, task, cfg, path, run)
     return True
