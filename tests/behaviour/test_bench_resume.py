@@ -234,10 +234,14 @@ def test_oracles_first_skips_an_oracle_another_process_trains_and_trains_the_fre
 
     busy, free = tmp_path / "oracles" / "seed0", tmp_path / "oracles" / "seed1"
     with bench_cache._only_one_trainer(busy):  # the other process, mid-training seed 0's
-        t0 = time.monotonic()
-        assert not bench_cache.train_oracle_if_free(original, task, MethodConfig(), spec, busy,
-                                                   runner)  # fmt: skip
-        assert time.monotonic() - t0 < 1.0 and trained == []  # passed over, not waited for
+        # In a thread, so that a call which waited for the lock fails this test, not hangs it.
+        answer = []
+        call = threading.Thread(target=lambda: answer.append(bench_cache.train_oracle_if_free(
+            original, task, MethodConfig(), spec, busy, runner)), daemon=True)  # fmt: skip
+        call.start()
+        call.join(timeout=10.0)
+        assert not call.is_alive(), "it waited for the other process's lock"
+        assert answer == [False] and trained == []  # passed over, not trained
         assert bench_cache.train_oracle_if_free(original, task, MethodConfig(), spec, free, runner)
     assert trained == ["retrain"] and free.with_suffix(".safetensors").exists()
     assert not busy.with_suffix(".safetensors").exists()
