@@ -73,9 +73,8 @@ table benchmarks/results/fashion_mnist-sample10 "${FM[@]}" --scenario sample --f
 # and the class gap measured its under-fit.
 table benchmarks/results/cifar10-resnet20-class0 "${CF[@]}" --scenario class --forget-class 0 \
   --oracle-epochs 60 --oracle-precision bf16
-# RFA's lowest 10 % gap came at the file's top, 0.02: its five points here end at 0.04 (notes).
 table benchmarks/results/cifar10-resnet20-sample10 "${CF[@]}" --scenario sample --fraction 0.1 \
-  --oracle-epochs 60 --oracle-precision bf16 --grid rfa=0.0025,0.005,0.01,0.02,0.04
+  --oracle-epochs 60 --oracle-precision bf16
 # The demo's digits (params.yaml), each grid moved until its choice is inside it (notes).
 table benchmarks/results/digits-class0 --dataset digits --scenario class --forget-class 0 \
   --grid rl=0.013,0.026,0.052,0.104,0.208 --grid salun=0.052,0.104,0.208,0.416,0.832 \
