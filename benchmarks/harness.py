@@ -12,7 +12,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -120,6 +120,9 @@ class Bench:
     records: list[dict]
     shadows: Shadows | None = None  # LiRA's, when --lira-shadows asks for them
     points: Points | None = None  # finished points of this configuration (benchmarks/points.py)
+    # Oracles `_oracles_first` trained in this run: their records say so, though the seed loop
+    # then reads them back from the cache.
+    trained_oracles: set[Path] = field(default_factory=set)
 
 
 def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) -> dict:
@@ -159,7 +162,9 @@ def _oracles_first(b: Bench) -> None:
     oracle is about an hour) instead of each waiting behind the one the other trains."""
     for seed in (b.run.tune_seed, *b.run.seeds):
         sb = seed_bench(b, seed, b.validation, probe=False)
-        train_oracle_if_free(b.original, sb.task, sb.cfg, b.spec, _oracle_path(b, sb), run_timed)
+        path = _oracle_path(b, sb)
+        if train_oracle_if_free(b.original, sb.task, sb.cfg, b.spec, path, run_timed):
+            b.trained_oracles.add(path)
 
 
 def _tune(b: Bench, methods: list[str], bar: Progress, job: TaskID) -> dict:
@@ -330,7 +335,9 @@ def seed_bench(b: Bench, seed: int, dt: Split, probe: bool = True) -> SeedBench:
 
 def _oracle(b: Bench, sb: SeedBench) -> tuple[nn.Module, dict]:
     """This seed's Retrain, trained here or loaded from the cache."""
-    return oracle(b.original, sb.task, sb.cfg, b.spec, _oracle_path(b, sb), run_timed)
+    path = _oracle_path(b, sb)
+    model, meta = oracle(b.original, sb.task, sb.cfg, b.spec, path, run_timed)
+    return model, meta | ({"oracle_cached": False} if path in b.trained_oracles else {})
 
 
 def _oracle_path(b: Bench, sb: SeedBench) -> Path:
