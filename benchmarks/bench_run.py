@@ -29,6 +29,9 @@ class BenchRun(BaseModel):
     oracle_epochs: int | None = Field(None, ge=1)
     oracle_precision: Literal["fp32", "bf16"] | None = None
     lira_shadows: int = Field(0, ge=0)  # LiRA's shadow models (benchmarks/shadows.py); 0 = off
+    # Train the Retrain oracles of the tuning and reported seeds where not cached, and stop: a
+    # GPU machine trains a table's oracles, which a CPU's bench then loads from the cache.
+    oracles_only: bool = False
 
     @field_validator("methods")
     @classmethod

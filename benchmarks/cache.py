@@ -26,7 +26,7 @@ from components.data import Dataset, Split, dataset_hash, load_dataset
 from components.files import write_atomic
 from components.forget import forget_manifest, manifest_sha256
 from components.models import build_model, load_model, make_spec, state_bytes
-from components.runtime import set_seed
+from components.runtime import resolve_device, set_seed
 from components.settings import DataSettings, TrainSettings
 from components.training import train_classifier
 from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
@@ -220,7 +220,7 @@ def oracle(
     run: Runner,
 ) -> tuple[nn.Module, dict]:  # fmt: skip
     """The Retrain oracle for this forget set and seed, from the cache when it was trained before
-    (then it carries no CPU seconds of this run), else trained here (`_train_oracle`)."""
+    (then its seconds are those saved with it, not this run's), else trained here."""
     with _only_one_trainer(path):
         model, meta = _cached_model(path, spec)
         if model is not None:
@@ -253,9 +253,10 @@ def _train_oracle(
     res, cpu = run("retrain", original, task, replace(cfg, checkpoints=epochs))
     # The load when it ended: whether its seconds also measured other processes (report.py).
     # A resumed oracle's wall seconds add up its runs; this process saw only its own CPU time.
+    # Its device too: seconds on a GPU are no measure of a CPU's methods (harness._method_record).
     meta = {"seconds": res.seconds, "cpu_seconds": None if resumed else cpu,
-            "measured_at": time.time(), "load_1m": os.getloadavg()[0],
-            "resumed": resumed}  # fmt: skip
+            "measured_at": time.time(), "load_1m": os.getloadavg()[0], "resumed": resumed,
+            "device": resolve_device(cfg.baseline.device).type}  # fmt: skip
     _save_model(path, res.model, meta)
     epochs.path.unlink(missing_ok=True)
     log.info("%s: oracle trained in %.0f s%s", path.name, res.seconds,

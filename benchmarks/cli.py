@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
 
 from components.settings import Settings
 from pipelines.cli_common import out
+
+if TYPE_CHECKING:
+    from benchmarks.bench_run import BenchRun
 
 
 class BenchError(ValueError):
@@ -60,6 +64,7 @@ def bench(
     precision: str | None = typer.Option(
         None, help="auto | fp32 | bf16 for every method (default: the params file's rfa.precision)."
     ),
+    oracles_only: bool = typer.Option(False, help="Train only the seeds' Retrain oracles."),
 ) -> None:
     """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
     from pydantic import ValidationError
@@ -81,7 +86,7 @@ def bench(
             tune_seed=tune_seed,
             methods=[m.strip() for m in methods.split(",") if m.strip()], out=out_dir,
             oracle_epochs=oracle_epochs, oracle_precision=oracle_precision,
-            lira_shadows=lira_shadows,
+            lira_shadows=lira_shadows, oracles_only=oracles_only,
         )  # fmt: skip
     except (ValidationError, ValueError) as e:
         raise typer.BadParameter(_first_error(e)) from None
@@ -89,9 +94,18 @@ def bench(
     settings = with_precision(with_grids(load_settings(params), grid), precision)
     quiet_environment()
     _log_finished_points(out)
+    if run.oracles_only:
+        return _train_oracles(run, settings)
     result = run_bench(run, settings, Path(".cache") / "bench", out)
     typer.echo((out_dir / "results.md").read_text())
     out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
+
+
+def _train_oracles(run: BenchRun, settings: Settings) -> None:
+    from benchmarks.harness import train_oracles
+
+    for seed, path in train_oracles(run, settings, Path(".cache") / "bench", out).items():
+        out.print(f"seed {seed}: {path}.safetensors")
 
 
 def _log_finished_points(console: Console) -> None:

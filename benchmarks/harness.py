@@ -156,6 +156,17 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
     return write_results(run.out, bench.config, bench.records)
 
 
+def train_oracles(run: BenchRun, settings: Settings, cache: Path, console: Console) -> dict:
+    """`--oracles-only`: each seed's Retrain oracle, trained where not cached; {seed: its path}."""
+    b, paths = setup_bench(run, settings, cache, console), {}
+    _oracles_first(b)
+    for seed in (run.tune_seed, *run.seeds):
+        sb = seed_bench(b, seed, b.validation, probe=False)
+        _oracle(b, sb)  # waits for one that another process was training
+        paths[seed] = _oracle_path(b, sb)
+    return paths
+
+
 def _oracles_first(b: Bench) -> None:
     """Every seed's Retrain before any method, each one no other process is already training:
     `run.sh`'s processes over one table train different seeds' oracles side by side (a CIFAR-10
@@ -350,8 +361,11 @@ def _method_record(b: Bench, sb: SeedBench, name: str) -> dict:
     """Run (or load, for a cached oracle) one method on one seed at its chosen point, scored."""
     if name == "retrain":
         model, meta = _oracle(b, sb)
-        m, seconds, share = sb.measure(model), meta["seconds"], 1.0
-        extra = {"cpu_seconds": meta["cpu_seconds"], "oracle_cached": meta["oracle_cached"],
+        # An oracle trained on another device (a GPU's, loaded here) has no seconds to compare.
+        here = meta.get("device", "cpu") == b.device.type
+        seconds, cpu = (meta["seconds"], meta["cpu_seconds"]) if here else (None, None)
+        m, share = sb.measure(model), 1.0
+        extra = {"cpu_seconds": cpu, "oracle_cached": meta["oracle_cached"],
                  "load_1m": meta.get("load_1m")}  # fmt: skip
         return _scored(b, sb, name, model, m, seconds, share, extra)
     tuned = b.config["tuning"]["methods"].get(name, {})
