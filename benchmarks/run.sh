@@ -50,8 +50,9 @@ table() {
   local notes="benchmarks/notes/${out##*/}.md"
   if [ -f "$notes" ]; then $U bench-report "$out" --notes "$notes" > /dev/null; fi
 }
-# The 60-epoch CIFAR-10 oracles (a 10 % one: 50-56 minutes on two cores) come out slightly
-# different on another CPU: the ones behind the committed tables travel with the repository.
+# The 60-epoch CIFAR-10 oracles (a 10 % one: 50-56 minutes on two cores; 274 s on an H200 with
+# --oracles-only) come out slightly different on another machine: the ones behind the committed
+# tables travel with the repository.
 mkdir -p .cache/bench/oracles
 for f in benchmarks/oracles/*; do [ -e ".cache/bench/oracles/${f##*/}" ] || cp "$f" .cache/bench/oracles/; done
 FM=(--dataset fashion_mnist --data-dir "$SHARED/datasets/fashion_mnist" --model small_cnn --params benchmarks/params/fashion_mnist.yaml)
