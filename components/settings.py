@@ -194,7 +194,7 @@ class BaselineSettings(_Frozen):
     alpha: float = Field(0.9, ge=0, le=1)  # NegGrad+: weight of the retain loss
     forget_cap: float | None = Field(None, gt=0)  # NegGrad+: clamp the ascent term (None: off)
     saliency_fraction: float = Field(0.5, gt=0, le=1)  # SalUn: share of weights updated
-    scrub_max_steps: int = Field(2, ge=0)  # SCRUB: max passes while epoch <= this
+    scrub_max_steps: int = Field(2, ge=0)  # SCRUB: epochs that begin with a max pass
     scrub_ce: float = Field(0.99, ge=0)  # SCRUB: weight of CE on Dr (the reference's gamma)
     scrub_kl: float = Field(0.001, ge=0)  # SCRUB: weight of KL on Dr (the reference's alpha)
     lr_decay_epochs: tuple[int, ...] = (3, 5, 9)  # SCRUB: lr x0.1 after these epochs

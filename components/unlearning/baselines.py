@@ -323,7 +323,8 @@ def scrub(
     progress: ProgressFn = no_progress,
 ) -> UnlearnResult:
     """SCRUB (Kurmanji et al., NeurIPS 2023; `scrub.py` and `helper/loops.py`): the student starts
-    at the teacher. Each epoch, while epoch <= `scrub_max_steps`, a max pass over Df in batches of
+    at the teacher. In each of the first `scrub_max_steps` epochs (the reference's 1-based `epoch <=
+    msteps`: two with msteps 2), a max pass over Df in batches of
     `forget_batch` (32) raises KL(student || teacher); then a full min pass over Dr (batches of
     `batch_size`, 128) lowers `scrub_ce` * CE + `scrub_kl` * KL (0.99 / 0.001), KL at temperature
     4. The lr (5e-4 in the reference) drops tenfold at each epoch of `lr_decay_epochs` (3, 5, 9).
@@ -335,7 +336,7 @@ def scrub(
     decay = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.lr_decay_epochs), gamma=0.1)
     t, steps = cfg.temperature, 0
     for epoch in range(cfg.epochs):
-        if epoch <= cfg.scrub_max_steps:
+        if epoch < cfg.scrub_max_steps:  # 0-based here
             for xf, _ in _batches(task.forget, cfg.forget_batch or cfg.batch_size, gen, device):
                 with torch.no_grad():
                     tl = teacher(xf)

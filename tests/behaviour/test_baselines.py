@@ -44,7 +44,7 @@ def _expected_steps(name: str, cfg: BaselineSettings, nf: int, nr: int) -> int:
         return retain
     if name in ("rl", "salun"):  # each epoch: a pass over Df, then one over Dr
         return retain + cfg.epochs * math.ceil(nf / cfg.batch_size)
-    max_epochs = min(cfg.epochs, cfg.scrub_max_steps + 1)  # SCRUB: while epoch <= msteps
+    max_epochs = min(cfg.epochs, cfg.scrub_max_steps)  # SCRUB: 1-based epoch <= msteps
     return retain + max_epochs * math.ceil(nf / cfg.forget_batch)
 
 
