@@ -42,6 +42,17 @@ def _worker(pool: str, home: Path, n: int) -> subprocess.Popen:
                             start_new_session=True)  # fmt: skip
 
 
+def _stop(worker: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 60 s: on a loaded machine a worker has taken longer than that to
+    shut down (2026-12-04), and its shutdown is not what these tests assert."""
+    os.killpg(worker.pid, signal.SIGTERM)
+    try:
+        worker.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=60)
+
+
 def _wait_for(run_ids: list, timeout: float = 900.0) -> list:
     from prefect.client.orchestration import get_client
 
@@ -79,8 +90,7 @@ def test_two_workers_run_two_models_at_once_and_one_model_once(tmp_path, prefect
         done = _wait_for([r.id for r in runs])
     finally:
         for w in workers:
-            os.killpg(w.pid, signal.SIGTERM)
-            w.wait(timeout=60)
+            _stop(w)
     logs = "".join((tmp_path / f"worker{n}.log").read_text() for n in (1, 2))
     a, b, again = done
     assert [a.state.type.value, b.state.type.value] == ["COMPLETED", "COMPLETED"], logs[-3000:]
