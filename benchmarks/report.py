@@ -231,12 +231,13 @@ def load_limit(config: dict) -> float:
 
 def loaded_runs(result: dict) -> list[str]:
     """Runs that finished with more load on the machine than their own threads (1-minute load
-    average above torch_threads + 0.5): their seconds measure the other processes too."""
+    average above torch_threads + 0.5): their seconds measure the other processes too. A run with
+    no seconds (an oracle trained on another device) times nothing, so it is not listed."""
     limit = load_limit(result["config"])
     return [
         f"{r['method']}@seed{r['seed']} ({r['load_1m']:.1f})"
         for r in result["records"]
-        if r.get("load_1m") is not None and r["load_1m"] > limit
+        if r.get("seconds") is not None and r.get("load_1m") is not None and r["load_1m"] > limit
     ]
 
 

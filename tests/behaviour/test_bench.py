@@ -239,6 +239,9 @@ def test_time_ratios_use_each_unit_only_where_both_runs_measured_it():
     result["records"][6]["load_1m"] = 1.4  # its own thread and a little noise: quiet
     assert targets(result, summarise(result))[-4][1] is True
     assert "Timed under load" not in render_markdown(result)
+    # A Retrain loaded from another device's training has no seconds: its load times nothing.
+    result["records"][5].update(seconds=None, cpu_seconds=None, load_1m=6.2)
+    assert "Timed under load" not in render_markdown(result)
 
 
 def test_targets_flag_an_rfa_no_closer_to_retrain_than_the_untouched_original():
