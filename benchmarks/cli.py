@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from benchmarks.bench_run import BenchRun
 
 
+CACHE = Path(".cache") / "bench"  # oracles, base models, finished points (never in ../shared)
+
+
 class BenchError(ValueError):
     """A bench run cannot start or a results folder is unusable (one `error:` line, exit 2)."""
 
@@ -96,7 +99,7 @@ def bench(
     _log_finished_points(out)
     if run.oracles_only:
         return _train_oracles(run, settings)
-    result = run_bench(run, settings, Path(".cache") / "bench", out)
+    result = run_bench(run, settings, CACHE, out)
     typer.echo((out_dir / "results.md").read_text())
     out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
 
@@ -104,7 +107,7 @@ def bench(
 def _train_oracles(run: BenchRun, settings: Settings) -> None:
     from benchmarks.harness import train_oracles
 
-    for seed, path in train_oracles(run, settings, Path(".cache") / "bench", out).items():
+    for seed, path in train_oracles(run, settings, CACHE, out).items():
         out.print(f"seed {seed}: {path}.safetensors")
 
 
@@ -211,9 +214,7 @@ def bench_time(
         raise typer.BadParameter(_first_error(e)) from None
     quiet_environment()
     try:
-        result["timing"] = time_table(
-            result, run, load_settings(params), Path(".cache") / "bench", out
-        )
+        result["timing"] = time_table(result, run, load_settings(params), CACHE, out)
     except TimingError as e:
         raise BenchError(str(e)) from None
     md = out_dir / "results.md"

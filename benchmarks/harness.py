@@ -158,24 +158,24 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
 
 def train_oracles(run: BenchRun, settings: Settings, cache: Path, console: Console) -> dict:
     """`--oracles-only`: each seed's Retrain oracle, trained where not cached; {seed: its path}."""
-    b, paths = setup_bench(run, settings, cache, console), {}
-    _oracles_first(b)
-    for seed in (run.tune_seed, *run.seeds):
-        sb = seed_bench(b, seed, b.validation, probe=False)
+    b = setup_bench(run, settings, cache, console)
+    benches = _oracles_first(b)
+    for sb in benches:
         _oracle(b, sb)  # waits for one that another process was training
-        paths[seed] = _oracle_path(b, sb)
-    return paths
+    return {sb.seed: _oracle_path(b, sb) for sb in benches}
 
 
-def _oracles_first(b: Bench) -> None:
+def _oracles_first(b: Bench) -> list[SeedBench]:
     """Every seed's Retrain before any method, each one no other process is already training:
     `run.sh`'s processes over one table train different seeds' oracles side by side (a CIFAR-10
-    oracle is about an hour) instead of each waiting behind the one the other trains."""
-    for seed in (b.run.tune_seed, *b.run.seeds):
-        sb = seed_bench(b, seed, b.validation, probe=False)
+    oracle is about an hour) instead of each waiting behind the one the other trains. Returns
+    each seed's bench (on the validation split)."""
+    benches = [seed_bench(b, s, b.validation, probe=False) for s in (b.run.tune_seed, *b.run.seeds)]
+    for sb in benches:
         path = _oracle_path(b, sb)
         if train_oracle_if_free(b.original, sb.task, sb.cfg, b.spec, path, run_timed):
             b.trained_oracles.add(path)
+    return benches
 
 
 def _tune(b: Bench, methods: list[str], bar: Progress, job: TaskID) -> dict:

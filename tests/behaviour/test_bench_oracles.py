@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -37,8 +38,8 @@ def test_oracles_only_trains_every_seeds_oracle_and_writes_no_table(tmp_path):
                           capture_output=True, text=True)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
     oracles = tmp_path / ".cache" / "bench" / "oracles"
-    saved = sorted(p.name for p in oracles.glob("*.safetensors"))
-    assert [n.split("-s")[-1][0] for n in saved] == ["0", "1", "2"]  # the tuning seed's too
+    seeds = sorted(re.search(r"-s(\d+)-e2-", p.name)[1] for p in oracles.glob("*.safetensors"))
+    assert seeds == ["0", "1", "2"]  # the tuning seed's too
     for seed in (0, 1, 2):  # each line names a file that is there
         line = next(x for x in done.stdout.splitlines() if x.startswith(f"seed {seed}: "))
         assert (tmp_path / line.split(": ", 1)[1]).exists()
