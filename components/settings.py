@@ -234,7 +234,7 @@ class BenchSettings(_Frozen):
         "neggrad": {"epochs": 5, "batch_size": 128},
         "rl": {"epochs": 10, "batch_size": 256},
         "salun": {"epochs": 10, "batch_size": 256},
-        "scrub": {"epochs": 5, "batch_size": 128, "forget_batch": 32},
+        "scrub": {"epochs": 3, "batch_size": 128, "forget_batch": 32},
     }
     baseline: BaselineSettings = BaselineSettings()  # recipes and grid points are set over it
     # The bench scores every method on up to 5,000 retained images (the gates read fewer).

@@ -1,0 +1,106 @@
+"""SCRUB's loop on CIFAR-10 / ResNet-20 (Df: 10 % random of seed 0, or class 0), with accuracy
+checks inside it.
+
+    python -m benchmarks.scrub_trace --lr 0.0005 --epochs 1 [--scenario class]
+
+`components/unlearning/baselines.scrub`'s max and min passes, step for step (its helpers, the
+recipe of `benchmarks/params/cifar10.yaml`), printing Acc on 1,000 images each of Dr, Df and the
+validation split every `--every` max steps and every 80 min steps: where in the loop a grid point
+loses Dr. One JSON line per check. Not a benchmark: no Retrain, no report split.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import typer
+import yaml
+
+from benchmarks.cache import forget_ids, load_bench_data, original_model
+from components.data import Split
+from components.forget import extract_forget_set
+from components.models import to_input
+from components.runtime import precision_policy
+from components.settings import parse_settings
+from components.unlearning.baselines import _batches, _kl, _sgd, _train_mode, _Under
+
+CKPT = "models/resnet_cifar10_akamaster/resnet20-12fca82f.th"
+
+
+@torch.no_grad()
+def _acc(model: torch.nn.Module, split: Split) -> float:
+    was = model.training
+    out = torch.cat(
+        [model.eval()(to_input(split.x[i : i + 250])) for i in range(0, len(split), 250)]
+    )
+    model.train(was)
+    return round(float((out.argmax(1).numpy() == split.y).mean() * 100), 1)
+
+
+@torch.no_grad()
+def _targets(teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return teacher(x)
+
+
+def _sample(split: Split, rng: np.random.Generator) -> Split:
+    return split.take(rng.choice(len(split), 1000, replace=False))
+
+
+def main(
+    lr: float = typer.Option(0.0005, help="SCRUB's lr (the reference's 5e-4 by default)."),
+    epochs: int = typer.Option(1, help="Epochs to trace (each: max pass if within msteps, min)."),
+    precision: str = typer.Option("bf16", help="fp32 | bf16, as the table runs it."),
+    every: int = typer.Option(35, help="Max steps between checks."),
+    scenario: str = typer.Option("sample", help="sample (10 % random) | class (class 0)."),
+    shared: Path = typer.Option(Path("../shared"), help="Folder with datasets/ and models/."),
+) -> None:
+    if scenario not in ("sample", "class"):
+        raise typer.BadParameter(f"{scenario!r}: sample or class", param_hint="--scenario")
+    s = parse_settings(
+        yaml.safe_load(Path("benchmarks/params/cifar10.yaml").read_text()), source="cifar10"
+    )
+    data = load_bench_data("cifar10", str(shared / "datasets/cifar10"), s.bench.heldout_seed)
+    cpu = torch.device("cpu")
+    orig, _ = original_model(
+        data.ds, "resnet20", str(shared / CKPT), Path(".cache/bench"), s.train, cpu
+    )
+    fs = extract_forget_set(data.ds.train, forget_ids(data.ds, scenario, 0, 0.1, 0), 0.5)
+    rng = np.random.default_rng(0)
+    checks = {"dr": _sample(fs.retain, rng), "df": _sample(fs.forget, rng),
+              "val": _sample(data.validation, rng)}  # fmt: skip
+    cfg = s.bench.baseline.model_copy(update={**s.bench.recipes["scrub"], "lr": lr})
+    policy = precision_policy(cpu, precision)
+    student = _Under(_train_mode(copy.deepcopy(orig)), policy, cpu)
+    teacher = _Under(copy.deepcopy(orig), policy, cpu).eval()
+    opt, gen, t0 = _sgd(student.parameters(), cfg), torch.Generator().manual_seed(0), time.time()
+
+    def check(tag: str, loss: float) -> None:
+        accs = {k: _acc(student, v) for k, v in checks.items()}
+        print(json.dumps({"at": tag, "loss": round(loss, 3), **accs, "s": round(time.time() - t0)}))
+
+    check("start", 0.0)
+    for epoch in range(epochs):
+        if epoch < cfg.scrub_max_steps:
+            for k, (xf, _) in enumerate(_batches(fs.forget, cfg.forget_batch or 32, gen, cpu)):
+                loss = -_kl(student(xf), _targets(teacher, xf), cfg.temperature)
+                opt.zero_grad(), loss.backward(), opt.step()
+                if (k + 1) % every == 0:
+                    check(f"epoch {epoch} max step {k + 1}", -loss.item())
+        for k, (xr, yr) in enumerate(_batches(fs.retain, cfg.batch_size, gen, cpu)):
+            out = student(xr)
+            loss = cfg.scrub_ce * F.cross_entropy(out, yr)
+            loss = loss + cfg.scrub_kl * _kl(out, _targets(teacher, xr), cfg.temperature)
+            opt.zero_grad(), loss.backward(), opt.step()
+            if (k + 1) % 80 == 0:
+                check(f"epoch {epoch} min step {k + 1}", loss.item())
+        check(f"epoch {epoch} end", loss.item())
+
+
+if __name__ == "__main__":
+    typer.run(main)
