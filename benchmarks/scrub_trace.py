@@ -3,22 +3,20 @@ checks inside it.
 
     python -m benchmarks.scrub_trace --lr 0.0005 --epochs 1 [--scenario class]
 
-`components/unlearning/baselines.scrub`'s max and min passes, step for step (its helpers, the
-recipe of `benchmarks/params/cifar10.yaml`), printing Acc on 1,000 images each of Dr, Df and the
+`components/unlearning/baselines.scrub`'s max and min passes (its `ScrubLoop`, the recipe of
+`benchmarks/params/cifar10.yaml`), printing Acc on 1,000 images each of Dr, Df and the
 validation split every `--every` max steps and every 80 min steps: where in the loop a grid point
 loses Dr. One JSON line per check. Not a benchmark: no Retrain, no report split.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import typer
 import yaml
 
@@ -26,9 +24,8 @@ from benchmarks.cache import forget_ids, load_bench_data, original_model
 from components.data import Split
 from components.forget import extract_forget_set
 from components.models import to_input
-from components.runtime import precision_policy
 from components.settings import parse_settings
-from components.unlearning.baselines import _batches, _kl, _sgd, _train_mode, _Under
+from components.unlearning.baselines import ScrubLoop
 
 CKPT = "models/resnet_cifar10_akamaster/resnet20-12fca82f.th"
 
@@ -41,11 +38,6 @@ def _acc(model: torch.nn.Module, split: Split) -> float:
     )
     model.train(was)
     return round(float((out.argmax(1).numpy() == split.y).mean() * 100), 1)
-
-
-@torch.no_grad()
-def _targets(teacher: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    return teacher(x)
 
 
 def _sample(split: Split, rng: np.random.Generator) -> Split:
@@ -74,32 +66,31 @@ def main(
     rng = np.random.default_rng(0)
     checks = {"dr": _sample(fs.retain, rng), "df": _sample(fs.forget, rng),
               "val": _sample(data.validation, rng)}  # fmt: skip
-    cfg = s.bench.baseline.model_copy(update={**s.bench.recipes["scrub"], "lr": lr})
-    policy = precision_policy(cpu, precision)
-    student = _Under(_train_mode(copy.deepcopy(orig)), policy, cpu)
-    teacher = _Under(copy.deepcopy(orig), policy, cpu).eval()
-    opt, gen, t0 = _sgd(student.parameters(), cfg), torch.Generator().manual_seed(0), time.time()
+    # model_copy skips validation: --lr 0 (no weight change) is allowed here, not in a bench.
+    update = {**s.bench.recipes["scrub"], "lr": lr, "precision": precision, "device": "cpu"}
+    loop = ScrubLoop(orig, s.bench.baseline.model_copy(update=update))
+    decay = torch.optim.lr_scheduler.MultiStepLR(loop.opt, list(loop.cfg.lr_decay_epochs), 0.1)
+    t0, last = time.time(), [0.0]
 
     def check(tag: str, loss: float) -> None:
-        accs = {k: _acc(student, v) for k, v in checks.items()}
+        accs = {k: _acc(loop.student, v) for k, v in checks.items()}
         print(json.dumps({"at": tag, "loss": round(loss, 3), **accs, "s": round(time.time() - t0)}))
+
+    def every_n(phase: str, n: int, sign: float):  # a StepHook: a check every n steps
+        def hook(k: int, loss: torch.Tensor) -> None:
+            last[0] = sign * loss.item()
+            if k % n == 0:
+                check(f"epoch {epoch} {phase} step {k}", last[0])
+
+        return hook
 
     check("start", 0.0)
     for epoch in range(epochs):
-        if epoch < cfg.scrub_max_steps:
-            for k, (xf, _) in enumerate(_batches(fs.forget, cfg.forget_batch or 32, gen, cpu)):
-                loss = -_kl(student(xf), _targets(teacher, xf), cfg.temperature)
-                opt.zero_grad(), loss.backward(), opt.step()
-                if (k + 1) % every == 0:
-                    check(f"epoch {epoch} max step {k + 1}", -loss.item())
-        for k, (xr, yr) in enumerate(_batches(fs.retain, cfg.batch_size, gen, cpu)):
-            out = student(xr)
-            loss = cfg.scrub_ce * F.cross_entropy(out, yr)
-            loss = loss + cfg.scrub_kl * _kl(out, _targets(teacher, xr), cfg.temperature)
-            opt.zero_grad(), loss.backward(), opt.step()
-            if (k + 1) % 80 == 0:
-                check(f"epoch {epoch} min step {k + 1}", loss.item())
-        check(f"epoch {epoch} end", loss.item())
+        if epoch < loop.cfg.scrub_max_steps:
+            loop.max_pass(fs.forget, every_n("max", every, -1.0))
+        loop.min_pass(fs.retain, every_n("min", 80, 1.0))
+        decay.step()
+        check(f"epoch {epoch} end", last[0])
 
 
 if __name__ == "__main__":

@@ -329,32 +329,60 @@ def scrub(
     raises KL(student || teacher); then a full min pass over Dr (batches of `batch_size`, 128)
     lowers `scrub_ce` * CE + `scrub_kl` * KL (0.99 / 0.001), KL at temperature 4; three epochs
     (`bench.recipes`); the lr (5e-4 there) drops tenfold after each epoch of `lr_decay_epochs` (3,
-    5, 9: none within three). No departure in the loop. The authors' models (ResNet-18, All-CNN
-    fine-tuned at lr 0.01) keep Dr at 5e-4; the pre-trained ResNet-20 here does not: the first max
-    pass alone took Acc(Dr) from 99.5 to 8 (10 % random Df) and 16 (class 0) within 70 steps
-    (`python -m benchmarks.scrub_trace`, benchmarks/notes/cifar10-resnet20-sample10.md). The
-    benchmark moves the lr grid, not the loop."""
+    5, 9: none within three). No departure in the loop. At 5e-4 the first max pass took this
+    pre-trained ResNet-20's Acc(Dr) from 99.5 to 8 (10 % Df) and 16 (class 0) within 70 steps,
+    where the authors' ResNet-18 / All-CNN keep it; at lr 0 BatchNorm's train-mode statistics
+    alone cost 2.9 points of Dr and most of class 0 (`python -m benchmarks.scrub_trace`; notes
+    of both CIFAR-10 tables). The benchmark moves the lr grid, not the loop."""
     t0 = time.perf_counter()
-    student, device, gen = _start(original, cfg)
-    teacher = _Under(copy.deepcopy(original), student.policy, device).eval()
-    opt = _sgd(student.parameters(), cfg)
-    decay = torch.optim.lr_scheduler.MultiStepLR(opt, list(cfg.lr_decay_epochs), gamma=0.1)
-    t, steps = cfg.temperature, 0
+    loop = ScrubLoop(original, cfg)
+    decay = torch.optim.lr_scheduler.MultiStepLR(loop.opt, list(cfg.lr_decay_epochs), gamma=0.1)
+    steps = 0
     for epoch in range(cfg.epochs):
         if epoch < cfg.scrub_max_steps:  # 0-based here
-            for xf, _ in _batches(task.forget, cfg.forget_batch or cfg.batch_size, gen, device):
-                with torch.no_grad():
-                    tl = teacher(xf)
-                _step(opt, -_kl(student(xf), tl, t))
-                steps += 1
-        for xr, yr in _batches(task.retain, cfg.batch_size, gen, device):
-            with torch.no_grad():
-                tl = teacher(xr)
-            out = student(xr)
-            _step(opt, cfg.scrub_ce * F.cross_entropy(out, yr) + cfg.scrub_kl * _kl(out, tl, t))
-            steps += 1
+            steps += loop.max_pass(task.forget)
+        steps += loop.min_pass(task.retain)
         decay.step()
-    return _result(student.model, t0, steps, device)
+    return _result(loop.student.model, t0, steps, loop.device)
+
+
+StepHook = Callable[[int, torch.Tensor], None]  # (step from 1, its loss), e.g. for a trace
+
+
+class ScrubLoop:
+    """SCRUB's student, teacher and passes, so `scrub` and `benchmarks.scrub_trace` take the same
+    steps; each pass returns its step count and calls `hook` after each step."""
+
+    def __init__(self, original: nn.Module, cfg: BaselineSettings) -> None:
+        self.student, self.device, self.gen = _start(original, cfg)
+        self.teacher = _Under(copy.deepcopy(original), self.student.policy, self.device).eval()
+        self.opt, self.cfg = _sgd(self.student.parameters(), cfg), cfg
+
+    def max_pass(self, forget: Split, hook: StepHook | None = None) -> int:
+        """Raise KL(student || teacher) over Df in batches of `forget_batch`."""
+        t = self.cfg.temperature
+        batch = self.cfg.forget_batch or self.cfg.batch_size
+        return self._pass(forget, batch, lambda out, tl, _: -_kl(out, tl, t), hook)
+
+    def min_pass(self, retain: Split, hook: StepHook | None = None) -> int:
+        """Lower `scrub_ce` * CE + `scrub_kl` * KL over Dr in batches of `batch_size`."""
+        c = self.cfg
+
+        def loss(out: torch.Tensor, tl: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            return c.scrub_ce * F.cross_entropy(out, y) + c.scrub_kl * _kl(out, tl, c.temperature)
+
+        return self._pass(retain, c.batch_size, loss, hook)
+
+    def _pass(self, split: Split, batch: int, loss_of: Callable, hook: StepHook | None) -> int:
+        k = 0
+        for k, (x, y) in enumerate(_batches(split, batch, self.gen, self.device), 1):
+            with torch.no_grad():
+                tl = self.teacher(x)
+            loss = loss_of(self.student(x), tl, y)
+            _step(self.opt, loss)
+            if hook is not None:
+                hook(k, loss)
+        return k
 
 
 # (original, task, baseline settings, the oracle's training schedule, progress) -> result
