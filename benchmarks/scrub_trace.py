@@ -54,6 +54,9 @@ def main(
 ) -> None:
     if scenario not in ("sample", "class"):
         raise typer.BadParameter(f"{scenario!r}: sample or class", param_hint="--scenario")
+    for need in ("datasets/cifar10", CKPT):  # before any work, not a traceback from the loaders
+        if not (shared / need).exists():
+            raise typer.BadParameter(f"{shared / need} is missing", param_hint="--shared")
     s = parse_settings(
         yaml.safe_load(Path("benchmarks/params/cifar10.yaml").read_text()), source="cifar10"
     )
