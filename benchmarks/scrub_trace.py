@@ -51,6 +51,7 @@ def main(
     every: int = typer.Option(35, help="Max steps between checks."),
     scenario: str = typer.Option("sample", help="sample (10 % random) | class (class 0)."),
     shared: Path = typer.Option(Path("../shared"), help="Folder with datasets/ and models/."),
+    augment: bool = typer.Option(True, help="Crop + flip Dr and Df batches, as the bench does."),
 ) -> None:
     if scenario not in ("sample", "class"):
         raise typer.BadParameter(f"{scenario!r}: sample or class", param_hint="--scenario")
@@ -71,7 +72,7 @@ def main(
               "val": _sample(data.validation, rng)}  # fmt: skip
     # model_copy skips validation: --lr 0 (no weight change) is allowed here, not in a bench.
     update = {**s.bench.recipes["scrub"], "lr": lr, "precision": precision, "device": "cpu"}
-    loop = ScrubLoop(orig, s.bench.baseline.model_copy(update=update))
+    loop = ScrubLoop(orig, s.bench.baseline.model_copy(update=update), augment and s.train.augment)
     decay = torch.optim.lr_scheduler.MultiStepLR(loop.opt, list(loop.cfg.lr_decay_epochs), 0.1)
     t0, last = time.time(), [0.0]
 

@@ -3,7 +3,8 @@ reference implementation; every docstring names the recipe and every departure f
 
 retrain (the oracle), ft, neggrad (NegGrad+), rl (random labels), salun (RL on a saliency mask),
 scrub (teacher-student KL: max-steps on Df, min-steps on Dr). All full-weight methods use SGD with
-momentum 0.9 and weight decay 5e-4 and train with BatchNorm in train mode, as the references do.
+momentum 0.9 and weight decay 5e-4 and train with BatchNorm in train mode on batches augmented
+as the original's were (crop + flip where `train.augment`), as the references do (sgd_loop.py).
 The learning rate is what the benchmark tunes (`bench.grids`); `BaselineSettings` and the
 params file's `bench.recipes` hold the rest, at the references' values except where a docstring
 names the departure.
@@ -12,9 +13,8 @@ names the departure.
 from __future__ import annotations
 
 import copy
-import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -22,98 +22,16 @@ from torch import nn
 
 from components.data import Split
 from components.models import to_input
-from components.runtime import (
-    DevicePolicy,
-    ProgressFn,
-    no_progress,
-    precision_policy,
-    resolve_device,
-    set_seed,
-)
+from components.runtime import ProgressFn, no_progress, precision_policy, resolve_device, set_seed
 from components.settings import BaselineSettings, TrainSettings
 from components.training import Checkpoints, train_classifier
+from components.unlearning.sgd_loop import Under, n_batches, result, sgd, start, step
 from components.unlearning.types import UnlearnResult, UnlearnTask
 
-Batch = tuple[torch.Tensor, torch.Tensor]
 
-
-def _batches(
-    split: Split, batch: int, gen: torch.Generator, device: torch.device
-) -> Iterator[Batch]:
-    """One shuffled pass; images converted per batch (a whole CIFAR Dr as float is 550 MB)."""
-    perm = torch.randperm(len(split), generator=gen).numpy()
-    for i in range(0, len(perm), batch):
-        idx = perm[i : i + batch]
-        yield to_input(split.x[idx]).to(device), torch.from_numpy(split.y[idx]).to(device)
-
-
-def _cycle(split: Split, batch: int, gen: torch.Generator, device: torch.device) -> Iterator[Batch]:
-    while True:
-        yield from _batches(split, batch, gen, device)
-
-
-def _n_batches(split: Split, batch: int) -> int:
-    return math.ceil(len(split) / batch)
-
-
-def _sgd(params: Iterator[nn.Parameter], cfg: BaselineSettings) -> torch.optim.SGD:
-    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-
-
-def _train_mode(model: nn.Module) -> nn.Module:
-    """Full-weight baselines train as their reference implementations do: BatchNorm in train mode.
-    Frozen BN statistics (RFA's policy, right for a low-rank adapter) made plain SGD diverge to NaN
-    within 100 steps on the Fashion-MNIST CNN at both FT learning rates of the grid (0.01, 0.04)."""
-    return model.train()
-
-
-class _Under(nn.Module):
-    """A model as a baseline's loop calls it: the forward under the run's precision policy
-    (`precision`: autocast and memory layout) and fp32 logits out, so every loss, KL and random
-    label is computed as in an fp32 run. Under fp32 it is the model itself, bit for bit."""
-
-    def __init__(self, model: nn.Module, policy: DevicePolicy, device: torch.device) -> None:
-        super().__init__()
-        self.model = policy.prepare(model.to(device))
-        self.policy, self.device = policy, device
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with self.policy.autocast(self.device):
-            return self.model(self.policy.layout(x)).float()
-
-
-def _start(
-    original: nn.Module, cfg: BaselineSettings
-) -> tuple[_Under, torch.device, torch.Generator]:
-    """A copy of the original to train (BatchNorm in train mode), its device and draws."""
-    device = resolve_device(cfg.device)
-    gen = set_seed(cfg.seed)
-    policy = precision_policy(device, cfg.precision)  # before any work: bf16 may be refused
-    return _Under(_train_mode(copy.deepcopy(original)), policy, device), device, gen
-
-
-def _step(
-    opt: torch.optim.Optimizer, loss: torch.Tensor, on_grads: Callable[[], None] | None = None
-) -> None:
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    if on_grads is not None:
-        on_grads()
-    opt.step()
-
-
-def _result(
-    model: nn.Module, t0: float, steps: int, device: torch.device, trainable: float = 1.0
-) -> UnlearnResult:
-    # Weights stay fp32 under autocast; only the layout goes back to the usual one.
-    return UnlearnResult(
-        model=model.to(memory_format=torch.contiguous_format).to("cpu").eval(),
-        adapter={},
-        seconds=time.perf_counter() - t0,
-        trainable_fraction=trainable,
-        steps=steps,
-        device=str(device),
-    )
+def _augment(train_cfg: TrainSettings | None) -> bool:
+    """Crop + flip where the original was trained with them (sgd_loop.Batches says why)."""
+    return train_cfg is not None and train_cfg.augment
 
 
 def _num_classes(model: nn.Module) -> int:
@@ -139,7 +57,7 @@ def retrain(
         if hasattr(m, "reset_parameters") and m is not model:
             m.reset_parameters()
     info = train_classifier(model, task.retain, train_cfg, device, progress, checkpoints)
-    res = _result(model, t0, int(info["steps"]), device)
+    res = result(model, t0, int(info["steps"]), device)
     res.seconds += info["earlier_seconds"]  # a resumed run's include the runs before it
     return res
 
@@ -156,17 +74,17 @@ def ft(
     cosine schedule to zero over the run, where the reference's step milestones (epochs 91 and
     136) never fire within 10 epochs."""
     t0 = time.perf_counter()
-    model, device, gen = _start(original, cfg)
-    opt = _sgd(model.parameters(), cfg)
-    total = cfg.epochs * _n_batches(task.retain, cfg.batch_size)
+    model, data = start(original, cfg, _augment(train_cfg))
+    opt = sgd(model.parameters(), cfg)
+    total = cfg.epochs * n_batches(task.retain, cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
     steps = 0
     for _ in range(cfg.epochs):
-        for x, y in _batches(task.retain, cfg.batch_size, gen, device):
-            _step(opt, F.cross_entropy(model(x), y))
+        for x, y in data.once(task.retain, cfg.batch_size):
+            step(opt, F.cross_entropy(model(x), y))
             sched.step()
             steps += 1
-    return _result(model.model, t0, steps, device)
+    return result(model.model, t0, steps, data.device)
 
 
 def neggrad(
@@ -185,33 +103,34 @@ def neggrad(
     baselines, and the lr tuned on a grid. `forget_cap`, when set, clamps the ascent term (the
     reference has none; the default leaves it off)."""
     t0 = time.perf_counter()
-    model, device, gen = _start(original, cfg)
-    opt = _sgd(model.parameters(), cfg)
-    forget = _cycle(task.forget, cfg.forget_batch or cfg.batch_size, gen, device)
+    model, data = start(original, cfg, _augment(train_cfg))
+    opt = sgd(model.parameters(), cfg)
+    forget = data.forever(task.forget, cfg.forget_batch or cfg.batch_size)
     steps = 0
     for _ in range(cfg.epochs):
-        for xr, yr in _batches(task.retain, cfg.batch_size, gen, device):
+        for xr, yr in data.once(task.retain, cfg.batch_size):
             xf, yf = next(forget)
             ascent = F.cross_entropy(model(xf), yf)
             if cfg.forget_cap is not None:
                 ascent = torch.clamp(ascent, max=cfg.forget_cap)
-            _step(opt, cfg.alpha * F.cross_entropy(model(xr), yr) - (1 - cfg.alpha) * ascent)
+            step(opt, cfg.alpha * F.cross_entropy(model(xr), yr) - (1 - cfg.alpha) * ascent)
             steps += 1
-    return _result(model.model, t0, steps, device)
+    return result(model.model, t0, steps, data.device)
 
 
 def _relabel_then_retain(
     original: nn.Module,
     task: UnlearnTask,
     cfg: BaselineSettings,
+    augment: bool,
     mask: dict[str, torch.Tensor] | None = None,
-) -> tuple[_Under, int, torch.device]:
+) -> tuple[Under, int, torch.device]:
     """SalUn's `unlearn/RL.py` loop for CIFAR-10: each epoch one pass over Df with labels drawn
     uniformly from all classes (they may equal the true one, as there), then one full pass over
     Dr. With a mask, gradients of non-salient weights are zeroed and those weights held at their
     starting values, momentum included (the reference's `_restore_masked_params`)."""
-    model, device, gen = _start(original, cfg)
-    opt = _sgd(model.parameters(), cfg)
+    model, data = start(original, cfg, augment)
+    opt = sgd(model.parameters(), cfg)
     k = _num_classes(original)
     params = dict(model.model.named_parameters())  # the mask's names are the model's own
     theta0 = {n: params[n].detach().clone() for n in mask or {}}
@@ -231,20 +150,20 @@ def _relabel_then_retain(
                     buf.mul_(m)
 
     def update(loss: torch.Tensor) -> None:
-        _step(opt, loss, masked if mask else None)
+        step(opt, loss, masked if mask else None)
         if mask:
             hold()
 
     steps = 0
     for _ in range(cfg.epochs):
-        for x, y in _batches(task.forget, cfg.batch_size, gen, device):
-            noise = torch.randint(0, k, y.shape, generator=gen).to(device)
+        for x, y in data.once(task.forget, cfg.batch_size):
+            noise = torch.randint(0, k, y.shape, generator=data.gen).to(data.device)
             update(F.cross_entropy(model(x), noise))
             steps += 1
-        for x, y in _batches(task.retain, cfg.batch_size, gen, device):
+        for x, y in data.once(task.retain, cfg.batch_size):
             update(F.cross_entropy(model(x), y))
             steps += 1
-    return model, steps, device
+    return model, steps, data.device
 
 
 def rl(
@@ -258,8 +177,8 @@ def rl(
     10 epochs, each a random-label pass over Df then a pass over Dr, lr about 0.01, batch 256).
     No departure beyond the batch size, which is `batch_size` here."""
     t0 = time.perf_counter()
-    model, steps, device = _relabel_then_retain(original, task, cfg)
-    return _result(model.model, t0, steps, device)
+    model, steps, device = _relabel_then_retain(original, task, cfg, _augment(train_cfg))
+    return result(model.model, t0, steps, device)
 
 
 def saliency_mask(
@@ -273,7 +192,7 @@ def saliency_mask(
     forget loss's gradient summed over Df, with one global threshold keeping the top `fraction`
     of all weights (their `with_0.5.pt`: half). The gradient pass runs under `precision`, as
     the unlearning after it does."""
-    run = _Under(model.eval(), precision_policy(device, precision), device)
+    run = Under(model.eval(), precision_policy(device, precision), device)
     model.zero_grad(set_to_none=True)
     for i in range(0, len(forget), 256):
         x = to_input(forget.x[i : i + 256]).to(device)
@@ -302,11 +221,11 @@ def salun(
     mask = saliency_mask(
         copy.deepcopy(original), task.forget, cfg.saliency_fraction, device, cfg.precision
     )
-    model, steps, device = _relabel_then_retain(original, task, cfg, mask)
+    model, steps, device = _relabel_then_retain(original, task, cfg, _augment(train_cfg), mask)
     share = sum(float(m.sum()) for m in mask.values()) / max(
         1, sum(m.numel() for m in mask.values())
     )
-    return _result(model.model, t0, steps, device, trainable=share)
+    return result(model.model, t0, steps, device, trainable=share)
 
 
 def _kl(student: torch.Tensor, teacher: torch.Tensor, t: float) -> torch.Tensor:
@@ -329,13 +248,13 @@ def scrub(
     raises KL(student || teacher); then a full min pass over Dr (batches of `batch_size`, 128)
     lowers `scrub_ce` * CE + `scrub_kl` * KL (0.99 / 0.001), KL at temperature 4; three epochs
     (`bench.recipes`); the lr (5e-4 there) drops tenfold after each epoch of `lr_decay_epochs` (3,
-    5, 9: none within three). No departure in the loop. At 5e-4 the first max pass took this
-    pre-trained ResNet-20's Acc(Dr) from 99.5 to 8 (10 % Df) and 16 (class 0) within 70 steps,
-    where the authors' ResNet-18 / All-CNN keep it; at lr 0 BatchNorm's train-mode statistics
-    alone cost 2.9 points of Dr and most of class 0 (`python -m benchmarks.scrub_trace`; notes
-    of both CIFAR-10 tables). The benchmark moves the lr grid, not the loop."""
+    5, 9: none within three). No departure in the loop. At 5e-4 the first max pass takes this
+    pre-trained ResNet-20's Acc(Dr) from 99.5 to 10 (10 % Df) within 140 steps, on crop + flip
+    batches as on plain ones (70 steps there), where the authors' ResNet-18 / All-CNN keep it
+    (`python -m benchmarks.scrub_trace`; benchmarks/notes/baselines-bn.md). The benchmark moves
+    the lr grid, not the loop."""
     t0 = time.perf_counter()
-    loop = ScrubLoop(original, cfg)
+    loop = ScrubLoop(original, cfg, _augment(train_cfg))
     decay = torch.optim.lr_scheduler.MultiStepLR(loop.opt, list(cfg.lr_decay_epochs), gamma=0.1)
     steps = 0
     for epoch in range(cfg.epochs):
@@ -343,7 +262,7 @@ def scrub(
             steps += loop.max_pass(task.forget)
         steps += loop.min_pass(task.retain)
         decay.step()
-    return _result(loop.student.model, t0, steps, loop.device)
+    return result(loop.student.model, t0, steps, loop.device)
 
 
 StepHook = Callable[[int, torch.Tensor], None]  # (step from 1, its loss), e.g. for a trace
@@ -353,10 +272,11 @@ class ScrubLoop:
     """SCRUB's student, teacher and passes, so `scrub` and `benchmarks.scrub_trace` take the same
     steps; each pass returns its step count and calls `hook` after each step."""
 
-    def __init__(self, original: nn.Module, cfg: BaselineSettings) -> None:
-        self.student, self.device, self.gen = _start(original, cfg)
-        self.teacher = _Under(copy.deepcopy(original), self.student.policy, self.device).eval()
-        self.opt, self.cfg = _sgd(self.student.parameters(), cfg), cfg
+    def __init__(self, original: nn.Module, cfg: BaselineSettings, augment: bool = False) -> None:
+        self.student, self.data = start(original, cfg, augment)
+        self.device = self.data.device
+        self.teacher = Under(copy.deepcopy(original), self.student.policy, self.device).eval()
+        self.opt, self.cfg = sgd(self.student.parameters(), cfg), cfg
 
     def max_pass(self, forget: Split, hook: StepHook | None = None) -> int:
         """Raise KL(student || teacher) over Df in batches of `forget_batch`."""
@@ -375,11 +295,11 @@ class ScrubLoop:
 
     def _pass(self, split: Split, batch: int, loss_of: Callable, hook: StepHook | None) -> int:
         k = 0
-        for k, (x, y) in enumerate(_batches(split, batch, self.gen, self.device), 1):
+        for k, (x, y) in enumerate(self.data.once(split, batch), 1):
             with torch.no_grad():
                 tl = self.teacher(x)
             loss = loss_of(self.student(x), tl, y)
-            _step(self.opt, loss)
+            step(self.opt, loss)
             if hook is not None:
                 hook(k, loss)
         return k

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
+from components.data import Split
 from components.forget import extract_forget_set
 from components.models import to_input
 from components.runtime import bf16_cpu_supported
-from components.settings import BaselineSettings, Settings
+from components.settings import BaselineSettings, Settings, TrainSettings
 from components.unlearning.baselines import BASELINES, saliency_mask
+from components.unlearning.sgd_loop import Batches
 from components.unlearning.types import UnlearnTask
 
 # The committed recipes (bench.recipes) at each reference's own lr.
@@ -95,3 +97,38 @@ def test_auto_precision_on_the_cpu_is_fp32_bit_for_bit(base_model, task):
                   for p in ("auto", "fp32"))  # fmt: skip
     pairs = zip(auto.model.parameters(), fp32.model.parameters(), strict=True)
     assert all(torch.equal(a, b) for a, b in pairs)
+
+
+def _shifts_and_flips(img: torch.Tensor, pad: int = 4) -> list[torch.Tensor]:
+    """Every crop of `img` zero-padded by `pad`, each also flipped: what crop + flip may give."""
+    h, w = img.shape[-2:]
+    padded = torch.nn.functional.pad(img, (pad, pad, pad, pad))
+    shifts = range(2 * pad + 1)
+    crops = [padded[:, i : i + h, j : j + w] for i in shifts for j in shifts]
+    return crops + [c.flip(-1) for c in crops]
+
+
+def test_batches_are_augmented_exactly_when_asked():
+    rng = np.random.default_rng(0)
+    split = Split(rng.integers(0, 256, (40, 3, 32, 32), dtype=np.uint8), np.arange(40) % 10,
+                  np.array([f"i{k}" for k in range(40)]))  # fmt: skip
+    cpu = torch.device("cpu")
+    plain = Batches(torch.Generator().manual_seed(0), cpu).once(split, 16)
+    aug = Batches(torch.Generator().manual_seed(0), cpu, augment=True).once(split, 16)
+    changed = 0
+    for (xp, yp), (xa, ya) in zip(plain, aug, strict=True):
+        assert torch.equal(yp, ya)  # same order of images: the shuffle draws first
+        for p, a in zip(xp, xa, strict=True):
+            assert any(torch.equal(a, c) for c in _shifts_and_flips(p))
+            changed += not torch.equal(a, p)
+    assert changed > 30  # 1 in 162 crop + flip draws is the identity
+
+
+def test_a_baseline_augments_where_the_original_was_trained_with_it(base_model, task):
+    # Same seed, one FT epoch: only the batches' crop + flip can tell the two runs apart.
+    cfg = BaselineSettings(epochs=1, batch_size=256, lr=0.01, device="cpu")
+    runs = [BASELINES["ft"](base_model, task, cfg, TrainSettings(augment=a)) for a in (False, True)]
+    plain, augmented = (dict(r.model.state_dict()) for r in runs)
+    again = BASELINES["ft"](base_model, task, cfg, TrainSettings(augment=False))
+    assert all(torch.equal(v, again.model.state_dict()[k]) for k, v in plain.items())
+    assert not all(torch.equal(v, augmented[k]) for k, v in plain.items())
