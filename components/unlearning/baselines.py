@@ -25,7 +25,7 @@ from components.models import to_input
 from components.runtime import ProgressFn, no_progress, precision_policy, resolve_device, set_seed
 from components.settings import BaselineSettings, TrainSettings
 from components.training import Checkpoints, train_classifier
-from components.unlearning.sgd_loop import Under, n_batches, result, sgd, start, step
+from components.unlearning.sgd_loop import Ticks, Under, n_batches, result, sgd, start, step
 from components.unlearning.types import UnlearnResult, UnlearnTask
 
 
@@ -76,15 +76,15 @@ def ft(
     t0 = time.perf_counter()
     model, data = start(original, cfg, _augment(train_cfg))
     opt = sgd(model.parameters(), cfg)
-    total = cfg.epochs * n_batches(task.retain, cfg.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
-    steps = 0
+    ticks = Ticks(progress, cfg.epochs * n_batches(task.retain, cfg.batch_size))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=ticks.total)
     for _ in range(cfg.epochs):
         for x, y in data.once(task.retain, cfg.batch_size):
-            step(opt, F.cross_entropy(model(x), y))
+            loss = F.cross_entropy(model(x), y)
+            step(opt, loss)
             sched.step()
-            steps += 1
-    return result(model.model, t0, steps, data.device)
+            ticks(loss)
+    return result(model.model, t0, ticks.n, data.device)
 
 
 def neggrad(
@@ -106,16 +106,17 @@ def neggrad(
     model, data = start(original, cfg, _augment(train_cfg))
     opt = sgd(model.parameters(), cfg)
     forget = data.forever(task.forget, cfg.forget_batch or cfg.batch_size)
-    steps = 0
+    ticks = Ticks(progress, cfg.epochs * n_batches(task.retain, cfg.batch_size))
     for _ in range(cfg.epochs):
         for xr, yr in data.once(task.retain, cfg.batch_size):
             xf, yf = next(forget)
             ascent = F.cross_entropy(model(xf), yf)
             if cfg.forget_cap is not None:
                 ascent = torch.clamp(ascent, max=cfg.forget_cap)
-            step(opt, cfg.alpha * F.cross_entropy(model(xr), yr) - (1 - cfg.alpha) * ascent)
-            steps += 1
-    return result(model.model, t0, steps, data.device)
+            loss = cfg.alpha * F.cross_entropy(model(xr), yr) - (1 - cfg.alpha) * ascent
+            step(opt, loss)
+            ticks(loss)
+    return result(model.model, t0, ticks.n, data.device)
 
 
 def _relabel_then_retain(
@@ -123,6 +124,7 @@ def _relabel_then_retain(
     task: UnlearnTask,
     cfg: BaselineSettings,
     augment: bool,
+    progress: ProgressFn,
     mask: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Under, int, torch.device]:
     """SalUn's `unlearn/RL.py` loop for CIFAR-10: each epoch one pass over Df with labels drawn
@@ -149,21 +151,22 @@ def _relabel_then_retain(
                 if buf is not None:
                     buf.mul_(m)
 
+    per_epoch = n_batches(task.forget, cfg.batch_size) + n_batches(task.retain, cfg.batch_size)
+    ticks = Ticks(progress, cfg.epochs * per_epoch)
+
     def update(loss: torch.Tensor) -> None:
         step(opt, loss, masked if mask else None)
         if mask:
             hold()
+        ticks(loss)
 
-    steps = 0
     for _ in range(cfg.epochs):
         for x, y in data.once(task.forget, cfg.batch_size):
             noise = torch.randint(0, k, y.shape, generator=data.gen).to(data.device)
             update(F.cross_entropy(model(x), noise))
-            steps += 1
         for x, y in data.once(task.retain, cfg.batch_size):
             update(F.cross_entropy(model(x), y))
-            steps += 1
-    return model, steps, data.device
+    return model, ticks.n, data.device
 
 
 def rl(
@@ -177,7 +180,7 @@ def rl(
     10 epochs, each a random-label pass over Df then a pass over Dr, lr about 0.01, batch 256).
     No departure beyond the batch size, which is `batch_size` here."""
     t0 = time.perf_counter()
-    model, steps, device = _relabel_then_retain(original, task, cfg, _augment(train_cfg))
+    model, steps, device = _relabel_then_retain(original, task, cfg, _augment(train_cfg), progress)
     return result(model.model, t0, steps, device)
 
 
@@ -221,7 +224,9 @@ def salun(
     mask = saliency_mask(
         copy.deepcopy(original), task.forget, cfg.saliency_fraction, device, cfg.precision
     )
-    model, steps, device = _relabel_then_retain(original, task, cfg, _augment(train_cfg), mask)
+    model, steps, device = _relabel_then_retain(
+        original, task, cfg, _augment(train_cfg), progress, mask
+    )
     share = sum(float(m.sum()) for m in mask.values()) / max(
         1, sum(m.numel() for m in mask.values())
     )
@@ -256,13 +261,15 @@ def scrub(
     t0 = time.perf_counter()
     loop = ScrubLoop(original, cfg, _augment(train_cfg))
     decay = torch.optim.lr_scheduler.MultiStepLR(loop.opt, list(cfg.lr_decay_epochs), gamma=0.1)
-    steps = 0
+    max_epochs = min(cfg.epochs, cfg.scrub_max_steps)
+    forget_steps = max_epochs * n_batches(task.forget, cfg.forget_batch or cfg.batch_size)
+    ticks = Ticks(progress, forget_steps + cfg.epochs * n_batches(task.retain, cfg.batch_size))
     for epoch in range(cfg.epochs):
         if epoch < cfg.scrub_max_steps:  # 0-based here
-            steps += loop.max_pass(task.forget)
-        steps += loop.min_pass(task.retain)
+            loop.max_pass(task.forget, lambda _, loss: ticks(loss))
+        loop.min_pass(task.retain, lambda _, loss: ticks(loss))
         decay.step()
-    return result(loop.student.model, t0, steps, loop.device)
+    return result(loop.student.model, t0, ticks.n, loop.device)
 
 
 StepHook = Callable[[int, torch.Tensor], None]  # (step from 1, its loss), e.g. for a trace

@@ -14,7 +14,13 @@ from torch import nn
 
 from components.data import Split
 from components.models import to_input
-from components.runtime import DevicePolicy, precision_policy, resolve_device, set_seed
+from components.runtime import (
+    DevicePolicy,
+    ProgressFn,
+    precision_policy,
+    resolve_device,
+    set_seed,
+)
 from components.settings import BaselineSettings
 from components.training import augment_batch
 from components.unlearning.types import UnlearnResult
@@ -51,6 +57,19 @@ class Batches:
 
 def n_batches(split: Split, batch: int) -> int:
     return math.ceil(len(split) / batch)
+
+
+class Ticks:
+    """A loop's step count, reported to `progress` every `every` steps and at the last: a
+    baseline runs for minutes to hours on a CPU. The loss is read (a device wait) only then."""
+
+    def __init__(self, progress: ProgressFn, total: int, every: int = 10) -> None:
+        self.progress, self.total, self.every, self.n = progress, total, every, 0
+
+    def __call__(self, loss: torch.Tensor) -> None:
+        self.n += 1
+        if self.n % self.every == 0 or self.n == self.total:
+            self.progress(self.n, self.total, {"loss": float(loss.detach())})
 
 
 def sgd(params: Iterator[nn.Parameter], cfg: BaselineSettings) -> torch.optim.SGD:

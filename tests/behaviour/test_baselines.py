@@ -53,8 +53,13 @@ def _expected_steps(name: str, cfg: BaselineSettings, nf: int, nr: int) -> int:
 @pytest.mark.parametrize("name", sorted(REFERENCE_LR))
 def test_each_recipe_makes_its_references_passes_and_keeps_dr(name, base_model, task):
     cfg = _cfg(name)
-    res = BASELINES[name](base_model, task, cfg)
+    seen: list[tuple[int, int]] = []
+    res = BASELINES[name](base_model, task, cfg, None, lambda k, n, _: seen.append((k, n)))
     assert res.steps == _expected_steps(name, cfg, len(task.forget), len(task.retain))
+    # Progress every 10 steps and at the last, against the total known before the first step.
+    assert seen[-1] == (res.steps, res.steps)
+    assert [k for k, _ in seen[:-1]] == list(range(10, res.steps, 10))
+    assert {n for _, n in seen} == {res.steps}
     # Not collapsed: the retained data's accuracy stays within 3 points of the original's (the
     # old paired RL / SCRUB loops lost 35-80 points on CIFAR-10).
     assert _acc(res.model, task.retain) >= _acc(base_model, task.retain) - 3.0
