@@ -269,7 +269,7 @@ def scrub(
             loop.max_pass(task.forget, lambda _, loss: ticks(loss))
         loop.min_pass(task.retain, lambda _, loss: ticks(loss))
         decay.step()
-    return result(loop.student.model, t0, ticks.n, loop.device)
+    return result(loop.student.model, t0, ticks.n, loop.data.device)
 
 
 StepHook = Callable[[int, torch.Tensor], None]  # (step from 1, its loss), e.g. for a trace
@@ -277,31 +277,29 @@ StepHook = Callable[[int, torch.Tensor], None]  # (step from 1, its loss), e.g. 
 
 class ScrubLoop:
     """SCRUB's student, teacher and passes, so `scrub` and `benchmarks.scrub_trace` take the same
-    steps; each pass returns its step count and calls `hook` after each step."""
+    steps; each pass calls `hook` after each step."""
 
     def __init__(self, original: nn.Module, cfg: BaselineSettings, augment: bool = False) -> None:
         self.student, self.data = start(original, cfg, augment)
-        self.device = self.data.device
-        self.teacher = Under(copy.deepcopy(original), self.student.policy, self.device).eval()
+        self.teacher = Under(copy.deepcopy(original), self.student.policy, self.data.device).eval()
         self.opt, self.cfg = sgd(self.student.parameters(), cfg), cfg
 
-    def max_pass(self, forget: Split, hook: StepHook | None = None) -> int:
+    def max_pass(self, forget: Split, hook: StepHook | None = None) -> None:
         """Raise KL(student || teacher) over Df in batches of `forget_batch`."""
         t = self.cfg.temperature
         batch = self.cfg.forget_batch or self.cfg.batch_size
-        return self._pass(forget, batch, lambda out, tl, _: -_kl(out, tl, t), hook)
+        self._pass(forget, batch, lambda out, tl, _: -_kl(out, tl, t), hook)
 
-    def min_pass(self, retain: Split, hook: StepHook | None = None) -> int:
+    def min_pass(self, retain: Split, hook: StepHook | None = None) -> None:
         """Lower `scrub_ce` * CE + `scrub_kl` * KL over Dr in batches of `batch_size`."""
         c = self.cfg
 
         def loss(out: torch.Tensor, tl: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             return c.scrub_ce * F.cross_entropy(out, y) + c.scrub_kl * _kl(out, tl, c.temperature)
 
-        return self._pass(retain, c.batch_size, loss, hook)
+        self._pass(retain, c.batch_size, loss, hook)
 
-    def _pass(self, split: Split, batch: int, loss_of: Callable, hook: StepHook | None) -> int:
-        k = 0
+    def _pass(self, split: Split, batch: int, loss_of: Callable, hook: StepHook | None) -> None:
         for k, (x, y) in enumerate(self.data.once(split, batch), 1):
             with torch.no_grad():
                 tl = self.teacher(x)
@@ -309,7 +307,6 @@ class ScrubLoop:
             step(self.opt, loss)
             if hook is not None:
                 hook(k, loss)
-        return k
 
 
 # (original, task, baseline settings, the oracle's training schedule, progress) -> result

@@ -33,8 +33,9 @@ class Batches:
     """A baseline's batches: shuffled by its own random stream and, where the original model was
     trained with crop + flip (`train.augment`), augmented like its training batches, as the
     references' loaders are (SalUn's `dataset.py`: RandomCrop(32, 4) + RandomHorizontalFlip on
-    Dr and Df alike). Without it BatchNorm's train-mode statistics alone, with no weight change,
-    cost the pre-trained ResNet-20 3.3-3.7 points of Acc(Dr) (benchmarks/notes/baselines-bn.md)."""
+    the train set that Df and Dr are cut from). Without it BatchNorm's train-mode statistics
+    alone, with no weight change, cost the pre-trained ResNet-20 3.3-3.7 points of Acc(Dr)
+    (benchmarks/notes/baselines-bn.md)."""
 
     gen: torch.Generator
     device: torch.device
