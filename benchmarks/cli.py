@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
+from benchmarks.provenance import stamped
+from benchmarks.report import kept_notes, render_markdown
 from components.settings import Settings
 from pipelines.cli_common import out
 
@@ -99,9 +101,18 @@ def bench(
     _log_finished_points(out)
     if run.oracles_only:
         return _train_oracles(run, settings)
-    result = run_bench(run, settings, CACHE, out)
+    result = stamped(run_bench(run, settings, CACHE, out), "bench")
+    _save(out_dir, result)
     typer.echo((out_dir / "results.md").read_text())
     out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
+
+
+def _save(out_dir: Path, result: dict, notes: str | None = None) -> None:
+    """results.json and results.md; results.md keeps its Notes section unless `notes` is given."""
+    md = out_dir / "results.md"
+    notes = kept_notes(md) if notes is None else notes
+    (out_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    md.write_text(render_markdown(result, notes))
 
 
 def _train_oracles(run: BenchRun, settings: Settings) -> None:
@@ -198,7 +209,6 @@ def bench_time(
     method at its chosen lr, one after another; adds the section to results.json / results.md."""
     from pydantic import ValidationError
 
-    from benchmarks.report import kept_notes, render_markdown
     from benchmarks.report_timing import timing_lines
     from benchmarks.timing import TimingError, bench_run_of, time_table
     from components.settings import load_settings
@@ -217,10 +227,7 @@ def bench_time(
         result["timing"] = time_table(result, run, load_settings(params), CACHE, out)
     except TimingError as e:
         raise BenchError(str(e)) from None
-    md = out_dir / "results.md"
-    notes = kept_notes(md)
-    src.write_text(json.dumps(result, indent=1) + "\n")
-    md.write_text(render_markdown(result, notes))
+    _save(out_dir, stamped(result, "bench-time"))
     typer.echo("\n".join(timing_lines(result)))
 
 
@@ -231,8 +238,6 @@ def bench_report(
     ),
 ) -> None:
     """Re-render results.md from results.json (e.g. after writing the notes of a run)."""
-    from benchmarks.report import render_markdown
-
     src = out_dir / "results.json"
     if not src.exists():
         raise BenchError(f"{src} not found; run `unlearn bench --out {out_dir}` first")
@@ -250,7 +255,6 @@ def bench_merge(
 ) -> None:
     """Merge bench runs that covered different seeds of one configuration into one table."""
     from benchmarks.merge import MergeError, merge_results
-    from benchmarks.report import render_markdown
 
     loaded = []
     for run in runs:
@@ -263,6 +267,5 @@ def bench_merge(
     except MergeError as e:
         raise BenchError(str(e)) from None
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "results.json").write_text(json.dumps(merged, indent=1) + "\n")
-    (out_dir / "results.md").write_text(render_markdown(merged, notes.read_text() if notes else ""))
+    _save(out_dir, stamped(merged, "bench-merge"), notes.read_text() if notes else "")
     typer.echo((out_dir / "results.md").read_text())

@@ -50,4 +50,6 @@ def merge_results(results: list[tuple[str, dict]]) -> dict:
     return {
         "config": {**first["config"], "seeds": sorted(seeds), "lr_chosen": chosen},
         "records": records,
+        # Each run's stamps (benchmarks/provenance.py): which code computed which records.
+        "provenance": [s for _, res in results for s in res.get("provenance", [])],
     }

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.provenance import provenance_line
 from benchmarks.report_timing import TIME_LIMITS, timing_lines
+from benchmarks.report_tuning import edge_choices, tuning_line
 
 COLUMNS = (
     ("acc_df", "Acc(Df)"),
@@ -320,17 +322,7 @@ def render_markdown(result: dict, notes: str = "") -> str:
             "Baseline learning rates chosen from the grid (closest to Retrain): "
             + ", ".join(f"{k} = {v}" for k, v in sorted(cfg["lr_chosen"].items())),
         ]
-    loaded = loaded_runs(result)
-    if loaded:
-        lines += ["", "**Timed under load** (1-minute load average above the run's "
-                  f"{cfg.get('torch_threads', 1)} threads + 0.5 when it ended; time targets shown, "
-                  "not judged): " + ", ".join(loaded)]  # fmt: skip
-    reused = cfg.get("points", {}).get("reused")
-    if reused:
-        lines += ["", f"**Resumed**: {reused} grid points or records were finished by an earlier "
-                  "run of this configuration and read back (`.cache/bench/points/"
-                  f"{cfg['points']['folder']}`); their seconds are that run's."]  # fmt: skip
-    lines += timing_lines(result)
+    lines += _run_lines(result)
     edges = edge_choices(result)
     if edges:
         lines += ["", "**At a grid end** (not bracketed, unless tied: then the gap does not move "
@@ -353,39 +345,20 @@ def render_markdown(result: dict, notes: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def tuning_line(cfg: dict) -> str:
-    """How every method's learning rate was chosen, and what it chose."""
-    t, sizes = cfg["tuning"], cfg.get("splits", {})
-    chosen = ", ".join(
-        f"{name} = {c['lr']} (of {c['grid'][0]}-{c['grid'][-1]})"
-        if c["lr"] is not None
-        else f"{name}: every point diverged"
-        for name, c in t["methods"].items()
-    )
-    return (
-        f"Learning rates chosen on seed {t['seed']}'s forget set by the smallest average gap to "
-        f"its Retrain on the validation split ({sizes.get('validation', '?')} images); the seeds "
-        f"above were not tuned on and are scored on the report split "
-        f"({sizes.get('report', '?')} images), which no choice read: {chosen}."
-    )
-
-
-def edge_choices(result: dict) -> list[str]:
-    """'method: highest (lr)' for each choice at an end of its grid."""
-    tuning = result["config"].get("tuning")
-    if tuning:
-        methods = tuning["methods"].items()
-        return [f"{name}: {c['edge']} ({c['lr']}){_ties(c)}" for name, c in methods if c["edge"]]
-    return [
-        f"{r['method']}@seed{r['seed']}: {r['lr_at_grid_edge']} ({r['lr']})"
-        for r in result["records"]
-        if r.get("lr_at_grid_edge")
-    ]
-
-
-def _ties(c: dict) -> str:
-    """Where the chosen point's gap equals others' (the lowest lr wins a tie), the grid end is
-    not an optimum past the grid: the gap does not move with the lr there."""
-    gap = c["gaps"][c["grid"].index(c["lr"])]
-    ties = sum(g == gap for g in c["gaps"]) - 1
-    return f", tied with {ties} other point{'s' * (ties > 1)}" if ties else ""
+def _run_lines(result: dict) -> list[str]:
+    """How the run went: runs timed under load, points read back, the one-process timing, and
+    the code that computed it."""
+    cfg, lines = result["config"], []
+    loaded = loaded_runs(result)
+    if loaded:
+        lines += ["", "**Timed under load** (1-minute load average above the run's "
+                  f"{cfg.get('torch_threads', 1)} threads + 0.5 when it ended; time targets shown, "
+                  "not judged): " + ", ".join(loaded)]  # fmt: skip
+    reused = cfg.get("points", {}).get("reused")
+    if reused:
+        lines += ["", f"**Resumed**: {reused} grid points or records were finished by an earlier "
+                  "run of this configuration and read back (`.cache/bench/points/"
+                  f"{cfg['points']['folder']}`); their seconds are that run's."]  # fmt: skip
+    lines += timing_lines(result)
+    code = provenance_line(result)
+    return lines + (["", code] if code else [])

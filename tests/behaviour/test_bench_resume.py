@@ -84,6 +84,12 @@ def test_a_killed_bench_resumes_and_matches_a_run_never_stopped(tmp_path):
     assert _numbers(resumed) == _numbers(whole)
     assert resumed["config"]["points"]["reused"] >= len(finished)
     assert "Resumed" in (work / "out" / "results.md").read_text()
+    # Stamped with the code that ran, the digest its points are keyed on (benchmarks/provenance).
+    (stamp,) = resumed["provenance"]
+    assert stamp["command"] == "bench" and stamp["code_digest"] == code_digest()[:16]
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)  # fmt: skip
+    assert stamp["commit"] == (head.stdout.strip() if head.returncode == 0 else None)
     assert not list(folder.glob(".*.tmp"))  # every point whole: none left half-written
     # Piped, as to a log file: a line for each point read back and for each point it finished.
     lines = done.stdout.splitlines()

@@ -44,7 +44,7 @@ def test_precision_from_the_command_line_sets_every_methods_precision_only():
 
 
 def test_a_choice_at_a_grid_end_says_whether_it_ties_with_other_points():
-    from benchmarks.report import edge_choices
+    from benchmarks.report_tuning import edge_choices
 
     grid = [0.001, 0.002, 0.004, 0.008, 0.016]
     tuning = {

@@ -1,0 +1,61 @@
+"""Which code a bench result came from: one stamp per command that wrote it (`bench`,
+`bench-time`, `bench-merge`), kept in results.json under "provenance" and shown in results.md.
+
+A stamp names the git commit, whether the measured code (benchmarks/points.SOURCES) differed from
+it, and that code's digest, the one a run's cached points are keyed on: two tables with one
+digest were computed by the same code, whatever their commits. Not part of the points' digest
+(this module only labels results), so adding it kept every cached point.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.points import ROOT, SOURCES, code_digest
+
+
+def _git(root: Path, *args: str) -> str | None:
+    """git's stdout, stripped; None outside a work tree or without git."""
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def stamp(command: str, root: Path = ROOT) -> dict:
+    """What `command` ran on: commit (None outside git), uncommitted changes to the measured
+    code (None where unknown), the code digest, and when (UTC, to the second)."""
+    commit = _git(root, "rev-parse", "HEAD")
+    changes = _git(root, "status", "--porcelain", "--", *SOURCES) if commit else None
+    return {
+        "command": command,
+        "commit": commit,
+        "uncommitted": None if changes is None else bool(changes),
+        "code_digest": code_digest(root)[:16],
+        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
+def stamped(result: dict, command: str, root: Path = ROOT) -> dict:
+    """`result` with a stamp for `command` appended to its provenance."""
+    return {**result, "provenance": [*result.get("provenance", []), stamp(command, root)]}
+
+
+def provenance_line(result: dict) -> str | None:
+    """One line for results.md: each stamp's command, short commit and date; None if unstamped
+    (tables written before stamps existed)."""
+    stamps = result.get("provenance") or []
+    if not stamps:
+        return None
+
+    def one(s: dict) -> str:
+        commit = (s["commit"] or "no git")[:7]
+        dirty = " with uncommitted changes to the measured code" if s["uncommitted"] else ""
+        return f"`{s['command']}` at {commit}{dirty} ({s['at'][:10]}, code {s['code_digest']})"
+
+    return "**Code**: " + "; ".join(one(s) for s in stamps) + "."

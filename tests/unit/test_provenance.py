@@ -1,0 +1,61 @@
+"""Bench results name the code that computed them (benchmarks/provenance.py)."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from benchmarks.merge import merge_results
+from benchmarks.points import SOURCES
+from benchmarks.provenance import provenance_line, stamp, stamped
+
+
+def _git(root: Path, *args: str) -> str:
+    return subprocess.run(
+        ["git", "-C", str(root), *args], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def _tree(root: Path) -> None:
+    """The measured sources, one small module each, and a results file beside them."""
+    for name in SOURCES:
+        path = root / name / "m.py" if not name.endswith(".py") else root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("X = 1\n")
+    (root / "results.json").write_text("{}\n")
+
+
+def test_a_stamp_names_the_commit_and_only_code_changes_make_it_uncommitted(tmp_path):
+    _tree(tmp_path)
+    outside = stamp("bench", tmp_path)
+    assert outside["commit"] is None and outside["uncommitted"] is None  # no git: unknown
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    clean = stamp("bench", tmp_path)
+    assert clean["commit"] == _git(tmp_path, "rev-parse", "HEAD") and clean["uncommitted"] is False
+    assert clean["code_digest"] == outside["code_digest"]
+    (tmp_path / "results.json").write_text('{"records": []}\n')  # what a bench itself writes
+    assert stamp("bench", tmp_path)["uncommitted"] is False
+    (tmp_path / "components" / "m.py").write_text("X = 2\n")
+    edited = stamp("bench", tmp_path)
+    assert edited["uncommitted"] is True and edited["code_digest"] != clean["code_digest"]
+    assert "with uncommitted changes to the measured code" in provenance_line(
+        {"provenance": [edited]}
+    )
+
+
+def test_merged_tables_keep_every_runs_stamps_in_order(tmp_path):
+    _tree(tmp_path)
+    config = {"scenario": "class", "seeds": [1], "lr_chosen": {}}
+    one = stamped({"config": config, "records": [{"method": "ft", "seed": 1}]}, "bench", tmp_path)
+    two = stamped(
+        {"config": {**config, "seeds": [2]}, "records": [{"method": "ft", "seed": 2}]},
+        "bench-time",
+        tmp_path,
+    )
+    merged = stamped(merge_results([("a", one), ("b", two)]), "bench-merge", tmp_path)
+    assert [s["command"] for s in merged["provenance"]] == ["bench", "bench-time", "bench-merge"]
+    line = provenance_line(merged)
+    assert line.startswith("**Code**: `bench` at no git (") and line.count("`bench") == 3
+    assert provenance_line({"config": config, "records": []}) is None  # tables before stamps
