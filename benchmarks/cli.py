@@ -249,11 +249,12 @@ def bench_report(
 def bench_merge(
     out_dir: Path = typer.Argument(..., help="Folder for the merged results.json / results.md."),
     runs: list[Path] = typer.Argument(
-        ..., help="Bench output folders of one configuration, other seeds."
+        ..., help="Bench output folders of one configuration, other seeds or other methods."
     ),
     notes: Path | None = typer.Option(None, help="Markdown appended as the Notes section."),
 ) -> None:
-    """Merge bench runs that covered different seeds of one configuration into one table."""
+    """Merge bench runs of one configuration that covered different seeds or different methods
+    (each with the seeds' Retrain, which must agree) into one table."""
     from benchmarks.merge import MergeError, merge_results
 
     loaded = []

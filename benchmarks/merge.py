@@ -1,4 +1,5 @@
-"""`unlearn bench-merge`: bench runs of one configuration over different seeds, as one result."""
+"""`unlearn bench-merge`: bench runs of one configuration, over different seeds or different
+methods, as one table."""
 
 from __future__ import annotations
 
@@ -7,15 +8,26 @@ class MergeError(ValueError):
     """Bench results that cannot be combined into one table."""
 
 
-# Config keys that may differ between the runs being merged: each run covers its own seeds,
-# and may have read back a different number of finished points (benchmarks/points.py).
-_PER_RUN = frozenset({"seeds", "lr_chosen", "points"})
+# Config keys that may differ between the runs being merged: each run covers its own seeds and
+# methods (a method's tuning, grid and recipe come from the run that ran it), and may have read
+# back a different number of finished points (benchmarks/points.py).
+_PER_RUN = frozenset({"seeds", "methods", "lr_chosen", "tuning", "grids", "recipes", "points"})
+_PER_METHOD = ("grids", "recipes", "lr_chosen")
+# Rows every run of a seed has: the untouched original and its Retrain oracle. Runs over other
+# methods each carry them; they must agree, or the runs' oracles (or scoring) were not the same.
+_SHARED = frozenset({"original", "retrain"})
+# A record's machine-dependent fields: a cached oracle's record is the same oracle, read back.
+_TIMING = frozenset({"seconds", "cpu_seconds", "oracle_cached", "load_1m"})
 
 
 def merge_results(results: list[tuple[str, dict]]) -> dict:
-    """Combine bench runs of the same configuration over different seeds into one result (e.g.
-    seeds run in parallel processes, or on two machines). Each seed's records stay together, so
-    ratios to Retrain and FT remain same-run within a seed.
+    """Combine bench runs of the same configuration into one result: seeds run in parallel
+    processes or on two machines, or methods run in separate processes (each with the seeds'
+    Retrain). Each seed's records stay together, so ratios to Retrain and FT remain same-seed.
+
+    A seed's original and Retrain rows may come from several runs only with the same numbers
+    (every metric, timing aside): the same oracle, scored by the same code. Another method may
+    come from one run per seed, with one grid, recipe and choice across the runs that ran it.
 
     results: (label, result dict) pairs; the label names a run in error messages.
     """
@@ -24,9 +36,14 @@ def merge_results(results: list[tuple[str, dict]]) -> dict:
     first_label, first = results[0]
     base = {k: v for k, v in first["config"].items() if k not in _PER_RUN}
     seeds: list[int] = []
-    chosen: dict = {}
+    methods: list[str] = []
+    # Grids and recipes list every method, run or not: the first run's, with each method's entry
+    # from the run that ran it. Choices and tuning list only the methods run.
+    own: dict[str, dict] = {k: dict(first["config"].get(k) or {}) for k in ("grids", "recipes")}
+    own |= {"lr_chosen": {}, "tuning": {}}
+    claimed: set[tuple[str, str]] = set()
     records: list[dict] = []
-    seen: set[tuple[str, int]] = set()
+    seen: dict[tuple[str, int], dict] = {}
     for label, res in results:
         cfg = res["config"]
         differs = sorted(k for k in set(base) | (set(cfg) - _PER_RUN) if cfg.get(k) != base.get(k))
@@ -35,21 +52,58 @@ def merge_results(results: list[tuple[str, dict]]) -> dict:
                 f"{label} was run with another configuration than {first_label} "
                 f"(differs in {', '.join(differs)}); merge only runs of one configuration"
             )
-        for r in res["records"]:
-            key = (r["method"], r["seed"])
-            if key in seen:
-                raise MergeError(
-                    f"{label} repeats method {key[0]!r} for seed {key[1]}; each seed may come from "
-                    "one run only"
-                )
-            seen.add(key)
-            records.append(r)
+        _take_methods(label, cfg, own, claimed)
+        records += _new_records(label, res["records"], seen)
         seeds += [s for s in cfg["seeds"] if s not in seeds]
-        chosen |= cfg.get("lr_chosen", {})
-    records.sort(key=lambda r: r["seed"])  # stable: each seed keeps its run's method order
+        methods += [m for m in cfg.get("methods", []) if m not in methods]
+    records.sort(key=lambda r: r["seed"])  # stable: each seed keeps its runs' method order
+    config = {**first["config"], "seeds": sorted(seeds), "methods": methods,
+              **{k: own[k] for k in _PER_METHOD if k in first["config"]}}  # fmt: skip
+    if "tuning" in first["config"]:
+        config["tuning"] = {**first["config"]["tuning"], "methods": own["tuning"]}
     return {
-        "config": {**first["config"], "seeds": sorted(seeds), "lr_chosen": chosen},
+        "config": config,
         "records": records,
         # Each run's stamps (benchmarks/provenance.py): which code computed which records.
         "provenance": [s for _, res in results for s in res.get("provenance", [])],
     }
+
+
+def _take_methods(label: str, cfg: dict, own: dict[str, dict], claimed: set) -> None:
+    """Each of the run's methods' grid, recipe, choice and tuning, into `own`; a method two runs
+    ran must agree in all four."""
+    tuned = (cfg.get("tuning") or {}).get("methods", {})
+    for m in cfg.get("methods", []):
+        for key, values in (*((k, cfg.get(k) or {}) for k in _PER_METHOD), ("tuning", tuned)):
+            if m not in values:
+                continue
+            if (key, m) in claimed and own[key][m] != values[m]:
+                raise MergeError(f"{label} ran {m} with another {key} entry than an earlier run")
+            own[key][m] = values[m]
+            claimed.add((key, m))
+
+
+def _new_records(label: str, records: list[dict], seen: dict[tuple[str, int], dict]) -> list:
+    """The run's records that no earlier run gave; a repeated original or Retrain row must be
+    the earlier one's."""
+    new = []
+    for r in records:
+        key = (r["method"], r["seed"])
+        if key not in seen:
+            seen[key] = r
+            new.append(r)
+        elif r["method"] not in _SHARED:
+            raise MergeError(
+                f"{label} repeats method {key[0]!r} for seed {key[1]}; each seed may come from "
+                "one run only"
+            )
+        elif _metrics(r) != _metrics(seen[key]):
+            raise MergeError(
+                f"{label}'s {key[0]} row for seed {key[1]} differs from an earlier run's: "
+                "another oracle or other scoring code; merge only runs that share them"
+            )
+    return new
+
+
+def _metrics(record: dict) -> dict:
+    return {k: v for k, v in record.items() if k not in _TIMING}
