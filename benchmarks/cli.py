@@ -204,6 +204,12 @@ def bench_time(
         None, help="The table's pre-trained checkpoint, if any."
     ),
     params: Path = typer.Option(Path("params.yaml"), help="The params file the table ran with."),
+    sample_seconds: float = typer.Option(
+        0.0,
+        min=0.0,
+        help="Stop each run this many seconds in and project its whole time from "
+        "its seconds per step (0: run each in full).",
+    ),
 ) -> None:
     """Time a finished table's methods again in one process: Retrain trained for it, then every
     method at its chosen lr, one after another; adds the section to results.json / results.md."""
@@ -224,7 +230,9 @@ def bench_time(
         raise typer.BadParameter(_first_error(e)) from None
     quiet_environment()
     try:
-        result["timing"] = time_table(result, run, load_settings(params), CACHE, out)
+        result["timing"] = time_table(
+            result, run, load_settings(params), CACHE, out, sample_seconds
+        )
     except TimingError as e:
         raise BenchError(str(e)) from None
     _save(out_dir, stamped(result, "bench-time"))

@@ -18,6 +18,7 @@ def timing_lines(result: dict) -> list[str]:
         "",
         "Retrain trained for this (not the cached oracle), then every method at its chosen lr, "
         "one after another in one process. "
+        + _sampling(t)
         + (
             f"The 1-minute load stayed at most {t['load_limit']:.1f} throughout: quiet."
             if t["quiet"]
@@ -40,6 +41,22 @@ def timing_lines(result: dict) -> list[str]:
         lines += ["", f"RFA's time ≤ {100 * limit:.0f} % of Retrain's: {100 * share:.1f} % — "
                   f"{verdict}."]  # fmt: skip
     return lines
+
+
+def _sampling(t: dict) -> str:
+    """How the seconds were had: whole runs, or projected from each run's first part."""
+    if not t.get("sample_seconds"):
+        return ""
+    seen = [r for r in t["runs"] if r.get("sampled")]
+    share = ", ".join(
+        f"{r['method']} {r['sampled']['sampled_steps']} of {r['steps']}" for r in seen
+    )
+    return (
+        f"Each run was stopped about {t['sample_seconds']:g} s in and its seconds projected: its "
+        "seconds per step (per kind of step) times its steps, plus its set-up "
+        f"(benchmarks/sampling.py; steps timed: {share or 'none, every run ended sooner'}; "
+        "the others ran whole). "
+    )
 
 
 def _ratio(r: dict, ref: dict | None) -> str:

@@ -12,16 +12,20 @@ targets only if every run stayed quiet (load at most the table's threads + 0.5, 
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
 from benchmarks.bench_run import BenchRun
-from benchmarks.harness import run_timed, seed_bench, setup_bench
+from benchmarks.harness import Bench, SeedBench, run_timed, seed_bench, setup_bench
 from benchmarks.report import load_limit
+from benchmarks.sampling import LAYOUTS, LayoutError, Sampled, Sampler
 from benchmarks.selection import with_point
 from components.settings import Settings
+from components.unlearning.registry import get_method
+from components.unlearning.types import MethodConfig, UnlearnTask
 
 # Settings the table recorded that the params file must reproduce: the methods timed here must
 # be the methods the table measured.
@@ -47,9 +51,15 @@ def bench_run_of(
 
 
 def time_table(
-    result: dict, run: BenchRun, settings: Settings, cache: Path, console: Console
+    result: dict,
+    run: BenchRun,
+    settings: Settings,
+    cache: Path,
+    console: Console,
+    sample: float = 0.0,
 ) -> dict:
-    """Retrain, then every other method at its chosen lr, on `run`'s seed in this process."""
+    """Retrain, then every other method at its chosen lr, on `run`'s seed in this process; with
+    `sample` > 0 each run stops about `sample` seconds in and its whole time is projected."""
     cfg = result["config"]
     torch.set_num_threads(cfg["torch_threads"])  # the table's threads: its ratios' conditions
     b = setup_bench(run, settings, cache, console)
@@ -66,9 +76,33 @@ def time_table(
         console.print(f"timing {name}" + (f" at lr {lr}" if lr is not None else ""))
         before = os.getloadavg()[0]
         point = with_point(name, sb.cfg, b.settings, cfg["scenario"], lr)
-        res, cpu = run_timed(name, b.original, sb.task, point)
-        runs.append({"method": name, "lr": lr, "seconds": res.seconds, "cpu_seconds": cpu,
-                     "steps": res.steps, "load_1m": [before, os.getloadavg()[0]]})  # fmt: skip
+        timed = _sampled(name, b, sb.task, point, sample) if sample else _whole(name, b, sb, point)
+        runs.append({"method": name, "lr": lr, **timed,
+                     "load_1m": [before, os.getloadavg()[0]]})  # fmt: skip
     limit = load_limit(cfg)
     quiet = all(max(r["load_1m"]) <= limit for r in runs)
-    return {"seed": run.seeds[0], "quiet": quiet, "load_limit": limit, "runs": runs}
+    return {"seed": run.seeds[0], "quiet": quiet, "load_limit": limit, "runs": runs,
+            **({"sample_seconds": sample} if sample else {})}  # fmt: skip
+
+
+def _whole(name: str, b: Bench, sb: SeedBench, point: MethodConfig) -> dict:
+    res, cpu = run_timed(name, b.original, sb.task, point)
+    return {"seconds": res.seconds, "cpu_seconds": cpu, "steps": res.steps}
+
+
+def _sampled(name: str, b: Bench, task: UnlearnTask, point: MethodConfig, budget: float) -> dict:
+    """The method's first `budget` seconds or so, projected to its whole run
+    (benchmarks/sampling.py); a run that ends sooner is measured whole."""
+    layout = LAYOUTS.get(name)
+    sampler = Sampler(budget, layout(task, point.baseline) if layout else None)
+    try:
+        res = get_method(name)(b.original, task, point, sampler)
+    except Sampled:
+        p = sampler.projection()
+        seen = {k: p[k] for k in ("sampled_steps", "sampled_seconds", "per_step")}
+        return {"seconds": p["seconds"], "cpu_seconds": p["cpu_seconds"], "steps": p["steps"],
+                "sampled": seen}  # fmt: skip
+    except LayoutError as e:
+        raise TimingError(f"{name}: {e}") from None
+    cpu = time.process_time() - sampler.start[1]
+    return {"seconds": res.seconds, "cpu_seconds": cpu, "steps": res.steps, "sampled": None}

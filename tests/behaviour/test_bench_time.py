@@ -36,7 +36,7 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
     md = tmp_path / "table" / "results.md"
     md.write_text(md.read_text() + "\n## Notes\n\nWhat was tried.\n")  # as bench-report --notes
     bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
-               params=tmp_path / "params.yaml")  # fmt: skip
+               params=tmp_path / "params.yaml", sample_seconds=0.0)  # fmt: skip
 
     saved = json.loads((tmp_path / "table" / "results.json").read_text())
     assert saved["records"] == table["records"]  # the table itself is left as measured
@@ -50,14 +50,26 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
     assert "## Time in one process (seed 2" in text and "RFA's time ≤ 5 % of Retrain's" in text
     assert text.endswith("## Notes\n\nWhat was tried.\n")  # the table's notes stay
 
+    # Sampled: each run stops at its first interval between reports, and its time is projected.
+    bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
+               params=tmp_path / "params.yaml", sample_seconds=1e-9)  # fmt: skip
+    sampled = json.loads((tmp_path / "table" / "results.json").read_text())["timing"]
+    assert sampled["sample_seconds"] == 1e-9
+    for r, whole in zip(sampled["runs"], timing["runs"], strict=True):
+        seen = r["sampled"]
+        assert r["steps"] == whole["steps"] > seen["sampled_steps"] > 0, r
+        # One kind of step: the projection extends the measured rate over the steps not run.
+        assert r["seconds"] > seen["sampled_seconds"] > 0 and r["cpu_seconds"] > 0
+    assert "Each run was stopped about 1e-09 s in" in md.read_text()
+
     # Other RFA settings than the table's would time another method: refused in one line.
     _params(tmp_path / "other.yaml", retain_batch=8)
     with pytest.raises(BenchError, match="differ in rfa"):
         bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
-                   params=tmp_path / "other.yaml")  # fmt: skip
+                   params=tmp_path / "other.yaml", sample_seconds=0.0)  # fmt: skip
     with pytest.raises(BenchError, match="not found"):
         bench_time(tmp_path / "none", seed=2, data_dir=None, checkpoint=None,
-                   params=tmp_path / "params.yaml")  # fmt: skip
+                   params=tmp_path / "params.yaml", sample_seconds=0.0)  # fmt: skip
 
 
 def _timing(quiet: bool, rfa_seconds: float) -> dict:
@@ -74,3 +86,26 @@ def test_the_time_target_is_judged_only_on_a_quiet_timing():
     assert "**Not quiet**" in loaded and "not judged" in loaded and "— met" not in loaded
     assert "| rfa | 3.0 | 3.0 | 3.0 % | 15.0 % |" in "\n".join(timing_lines(_timing(True, 3.0)))
     assert timing_lines({"records": []}) == []
+
+
+def test_scrubs_declared_layout_is_the_loop_it_runs(base_model, digits):
+    """SCRUB's steps are of two kinds (benchmarks/sampling.LAYOUTS): its layout must add up to
+    the steps its loop reports, and a sample must reach both kinds."""
+    from benchmarks.sampling import LAYOUTS, Sampled, Sampler
+    from components.forget import extract_forget_set
+    from components.settings import BaselineSettings
+    from components.unlearning.baselines import scrub
+    from components.unlearning.types import UnlearnTask
+
+    fs = extract_forget_set(digits.train, set(digits.train.ids[:300].tolist()))
+    task = UnlearnTask("sample", fs.forget, fs.retain, digits.heldout)
+    cfg = BaselineSettings(lr=1e-4, epochs=3, batch_size=64, forget_batch=16)
+    layout = LAYOUTS["scrub"](task, cfg)
+    assert [k for k, _ in layout] == ["max", "min", "max", "min", "min"]
+    whole = Sampler(budget=1e9, layout=layout)
+    scrub(base_model, task, cfg, progress=whole)  # would raise LayoutError if out of date
+    assert whole.total == sum(n for _, n in layout) == whole.reports[-1][0]
+    part = Sampler(budget=0.0, layout=layout)
+    with pytest.raises(Sampled):
+        scrub(base_model, task, cfg, progress=part)
+    assert set(part.projection()["per_step"]) == {"max", "min"}
