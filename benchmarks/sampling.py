@@ -124,3 +124,16 @@ class Sampler:
                 "sampled_steps": self.reports[-1][0],
                 "sampled_seconds": self.reports[-1][1] - self.start[0],
                 "per_step": {k: r[0] for k, r in rates.items()}}  # fmt: skip
+
+
+def replay(whole: Sampler, budget: float) -> dict | None:
+    """The projection a run sampled at `budget` would have made, read off `whole`, a Sampler that
+    watched the same run to its end (budget infinite); None if the run would have ended first."""
+    times = iter([whole.start, *(r[1:] for r in whole.reports)])  # its start, then each report
+    part = Sampler(budget, whole.layout, clock=lambda: next(times))
+    for step, *_ in whole.reports:
+        try:
+            part(step, whole.total, {})
+        except Sampled:
+            return part.projection()
+    return None

@@ -65,3 +65,16 @@ def test_a_layout_that_does_not_add_up_to_the_loops_steps_is_refused():
     sampler = Sampler(budget=0.0, layout=LAYOUT[:3], clock=clock)
     with pytest.raises(LayoutError, match="reports 28 steps, its layout has 18"):
         _drive(sampler, clock)
+
+
+def test_a_whole_run_replayed_at_a_budget_projects_as_a_run_stopped_there():
+    from benchmarks.sampling import replay
+
+    clock = FakeClock()
+    live = Sampler(budget=10.0, layout=LAYOUT, clock=clock)
+    assert _drive(live, clock)
+    clock = FakeClock()
+    whole = Sampler(budget=float("inf"), layout=LAYOUT, clock=clock)
+    assert not _drive(whole, clock)
+    assert replay(whole, 10.0) == live.projection()
+    assert replay(whole, 1e9) is None  # the run ends before such a budget: nothing projected
