@@ -6,7 +6,9 @@ another day). Here Retrain is trained for the purpose (never read from the cache
 method runs at the lr the table chose, one after another in this process, with the 1-minute load
 average read before and after each run. The section it adds to results.md judges the time
 targets only if every run stayed quiet (load at most the table's threads + 0.5, as
-`report.loaded_runs`); otherwise it shows the ratios and says why they are not judged.
+`report.loaded_runs`); otherwise it shows the ratios and says why they are not judged. With
+`--sample-seconds` each run is stopped that far in and its whole time projected from its seconds
+per step (benchmarks/sampling.py; checked against whole runs in notes/sampled-timing.md).
 """
 
 from __future__ import annotations
