@@ -78,9 +78,11 @@ table benchmarks/results/cifar10-resnet20-class0 "${CF[@]}" --scenario class --f
   --grid neggrad=0.000009765625,0.0000390625,0.00015625,0.000625,0.0025
 # SCRUB on crop + flip batches left the model as it was across the file's grid, choosing its top
 # (notes): its five points now end at 5e-4, where it collapses.
+# NegGrad+ chose the top of the file's 0.0025 .. 0.04 on crop + flip batches; 0.08 loses Dr (notes).
 table benchmarks/results/cifar10-resnet20-sample10 "${CF[@]}" --scenario sample --fraction 0.1 \
   --oracle-epochs 60 --oracle-precision bf16 \
-  --grid scrub=0.00003125,0.0000625,0.000125,0.00025,0.0005
+  --grid scrub=0.00003125,0.0000625,0.000125,0.00025,0.0005 \
+  --grid neggrad=0.005,0.01,0.02,0.04,0.08
 # The demo's digits (params.yaml), each grid moved until its choice is inside it (notes).
 table benchmarks/results/digits-class0 --dataset digits --scenario class --forget-class 0 \
   --grid rl=0.013,0.026,0.052,0.104,0.208 --grid salun=0.052,0.104,0.208,0.416,0.832 \
