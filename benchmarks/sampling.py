@@ -18,8 +18,10 @@ the last step (none: the result is the model the loop leaves).
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from components.settings import BaselineSettings
 from components.unlearning.sgd_loop import n_batches
@@ -63,12 +65,15 @@ class Sampler:
     start: tuple[float, float] = (0.0, 0.0)
     reports: list[tuple[int, float, float]] = field(default_factory=list)
     total: int = 0
+    _ends: list[int] = field(default_factory=list)  # each stretch's last step, from the layout
 
     def __post_init__(self) -> None:
         self.start = self.clock()
 
     def __call__(self, step: int, total: int, values: dict[str, float]) -> None:
-        self.total = total
+        if not self.reports:  # a layout out of date fails at once, not after the budget
+            self.total = total
+            self._ends = list(accumulate(n for _, n in self._layout()))
         self.reports.append((step, *self.clock()))
         if step < total and self.reports[-1][1] - self.reports[0][1] >= self.budget:
             if set(self._rates()) >= {kind for kind, _ in self._layout()}:
@@ -86,12 +91,7 @@ class Sampler:
 
     def _stretch(self, step: int) -> int:
         """Index of the stretch of the layout that step `step` (from 1) belongs to."""
-        end = 0
-        for i, (_, n) in enumerate(self._layout()):
-            end += n
-            if step <= end:
-                return i
-        return len(self._layout()) - 1
+        return min(bisect_left(self._ends, step), len(self._ends) - 1)
 
     def _rates(self) -> dict[str, tuple[float, float]]:
         """Wall and CPU seconds per step of each kind, from intervals within one stretch."""
