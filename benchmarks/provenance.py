@@ -9,29 +9,18 @@ digest were computed by the same code, whatever their commits. Not part of the p
 
 from __future__ import annotations
 
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
 from benchmarks.points import ROOT, SOURCES, code_digest
-
-
-def _git(root: Path, *args: str) -> str | None:
-    """git's stdout, stripped; None outside a work tree or without git."""
-    try:
-        done = subprocess.run(
-            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=30
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 else None
+from pipelines.provenance import git_output
 
 
 def stamp(command: str, root: Path = ROOT) -> dict:
     """What `command` ran on: commit (None outside git), uncommitted changes to the measured
     code (None where unknown), the code digest, and when (UTC, to the second)."""
-    commit = _git(root, "rev-parse", "HEAD")
-    changes = _git(root, "status", "--porcelain", "--", *SOURCES) if commit else None
+    commit = git_output(root, "rev-parse", "HEAD")
+    changes = git_output(root, "status", "--porcelain", "--", *SOURCES) if commit else None
     return {
         "command": command,
         "commit": commit,

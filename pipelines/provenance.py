@@ -30,20 +30,29 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def git_output(root: Path, *args: str) -> str | None:
+    """`git -C root ARGS`'s stdout, stripped; None outside a work tree or without git."""
+    try:
+        proc = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 def code_version() -> str:
     """The project's git commit ('+dirty' with uncommitted changes), else the package version."""
-
-    def git(*args: str) -> str | None:
-        try:
-            proc = subprocess.run(
-                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return proc.stdout.strip() if proc.returncode == 0 else None
-
-    rev = git("rev-parse", "HEAD")
+    rev = git_output(PROJECT_ROOT, "rev-parse", "HEAD")
     if not rev:
         return f"certified-unlearning {package_versions()['certified-unlearning']}"
-    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "components", "pipelines")
+    dirty = git_output(
+        PROJECT_ROOT,
+        "status",
+        "--porcelain",
+        "--untracked-files=no",
+        "--",
+        "components",
+        "pipelines",
+    )
     return rev + ("+dirty" if dirty else "")
