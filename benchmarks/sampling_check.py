@@ -44,7 +44,8 @@ def main(
     quiet_environment()
     result = json.loads((table / "results.json").read_text())
     cfg = result["config"]
-    unchosen = [m for m in methods.split(",") if lr is None and m not in cfg["lr_chosen"]]
+    names = methods.split(",")
+    unchosen = [m for m in names if lr is None and m not in cfg["lr_chosen"]]
     if unchosen:  # the params file's lr would run unannounced, not the table's setup
         typer.echo(f"error: {table} chose no lr for {', '.join(unchosen)}; pass --lr", err=True)
         raise typer.Exit(2)
@@ -52,7 +53,7 @@ def main(
     run = bench_run_of(cfg, data_dir, checkpoint, seed)
     b = setup_bench(run, load_settings(params), Path(".cache") / "bench", Console(stderr=True))
     sb = seed_bench(b, seed, b.ds.test, probe=False)
-    for name in methods.split(","):
+    for name in names:
         chosen = lr if lr is not None else cfg["lr_chosen"][name]
         point = with_point(name, sb.cfg, b.settings, cfg["scenario"], chosen)
         layout = LAYOUTS.get(name)
