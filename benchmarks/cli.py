@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING
 import typer
 from rich.console import Console
 
-from benchmarks.provenance import stamped
+from benchmarks.provenance import stamp, stamped
 from benchmarks.report import kept_notes, render_markdown
+from components.files import write_atomic
 from components.settings import Settings
 from pipelines.cli_common import out
 
@@ -74,7 +75,7 @@ def bench(
     """Benchmark RFA against the baselines and Retrain; writes results.json and results.md."""
     from pydantic import ValidationError
 
-    from benchmarks.harness import BenchRun, run_bench
+    from benchmarks.harness import BenchRun
     from components.runtime import TRAIN_PRECISIONS
     from components.settings import load_settings
     from pipelines.env import quiet_environment
@@ -101,7 +102,14 @@ def bench(
     _log_finished_points(out)
     if run.oracles_only:
         return _train_oracles(run, settings)
-    result = stamped(run_bench(run, settings, CACHE, out), "bench")
+    _run_and_save(run, settings, out_dir)
+
+
+def _run_and_save(run: BenchRun, settings: Settings, out_dir: Path) -> None:
+    from benchmarks.harness import run_bench
+
+    started = stamp("bench")  # the code the points are computed by, before anyone edits it
+    result = stamped(run_bench(run, settings, CACHE, out), "bench", taken=started)
     _save(out_dir, result)
     typer.echo((out_dir / "results.md").read_text())
     out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
@@ -111,8 +119,8 @@ def _save(out_dir: Path, result: dict, notes: str | None = None) -> None:
     """results.json and results.md; results.md keeps its Notes section unless `notes` is given."""
     md = out_dir / "results.md"
     notes = kept_notes(md) if notes is None else notes
-    (out_dir / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    md.write_text(render_markdown(result, notes))
+    write_atomic(out_dir / "results.json", json.dumps(result, indent=1) + "\n")
+    write_atomic(md, render_markdown(result, notes))  # a kill leaves the old table or the new
 
 
 def _train_oracles(run: BenchRun, settings: Settings) -> None:
@@ -229,13 +237,14 @@ def bench_time(
     except (ValidationError, ValueError) as e:
         raise typer.BadParameter(_first_error(e)) from None
     quiet_environment()
+    started = stamp("bench-time")  # the code that is timed, before anyone edits it
     try:
         result["timing"] = time_table(
             result, run, load_settings(params), CACHE, out, sample_seconds
         )
     except TimingError as e:
         raise BenchError(str(e)) from None
-    _save(out_dir, stamped(result, "bench-time"))
+    _save(out_dir, stamped(result, "bench-time", taken=started))
     typer.echo("\n".join(timing_lines(result)))
 
 

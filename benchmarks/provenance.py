@@ -26,13 +26,20 @@ def stamp(command: str, root: Path = ROOT) -> dict:
         "commit": commit,
         "uncommitted": None if changes is None else bool(changes),
         "code_digest": code_digest(root)[:16],
-        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "at": _now(),
     }
 
 
-def stamped(result: dict, command: str, root: Path = ROOT) -> dict:
-    """`result` with a stamp for `command` appended to its provenance."""
-    return {**result, "provenance": [*result.get("provenance", []), stamp(command, root)]}
+def stamped(result: dict, command: str, root: Path = ROOT, taken: dict | None = None) -> dict:
+    """`result` with a stamp for `command` appended to its provenance. `taken`: a stamp taken
+    when the command started, so that the digest and commit name the code that ran, even if the
+    sources changed while it ran (a long bench); its time becomes the time of writing."""
+    now = stamp(command, root) if taken is None else {**taken, "at": _now()}
+    return {**result, "provenance": [*result.get("provenance", []), now]}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def provenance_line(result: dict) -> str | None:

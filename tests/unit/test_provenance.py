@@ -59,3 +59,17 @@ def test_merged_tables_keep_every_runs_stamps_in_order(tmp_path):
     line = provenance_line(merged)
     assert line.startswith("**Code**: `bench` at no git (") and line.count("`bench") == 3
     assert provenance_line({"config": config, "records": []}) is None  # tables before stamps
+
+
+def test_a_stamp_taken_at_the_start_names_the_code_that_ran_not_the_code_at_the_end(tmp_path):
+    _tree(tmp_path)
+    _git(tmp_path, "init", "-q")
+    _git(tmp_path, "add", ".")
+    _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "x")
+    started = {**stamp("bench", tmp_path), "at": "2000-01-01T00:00:00Z"}
+    (tmp_path / "components" / "m.py").write_text("X = 2\n")  # edited while the bench ran
+    late = stamped({"records": []}, "bench", tmp_path)["provenance"][-1]
+    kept = stamped({"records": []}, "bench", tmp_path, taken=started)["provenance"][-1]
+    assert late["uncommitted"] is True and late["code_digest"] != started["code_digest"]
+    assert kept["uncommitted"] is False and kept["code_digest"] == started["code_digest"]
+    assert kept["at"] > started["at"]  # written when the bench finished
