@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 
 from benchmarks.provenance import stamp, stamped
-from benchmarks.report import kept_notes, render_markdown
+from benchmarks.report import render_markdown, save_results
 from components.files import write_atomic
 from components.settings import Settings
 from pipelines.cli_common import out
@@ -109,18 +109,10 @@ def _run_and_save(run: BenchRun, settings: Settings, out_dir: Path) -> None:
     from benchmarks.harness import run_bench
 
     started = stamp("bench")  # the code the points are computed by, before anyone edits it
-    result = stamped(run_bench(run, settings, CACHE, out), "bench", taken=started)
-    _save(out_dir, result)
+    # Every write, after each method and at the end, carries the stamp: a stopped run's too.
+    result = run_bench(run, settings, CACHE, out, lambda r: stamped(r, "bench", taken=started))
     typer.echo((out_dir / "results.md").read_text())
     out.print(f"{len(result['records'])} records -> {out_dir}/results.json")
-
-
-def _save(out_dir: Path, result: dict, notes: str | None = None) -> None:
-    """results.json and results.md; results.md keeps its Notes section unless `notes` is given."""
-    md = out_dir / "results.md"
-    notes = kept_notes(md) if notes is None else notes
-    write_atomic(out_dir / "results.json", json.dumps(result, indent=1) + "\n")
-    write_atomic(md, render_markdown(result, notes))  # a kill leaves the old table or the new
 
 
 def _train_oracles(run: BenchRun, settings: Settings) -> None:
@@ -244,7 +236,7 @@ def bench_time(
         )
     except TimingError as e:
         raise BenchError(str(e)) from None
-    _save(out_dir, stamped(result, "bench-time", taken=started))
+    save_results(out_dir, stamped(result, "bench-time", taken=started))
     typer.echo("\n".join(timing_lines(result)))
 
 
@@ -259,7 +251,7 @@ def bench_report(
     if not src.exists():
         raise BenchError(f"{src} not found; run `unlearn bench --out {out_dir}` first")
     text = notes.read_text() if notes else ""
-    (out_dir / "results.md").write_text(render_markdown(json.loads(src.read_text()), text))
+    write_atomic(out_dir / "results.md", render_markdown(json.loads(src.read_text()), text))
     typer.echo((out_dir / "results.md").read_text())
 
 
@@ -284,6 +276,5 @@ def bench_merge(
         merged = merge_results(loaded)
     except MergeError as e:
         raise BenchError(str(e)) from None
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _save(out_dir, stamped(merged, "bench-merge"), notes.read_text() if notes else "")
+    save_results(out_dir, stamped(merged, "bench-merge"), notes.read_text() if notes else "")
     typer.echo((out_dir / "results.md").read_text())

@@ -8,7 +8,6 @@ What runs is a `BenchRun` (the command line) and a params file's settings; RFA u
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -31,8 +30,9 @@ from benchmarks.cache import (
     train_oracle_if_free,
     training_recipe,
 )
+from benchmarks.live import steps_line
 from benchmarks.points import Points, code_digest, own_settings
-from benchmarks.report import kept_notes, render_markdown
+from benchmarks.report import save_results
 from benchmarks.selection import choose, with_point
 from benchmarks.shadows import Shadows, concat, train_shadows
 from components.checkpoints import check_layers
@@ -42,7 +42,7 @@ from components.forget import ForgetSplit, extract_forget_set
 from components.metrics import predict
 from components.models import ModelError, build_model, make_spec, model_digest, to_input
 from components.reference import activation_distance, feature_probes, js_divergence
-from components.runtime import precision_policy, resolve_device
+from components.runtime import ProgressFn, no_progress, precision_policy, resolve_device
 from components.settings import Settings
 from components.unlearning.registry import get_method
 from components.unlearning.types import MethodConfig, UnlearnResult, UnlearnTask
@@ -57,16 +57,15 @@ EMPTY = {**dict.fromkeys(PROBES), "seconds": None, "cpu_seconds": None, "trainab
          "act_dist_dt": None, "js_df": None}  # fmt: skip
 
 
-def run_timed(
-    name: str, original: nn.Module, task: UnlearnTask, cfg: MethodConfig
-) -> tuple[UnlearnResult, float]:
+def run_timed(name: str, original: nn.Module, task: UnlearnTask, cfg: MethodConfig,
+              progress: ProgressFn = no_progress) -> tuple[UnlearnResult, float]:  # fmt: skip
     """Run a method; also return the CPU seconds it used (all threads of this process).
 
     Wall seconds on a shared machine grow with whatever else runs; CPU seconds do not, so ratios
     of them compare methods fairly when the load changed between (or during) their runs. On CUDA
     they count host work only: there the wall seconds are the measure."""
     c0 = time.process_time()
-    res = get_method(name)(original, task, cfg)
+    res = get_method(name)(original, task, cfg, progress)
     return res, time.process_time() - c0
 
 
@@ -94,15 +93,6 @@ def _record(method: str, seed: int, m: dict, extra: dict) -> dict:
     return {"method": method, "seed": seed, **{k: m.get(k) for k in KEYS}, **extra}
 
 
-def write_results(out: Path, config: dict, records: list[dict]) -> dict:
-    result = {"config": config, "records": records}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    md = out / "results.md"
-    md.write_text(render_markdown(result, kept_notes(md)))  # a re-run keeps the table's notes
-    return result
-
-
 @dataclass
 class Bench:
     """The run's fixed parts: data, the original model, settings, device and output."""
@@ -118,6 +108,7 @@ class Bench:
     console: Console
     config: dict
     records: list[dict]
+    progress: ProgressFn = no_progress  # a method's steps, to the live bar
     shadows: Shadows | None = None  # LiRA's, when --lira-shadows asks for them
     points: Points | None = None  # finished points of this configuration (benchmarks/points.py)
     # Oracles `_oracles_first` trained in this run: their records say so, though the seed loop
@@ -125,15 +116,23 @@ class Bench:
     trained_oracles: set[Path] = field(default_factory=set)
 
 
-def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) -> dict:
+def run_bench(
+    run: BenchRun, settings: Settings, cache: Path, console: Console,
+    label: Callable[[dict], dict] = lambda result: result,
+) -> dict:  # fmt: skip
     """Choose every method's grid point on the tuning seed and the validation split, then run
     every method once per reported seed at that point, scored on the report split; results.json
-    / results.md are written after each method. Points an earlier run of the same configuration
-    finished (stopped, killed, or run over other methods) are read back, not run again."""
+    / results.md (stamped by `label`) are written after each method. Points an earlier run of
+    this configuration finished (stopped, killed, or over other methods) are read back."""
     bench = setup_bench(run, settings, cache, console)
     tuned = [m for m in run.ordered_methods() if m in settings.bench.grids]
+
+    def save() -> dict:
+        return save_results(run.out, label({"config": bench.config, "records": bench.records}))
+
     with Progress(console=console, transient=False) as bar:
         job = bar.add_task("bench", total=len(tuned) + len(run.seeds) * (len(run.methods) + 1))
+        bench.progress = steps_line(bar)
         if "retrain" in run.methods:
             bar.update(job, description="Retrain oracles")
             _oracles_first(bench)
@@ -151,9 +150,9 @@ def run_bench(run: BenchRun, settings: Settings, cache: Path, console: Console) 
             for name in run.ordered_methods():
                 bar.update(job, description=f"seed {seed}: {name}")
                 bench.records.append(_resumed_record(bench, sb, name))
-                write_results(run.out, bench.config, bench.records)  # a stopped run keeps these
+                save()  # a stopped run keeps these
                 bar.advance(job)
-    return write_results(run.out, bench.config, bench.records)
+    return save()
 
 
 def train_oracles(run: BenchRun, settings: Settings, cache: Path, console: Console) -> dict:
@@ -206,7 +205,7 @@ def _tuning_point(b: Bench, sb: SeedBench, name: str) -> Callable[[float], dict 
         if hit is not None:
             return hit["m"]
         cfg = with_point(name, sb.cfg, b.settings, sb.task.scenario, lr)
-        res, _ = run_timed(name, b.original, sb.task, cfg)
+        res, _ = run_timed(name, b.original, sb.task, cfg, b.progress)
         m = sb.measure(res.model) if _finite(res.model, b.validation, b.device) else None
         b.points.put(key, {"m": m})
         return m
@@ -373,8 +372,8 @@ def _method_record(b: Bench, sb: SeedBench, name: str) -> dict:
         return {"method": name, "seed": sb.seed, "diverged": True,
                 **dict.fromkeys(KEYS), **EMPTY}  # fmt: skip
     lr = tuned.get("lr")
-    res, cpu = run_timed(name, b.original, sb.task, with_point(name, sb.cfg, b.settings,
-                                                                 sb.task.scenario, lr))  # fmt: skip
+    cfg = with_point(name, sb.cfg, b.settings, sb.task.scenario, lr)
+    res, cpu = run_timed(name, b.original, sb.task, cfg, b.progress)
     if not _finite(res.model, b.ds.test, b.device):
         return {"method": name, "seed": sb.seed, "diverged": True,
                 **dict.fromkeys(KEYS), **EMPTY}  # fmt: skip

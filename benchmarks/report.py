@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import numpy as np
 from benchmarks.provenance import provenance_line
 from benchmarks.report_timing import TIME_LIMITS, timing_lines
 from benchmarks.report_tuning import edge_choices, tuning_line
+from components.files import write_atomic
 
 COLUMNS = (
     ("acc_df", "Acc(Df)"),
@@ -265,6 +267,17 @@ def _hardware(cfg: dict) -> str:
     before it ran every method in fp32 on the CPU)."""
     where = f"device {cfg['device']} ({cfg['torch_threads']} threads)"
     return where + (f", every method in {cfg['precision']}" if "precision" in cfg else "")
+
+
+def save_results(out_dir: Path, result: dict, notes: str | None = None) -> dict:
+    """results.json and results.md, each written whole or not at all (a kill leaves the old
+    table or the new); results.md keeps its Notes section unless `notes` is given."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md = out_dir / "results.md"
+    notes = kept_notes(md) if notes is None else notes
+    write_atomic(out_dir / "results.json", json.dumps(result, indent=1) + "\n")
+    write_atomic(md, render_markdown(result, notes))
+    return result
 
 
 def kept_notes(md: Path) -> str:

@@ -39,6 +39,22 @@ def test_baselines_run_and_leave_the_original_untouched(name, base_model, digits
     assert model_digest(res.model) != digest
 
 
+@pytest.mark.parametrize("name", ["rfa", "ft"])
+def test_a_benched_method_reports_its_steps_to_the_live_display(name, base_model, digits):
+    from rich.progress import Progress
+
+    from benchmarks.harness import run_timed
+    from benchmarks.live import steps_line
+
+    fs = extract_forget_set(digits.train, set(digits.train.ids[:40].tolist()))
+    task = UnlearnTask("sample", fs.forget, fs.retain, digits.heldout)
+    cfg = MethodConfig(baseline=BaselineSettings(lr=0.005), train=TrainSettings(epochs=1))
+    with Progress(console=Console(quiet=True)) as bar:
+        res, _ = run_timed(name, base_model, task, cfg, steps_line(bar))
+        (line,) = bar.tasks
+    assert line.total and line.completed == res.steps == line.total  # the last step reported
+
+
 def test_salun_mask_keeps_the_requested_share(base_model, digits):
     fs = extract_forget_set(digits.train, set(digits.train.ids[:40].tolist()))
     mask = saliency_mask(base_model, fs.forget, 0.3, torch.device("cpu"))
@@ -55,9 +71,13 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
         dataset="digits", scenario="class", forget_class=2, seeds=[1],
         methods=["rfa", "ft", "retrain"], out=tmp_path / "out", oracle_epochs=3,
     )  # fmt: skip
-    result = run_bench(run, settings, tmp_path / "cache", Console(quiet=True))
+    from benchmarks.provenance import stamp as stamp_of
+
+    stamp = stamp_of("bench")  # the cli's label appends it to every write
+    label = lambda r: {**r, "provenance": [stamp]}  # noqa: E731
+    result = run_bench(run, settings, tmp_path / "cache", Console(quiet=True), label)
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    assert saved == json.loads(json.dumps(result))
+    assert saved == json.loads(json.dumps(result)) and saved["provenance"] == [stamp]
     assert [r["method"] for r in saved["records"]] == ["original", "retrain", "rfa", "ft"]
     keys = {
         "method",
@@ -96,6 +116,7 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
             assert r[k] is not None and 0 <= r[k] <= 100, (r["method"], k)
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| rfa |" in md and "time / Retrain" in md and "## Targets" in md
+    assert f"code {stamp['code_digest']})" in md  # the stamp's Code line, in the one write
     assert "threads), every method in fp32." in md
     assert "kNN probe Dft" in md and "MLP probe on Dft within 5 pt" in md
     assert "time ≤ 5 % of Retrain's, CPU seconds" in md

@@ -61,15 +61,15 @@ def test_a_table_written_again_keeps_its_notes_section(tmp_path):
     the Notes section written under it (bench-report --notes) stays as written."""
     import json
 
-    from benchmarks.harness import write_results
+    from benchmarks.report import save_results
     from tests.conftest import ROOT
 
     table = json.loads((ROOT / "benchmarks/results/digits-class0/results.json").read_text())
     out = tmp_path / "table"
-    write_results(out, table["config"], table["records"])
+    save_results(out, table)
     md = out / "results.md"
     assert "## Notes" not in md.read_text()  # none written, none invented
     md.write_text(md.read_text() + "\n## Notes\n\nTried forget_weight 2.\n")
-    write_results(out, table["config"], table["records"])
+    save_results(out, table)
     text = md.read_text()
     assert text.endswith("## Notes\n\nTried forget_weight 2.\n") and text.count("## Notes") == 1
