@@ -64,9 +64,33 @@ def merge_results(results: list[tuple[str, dict]]) -> dict:
     return {
         "config": config,
         "records": records,
+        **_timing(results, config),
         # Each run's stamps (benchmarks/provenance.py): which code computed which records.
         "provenance": [s for _, res in results for s in res.get("provenance", [])],
     }
+
+
+def _timing(results: list[tuple[str, dict]], config: dict) -> dict:
+    """The one run's `bench-time` section, if one has it: a merged table joined with new methods
+    keeps its methods' one-process timing (the section names the methods it timed; the others
+    are untimed, not dropped). Two timed runs timed different processes: time the merged table
+    again instead. A timed method must have run at the merged table's choice."""
+    timed = [(label, res["timing"]) for label, res in results if res.get("timing")]
+    if len(timed) > 1:
+        raise MergeError(
+            f"{timed[0][0]} and {timed[1][0]} were each timed (bench-time): merge them untimed "
+            "and run `unlearn bench-time` on the merged table"
+        )
+    if not timed:
+        return {}
+    label, timing = timed[0]
+    for run in timing["runs"]:
+        m = run["method"]
+        if m != "retrain" and (
+            m not in config["methods"] or config["lr_chosen"].get(m) != run["lr"]
+        ):
+            raise MergeError(f"{label} timed {m} at lr {run['lr']}, not the merged table's choice")
+    return {"timing": timing}
 
 
 def _take_methods(label: str, cfg: dict, own: dict[str, dict], claimed: set) -> None:

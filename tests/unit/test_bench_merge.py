@@ -77,3 +77,24 @@ def _row(result: dict, method: str) -> dict:
 
 def _retrain(result: dict) -> dict:
     return _row(result, "retrain")
+
+
+def test_a_timed_tables_timing_carries_into_a_merge_with_new_methods():
+    """A merged table timed in one process (bench-time), joined with runs of further methods,
+    keeps that section; two timed runs, or a timing at another lr, are refused."""
+    from benchmarks.report import render_markdown
+
+    timed = {**_part(["rfa", "ft", "neggrad", "scrub"]), "timing": copy.deepcopy(FULL["timing"])}
+    timed["timing"]["runs"] = [
+        r for r in timed["timing"]["runs"] if r["method"] not in ("rl", "salun")
+    ]
+    merged = merge_results([("timed", timed), ("new", _part(["rl", "salun"]))])
+    assert merged["timing"] == timed["timing"]
+    assert "## Time in one process" in render_markdown(merged)
+    assert "timing" not in merge_results([("a", _part(["rfa"])), ("b", _part(["ft"]))])
+    with pytest.raises(MergeError, match="each timed"):
+        merge_results([("timed", timed), ("again", {**_part(["rl"]), "timing": FULL["timing"]})])
+    other = copy.deepcopy(timed)
+    other["timing"]["runs"][1]["lr"] = 1.0  # rfa timed at an lr the table did not choose
+    with pytest.raises(MergeError, match="not the merged table's choice"):
+        merge_results([("other", other), ("new", _part(["rl", "salun"]))])
