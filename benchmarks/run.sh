@@ -70,11 +70,14 @@ table benchmarks/results/fashion_mnist-class0 "${FM[@]}" --scenario class --forg
 # RFA chose the top of the file's 0.0025 .. 0.04 and collapsed at 0.08: its five points end there.
 # NegGrad+ chose the file's lowest lr, then each new lowest, down to 0.0003125; SCRUB, started at the
 # class table's grid, lost 9 points of Dr at its second point, 0.000015625, and chose 0.000001953125.
+# RL and SalUn lost Dr at every lr of the file's grid: 4x-spaced points around 0.00000079345703125.
 table benchmarks/results/fashion_mnist-sample10 "${FM[@]}" --scenario sample --fraction 0.1 \
   --oracle-epochs 20 --oracle-precision bf16 --lira-shadows 8 --precision bf16 \
   --grid rfa=0.005,0.01,0.02,0.04,0.08 \
   --grid neggrad=0.00015625,0.0003125,0.000625,0.00125,0.0025 \
-  --grid scrub=0.00000048828125,0.0000009765625,0.000001953125,0.00000390625,0.0000078125
+  --grid scrub=0.00000048828125,0.0000009765625,0.000001953125,0.00000390625,0.0000078125 \
+  --grid rl=0.0000001983642578125,0.00000079345703125,0.000003173828125,0.0000126953125,0.00005078125 \
+  --grid salun=0.0000001983642578125,0.00000079345703125,0.000003173828125,0.0000126953125,0.00005078125
 # Both CIFAR-10 tables: a 60-epoch bf16 oracle (the 10 % notes): the 10-epoch one under-fit Dr,
 # and the class gap measured its under-fit.
 # NegGrad+ collapsed on class 0 at the file's lowest lr, 0.0025, and kept the class at 9.77e-6
