@@ -106,7 +106,7 @@ def _save_model(path: Path, model: nn.Module, meta: dict) -> None:
 
 
 @contextmanager
-def _only_one_trainer(path: Path, wait: bool = True) -> Iterator[bool]:
+def only_one_trainer(path: Path, wait: bool = True) -> Iterator[bool]:
     """Held while a model is looked up and, if missing, trained: a second bench process that
     needs the same oracle (runs over different methods of one table) waits, then loads it.
     With `wait` False it does not wait: it yields False when another process holds the model."""
@@ -179,7 +179,7 @@ def original_model(
     spec = make_spec(arch, ds.train.x, ds.num_classes, width)
     recipe = {"data": dataset_hash(ds.train), "spec": spec, "train": train_cfg.model_dump()}
     path = cache / "base" / f"{ds.name}-{arch}-{sha256_hex(canonical_json(recipe))[:16]}"
-    with _only_one_trainer(path):
+    with only_one_trainer(path):
         model, _ = _cached_model(path, spec)
         if model is None:
             set_seed(train_cfg.seed)
@@ -221,7 +221,7 @@ def oracle(
 ) -> tuple[nn.Module, dict]:  # fmt: skip
     """The Retrain oracle for this forget set and seed, from the cache when it was trained before
     (then its seconds are those saved with it, not this run's), else trained here."""
-    with _only_one_trainer(path):
+    with only_one_trainer(path):
         model, meta = _cached_model(path, spec)
         if model is not None:
             return model, {"cpu_seconds": None, **meta, "oracle_cached": True}
@@ -236,7 +236,7 @@ def train_oracle_if_free(
     """Train this oracle now unless it is cached or another process is training it (then return
     at once): processes sharing a table train different seeds' oracles side by side, instead of
     each waiting for the one the other trains. True when it was trained here."""
-    with _only_one_trainer(path, wait=False) as mine:
+    with only_one_trainer(path, wait=False) as mine:
         if not mine or _is_cached(path):
             return False
         _train_oracle(original, task, cfg, path, run)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from benchmarks.cache import only_one_trainer
 from components.canonical import canonical_json, sha256_hex
 from components.data import Split, dataset_hash
 from components.files import write_atomic
@@ -94,12 +95,16 @@ def train_shadows(
     seed: int = 0,
     say: Callable[[str], None] = lambda _: None,
 ) -> Shadows:
-    """The plan's shadows, trained where not cached."""
+    """The plan's shadows, trained where not cached. Processes sharing a table (`JOBS=2`) reach
+    them together: each trains the shadows no other process holds, side by side like the oracles,
+    then waits for and loads the ones another process was training, never training one twice."""
     inside, paths = shadow_plan(pool, spec, train, count, cache, seed)
-    for s, path in enumerate(paths):
-        if not path.exists():
-            say(f"LiRA shadow {s + 1}/{count}: training on {int(inside[s].sum())} images")
-            train_shadow(pool, spec, train, inside, s, path, device)
+    for wait in (False, True):
+        for s, path in enumerate(paths):
+            with only_one_trainer(path, wait=wait) as mine:
+                if mine and not path.exists():
+                    say(f"LiRA shadow {s + 1}/{count}: training on {int(inside[s].sum())} images")
+                    train_shadow(pool, spec, train, inside, s, path, device)
     return Shadows(pool.index_of(), np.stack([np.load(p) for p in paths]), inside)
 
 

@@ -169,7 +169,7 @@ def test_a_second_process_waits_for_the_oracle_being_trained_and_loads_it(tmp_pa
     def wait_and_load() -> None:
         got["model"], got["meta"] = bench_cache.oracle(trained, task, cfg, spec, path, runner)
 
-    with bench_cache._only_one_trainer(path):  # the other process, mid-training
+    with bench_cache.only_one_trainer(path):  # the other process, mid-training
         waiter = threading.Thread(target=wait_and_load)
         waiter.start()
         assert not calls.wait(2.0)  # without the lock it would have started training by now
@@ -239,7 +239,7 @@ def test_oracles_first_skips_an_oracle_another_process_trains_and_trains_the_fre
         return UnlearnResult(model, {}, 1.0, 1.0, 1, "cpu"), 1.0
 
     busy, free = tmp_path / "oracles" / "seed0", tmp_path / "oracles" / "seed1"
-    with bench_cache._only_one_trainer(busy):  # the other process, mid-training seed 0's
+    with bench_cache.only_one_trainer(busy):  # the other process, mid-training seed 0's
         # In a thread, so that a call which waited for the lock fails this test, not hangs it.
         answer = []
         call = threading.Thread(target=lambda: answer.append(bench_cache.train_oracle_if_free(

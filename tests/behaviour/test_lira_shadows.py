@@ -35,12 +35,47 @@ def test_lira_tells_the_model_that_trained_on_df_from_retrain(tmp_path):
     assert original["auc"] > retrain["auc"] + 0.1, (original, retrain)
     assert abs(retrain["auc"] - 0.5) < 0.1, retrain
     # Cached: the same statistics come back without training again.
-    files = sorted((tmp_path / "shadows").iterdir())
+    files = sorted((tmp_path / "shadows").glob("*.npy"))  # beside their locks
     assert len(files) == 4
     again = train_shadows(pool, spec, train.model_copy(update={"epochs": 1}), 4, tmp_path, CPU)
-    assert len(list((tmp_path / "shadows").iterdir())) == 8  # another recipe, other shadows
+    assert len(list((tmp_path / "shadows").glob("*.npy"))) == 8  # another recipe, other shadows
     same = train_shadows(pool, spec, train, 4, tmp_path, CPU)
     assert np.array_equal(same.phi, shadows.phi) and not np.array_equal(again.phi, shadows.phi)
+
+
+def test_a_shadow_another_process_is_training_is_waited_for_not_trained_again(tmp_path):
+    """Two bench processes over one table (`JOBS=2`) reach the shadows together: one trains the
+    shadows the other does not hold, then loads the other's instead of training it twice."""
+    import io
+    import threading
+    import time
+
+    from benchmarks.cache import only_one_trainer
+    from benchmarks.shadows import shadow_plan
+
+    data = load_bench_data("digits", None, 12345)
+    pool = concat(data.ds.train, data.validation)
+    spec = make_spec("small_cnn", pool.x, data.ds.num_classes, 32)
+    train = TrainSettings(epochs=1)
+    _, paths = shadow_plan(pool, spec, train, 2, tmp_path, 0)
+    theirs = np.full(len(pool), 7.0, dtype=np.float32)  # what the other process will write
+    got: dict = {}
+    with only_one_trainer(paths[0]):  # the other process, mid-training shadow 0
+        worker = threading.Thread(
+            target=lambda: got.update(s=train_shadows(pool, spec, train, 2, tmp_path, CPU))
+        )
+        worker.start()
+        deadline = time.monotonic() + 600
+        while worker.is_alive() and not paths[1].exists() and time.monotonic() < deadline:
+            time.sleep(0.1)  # shadow 1 is trained meanwhile; then it waits for shadow 0
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and paths[1].exists() and not paths[0].exists()
+        buf = io.BytesIO()
+        np.save(buf, theirs)
+        paths[0].write_bytes(buf.getvalue())
+    worker.join()
+    assert np.array_equal(got["s"].phi[0], theirs)  # loaded, not trained again
+    assert not np.array_equal(got["s"].phi[1], theirs)
 
 
 def test_bench_reports_lira_for_every_method_of_a_sample_run(tmp_path, monkeypatch):
