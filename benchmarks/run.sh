@@ -50,11 +50,18 @@ table() {
   local notes="benchmarks/notes/${out##*/}.md"
   if [ -f "$notes" ]; then $U bench-report "$out" --notes "$notes" > /dev/null; fi
 }
-# The 60-epoch CIFAR-10 oracles (a 10 % one: 50-56 minutes on two cores; 274 s on an H200 with
-# --oracles-only) come out slightly different on another machine: the ones behind the committed
-# tables travel with the repository.
-mkdir -p .cache/bench/oracles
-for f in benchmarks/oracles/*; do [ -e ".cache/bench/oracles/${f##*/}" ] || cp "$f" .cache/bench/oracles/; done
+# Models behind the committed tables come out slightly different on another machine, so they
+# travel with the repository and are copied into the cache: the 60-epoch CIFAR-10 oracles (a 10 %
+# one: 50-56 minutes on two cores; 274 s on an H200 with --oracles-only) in benchmarks/oracles/,
+# and the Fashion-MNIST 10 % table's base model and LiRA shadows in its base/ and shadows/ (its
+# oracles beside the CIFAR-10 ones): per-method runs of one table made apart must share them.
+for kind in oracles base shadows; do
+  mkdir -p ".cache/bench/$kind"
+  src=benchmarks/oracles; [ "$kind" = oracles ] || src="benchmarks/oracles/$kind"
+  for f in "$src"/*; do
+    if [ -f "$f" ] && [ ! -e ".cache/bench/$kind/${f##*/}" ]; then cp "$f" ".cache/bench/$kind/"; fi
+  done
+done
 FM=(--dataset fashion_mnist --data-dir "$SHARED/datasets/fashion_mnist" --model small_cnn --params benchmarks/params/fashion_mnist.yaml)
 CF=(--dataset cifar10 --data-dir "$SHARED/datasets/cifar10" --model resnet20
     --checkpoint "$SHARED/models/resnet_cifar10_akamaster/resnet20-12fca82f.th" --params benchmarks/params/cifar10.yaml)

@@ -19,6 +19,9 @@ def _run(tmp_path: Path, **env_extra: str) -> list[str]:
     bench = tmp_path / "benchmarks"  # run.sh works in the folder above its own: a copy, not ROOT
     (bench / "oracles").mkdir(parents=True)
     (bench / "oracles" / "cifar10-oracle.pt").write_bytes(b"weights")
+    for kind in ("base", "shadows"):
+        (bench / "oracles" / kind).mkdir()
+        (bench / "oracles" / kind / f"fm-{kind}.bin").write_bytes(kind.encode())
     (bench / "notes").mkdir()
     (bench / "notes" / "digits-class0.md").write_text("what was tried\n")
     shutil.copy(SCRIPT, bench)
@@ -36,8 +39,12 @@ def test_each_table_runs_in_two_processes_then_assembles_and_gets_its_notes_back
     calls = _run(tmp_path)
     assert TABLES >= 6  # the four re-run tables and the two digits ones
     # The committed oracles are copied into the cache, where the bench looks them up.
-    copied = tmp_path / ".cache" / "bench" / "oracles" / "cifar10-oracle.pt"
-    assert copied.read_bytes() == b"weights"
+    cache = tmp_path / ".cache" / "bench"
+    assert (cache / "oracles" / "cifar10-oracle.pt").read_bytes() == b"weights"
+    # A Fashion-MNIST table's base model and LiRA shadows too, each where the bench looks it up.
+    assert (cache / "base" / "fm-base.bin").read_bytes() == b"base"
+    assert (cache / "shadows" / "fm-shadows.bin").read_bytes() == b"shadows"
+    assert sorted(p.name for p in (cache / "oracles").iterdir()) == ["cifar10-oracle.pt"]
     benches = [c for c in calls if c.startswith("bench ")]
     assert len(benches) == 3 * TABLES
     partial = [c for c in benches if "--out .cache/bench/partial/" in c]
