@@ -230,10 +230,12 @@ def bench_time(
         raise typer.BadParameter(_first_error(e)) from None
     quiet_environment()
     started = stamp("bench-time")  # the code that is timed, before anyone edits it
+    # `bench --precision` overrides the params file's rfa.precision and the table records the
+    # precision it ran: timed in the same, as the oracle recipe is taken from the table.
+    precision = result["config"].get("rfa", {}).get("precision")
+    settings = with_precision(load_settings(params), precision)
     try:
-        result["timing"] = time_table(
-            result, run, load_settings(params), CACHE, out, sample_seconds
-        )
+        result["timing"] = time_table(result, run, settings, CACHE, out, sample_seconds)
     except TimingError as e:
         raise BenchError(str(e)) from None
     save_results(out_dir, stamped(result, "bench-time", taken=started))

@@ -65,7 +65,7 @@ def time_table(
     cfg = result["config"]
     torch.set_num_threads(cfg["torch_threads"])  # the table's threads: its ratios' conditions
     b = setup_bench(run, settings, cache, console)
-    differs = [k for k in _SAME if b.config.get(k) != cfg.get(k)]
+    differs = [d for k in _SAME for d in _differing(k, b.config.get(k), cfg.get(k))]
     if differs:
         raise TimingError(
             f"the params and data given are not the table's (they differ in {', '.join(differs)})"
@@ -85,6 +85,15 @@ def time_table(
     quiet = all(max(r["load_1m"]) <= limit for r in runs)
     return {"seed": run.seeds[0], "quiet": quiet, "load_limit": limit, "runs": runs,
             **({"sample_seconds": sample} if sample else {})}  # fmt: skip
+
+
+def _differing(key: str, given: object, table: object) -> list[str]:
+    """The settings under `key` whose values differ (e.g. `rfa.retain_batch`), so the refusal
+    says which line of the params file to look at, not only which section."""
+    if isinstance(given, dict) and isinstance(table, dict):
+        keys = sorted(given.keys() | table.keys())
+        return [d for k in keys for d in _differing(f"{key}.{k}", given.get(k), table.get(k))]
+    return [] if given == table else [key]
 
 
 def _whole(name: str, b: Bench, sb: SeedBench, point: MethodConfig) -> dict:

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from benchmarks.cli import BenchError, bench_time
+from benchmarks.cli import BenchError, bench_time, with_precision
 from benchmarks.harness import BenchRun, run_bench
 from benchmarks.report_timing import timing_lines
 from components.settings import Settings, load_settings
@@ -32,7 +32,10 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
         dataset="digits", scenario="class", forget_class=2, seeds=[1],
         methods=["rfa", "ft", "retrain"], oracle_epochs=3, out=tmp_path / "table",
     )  # fmt: skip
-    table = run_bench(run, settings, tmp_path / ".cache" / "bench", Console(quiet=True))
+    # In bf16 as `unlearn bench --precision bf16`, which params.yaml does not say: timed in the
+    # precision the table recorded, not refused.
+    bf16 = with_precision(settings, "bf16")
+    table = run_bench(run, bf16, tmp_path / ".cache" / "bench", Console(quiet=True))
     md = tmp_path / "table" / "results.md"
     md.write_text(md.read_text() + "\n## Notes\n\nWhat was tried.\n")  # as bench-report --notes
     bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
@@ -64,7 +67,7 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
 
     # Other RFA settings than the table's would time another method: refused in one line.
     _params(tmp_path / "other.yaml", retain_batch=8)
-    with pytest.raises(BenchError, match="differ in rfa"):
+    with pytest.raises(BenchError, match=r"differ in rfa\.retain_batch\)"):
         bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
                    params=tmp_path / "other.yaml", sample_seconds=0.0)  # fmt: skip
     with pytest.raises(BenchError, match="not found"):
