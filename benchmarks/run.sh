@@ -53,8 +53,9 @@ table() {
 # Models behind the committed tables come out slightly different on another machine, so they
 # travel with the repository and are copied into the cache: the 60-epoch CIFAR-10 oracles (a 10 %
 # one: 50-56 minutes on two cores; 274 s on an H200 with --oracles-only) in benchmarks/oracles/,
-# and the Fashion-MNIST 10 % table's base model and LiRA shadows in its base/ and shadows/ (its
-# oracles beside the CIFAR-10 ones): per-method runs of one table made apart must share them.
+# and both Fashion-MNIST tables' base models and the 10 % table's LiRA shadows in its base/ and
+# shadows/ (their oracles beside the CIFAR-10 ones): per-method runs of one table made apart must
+# share them.
 for kind in oracles base shadows; do
   mkdir -p ".cache/bench/$kind"
   src=benchmarks/oracles; [ "$kind" = oracles ] || src="benchmarks/oracles/$kind"
