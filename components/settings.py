@@ -118,17 +118,13 @@ class ScenarioSettings(_Frozen):
     # `logit_mse` (squared logit error) or `kl` (KL from the target's softmax, which only weighs
     # where the output probabilities differ: accuracy and every attack read probabilities).
     forget_loss: str = "logit_mse"
-    # Share of each forget batch drawn in proportion to how far the target moves that sample's
-    # prediction (KL(target || teacher)); the rest are plain passes over Df. Why: a sample target
-    # leaves most of Df where the teacher put it, and when the few edits that matter (flips near
-    # the boundary) are a small share of Df, a uniform batch holds one or two and Adam's step
-    # follows the noise of the rest (benchmarks/notes/fashion_mnist-sample10.md). 0 = uniform.
+    # Share of each forget batch drawn in proportion to KL(target || teacher) per sample; the rest
+    # are plain passes over Df. Why: a sample target moves few of Df, and a uniform batch holds one
+    # or two of them, so Adam follows the rest's noise (notes/fashion_mnist-sample10.md). 0 = off.
     forget_focus: float = Field(0.0, ge=0, le=1)
     # Rebuild a heldout-based target (margin_quantile) every this many steps from the *student's*
-    # heldout outputs, not the teacher's; 0 = built once from the teacher. Why: "Df looks like
-    # non-members" must hold for the model being served, and unlearning moves that model's
-    # non-members too (benchmarks/notes/cifar10-resnet20-sample10.md). Costs one suffix pass over
-    # heldout each time.
+    # heldout outputs (0 = once, from the teacher's): "Df looks like non-members" must hold for the
+    # served model, whose non-members move too (notes/cifar10-resnet20-sample10.md).
     target_refresh: int = Field(0, ge=0)
 
 
@@ -158,9 +154,13 @@ class RfaSettings(_Frozen):
     stop_tolerance_pt: float = Field(1.0, ge=0)
     # Stall stop: after this many checks in a row without the check accuracy falling more than
     # `stop_tolerance_pt` below its best so far, stop too: the adapter has stopped moving Df and
-    # more steps only cost time; what it reached is judged by the gates like any result.
-    # 0 = off (run to max_steps).
+    # more steps only cost time; the gates judge what it reached. 0 = off (run to max_steps).
     stop_patience: int = Field(0, ge=0)
+    # Retain guard (unlearning/guard.py): a run that ends more than this below the teacher on a
+    # fixed Dr subset gets back the adapter of its latest check within it. None = off.
+    retain_guard_pt: float | None = Field(1.0, gt=0)
+    retain_guard_every: int = Field(10, ge=1)
+    retain_guard_size: int = Field(512, ge=1)
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # auto (CUDA: bf16 autocast, CPU: fp32) | fp32 | bf16 (runtime.PRECISIONS); bench: all methods

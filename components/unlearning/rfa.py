@@ -37,6 +37,7 @@ from components.runtime import (
 from components.settings import LoraSettings, RfaSettings, ScenarioSettings
 from components.unlearning.adversary import Adversary, warm_adversary
 from components.unlearning.batches import forget_batches
+from components.unlearning.guard import RetainGuard, spaced_subset, trainable_state
 from components.unlearning.lora import adapter_state, attach_lora, frozen_split, trainable_fraction
 from components.unlearning.parallel import Shard, current_shard
 from components.unlearning.rfa_loss import (
@@ -100,6 +101,7 @@ class RfaRun:
     check: torch.Tensor  # indices of the fixed forget subset the stop rule scores
     stop: StopRule
     batches: Iterator[torch.Tensor]
+    guard: RetainGuard | None = None
     shard: Shard = Shard()  # data-parallel: this process's share of each batch (parallel.py)
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -160,7 +162,22 @@ def prepare(original: nn.Module, task: UnlearnTask, lora: LoraSettings, cfg: Rfa
         stop=StopRule(cfg.stop_check_every, cfg.min_steps, cfg.stop_tolerance_pt,
                       cfg.stop_patience, check_target),
         # The batch draws start from the same `perm`; the generator draws nothing until asked.
-        batches=forget_batches(perm, sc.forget_batch, gen, focus, sc.forget_focus), shard=shard,
+        batches=forget_batches(perm, sc.forget_batch, gen, focus, sc.forget_focus),
+        guard=_guard(cfg, student, data, policy, device), shard=shard,
+    )  # fmt: skip
+
+
+def _guard(
+    cfg: RfaSettings, student: nn.Module, data: Inputs, policy: DevicePolicy, device: torch.device
+) -> RetainGuard | None:
+    """The retain guard with the teacher's accuracy on its fixed Dr subset, or None when off."""
+    if cfg.retain_guard_pt is None:
+        return None
+    idx = spaced_subset(len(data.yr), cfg.retain_guard_size, device)
+    return RetainGuard(
+        idx=idx, teacher_acc=_accuracy(data.run_t, data.xr[idx], data.yr[idx], policy, device),
+        drop_pt=cfg.retain_guard_pt, every=cfg.retain_guard_every,
+        last_good=trainable_state(student),
     )  # fmt: skip
 
 
@@ -246,15 +263,34 @@ def loop(run: RfaRun, progress: ProgressFn = no_progress) -> tuple[int, str]:
                 rec = run.shard.mean(rec)  # several processes: the global batch's loss terms
                 run.history.append({"step": float(step), **{k: float(v) for k, v in rec.items()}})
                 progress(step, run.steps, run.history[-1])
+            reason = None
             if run.stop.due(step):
                 acc = _check_accuracy(run)
                 run.history.append(
                     {"step": float(step), "check_acc": acc, "check_target": run.stop.target_acc}
                 )
                 reason = run.stop.observe(acc)
-                if reason:
-                    return step, reason
+            if step == run.steps:
+                reason = reason or "steps"
+            if run.guard is not None and (reason or run.guard.due(step)):
+                reason = _guard_check(run, step, reason)
+            if reason:
+                return step, reason
     return run.steps, "steps"
+
+
+def _guard_check(run: RfaRun, step: int, reason: str | None) -> str | None:
+    """Score the guard's Dr subset; at the run's end (`reason` set) below the floor, put the
+    latest passing adapter back and say so."""
+    g, d = run.guard, run.data
+    assert g is not None
+    acc = _accuracy(d.run_s, d.xr[g.idx], d.yr[g.idx], run.policy, run.device)
+    passed = g.observe(step, acc, run.student)
+    if reason and not passed:
+        g.restore(run.student)
+        reason = "retain_guard"
+    run.history.append(g.checks[-1])
+    return reason
 
 
 def _step(
@@ -311,8 +347,15 @@ def _refresh_target(run: RfaRun) -> None:
 def _check_accuracy(run: RfaRun) -> float:
     """The student's accuracy (percent) on the fixed forget subset."""
     d, check = run.data, run.check
-    with torch.no_grad(), run.policy.autocast(run.device):
-        return 100.0 * (d.run_s(d.xf[check]).argmax(1) == d.yf[check]).float().mean().item()
+    return _accuracy(d.run_s, d.xf[check], d.yf[check], run.policy, run.device)
+
+
+def _accuracy(
+    net: Run, x: torch.Tensor, y: torch.Tensor, policy: DevicePolicy, device: torch.device
+) -> float:
+    """Accuracy (percent) of `net` on (x, y) in one pass: the check subsets are a few hundred."""
+    with torch.no_grad(), policy.autocast(device):
+        return 100.0 * (net(x).argmax(1) == y).float().mean().item()
 
 
 def finish(run: RfaRun, done: int, reason: str, t0: float) -> UnlearnResult:
