@@ -13,6 +13,10 @@ class MergeError(ValueError):
 # back a different number of finished points (benchmarks/points.py).
 _PER_RUN = frozenset({"seeds", "methods", "lr_chosen", "tuning", "grids", "recipes", "points"})
 _PER_METHOD = ("grids", "recipes", "lr_chosen")
+# Sections RFA alone reads (benchmarks/points._OWN_SECTIONS): they follow the run that ran RFA,
+# like a baseline's recipe. What every method reads from `rfa` (its device and precision) is
+# compared through the config's own `device` and `precision`.
+_RFA_OWN = ("rfa", "lora")
 # Rows every run of a seed has: the untouched original and its Retrain oracle. Runs over other
 # methods each carry them; they must agree, or the runs' oracles (or scoring) were not the same.
 _SHARED = frozenset({"original", "retrain"})
@@ -34,7 +38,7 @@ def merge_results(results: list[tuple[str, dict]]) -> dict:
     if not results:
         raise MergeError("nothing to merge: give at least one results folder")
     first_label, first = results[0]
-    base = {k: v for k, v in first["config"].items() if k not in _PER_RUN}
+    base = {k: v for k, v in first["config"].items() if k not in _PER_RUN | set(_RFA_OWN)}
     seeds: list[int] = []
     methods: list[str] = []
     # Grids and recipes list every method, run or not: the first run's, with each method's entry
@@ -42,23 +46,27 @@ def merge_results(results: list[tuple[str, dict]]) -> dict:
     own: dict[str, dict] = {k: dict(first["config"].get(k) or {}) for k in ("grids", "recipes")}
     own |= {"lr_chosen": {}, "tuning": {}}
     claimed: set[tuple[str, str]] = set()
+    rfa_own: dict | None = None  # the rfa and lora sections of the run that ran RFA
     records: list[dict] = []
     seen: dict[tuple[str, int], dict] = {}
     for label, res in results:
         cfg = res["config"]
-        differs = sorted(k for k in set(base) | (set(cfg) - _PER_RUN) if cfg.get(k) != base.get(k))
+        shared = (set(base) | set(cfg)) - _PER_RUN - set(_RFA_OWN)
+        differs = sorted(k for k in shared if cfg.get(k) != base.get(k))
         if differs:
             raise MergeError(
                 f"{label} was run with another configuration than {first_label} "
                 f"(differs in {', '.join(differs)}); merge only runs of one configuration"
             )
         _take_methods(label, cfg, own, claimed)
+        rfa_own = _take_rfa_sections(label, cfg, rfa_own)
         records += _new_records(label, res["records"], seen)
         seeds += [s for s in cfg["seeds"] if s not in seeds]
         methods += [m for m in cfg.get("methods", []) if m not in methods]
     records.sort(key=lambda r: r["seed"])  # stable: each seed keeps its runs' method order
     config = {**first["config"], "seeds": sorted(seeds), "methods": methods,
-              **{k: own[k] for k in _PER_METHOD if k in first["config"]}}  # fmt: skip
+              **{k: own[k] for k in _PER_METHOD if k in first["config"]},
+              **(rfa_own or {})}  # fmt: skip
     if "tuning" in first["config"]:
         config["tuning"] = {**first["config"]["tuning"], "methods": own["tuning"]}
     return {
@@ -105,6 +113,16 @@ def _take_methods(label: str, cfg: dict, own: dict[str, dict], claimed: set) -> 
                 raise MergeError(f"{label} ran {m} with another {key} entry than an earlier run")
             own[key][m] = values[m]
             claimed.add((key, m))
+
+
+def _take_rfa_sections(label: str, cfg: dict, taken: dict | None) -> dict | None:
+    """The run's rfa and lora sections if it ran RFA (two runs of RFA must agree), else `taken`."""
+    if "rfa" not in cfg.get("methods", []):
+        return taken
+    mine = {k: cfg.get(k) for k in _RFA_OWN}
+    if taken is not None and taken != mine:
+        raise MergeError(f"{label} ran rfa with other rfa or lora settings than an earlier run")
+    return mine
 
 
 def _new_records(label: str, records: list[dict], seen: dict[tuple[str, int], dict]) -> list:

@@ -53,6 +53,16 @@ def test_a_method_takes_its_grid_and_recipe_from_the_run_that_ran_it():
     assert merged["recipes"]["scrub"] == FULL["config"]["recipes"]["scrub"]
 
 
+def test_rfa_settings_follow_the_run_that_ran_rfa():
+    """`rfa` and `lora` are read by RFA alone: a baseline's run made before an RFA setting
+    existed merges with RFA's run, and the table states the settings RFA ran with."""
+    a, b = _part(["scrub"]), _part(["rfa"])
+    b["config"]["rfa"] = {**b["config"]["rfa"], "retain_guard_pt": 1.0}
+    merged = merge_results([("a", a), ("b", b)])["config"]
+    assert merged["rfa"]["retain_guard_pt"] == 1.0 and merged["lora"] == b["config"]["lora"]
+    assert merged["scenario"] == a["config"]["scenario"]
+
+
 @pytest.mark.parametrize(
     ("change", "needle"),
     [
@@ -60,6 +70,8 @@ def test_a_method_takes_its_grid_and_recipe_from_the_run_that_ran_it():
         (lambda b: b["records"].append({**_row(b, "scrub"), "method": "rfa"}), "repeats method"),
         (lambda b: b["config"]["grids"].update(rfa=[9.0] * 5), "rfa with another grids entry"),
         (lambda b: b["config"].update(scenario="sample"), "differs in scenario"),
+        (lambda b: b["config"]["rfa"].update(retain_guard_pt=1.0), "other rfa or lora settings"),
+        (lambda b: b["config"].update(precision="bf16"), "differs in precision"),
     ],
 )
 def test_runs_that_do_not_share_oracles_or_settings_are_refused(change, needle):
