@@ -20,7 +20,7 @@ from torch import nn
 
 def spaced_subset(n: int, size: int, device: torch.device) -> torch.Tensor:
     """`size` indices evenly spaced over range(n): fixed without a random draw, so adding the
-    guard leaves every later draw of a seeded run, and so any run it never stops, unchanged."""
+    guard leaves every later draw of a seeded run, and so any run it never restores, unchanged."""
     return torch.linspace(0, n - 1, min(n, size)).round().long().unique().to(device)
 
 
