@@ -270,27 +270,28 @@ def loop(run: RfaRun, progress: ProgressFn = no_progress) -> tuple[int, str]:
                     {"step": float(step), "check_acc": acc, "check_target": run.stop.target_acc}
                 )
                 reason = run.stop.observe(acc)
-            if step == run.steps:
-                reason = reason or "steps"
-            if run.guard is not None and (reason or run.guard.due(step)):
-                reason = _guard_check(run, step, reason)
-            if reason:
-                return step, reason
+            last = step == run.steps
+            if run.guard is not None and (reason or last or run.guard.due(step)):
+                reason = _guard_check(run, step, reason, last)
+            if reason or last:
+                return step, reason or "steps"
     return run.steps, "steps"
 
 
-def _guard_check(run: RfaRun, step: int, reason: str | None) -> str | None:
-    """Score the guard's Dr subset; at the run's end (`reason` set) below the floor, put the
-    latest passing adapter back and say so."""
+def _guard_check(run: RfaRun, step: int, reason: str | None, last: bool) -> str | None:
+    """Score the guard's Dr subset. Below the floor an early stop waits (RFA's dips on Dr
+    recover, and the stop rule fires again at a later check); at the last step the latest
+    passing adapter is put back."""
     g, d = run.guard, run.data
     assert g is not None
     acc = _accuracy(d.run_s, d.xr[g.idx], d.yr[g.idx], run.policy, run.device)
     passed = g.observe(step, acc, run.student)
-    if reason and not passed:
+    if not passed and last:
         g.restore(run.student)
-        reason = "retain_guard"
     run.history.append(g.checks[-1])
-    return reason
+    if passed:
+        return reason
+    return "retain_guard" if last else None
 
 
 def _step(

@@ -57,7 +57,7 @@ def test_rfa_class_unlearning_forgets_class_keeps_rest_and_freezes_bn(base_model
     assert u["acc_drt"] >= o["acc_drt"] - 1.0
     assert u["mia_efficacy"] >= 95
     assert 0 < result.trainable_fraction < 0.06 and result.steps >= RfaSettings().min_steps
-    h = result.history
+    h = [x for x in result.history if "loss_forget" in x]  # checks are recorded between them
     assert h[-1]["loss_forget"] < h[0]["loss_forget"]
 
 
@@ -215,7 +215,9 @@ def test_early_stop_ends_once_the_forget_check_reaches_the_target_and_still_forg
     base_model, digits
 ):
     _, task = _class_task(digits, c=3)
-    cfg = RfaSettings(min_steps=20, max_steps=600, stop_check_every=10, stop_tolerance_pt=1.0)
+    # The stop rule alone (the guard off); the same run with the guard: the next test.
+    cfg = RfaSettings(min_steps=20, max_steps=600, stop_check_every=10, stop_tolerance_pt=1.0,
+                      retain_guard_pt=None)  # fmt: skip
     result = rfa(base_model, task, LoraSettings(), cfg)
     checks = [h for h in result.history if "check_acc" in h]
     assert (
@@ -227,6 +229,27 @@ def test_early_stop_ends_once_the_forget_check_reaches_the_target_and_still_forg
         checks[-1]["check_acc"] <= checks[-1]["check_target"] + 1.0 == 1.0
     )  # class target scores 0 %
     assert all(c["check_acc"] > 1.0 for c in checks[:-1])  # it did not stop before reaching it
+    x = to_input(task.forget.x)
+    with torch.no_grad():
+        assert (result.model(x).argmax(1).numpy() == task.forget.y).mean() <= 0.02
+
+
+def test_an_early_stop_waits_while_dr_is_below_the_guard_and_ends_forgotten_and_within_it(
+    base_model, digits
+):
+    """The same run with the guard on: it reaches the target at step 20 in a dip on Dr, so it
+    goes on instead of stopping (or restoring an adapter that has not forgotten), and stops at
+    the first check where both hold."""
+    _, task = _class_task(digits, c=3)
+    cfg = RfaSettings(min_steps=20, max_steps=600, stop_check_every=10, stop_tolerance_pt=1.0)
+    result = rfa(base_model, task, LoraSettings(), cfg)
+    hit = {int(h["step"]) for h in result.history if "check_acc" in h and h["check_acc"] <= 1.0}
+    guard = {int(h["step"]): h for h in result.history if "guard_acc" in h}
+    waited = [s for s in sorted(hit) if guard[s]["guard_acc"] < guard[s]["guard_floor"]]
+    assert waited and waited[0] == 20 and result.steps > 20  # a dip at the target: it went on
+    assert result.stop_reason == "target" and result.steps in hit
+    assert guard[result.steps]["guard_acc"] >= guard[result.steps]["guard_floor"]
+    assert all(s in waited for s in hit if s < result.steps)  # it stopped at the first chance
     x = to_input(task.forget.x)
     with torch.no_grad():
         assert (result.model(x).argmax(1).numpy() == task.forget.y).mean() <= 0.02
@@ -336,7 +359,7 @@ def test_retain_guard_puts_back_the_latest_adapter_within_it_when_a_run_ends_bel
     from components.unlearning.guard import spaced_subset
 
     wild = {"target": "masked_nearest_class", "lr": 0.02, "forget_epochs": 40}
-    cfg = RfaSettings(class_unlearning=wild, min_steps=60, max_steps=60)
+    cfg = RfaSettings(class_unlearning=wild, min_steps=60, max_steps=60, retain_guard_pt=None)
     _, task = _class_task(digits, c=3)
     idx = spaced_subset(len(task.retain.y), 512, CPU).numpy()
     teacher = _retain_acc(base_model, task, idx)
@@ -357,7 +380,7 @@ def test_retain_guard_that_never_trips_leaves_the_run_bit_for_bit_unchanged(base
     """The guard's subset is spaced, not drawn, and a run that ends above its floor keeps its
     own adapter: such a run equals the run without the guard, dips along the way included."""
     _, task = _class_task(digits, c=5)
-    cfg = RfaSettings(min_steps=30, max_steps=30)
+    cfg = RfaSettings(min_steps=30, max_steps=30, retain_guard_pt=None)
     off = rfa(base_model, task, LoraSettings(), cfg)
     on = rfa(base_model, task, LoraSettings(), cfg.model_copy(update={"retain_guard_pt": 1.0}))
     checks = [h for h in on.history if "guard_acc" in h]
