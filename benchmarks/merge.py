@@ -16,7 +16,7 @@ _PER_METHOD = ("grids", "recipes", "lr_chosen")
 # Sections RFA alone reads (benchmarks/points._OWN_SECTIONS): they follow the run that ran RFA,
 # like a baseline's recipe. What every method reads from `rfa` (its device and precision) is
 # compared through the config's own `device` and `precision`.
-_RFA_OWN = ("rfa", "lora")
+_RFA_OWN = frozenset({"rfa", "lora"})
 # Rows every run of a seed has: the untouched original and its Retrain oracle. Runs over other
 # methods each carry them; they must agree, or the runs' oracles (or scoring) were not the same.
 _SHARED = frozenset({"original", "retrain"})
@@ -38,7 +38,7 @@ def merge_results(results: list[tuple[str, dict]]) -> dict:
     if not results:
         raise MergeError("nothing to merge: give at least one results folder")
     first_label, first = results[0]
-    base = {k: v for k, v in first["config"].items() if k not in _PER_RUN | set(_RFA_OWN)}
+    base = {k: v for k, v in first["config"].items() if k not in _PER_RUN | _RFA_OWN}
     seeds: list[int] = []
     methods: list[str] = []
     # Grids and recipes list every method, run or not: the first run's, with each method's entry
@@ -51,7 +51,7 @@ def merge_results(results: list[tuple[str, dict]]) -> dict:
     seen: dict[tuple[str, int], dict] = {}
     for label, res in results:
         cfg = res["config"]
-        shared = (set(base) | set(cfg)) - _PER_RUN - set(_RFA_OWN)
+        shared = (set(base) | set(cfg)) - _PER_RUN - _RFA_OWN
         differs = sorted(k for k in shared if cfg.get(k) != base.get(k))
         if differs:
             raise MergeError(
