@@ -12,7 +12,7 @@ model keeps), never a test, reference or validation split.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -40,7 +40,6 @@ class RetainGuard:
     every: int
     last_good: dict[str, torch.Tensor]  # trainable weights at the latest passing check
     last_good_step: int = 0
-    checks: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def floor(self) -> float:
@@ -51,9 +50,9 @@ class RetainGuard:
         return step % self.every == 0
 
     def observe(self, step: int, acc: float, student: nn.Module) -> bool:
-        """Record one check; whether it passed (then its adapter is the one kept)."""
+        """Whether a check at `step` scoring `acc` passed (then its adapter is the one kept). The
+        run's history holds the checks' records; the guard keeps only what a rollback needs."""
         passed = acc >= self.floor
-        self.checks.append({"step": float(step), "guard_acc": acc, "guard_floor": self.floor})
         if passed:
             self.last_good, self.last_good_step = trainable_state(student), step
         return passed
@@ -64,5 +63,4 @@ class RetainGuard:
             for n, p in student.named_parameters():
                 if n in self.last_good:
                     p.copy_(self.last_good[n])
-        self.checks[-1]["guard_restored_to"] = float(self.last_good_step)
         return self.last_good_step

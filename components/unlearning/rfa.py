@@ -275,7 +275,7 @@ def loop(run: RfaRun, progress: ProgressFn = no_progress) -> tuple[int, str]:
                 reason = _guard_check(run, step, reason, last)
             if reason or last:
                 return step, reason or "steps"
-    return run.steps, "steps"
+    raise AssertionError("unreachable: steps >= 1 and the last step returns")
 
 
 def _guard_check(run: RfaRun, step: int, reason: str | None, last: bool) -> str | None:
@@ -286,9 +286,10 @@ def _guard_check(run: RfaRun, step: int, reason: str | None, last: bool) -> str 
     assert g is not None
     acc = _accuracy(d.run_s, d.xr[g.idx], d.yr[g.idx], run.policy, run.device)
     passed = g.observe(step, acc, run.student)
+    rec = {"step": float(step), "guard_acc": acc, "guard_floor": g.floor}
     if not passed and last:
-        g.restore(run.student)
-    run.history.append(g.checks[-1])
+        rec["guard_restored_to"] = float(g.restore(run.student))
+    run.history.append(rec)
     if passed:
         return reason
     return "retain_guard" if last else None

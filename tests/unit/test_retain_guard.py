@@ -38,7 +38,6 @@ def test_it_keeps_the_latest_passing_adapter_and_restore_puts_it_back():
     assert torch.equal(net.weight, torch.full_like(kept, 7.0))  # observing never restores
     assert g.restore(net) == 10
     assert torch.equal(net.weight, kept) and bool((net.bias == 3.0).all())
-    assert g.checks[-1]["guard_restored_to"] == 10.0 and "guard_restored_to" not in g.checks[0]
 
 
 def test_without_a_passing_check_restore_gives_back_the_starting_adapter():
