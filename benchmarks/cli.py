@@ -210,6 +210,11 @@ def bench_time(
         help="Stop each run this many seconds in and project its whole time from "
         "its seconds per step (0: run each in full).",
     ),
+    retrain_precision: str | None = typer.Option(
+        None,
+        help="fp32 | bf16 for the Retrain timed (default: the table's oracles'): bf16 times "
+        "it as the methods ran where the table's oracles trained in fp32.",
+    ),
 ) -> None:
     """Time a finished table's methods again in one process: Retrain trained for it, then every
     method at its chosen lr, one after another; adds the section to results.json / results.md."""
@@ -217,9 +222,12 @@ def bench_time(
 
     from benchmarks.report_timing import timing_lines
     from benchmarks.timing import TimingError, bench_run_of, time_table
+    from components.runtime import TRAIN_PRECISIONS
     from components.settings import load_settings
     from pipelines.env import quiet_environment
 
+    if retrain_precision is not None and retrain_precision not in TRAIN_PRECISIONS:
+        raise typer.BadParameter(f"--retrain-precision must be one of {sorted(TRAIN_PRECISIONS)}")
     src = out_dir / "results.json"
     if not src.exists():
         raise BenchError(f"{src} not found; run `unlearn bench --out {out_dir}` first")
@@ -235,7 +243,9 @@ def bench_time(
     precision = result["config"].get("rfa", {}).get("precision")
     settings = with_precision(load_settings(params), precision)
     try:
-        result["timing"] = time_table(result, run, settings, CACHE, out, sample_seconds)
+        result["timing"] = time_table(
+            result, run, settings, CACHE, out, sample_seconds, retrain_precision
+        )
     except TimingError as e:
         raise BenchError(str(e)) from None
     save_results(out_dir, stamped(result, "bench-time", taken=started))

@@ -16,8 +16,9 @@ def timing_lines(result: dict) -> list[str]:
         "",
         f"## Time in one process (seed {t['seed']}, `unlearn bench-time`)",
         "",
-        "Retrain trained for this (not the cached oracle), then every method at its chosen lr, "
-        "one after another in one process. "
+        "Retrain trained for this (not the cached oracle"
+        + _retrain_precision(t, result)
+        + "), then every method at its chosen lr, one after another in one process. "
         + _sampling(t)
         + (
             f"The 1-minute load stayed at most {t['load_limit']:.1f} throughout: quiet."
@@ -41,6 +42,17 @@ def timing_lines(result: dict) -> list[str]:
         lines += ["", f"RFA's time ≤ {100 * limit:.0f} % of Retrain's: {100 * share:.1f} % — "
                   f"{verdict}."]  # fmt: skip
     return lines
+
+
+def _retrain_precision(t: dict, result: dict) -> str:
+    """Where the timed Retrain's precision is not the table's oracles': which it was."""
+    timed = t.get("retrain_precision")  # absent in timings made before the option
+    cfg = result.get("config", {})
+    oracles = cfg.get("oracle_train", {}).get("precision")
+    if timed is None or timed == oracles:
+        return ""
+    return (f"; in {timed}, where the table's oracles trained in {oracles} and its methods ran "
+            f"in {cfg.get('precision')}")  # fmt: skip
 
 
 def _sampling(t: dict) -> str:

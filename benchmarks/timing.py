@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -59,9 +60,13 @@ def time_table(
     cache: Path,
     console: Console,
     sample: float = 0.0,
+    retrain_precision: str | None = None,
 ) -> dict:
     """Retrain, then every other method at its chosen lr, on `run`'s seed in this process; with
-    `sample` > 0 each run stops about `sample` seconds in and its whole time is projected."""
+    `sample` > 0 each run stops about `sample` seconds in and its whole time is projected.
+    `retrain_precision` trains the timed Retrain in another precision than the table's oracles
+    (theirs by default): a table whose oracles are fp32 and methods bf16 can time Retrain as the
+    methods ran, like with like. The original model and the methods stay the table's."""
     cfg = result["config"]
     torch.set_num_threads(cfg["torch_threads"])  # the table's threads: its ratios' conditions
     b = setup_bench(run, settings, cache, console)
@@ -72,18 +77,22 @@ def time_table(
             "; pass the params file and data the table was run with"
         )
     sb = seed_bench(b, run.seeds[0], b.ds.test, probe=False)
+    oracle = retrain_precision or b.settings.train.precision
     runs = []
     for name in run.ordered_methods():
         lr = cfg["lr_chosen"].get(name)
         console.print(f"timing {name}" + (f" at lr {lr}" if lr is not None else ""))
         before = os.getloadavg()[0]
         point = with_point(name, sb.cfg, b.settings, cfg["scenario"], lr)
+        if name == "retrain":
+            point = replace(point, train=point.train.model_copy(update={"precision": oracle}))
         timed = _sampled(name, b, sb.task, point, sample) if sample else _whole(name, b, sb, point)
         runs.append({"method": name, "lr": lr, **timed,
                      "load_1m": [before, os.getloadavg()[0]]})  # fmt: skip
     limit = load_limit(cfg)
     quiet = all(max(r["load_1m"]) <= limit for r in runs)
     return {"seed": run.seeds[0], "quiet": quiet, "load_limit": limit, "runs": runs,
+            "retrain_precision": oracle,
             **({"sample_seconds": sample} if sample else {})}  # fmt: skip
 
 

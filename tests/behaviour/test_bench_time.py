@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import typer
 import yaml
 from rich.console import Console
 
@@ -13,6 +14,7 @@ from benchmarks.cli import BenchError, bench_time, with_precision
 from benchmarks.harness import BenchRun, run_bench
 from benchmarks.report_timing import timing_lines
 from components.settings import Settings, load_settings
+from components.unlearning import baselines
 from tests.conftest import ROOT
 
 
@@ -39,7 +41,8 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
     md = tmp_path / "table" / "results.md"
     md.write_text(md.read_text() + "\n## Notes\n\nWhat was tried.\n")  # as bench-report --notes
     bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
-               params=tmp_path / "params.yaml", sample_seconds=0.0)  # fmt: skip
+               params=tmp_path / "params.yaml", sample_seconds=0.0,
+               retrain_precision=None)  # fmt: skip
 
     saved = json.loads((tmp_path / "table" / "results.json").read_text())
     assert saved["records"] == table["records"]  # the table itself is left as measured
@@ -55,7 +58,8 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
 
     # Sampled: each run stops at its first interval between reports, and its time is projected.
     bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
-               params=tmp_path / "params.yaml", sample_seconds=1e-9)  # fmt: skip
+               params=tmp_path / "params.yaml", sample_seconds=1e-9,
+               retrain_precision=None)  # fmt: skip
     sampled = json.loads((tmp_path / "table" / "results.json").read_text())["timing"]
     assert sampled["sample_seconds"] == 1e-9
     for r, whole in zip(sampled["runs"], timing["runs"], strict=True):
@@ -64,15 +68,47 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
         # One kind of step: the projection extends the measured rate over the steps not run.
         assert r["seconds"] > seen["sampled_seconds"] > 0 and r["cpu_seconds"] > 0
     assert "Each run was stopped about 1e-09 s in" in md.read_text()
+    oracles = saved["config"]["oracle_train"]["precision"]
+    assert oracles == "fp32" and timing["retrain_precision"] == "fp32"
+    assert "where the table's oracles trained in" not in md.read_text()
+
+    # Retrain timed as the methods ran (bf16) where the table's oracles are fp32: said so, and
+    # the table's original model, methods and records stay the table's. The real training runs;
+    # the wrapper only records the precision it was given.
+    seen: list[str] = []
+
+    def recording(model, data, cfg, *args, **kwargs):
+        seen.append(cfg.precision)
+        return real(model, data, cfg, *args, **kwargs)
+
+    real = baselines.train_classifier
+    monkeypatch.setattr(baselines, "train_classifier", recording)
+    bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
+               params=tmp_path / "params.yaml", sample_seconds=1e-9,
+               retrain_precision="bf16")  # fmt: skip
+    assert seen == ["bf16"]  # Retrain alone trains; the original is the table's cached one
+    like = json.loads((tmp_path / "table" / "results.json").read_text())
+    assert like["timing"]["retrain_precision"] == "bf16" and like["records"] == table["records"]
+    assert [r["method"] for r in like["timing"]["runs"]] == ["retrain", "rfa", "ft"]
+    assert "; in bf16, where the table's oracles trained in fp32 and its methods ran in bf16)" in (
+        md.read_text()
+    )
+    with pytest.raises(typer.BadParameter, match="--retrain-precision must be one of"):
+        bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
+                   params=tmp_path / "params.yaml", sample_seconds=0.0,
+                   retrain_precision="fp16")  # fmt: skip
+    assert json.loads((tmp_path / "table" / "results.json").read_text()) == like  # untouched
 
     # Other RFA settings than the table's would time another method: refused in one line.
     _params(tmp_path / "other.yaml", retain_batch=8)
     with pytest.raises(BenchError, match=r"differ in rfa\.retain_batch\)"):
         bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
-                   params=tmp_path / "other.yaml", sample_seconds=0.0)  # fmt: skip
+                   params=tmp_path / "other.yaml", sample_seconds=0.0,
+                   retrain_precision=None)  # fmt: skip
     with pytest.raises(BenchError, match="not found"):
         bench_time(tmp_path / "none", seed=2, data_dir=None, checkpoint=None,
-                   params=tmp_path / "params.yaml", sample_seconds=0.0)  # fmt: skip
+                   params=tmp_path / "params.yaml", sample_seconds=0.0,
+                   retrain_precision=None)  # fmt: skip
 
 
 def _timing(quiet: bool, rfa_seconds: float) -> dict:
