@@ -237,16 +237,17 @@ def test_early_stop_ends_once_the_forget_check_reaches_the_target_and_still_forg
 def test_an_early_stop_waits_while_dr_is_below_the_guard_and_ends_forgotten_and_within_it(
     base_model, digits
 ):
-    """The same run with the guard on: it reaches the target at step 20 in a dip on Dr, so it
-    goes on instead of stopping (or restoring an adapter that has not forgotten), and stops at
-    the first check where both hold."""
+    """The same run with the guard on: it reaches the target in a dip on Dr (at step 20 with
+    today's digits base), so it goes on instead of stopping (or restoring an adapter that has not
+    forgotten), and stops at the first check where both hold. Without such a dip the test has
+    nothing to show and fails at `waited`: the scenario needs a new class or lr then."""
     _, task = _class_task(digits, c=3)
     cfg = RfaSettings(min_steps=20, max_steps=600, stop_check_every=10, stop_tolerance_pt=1.0)
     result = rfa(base_model, task, LoraSettings(), cfg)
     hit = {int(h["step"]) for h in result.history if "check_acc" in h and h["check_acc"] <= 1.0}
     guard = {int(h["step"]): h for h in result.history if "guard_acc" in h}
     waited = [s for s in sorted(hit) if guard[s]["guard_acc"] < guard[s]["guard_floor"]]
-    assert waited and waited[0] == 20 and result.steps > 20  # a dip at the target: it went on
+    assert waited and result.steps > waited[0]  # a dip at the target: it went on
     assert result.stop_reason == "target" and result.steps in hit
     assert guard[result.steps]["guard_acc"] >= guard[result.steps]["guard_floor"]
     assert all(s in waited for s in hit if s < result.steps)  # it stopped at the first chance
