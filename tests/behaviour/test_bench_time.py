@@ -27,6 +27,12 @@ def _params(path, **rfa) -> Settings:
     return load_settings(path)
 
 
+def _time(table, params, sample_seconds=0.0, retrain_precision=None) -> None:
+    """`unlearn bench-time table --seed 2 --params params ...` (no data dir: digits)."""
+    bench_time(table, seed=2, data_dir=None, checkpoint=None, params=params,
+               sample_seconds=sample_seconds, retrain_precision=retrain_precision)  # fmt: skip
+
+
 def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # bench-time caches under ./.cache/bench, as `unlearn bench`
     settings = _params(tmp_path / "params.yaml")
@@ -40,9 +46,7 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
     table = run_bench(run, bf16, tmp_path / ".cache" / "bench", Console(quiet=True))
     md = tmp_path / "table" / "results.md"
     md.write_text(md.read_text() + "\n## Notes\n\nWhat was tried.\n")  # as bench-report --notes
-    bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
-               params=tmp_path / "params.yaml", sample_seconds=0.0,
-               retrain_precision=None)  # fmt: skip
+    _time(tmp_path / "table", tmp_path / "params.yaml")
 
     saved = json.loads((tmp_path / "table" / "results.json").read_text())
     assert saved["records"] == table["records"]  # the table itself is left as measured
@@ -57,9 +61,7 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
     assert text.endswith("## Notes\n\nWhat was tried.\n")  # the table's notes stay
 
     # Sampled: each run stops at its first interval between reports, and its time is projected.
-    bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
-               params=tmp_path / "params.yaml", sample_seconds=1e-9,
-               retrain_precision=None)  # fmt: skip
+    _time(tmp_path / "table", tmp_path / "params.yaml", sample_seconds=1e-9)
     sampled = json.loads((tmp_path / "table" / "results.json").read_text())["timing"]
     assert sampled["sample_seconds"] == 1e-9
     for r, whole in zip(sampled["runs"], timing["runs"], strict=True):
@@ -83,9 +85,9 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
 
     real = baselines.train_classifier
     monkeypatch.setattr(baselines, "train_classifier", recording)
-    bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
-               params=tmp_path / "params.yaml", sample_seconds=1e-9,
-               retrain_precision="bf16")  # fmt: skip
+    _time(
+        tmp_path / "table", tmp_path / "params.yaml", sample_seconds=1e-9, retrain_precision="bf16"
+    )
     assert seen == ["bf16"]  # Retrain alone trains; the original is the table's cached one
     like = json.loads((tmp_path / "table" / "results.json").read_text())
     assert like["timing"]["retrain_precision"] == "bf16" and like["records"] == table["records"]
@@ -94,21 +96,15 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
         md.read_text()
     )
     with pytest.raises(typer.BadParameter, match="--retrain-precision must be one of"):
-        bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
-                   params=tmp_path / "params.yaml", sample_seconds=0.0,
-                   retrain_precision="fp16")  # fmt: skip
+        _time(tmp_path / "table", tmp_path / "params.yaml", retrain_precision="fp16")
     assert json.loads((tmp_path / "table" / "results.json").read_text()) == like  # untouched
 
     # Other RFA settings than the table's would time another method: refused in one line.
     _params(tmp_path / "other.yaml", retain_batch=8)
     with pytest.raises(BenchError, match=r"differ in rfa\.retain_batch\)"):
-        bench_time(tmp_path / "table", seed=2, data_dir=None, checkpoint=None,
-                   params=tmp_path / "other.yaml", sample_seconds=0.0,
-                   retrain_precision=None)  # fmt: skip
+        _time(tmp_path / "table", tmp_path / "other.yaml")
     with pytest.raises(BenchError, match="not found"):
-        bench_time(tmp_path / "none", seed=2, data_dir=None, checkpoint=None,
-                   params=tmp_path / "params.yaml", sample_seconds=0.0,
-                   retrain_precision=None)  # fmt: skip
+        _time(tmp_path / "none", tmp_path / "params.yaml")
 
 
 def _timing(quiet: bool, rfa_seconds: float) -> dict:
