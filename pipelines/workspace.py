@@ -24,6 +24,7 @@ import yaml
 
 from components.data import Dataset, load_dataset, write_samples
 from components.settings import Settings, load_settings
+from pipelines.gitlock import git_turn
 
 if TYPE_CHECKING:
     from pipelines.registry import Registry
@@ -133,7 +134,8 @@ class Workspace:
             )
 
     def git(self, *args: str, check: bool = True) -> str:
-        proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True)
+        with git_turn(self.root):  # one pipeline git at a time; a killed git's lock is cleared
+            proc = subprocess.run(["git", *args], cwd=self.root, capture_output=True, text=True)
         if check and proc.returncode != 0:
             why = proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else proc.returncode
             raise WorkspaceError(f"git {' '.join(args)} failed: {why}")
