@@ -33,21 +33,18 @@ def git_locks(git_dir: Path) -> list[Path]:
     return [p for p in fixed if p.exists()] + sorted((git_dir / "refs" / "heads").rglob("*.lock"))
 
 
-def clear_stale(git_dir: Path, stale_after: float) -> list[Path]:
+def clear_stale(git_dir: Path, stale_after: float) -> None:
     """Wait while a git lock file is younger than `stale_after` seconds; remove the ones that stay
-    longer. Returns those removed."""
-    removed = []
+    longer."""
     for lock in git_locks(git_dir):
         while lock.exists() and _age(lock) < stale_after:
             time.sleep(_POLL_S)
         with contextlib.suppress(FileNotFoundError):
             lock.unlink()
-            removed.append(lock)
             logging.getLogger("unlearn").warning(
                 "removed %s: a git killed mid-command left it (it stayed %.0f s with no pipeline "
                 "git running)", lock, stale_after,
             )  # fmt: skip
-    return removed
 
 
 def _age(path: Path) -> float:
