@@ -15,6 +15,7 @@ from components.promotion import (
     separation_of_duties,
 )
 from pipelines.audit import ALIAS_LOG, append_alias_history, verify
+from pipelines.gitlock import git_locks
 from pipelines.identity import authenticated, whoami
 from pipelines.keys import require_signer, sign_as
 from pipelines.purge import purge
@@ -115,12 +116,16 @@ def _check_duties(
 
 
 def _require_git_unlocked(ws: Workspace) -> None:
-    """A decision ends in a git commit: refuse before changing anything if git cannot commit."""
-    lock = ws.root / ".git" / "index.lock"
-    if lock.exists():
+    """A decision ends in a git commit: refuse before changing anything while any of git's lock
+    files exists (the index's, HEAD's, a branch's). A person is there to decide, so the file is
+    named at once rather than waited for or cleared after a while, as a batch's git does."""
+    locks = git_locks(ws.root / ".git")
+    if locks:
+        verb = "exists" if len(locks) == 1 else "exist"
         raise ReviewError(
-            f"{lock} exists: another git command is running in the workspace, or one crashed; "
-            "remove the file once none runs, then retry (nothing was decided)"
+            f"{', '.join(map(str, locks))} {verb}: another git command is running in the "
+            "workspace, or one crashed; remove the file once none runs, then retry (nothing was "
+            "decided)"
         )
 
 
