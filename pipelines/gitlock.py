@@ -10,7 +10,12 @@ So every git the pipeline runs takes the workspace's git turn first: an `fcntl` 
 `.git/unlearn-git.lock`, which the kernel drops when its holder dies. Holding it, no other
 pipeline git can be running, so a git lock file is either a person's git (which finishes in
 moments) or a killed one's: one that is still there after `STALE_AFTER_S` is removed, with a
-warning naming it.
+warning naming it. DVC's `add` takes the turn too (`snapshot.add_snapshot`): with autostage it
+writes git's index itself. `review approve / reject` do not wait: they name the file and refuse.
+
+The limit of that rule: a person's git that keeps its lock longer than `STALE_AFTER_S` while a
+batch runs (a `git commit` waiting in an editor) would lose it. The workspace's history is the
+pipeline's to write; people read it and decide through `unlearn review`.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ import yaml
 
 from components.canonical import sha256_hex
 from components.data import Split, dataset_hash, sample_relpath
+from pipelines.gitlock import git_turn
 from pipelines.workspace import Workspace, WorkspaceError, quiet_dvc
 
 SPLITS = ("train", "heldout", "test")
@@ -326,16 +327,24 @@ def commit_snapshot(
 
 def _erase_and_add(ws: Workspace, gone: set[str]) -> list[dict]:
     """Delete the forgotten samples' files, `dvc add` the folder; returns the new listing."""
-    from dvc.repo import Repo
-
     for rel in gone:
         (ws.data_dir / rel).unlink(missing_ok=True)
-    with Repo(str(ws.root)) as repo, quiet_dvc():
+    add_snapshot(ws)
+    new_md5 = yaml.safe_load((ws.root / f"{RAW}.dvc").read_text())["outs"][0]["md5"]
+    return json.loads(object_path(ws, new_md5).read_text())
+
+
+def add_snapshot(ws: Workspace) -> None:
+    """`dvc add data/raw`, in the workspace's git turn: with `core.autostage` DVC stages
+    `data/raw.dvc` itself, writing git's index through `index.lock` (dulwich), so it is a git
+    write like the pipeline's own. Outside the turn a lock a killed git left stopped it
+    ("FileLocked"), and it could meet another pipeline git's lock mid-command."""
+    from dvc.repo import Repo
+
+    with git_turn(ws.root), Repo(str(ws.root)) as repo, quiet_dvc():
         # relink=False: the files that stay are already what the cache holds; relinking would
         # re-check every one of them (1.5 s of 45,000 files measured).
         repo.add(str(ws.data_dir), relink=False)
-    new_md5 = yaml.safe_load((ws.root / f"{RAW}.dvc").read_text())["outs"][0]["md5"]
-    return json.loads(object_path(ws, new_md5).read_text())
 
 
 def commit_files(ws: Workspace, paths: list[str], message: str) -> str:

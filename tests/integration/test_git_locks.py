@@ -15,7 +15,8 @@ import time
 import pytest
 
 from pipelines import gitlock
-from pipelines.workspace import Workspace, WorkspaceError
+from pipelines.snapshot import add_snapshot
+from pipelines.workspace import Workspace, WorkspaceError, quiet_dvc
 
 
 @pytest.fixture
@@ -32,11 +33,16 @@ def _change(ws: Workspace, name: str) -> None:
     (ws.root / name).write_text(name)
 
 
-def test_a_lock_a_killed_git_left_is_removed_and_the_commit_goes_through(ws, caplog):
-    lock = ws.root / ".git" / "index.lock"
-    lock.write_text("")  # what a git killed between taking and dropping its lock leaves
+def _stale(lock) -> None:
+    """The lock file a git killed between taking and dropping its lock leaves."""
+    lock.write_text("")
     old = time.time() - 3600
     os.utime(lock, (old, old))
+
+
+def test_a_lock_a_killed_git_left_is_removed_and_the_commit_goes_through(ws, caplog):
+    lock = ws.root / ".git" / "index.lock"
+    _stale(lock)
     _change(ws, "a")
     with caplog.at_level(logging.WARNING, logger="unlearn"):
         ws.git("add", "a")
@@ -102,3 +108,20 @@ def test_a_pipeline_git_waits_for_another_processes_turn(ws, tmp_path):
 def test_a_failed_git_still_says_why_in_one_line(ws):
     with pytest.raises(WorkspaceError, match="git checkout nope -- x failed: "):
         ws.git("checkout", "nope", "--", "x")
+
+
+def test_dvc_staging_its_file_takes_the_turn_too(ws):
+    """With `core.autostage` DVC's add writes git's index itself (dulwich, through index.lock);
+    outside the turn the same stale lock stopped it with "FileLocked"."""
+    from dvc.repo import Repo
+
+    with quiet_dvc():
+        Repo.init(str(ws.root)).close()
+    ws.git("config", "-f", ".dvc/config", "core.autostage", "true")
+    ws.data_dir.mkdir(parents=True)
+    (ws.data_dir / "a").write_text("a")
+    lock = ws.root / ".git" / "index.lock"
+    _stale(lock)
+    add_snapshot(ws)
+    assert not lock.exists()
+    assert "data/raw.dvc" in ws.git("diff", "--cached", "--name-only").splitlines()
