@@ -63,7 +63,8 @@ def logits_and_taps(
     batch: int,
     run: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """No-grad pass in chunks of `batch`: logits (N, K) and pooled taps {tap: (N, C)} on CPU.
+    """No-grad pass in chunks of `batch`: logits (N, K) and pooled taps {tap: (N, C)} on CPU, in
+    fp32 whatever precision the pass ran in (under autocast: bf16 activations).
 
     `run` replaces model(x) (the suffix, when x holds cached prefix activations).
     """
@@ -74,7 +75,7 @@ def logits_and_taps(
         for i in range(0, max(len(x), 1), batch):  # an empty x still runs once: (0, K) outputs
             outs.append(run(x[i : i + batch]).float().cpu())
             for t in taps:
-                feats[t].append(pooled(store[t]).cpu())
+                feats[t].append(pooled(store[t].float()).cpu())  # pooled in fp32
     return torch.cat(outs), {t: torch.cat(v) for t, v in feats.items()}
 
 

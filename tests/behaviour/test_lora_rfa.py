@@ -11,7 +11,6 @@ from safetensors.torch import save as st_save
 from components.evaluation import EvalSplits, evaluate
 from components.forget import extract_forget_set
 from components.models import load_model, model_digest, state_bytes, to_input
-from components.runtime import bf16_cpu_supported
 from components.settings import EvaluationSettings, LoraSettings, RfaSettings
 from components.unlearning.lora import apply_adapter, attach_lora, trainable_fraction
 from components.unlearning.registry import get_method
@@ -287,26 +286,6 @@ def test_stall_stop_ends_a_run_that_no_longer_moves_the_forget_set(base_model, d
         cfg.model_copy(update={"stop_patience": 0, "max_steps": 60}),
     )
     assert off.stop_reason == "steps" and off.steps == 60
-
-
-@pytest.mark.skipif(not bf16_cpu_supported(), reason="this CPU has no AVX512-BF16 / AMX")
-def test_rfa_under_bf16_and_channels_last_still_forgets(base_model, digits):
-    """No GPU here: `precision: bf16` runs CUDA's auto policy (bf16 autocast + channels_last) on
-    the CPU, which supports both, so the mixed-precision code path itself is exercised."""
-    from components import runtime
-
-    cuda, bf16 = (runtime.precision_policy(torch.device(d), p) for d, p in
-                  (("cuda", "auto"), ("cpu", "bf16")))  # fmt: skip
-    assert cuda.autocast_dtype == bf16.autocast_dtype == torch.bfloat16
-    assert cuda.memory_format == bf16.memory_format == torch.channels_last
-    assert runtime.precision_policy(torch.device("cpu"), "auto").precision == "fp32"
-    _, task = _class_task(digits, c=4)
-    result = rfa(base_model, task, LoraSettings(), RfaSettings(max_steps=200, precision="bf16"))
-    x = to_input(task.forget.x)
-    with torch.no_grad():
-        out = result.model(x)
-    assert torch.isfinite(out).all() and (out.argmax(1).numpy() == task.forget.y).mean() <= 0.05
-    assert all(p.is_contiguous() for p in result.model.parameters())  # served in the plain layout
 
 
 def test_forget_loss_is_a_scenario_setting_and_a_misspelt_one_fails_before_any_pass(
