@@ -10,11 +10,7 @@ from components.runtime import bf16_cpu_supported
 from components.settings import LoraSettings, RfaSettings
 from components.unlearning.rfa import rfa
 from components.unlearning.types import UnlearnTask
-
-
-def _class_task(digits, c):
-    fs = extract_forget_set(digits.train, set(digits.train.ids[digits.train.y == c].tolist()))
-    return fs, UnlearnTask("class", fs.forget, fs.retain, digits.heldout, (c,))
+from tests.behaviour.test_lora_rfa import _class_task
 
 
 @pytest.mark.skipif(not bf16_cpu_supported(), reason="this CPU has no AVX512-BF16 / AMX")
