@@ -223,23 +223,22 @@ def _teacher_view(
 
     Sets `data.xh` when the target is refreshed from the student later.
     """
-    taps, chunk = tuple(cfg.taps), policy.infer_batch
+    taps = tuple(cfg.taps)
     ref_idx = torch.randperm(len(data.yr), generator=gen)[: min(len(data.yr), 4000)].to(device)
     if sc.target not in NEEDS_RETAIN_REFERENCE and sc.probe_weight == 0:
         # Nothing reads the retain reference: skip its pass, but keep the index draw above so
         # the later draws (batches, the check subset) do not depend on the target chosen.
         ref_idx = ref_idx[:0]
-    # In the run's precision, as its steps (these passes ran in fp32 until 2026-12-06; the view
-    # they give is fp32 either way: logits_and_taps returns fp32).
-    with policy.autocast(device):
-        f_logits, f_pooled = logits_and_taps(teacher, data.xf, taps, chunk, run=data.run_t)
-        r_logits, r_pooled = logits_and_taps(teacher, data.xr[ref_idx], taps, chunk, run=data.run_t)
+    # In the run's precision, as its steps (logits_and_taps autocasts; the view is fp32).
+    f_logits, f_pooled = logits_and_taps(teacher, data.xf, taps, policy, device, data.run_t)
+    r_logits, r_pooled = logits_and_taps(
+        teacher, data.xr[ref_idx], taps, policy, device, data.run_t
+    )
     yf = data.yf.cpu()
     h_logits, h_labels = f_logits[:0], yf[:0]  # class targets never read the non-member reference
     if sc.target in NEEDS_HELDOUT:
         xh = to_input(task.heldout.x).to(device)
-        with policy.autocast(device):
-            h_logits = logits_and_taps(teacher, xh, (), chunk)[0]
+        h_logits = logits_and_taps(teacher, xh, (), policy, device)[0]
         h_labels = torch.from_numpy(task.heldout.y)
         if sc.target_refresh:  # the student re-reads heldout: give it Df's (prefix) input form
             xh = policy.layout(xh)
@@ -345,8 +344,7 @@ def _step(
 def _refresh_target(run: RfaRun) -> None:
     """Re-aim Df at the non-members of the model as it is now (settings.target_refresh)."""
     d = run.data
-    with run.policy.autocast(run.device):
-        logits = logits_and_taps(run.student, d.xh, (), run.policy.infer_batch, run=d.run_s)[0]
+    logits = logits_and_taps(run.student, d.xh, (), run.policy, run.device, d.run_s)[0]
     run.view = replace(run.view, heldout_logits=logits)
     run.target_logits = get_target(run.sc.target)(run.view).logits.to(run.device)
 

@@ -60,18 +60,20 @@ def logits_and_taps(
     model: nn.Module,
     x: torch.Tensor,
     taps: tuple[str, ...],
-    batch: int,
+    policy: DevicePolicy,
+    device: torch.device,
     run: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """No-grad pass in chunks of `batch`: logits (N, K) and pooled taps {tap: (N, C)} on CPU, in
-    fp32 whatever precision the pass ran in (under autocast: bf16 activations).
+    """No-grad pass in chunks of `policy.infer_batch`, in the run's precision (autocast here, so
+    no caller can leave it out): logits (N, K) and pooled taps {tap: (N, C)} on CPU, in fp32
+    whatever precision the pass ran in.
 
     `run` replaces model(x) (the suffix, when x holds cached prefix activations).
     """
-    run = run or model
+    run, batch = run or model, policy.infer_batch
     outs: list[torch.Tensor] = []
     feats: dict[str, list[torch.Tensor]] = {t: [] for t in taps}
-    with torch.no_grad(), feature_taps(model, taps) as store:
+    with torch.no_grad(), policy.autocast(device), feature_taps(model, taps) as store:
         for i in range(0, max(len(x), 1), batch):  # an empty x still runs once: (0, K) outputs
             outs.append(run(x[i : i + batch]).float().cpu())
             for t in taps:

@@ -46,9 +46,15 @@ def test_target_passes_run_in_the_runs_precision_and_give_fp32_targets(
     passes, views = [], []
     real_pass, real_view = methods.logits_and_taps, methods._teacher_view
 
-    def spy_pass(*args, **kwargs):
-        passes.append(torch.is_autocast_enabled("cpu"))
-        out = real_pass(*args, **kwargs)
+    def spy_pass(model, x, taps, policy, device, run=None):
+        inner, under = run or model, []
+
+        def forward(xb):  # what each chunk's forward runs under
+            under.append(torch.is_autocast_enabled("cpu"))
+            return inner(xb)
+
+        out = real_pass(model, x, taps, policy, device, forward)
+        passes.append(all(under))
         assert out[0].dtype == torch.float32
         assert all(t.dtype == torch.float32 for t in out[1].values())
         return out
