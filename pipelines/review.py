@@ -121,10 +121,10 @@ def _require_git_unlocked(ws: Workspace) -> None:
     named at once rather than waited for or cleared after a while, as a batch's git does."""
     locks = git_locks(ws.root / ".git")
     if locks:
-        verb = "exists" if len(locks) == 1 else "exist"
+        verb, them = ("exists", "it") if len(locks) == 1 else ("exist", "them")
         raise ReviewError(
             f"{', '.join(map(str, locks))} {verb}: another git command is running in the "
-            "workspace, or one crashed; remove the file once none runs, then retry (nothing was "
+            f"workspace, or one crashed; remove {them} once none runs, then retry (nothing was "
             "decided)"
         )
 

@@ -50,13 +50,24 @@ def test_a_decision_is_all_or_nothing_under_git_failures(tmp_path, prefect_serve
     v2 = deletion_batch(str(ws.root)).model_version
     head = ws.git("rev-parse", "HEAD")
 
-    # 1. A git lock file (the index's, HEAD's, the branch's): one line naming it, nothing decided.
+    # 1. Git lock files (the index's, HEAD's, a branch's): one line naming each, nothing decided.
     for rel in ("index.lock", "HEAD.lock", "refs/heads/main.lock"):
         lock = ws.root / ".git" / rel
         lock.touch()
         code, err = _cli(capsys, ws, "review", "approve", name, v2, "--reviewer", "alice")
         lock.unlink()
         assert code == 2 and err.count("\n") == 1 and f"{rel} exists" in err, err
+        assert "remove it once" in err, err
+    both = [ws.root / ".git" / rel for rel in ("index.lock", "HEAD.lock")]
+    for lock in both:
+        lock.touch()
+    code, err = _cli(
+        capsys, ws, "review", "reject", name, v2, "--reviewer", "alice", "--reason", "x"
+    )
+    for lock in both:
+        lock.unlink()
+    assert code == 2 and err.count("\n") == 1 and "HEAD.lock exist:" in err, err
+    assert "index.lock" in err and "remove them once" in err, err
     mv = reg.resolve(name, v2)
     assert mv.tags["status"] == "awaiting_approval" and "candidate" in mv.aliases
     assert str(reg.champion(name).version) == "1" and ws.git("rev-parse", "HEAD") == head
