@@ -243,7 +243,7 @@ def _init_repos(
         conf["core"]["autostage"] = "true"
         conf["core"]["remote"] = "local"
         conf["remote"]["local"] = {"url": remote_url(remote, root / STATE_DIR / "dvc-remote")}
-    with quiet_dvc():
+    with git_turn(root), quiet_dvc():  # DVC writes git's index too (snapshot.add_snapshot)
         repo.add(str(ws.data_dir))
     ws.git("add", "-A")
     sizes = f"{len(ds.train)} train / {len(ds.heldout)} heldout / {len(ds.test)} test"
