@@ -220,7 +220,7 @@ def bench_time(
     method at its chosen lr, one after another; adds the section to results.json / results.md."""
     from pydantic import ValidationError
 
-    from benchmarks.report_timing import timing_lines
+    from benchmarks.report_timing import timing_lines, with_section
     from benchmarks.timing import TimingError, bench_run_of, time_table
     from components.runtime import TRAIN_PRECISIONS
     from components.settings import load_settings
@@ -242,9 +242,9 @@ def bench_time(
     # precision it ran: timed in the same, as the oracle recipe is taken from the table.
     precision = result["config"].get("rfa", {}).get("precision")
     settings = with_precision(load_settings(params), precision)
-    try:
-        result["timing"] = time_table(
-            result, run, settings, CACHE, out, sample_seconds, retrain_precision
+    try:  # another seed's timing stays beside this one; this seed's earlier one is replaced
+        result = with_section(
+            result, time_table(result, run, settings, CACHE, out, sample_seconds, retrain_precision)
         )
     except TimingError as e:
         raise BenchError(str(e)) from None

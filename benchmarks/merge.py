@@ -3,6 +3,8 @@ methods, as one table."""
 
 from __future__ import annotations
 
+from benchmarks.report_timing import sections
+
 
 class MergeError(ValueError):
     """Bench results that cannot be combined into one table."""
@@ -79,11 +81,11 @@ def merge_results(results: list[tuple[str, dict]]) -> dict:
 
 
 def _timing(results: list[tuple[str, dict]], config: dict) -> dict:
-    """The one run's `bench-time` section, if one has it: a merged table joined with new methods
-    keeps its methods' one-process timing (the section names the methods it timed; the others
-    are untimed, not dropped). Two timed runs timed different processes: time the merged table
-    again instead. A timed method must have run at the merged table's choice."""
-    timed = [(label, res["timing"]) for label, res in results if res.get("timing")]
+    """The one run's `bench-time` sections (one per seed timed), if one has them: a merged table
+    joined with new methods keeps its methods' one-process timings (each names the methods it
+    timed; the others are untimed, not dropped). Two timed runs timed other processes: time the
+    merged table again instead. A timed method must have run at the merged table's choice."""
+    timed = [(label, sections(res)) for label, res in results if sections(res)]
     if len(timed) > 1:
         raise MergeError(
             f"{timed[0][0]} and {timed[1][0]} were each timed (bench-time): merge them untimed "
@@ -91,14 +93,14 @@ def _timing(results: list[tuple[str, dict]], config: dict) -> dict:
         )
     if not timed:
         return {}
-    label, timing = timed[0]
-    for run in timing["runs"]:
+    label, timings = timed[0]
+    for run in (run for t in timings for run in t["runs"]):
         m = run["method"]
         if m != "retrain" and (
             m not in config["methods"] or config["lr_chosen"].get(m) != run["lr"]
         ):
             raise MergeError(f"{label} timed {m} at lr {run['lr']}, not the merged table's choice")
-    return {"timing": timing}
+    return {"timings": timings} if len(timings) > 1 else {"timing": timings[0]}
 
 
 def _take_methods(label: str, cfg: dict, own: dict[str, dict], claimed: set) -> None:

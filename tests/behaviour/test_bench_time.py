@@ -27,9 +27,9 @@ def _params(path, **rfa) -> Settings:
     return load_settings(path)
 
 
-def _time(table, params, sample_seconds=0.0, retrain_precision=None) -> None:
+def _time(table, params, sample_seconds=0.0, retrain_precision=None, seed=2) -> None:
     """`unlearn bench-time table --seed 2 --params params ...` (no data dir: digits)."""
-    bench_time(table, seed=2, data_dir=None, checkpoint=None, params=params,
+    bench_time(table, seed=seed, data_dir=None, checkpoint=None, params=params,
                sample_seconds=sample_seconds, retrain_precision=retrain_precision)  # fmt: skip
 
 
@@ -99,6 +99,8 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
         _time(tmp_path / "table", tmp_path / "params.yaml", retrain_precision="fp16")
     assert json.loads((tmp_path / "table" / "results.json").read_text()) == like  # untouched
 
+    _another_seed_goes_beside(tmp_path, like, table["records"])
+
     # Other RFA settings than the table's would time another method: refused in one line.
     _params(tmp_path / "other.yaml", retain_batch=8)
     with pytest.raises(BenchError, match=r"differ in rfa\.retain_batch\)"):
@@ -107,11 +109,32 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
         _time(tmp_path / "none", tmp_path / "params.yaml")
 
 
-def _timing(quiet: bool, rfa_seconds: float) -> dict:
+def _another_seed_goes_beside(tmp_path, like: dict, records: list[dict]) -> None:
+    """Another seed, timed in its own process, goes beside seed 2's; timing seed 2 again replaces
+    only its own. results.md shows each and judges RFA's time target over both."""
+    md = tmp_path / "table" / "results.md"
+    _time(tmp_path / "table", tmp_path / "params.yaml", sample_seconds=1e-9, seed=3)
+    both = json.loads((tmp_path / "table" / "results.json").read_text())
+    assert "timing" not in both and [t["seed"] for t in both["timings"]] == [2, 3]
+    assert both["timings"][0] == like["timing"] and both["records"] == records
+    _time(tmp_path / "table", tmp_path / "params.yaml", sample_seconds=1e-9, seed=2)
+    again = json.loads((tmp_path / "table" / "results.json").read_text())["timings"]
+    assert [t["seed"] for t in again] == [2, 3] and again[1] == both["timings"][1]
+    assert again[0]["retrain_precision"] == "fp32"  # the new seed-2 timing, not the bf16 one
+    text = md.read_text()
+    assert "## Time in one process (seed 2" in text and "## Time in one process (seed 3" in text
+    assert "each seed timed in its own process: " in text and "(seed 2), " in text
+
+
+def _section(quiet: bool, rfa_seconds: float, seed: int = 1) -> dict:
     runs = [("retrain", 100.0), ("rfa", rfa_seconds), ("ft", 20.0)]
-    return {"timing": {"seed": 1, "quiet": quiet, "load_limit": 1.5, "runs": [
+    return {"seed": seed, "quiet": quiet, "load_limit": 1.5, "runs": [
         {"method": m, "lr": None, "seconds": s, "cpu_seconds": s, "steps": 1, "load_1m": [1, 1]}
-        for m, s in runs]}}  # fmt: skip
+        for m, s in runs]}  # fmt: skip
+
+
+def _timing(quiet: bool, rfa_seconds: float) -> dict:
+    return {"timing": _section(quiet, rfa_seconds)}
 
 
 def test_the_time_target_is_judged_only_on_a_quiet_timing():
@@ -121,6 +144,25 @@ def test_the_time_target_is_judged_only_on_a_quiet_timing():
     assert "**Not quiet**" in loaded and "not judged" in loaded and "— met" not in loaded
     assert "| rfa | 3.0 | 3.0 | 3.0 % | 15.0 % |" in "\n".join(timing_lines(_timing(True, 3.0)))
     assert timing_lines({"records": []}) == []
+
+
+def test_the_time_target_over_several_seeds_is_met_only_if_met_on_each():
+    """Seeds timed each in its own process: the target holds only if it holds on every one, and
+    is judged only if every process stayed quiet."""
+
+    def across(*sections: dict) -> str:
+        return "\n".join(timing_lines({"timings": list(sections)})).splitlines()[-1]
+
+    ok = across(_section(True, 3.0, 1), _section(True, 4.9, 2))
+    assert ok.endswith("3.0 % (seed 1), 4.9 % (seed 2) — met on every seed.")
+    assert across(_section(True, 3.0, 1), _section(True, 5.1, 2), _section(True, 6.0, 3)).endswith(
+        "— MISSED on seed 2, 3."
+    )
+    assert across(_section(True, 3.0, 1), _section(False, 3.0, 2)).endswith(
+        "— not judged (a process was not quiet)."
+    )
+    text = "\n".join(timing_lines({"timings": [_section(True, 3.0, 1), _section(True, 8.0, 2)]}))
+    assert text.count("## Time in one process") == 2 and "8.0 % — MISSED" in text
 
 
 def test_scrubs_declared_layout_is_the_loop_it_runs(base_model, digits):

@@ -106,6 +106,10 @@ def test_a_timed_tables_timing_carries_into_a_merge_with_new_methods():
     assert "timing" not in merge_results([("a", _part(["rfa"])), ("b", _part(["ft"]))])
     with pytest.raises(MergeError, match="each timed"):
         merge_results([("timed", timed), ("again", {**_part(["rl"]), "timing": FULL["timing"]})])
+    # A table timed on several seeds keeps every seed's section.
+    two = {**{k: v for k, v in timed.items() if k != "timing"},
+           "timings": [timed["timing"], {**timed["timing"], "seed": 2}]}  # fmt: skip
+    assert merge_results([("two", two), ("new", _part(["rl"]))])["timings"] == two["timings"]
     other = copy.deepcopy(timed)
     other["timing"]["runs"][1]["lr"] = 1.0  # rfa timed at an lr the table did not choose
     with pytest.raises(MergeError, match="not the merged table's choice"):
