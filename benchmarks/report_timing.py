@@ -37,17 +37,21 @@ def _share(t: dict) -> float | None:
 
 
 def _across(timed: list[dict]) -> list[str]:
-    """One line judging RFA's time target over every seed timed: met only if met on each, and
-    judged only if every process stayed quiet."""
+    """One line judging RFA's time target over every seed timed: missed where a quiet process
+    missed it (load only slows a run, so it cannot excuse one), met only if every
+    process stayed quiet and met it, else not judged."""
     shares = [(t["seed"], _share(t)) for t in timed]
     if any(share is None for _, share in shares):
         return []
     limit = TIME_LIMITS["retrain"]
-    missed = [seed for seed, share in shares if share > limit]
-    if not all(t["quiet"] for t in timed):
+    quiet = {t["seed"]: t["quiet"] for t in timed}
+    missed = [seed for seed, share in shares if quiet[seed] and share > limit]
+    if missed:
+        verdict = f"MISSED on seed {', '.join(map(str, missed))}"
+    elif not all(t["quiet"] for t in timed):
         verdict = "not judged (a process was not quiet)"
     else:
-        verdict = f"MISSED on seed {', '.join(map(str, missed))}" if missed else "met on every seed"
+        verdict = "met on every seed"
     each = ", ".join(f"{100 * share:.1f} % (seed {seed})" for seed, share in shares)
     return ["", f"RFA's time ≤ {100 * limit:.0f} % of Retrain's, each seed timed in its own "
             f"process: {each} — {verdict}."]  # fmt: skip

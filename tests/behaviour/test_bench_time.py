@@ -161,6 +161,8 @@ def test_the_time_target_over_several_seeds_is_met_only_if_met_on_each():
     assert across(_section(True, 3.0, 1), _section(False, 3.0, 2)).endswith(
         "— not judged (a process was not quiet)."
     )
+    # A quiet process's miss stands beside a loaded one: the load cannot excuse it.
+    assert across(_section(True, 6.0, 1), _section(False, 3.0, 2)).endswith("— MISSED on seed 1.")
     text = "\n".join(timing_lines({"timings": [_section(True, 3.0, 1), _section(True, 8.0, 2)]}))
     assert text.count("## Time in one process") == 2 and "8.0 % — MISSED" in text
 
