@@ -115,6 +115,19 @@ def write_params(path: Path, overrides: dict | None = None) -> Path:
     return path
 
 
+@pytest.fixture
+def bf16_anywhere(monkeypatch):
+    """bf16 on this CPU whatever it has. The product refuses bf16 on a CPU without AVX512-BF16 /
+    AMX (runtime._bf16_policy), because there torch emulates it, slower than fp32; emulated it
+    rounds to bf16 and accumulates in fp32 all the same, so a test of the bf16 path runs it
+    rather than skip it: a CI machine without those units would otherwise never run that path,
+    which every committed CIFAR-10 and Fashion-MNIST table and CUDA's `auto` take."""
+    from components import runtime
+
+    if not runtime.bf16_cpu_supported():
+        monkeypatch.setattr(runtime, "bf16_cpu_supported", lambda: True)
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     from prefect.testing.utilities import prefect_test_harness

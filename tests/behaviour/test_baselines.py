@@ -12,7 +12,6 @@ import torch
 from components.data import Split
 from components.forget import extract_forget_set
 from components.models import to_input
-from components.runtime import bf16_cpu_supported
 from components.settings import BaselineSettings, Settings, TrainSettings
 from components.unlearning.baselines import BASELINES, saliency_mask
 from components.unlearning.sgd_loop import Batches
@@ -78,7 +77,7 @@ def test_salun_moves_only_the_salient_weights(base_model, task):
     assert moved > 0 and frozen > 0
 
 
-@pytest.mark.skipif(not bf16_cpu_supported(), reason="this CPU has no AVX512-BF16 / AMX")
+@pytest.mark.usefixtures("bf16_anywhere")
 @pytest.mark.parametrize("name", sorted(REFERENCE_LR))
 def test_each_baseline_runs_under_bf16_and_hands_back_a_plain_fp32_model(name, base_model, task):
     """`precision: bf16` (a benchmark runs every method under RFA's precision) reaches each

@@ -33,6 +33,7 @@ def _time(table, params, sample_seconds=0.0, retrain_precision=None, seed=2) -> 
                sample_seconds=sample_seconds, retrain_precision=retrain_precision)  # fmt: skip
 
 
+@pytest.mark.usefixtures("bf16_anywhere")
 def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # bench-time caches under ./.cache/bench, as `unlearn bench`
     settings = _params(tmp_path / "params.yaml")

@@ -1,22 +1,21 @@
-"""RFA under bf16 autocast on the CPU (AMX / AVX512-BF16): the mixed-precision path CUDA's `auto`
-policy takes, exercised here without a GPU."""
+"""RFA under bf16 autocast on the CPU (native on AMX / AVX512-BF16, emulated elsewhere: the
+`bf16_anywhere` fixture): the mixed-precision path CUDA's `auto` policy takes, without a GPU."""
 
 import pytest
 import torch
 
 from components.forget import extract_forget_set
 from components.models import to_input
-from components.runtime import bf16_cpu_supported
 from components.settings import LoraSettings, RfaSettings
 from components.unlearning.rfa import rfa
 from components.unlearning.types import UnlearnTask
 from tests.behaviour.test_lora_rfa import _class_task
 
 
-@pytest.mark.skipif(not bf16_cpu_supported(), reason="this CPU has no AVX512-BF16 / AMX")
+@pytest.mark.usefixtures("bf16_anywhere")
 def test_rfa_under_bf16_and_channels_last_still_forgets(base_model, digits):
     """No GPU here: `precision: bf16` runs CUDA's auto policy (bf16 autocast + channels_last) on
-    the CPU, which supports both, so the mixed-precision code path itself is exercised."""
+    the CPU, so the mixed-precision code path itself is exercised."""
     from components import runtime
 
     cuda, bf16 = (runtime.precision_policy(torch.device(d), p) for d, p in
@@ -33,7 +32,7 @@ def test_rfa_under_bf16_and_channels_last_still_forgets(base_model, digits):
     assert all(p.is_contiguous() for p in result.model.parameters())  # served in the plain layout
 
 
-@pytest.mark.skipif(not bf16_cpu_supported(), reason="this CPU has no AVX512-BF16 / AMX")
+@pytest.mark.usefixtures("bf16_anywhere")
 def test_target_passes_run_in_the_runs_precision_and_give_fp32_targets(
     base_model, digits, monkeypatch
 ):

@@ -4,7 +4,6 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from components.runtime import bf16_cpu_supported
 from components.settings import TrainSettings
 from components.training import OPTIMIZERS, augment_batch, train_classifier
 
@@ -50,7 +49,7 @@ def test_every_registered_optimizer_trains_a_model_that_beats_chance(digits):
         assert acc > 0.5, (name, acc)
 
 
-@pytest.mark.skipif(not bf16_cpu_supported(), reason="this CPU has no AVX512-BF16 / AMX")
+@pytest.mark.usefixtures("bf16_anywhere")
 def test_bf16_training_beats_chance_and_hands_back_an_fp32_model_in_the_usual_layout(digits):
     """bf16 autocast + channels_last speeds the Retrain oracle up; the trained model must still be a
     plain fp32, contiguous model that saves, loads and evaluates like any other."""
@@ -83,7 +82,7 @@ def test_bf16_on_a_cpu_without_bf16_units_fails_before_training_with_the_fix(dig
     from components import runtime
     from components.models import build_model, make_spec
 
-    monkeypatch.setattr(runtime, "bf16_cpu_supported", lambda: False)  # this machine has AMX
+    monkeypatch.setattr(runtime, "bf16_cpu_supported", lambda: False)  # whatever this CPU has
     model = build_model(make_spec("small_cnn", digits.train.x, digits.num_classes, 8))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with pytest.raises(RuntimeError, match="AVX512-BF16 or AMX.*set fp32 .train.precision"):
@@ -109,9 +108,9 @@ def _stop(*_: object) -> None:
 @pytest.mark.parametrize(
     ("optimizer", "lr", "precision"),
     [("adam", 3e-3, "fp32"),
-     pytest.param("sgd", 0.05, "bf16", marks=pytest.mark.skipif(
-         not bf16_cpu_supported(), reason="this CPU has no AVX512-BF16 / AMX"))],
+     ("sgd", 0.05, "bf16")],
 )  # fmt: skip
+@pytest.mark.usefixtures("bf16_anywhere")
 def test_a_training_stopped_after_an_epoch_resumes_to_the_weights_of_one_never_stopped(
     digits, tmp_path, optimizer, lr, precision
 ):
