@@ -4,15 +4,22 @@
 A stamp names the git commit, whether the measured code (benchmarks/points.SOURCES) differed from
 it, and that code's digest, the one a run's cached points are keyed on: two tables with one
 digest were computed by the same code, whatever their commits. Not part of the points' digest
-(this module only labels results), so adding it kept every cached point.
+(this module only labels results), so adding it kept every cached point. Since 2026-12-06 a stamp
+also names the machine: seconds and their ratios depend on it, and bf16 runs natively only on a
+CPU with AVX512-BF16 / AMX (or a GPU).
 """
 
 from __future__ import annotations
 
+import os
+import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
+import torch
+
 from benchmarks.points import ROOT, SOURCES, code_digest
+from components.runtime import bf16_cpu_supported
 from pipelines.provenance import git_output
 
 
@@ -27,7 +34,29 @@ def stamp(command: str, root: Path = ROOT) -> dict:
         "uncommitted": None if changes is None else bool(changes),
         "code_digest": code_digest(root)[:16],
         "at": _now(),
+        "machine": machine(),
     }
+
+
+def machine() -> dict:
+    """The hardware and torch a command ran on (what its seconds depend on)."""
+    return {
+        "cpu": _cpu_model(),
+        "cpus": os.cpu_count(),
+        "bf16_units": bf16_cpu_supported(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+    }
+
+
+def _cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere what `platform` knows)."""
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def stamped(result: dict, command: str, root: Path = ROOT, taken: dict | None = None) -> dict:
@@ -55,3 +84,24 @@ def provenance_line(result: dict) -> str | None:
         return f"`{s['command']}` at {commit}{dirty} ({s['at'][:10]}, code {s['code_digest']})"
 
     return "**Code**: " + "; ".join(one(s) for s in stamps) + "."
+
+
+def machine_line(result: dict) -> str | None:
+    """One line for results.md: each machine the stamps name, with the commands run on it; None
+    if no stamp names one (tables stamped before 2026-12-06)."""
+    on: dict[str, list[str]] = {}
+    for s in result.get("provenance") or []:
+        if s.get("machine"):
+            commands = on.setdefault(_machine_text(s["machine"]), [])
+            if s["command"] not in commands:
+                commands.append(s["command"])
+    if not on:
+        return None
+    parts = [f"{text} ({', '.join(f'`{c}`' for c in cmds)})" for text, cmds in on.items()]
+    return "**Machine**: " + "; ".join(parts) + "."
+
+
+def _machine_text(m: dict) -> str:
+    units = "bf16 units" if m["bf16_units"] else "no bf16 units (AVX512-BF16 / AMX)"
+    gpu = f", {m['gpu']}" if m["gpu"] else ""
+    return f"{m['cpu']}, {m['cpus']} CPUs, {units}{gpu}, torch {m['torch']}"

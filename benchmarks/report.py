@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.provenance import provenance_line
+from benchmarks.provenance import machine_line, provenance_line
 from benchmarks.report_timing import TIME_LIMITS, timing_lines
 from benchmarks.report_tuning import edge_choices, tuning_line
 from components.files import write_atomic
@@ -373,5 +373,5 @@ def _run_lines(result: dict) -> list[str]:
                   "run of this configuration and read back (`.cache/bench/points/"
                   f"{cfg['points']['folder']}`); their seconds are that run's."]  # fmt: skip
     lines += timing_lines(result)
-    code = provenance_line(result)
-    return lines + (["", code] if code else [])
+    stamps = (provenance_line(result), machine_line(result))
+    return lines + [x for line in stamps if line for x in ("", line)]

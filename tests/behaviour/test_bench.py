@@ -117,6 +117,7 @@ def test_bench_writes_results_with_every_key(tmp_path, monkeypatch):
     md = (tmp_path / "out" / "results.md").read_text()
     assert "| rfa |" in md and "time / Retrain" in md and "## Targets" in md
     assert f"code {stamp['code_digest']})" in md  # the stamp's Code line, in the one write
+    assert f"**Machine**: {stamp['machine']['cpu']}, " in md  # and the machine it ran on
     assert "threads), every method in fp32." in md
     assert "kNN probe Dft" in md and "MLP probe on Dft within 5 pt" in md
     assert "time ≤ 5 % of Retrain's, CPU seconds" in md

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from benchmarks.merge import merge_results
 from benchmarks.points import SOURCES
-from benchmarks.provenance import provenance_line, stamp, stamped
+from benchmarks.provenance import _cpu_model, machine_line, provenance_line, stamp, stamped
 
 
 def _git(root: Path, *args: str) -> str:
@@ -73,3 +73,28 @@ def test_a_stamp_taken_at_the_start_names_the_code_that_ran_not_the_code_at_the_
     assert late["uncommitted"] is True and late["code_digest"] != started["code_digest"]
     assert kept["uncommitted"] is False and kept["code_digest"] == started["code_digest"]
     assert kept["at"] > started["at"]  # written when the bench finished
+
+
+def test_a_stamp_names_the_machine_and_results_md_lists_each_machine_once(tmp_path):
+    _tree(tmp_path)
+    here = stamp("bench", tmp_path)["machine"]
+    assert here["cpu"] and here["cpus"] >= 1 and isinstance(here["bf16_units"], bool)
+    xeon = {"cpu": "Xeon", "cpus": 2, "bf16_units": True, "gpu": None, "torch": "2.14.1"}
+    epyc = {**xeon, "cpu": "EPYC", "bf16_units": False}
+    h200 = {**xeon, "cpus": 16, "gpu": "NVIDIA H200"}
+    runs = [("bench", xeon), ("bench-time", epyc), ("bench", h200), ("bench-merge", xeon)]
+    line = machine_line({"provenance": [{"command": c, "machine": m} for c, m in runs]})
+    assert line == (
+        "**Machine**: Xeon, 2 CPUs, bf16 units, torch 2.14.1 (`bench`, `bench-merge`); "
+        "EPYC, 2 CPUs, no bf16 units (AVX512-BF16 / AMX), torch 2.14.1 (`bench-time`); "
+        "Xeon, 16 CPUs, bf16 units, NVIDIA H200, torch 2.14.1 (`bench`)."
+    )
+    # Stamps written before machines were recorded: no line, so those tables render as before.
+    assert machine_line({"provenance": [{"command": "bench"}]}) is None
+
+
+def test_the_cpu_model_is_read_from_cpuinfo_and_else_from_platform(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7763\n")
+    assert _cpu_model(info) == "AMD EPYC 7763"
+    assert _cpu_model(tmp_path / "absent")  # platform's name, never empty
