@@ -12,6 +12,7 @@ from rich.console import Console
 from benchmarks.provenance import stamp, stamped
 from benchmarks.report import render_markdown, save_results
 from components.files import write_atomic
+from components.runtime import PrecisionError
 from components.settings import Settings
 from pipelines.cli_common import out
 
@@ -100,9 +101,20 @@ def bench(
     settings = with_precision(with_grids(load_settings(params), grid), precision)
     quiet_environment()
     _log_finished_points(out)
-    if run.oracles_only:
-        return _train_oracles(run, settings)
-    _run_and_save(run, settings, out_dir)
+    _start(run, settings, out_dir)
+
+
+def _start(run: BenchRun, settings: Settings, out_dir: Path) -> None:
+    """The oracles alone, or the table; a precision this CPU cannot run is one line."""
+    try:
+        if run.oracles_only:
+            return _train_oracles(run, settings)
+        _run_and_save(run, settings, out_dir)
+    except PrecisionError as e:  # the fix in this command's terms: its options, then params
+        raise BenchError(
+            f"{e.problem}; set fp32 with --precision (the methods) and --oracle-precision "
+            "(Retrain), or rfa.precision / train.precision in the params file"
+        ) from None
 
 
 def _run_and_save(run: BenchRun, settings: Settings, out_dir: Path) -> None:
@@ -248,6 +260,11 @@ def bench_time(
         )
     except TimingError as e:
         raise BenchError(str(e)) from None
+    except PrecisionError as e:  # the table's precision is what is timed: not the user's to change
+        raise BenchError(
+            f"{e.problem}; this table is timed in the precision it ran in ({precision or 'auto'}"
+            "; --retrain-precision for Retrain): time it on a CPU with those units or a GPU"
+        ) from None
     save_results(out_dir, stamped(result, "bench-time", taken=started))
     typer.echo("\n".join(timing_lines(result)))
 

@@ -87,15 +87,20 @@ def device_policy(device: torch.device) -> DevicePolicy:
 
 
 class PrecisionError(RuntimeError):
-    """A precision this machine cannot run well (the CLI prints it as one line)."""
+    """A precision this machine cannot run well (the CLI prints it as one line): `problem`, then
+    where to change it, which a command with its own options says in its own terms."""
+
+    def __init__(self, problem: str, fix: str) -> None:
+        super().__init__(f"{problem}; {fix}")
+        self.problem = problem
 
 
 def _bf16_policy(device: torch.device) -> DevicePolicy:
     # A CPU without AVX512-BF16 / AMX emulates bf16 and runs slower than fp32: refuse, don't crawl.
     if device.type == "cpu" and not bf16_cpu_supported():
         raise PrecisionError(
-            "precision 'bf16' needs a CPU with AVX512-BF16 or AMX (this one has neither); "
-            "set fp32 (train.precision for training, rfa.precision for unlearning)"
+            "precision 'bf16' needs a CPU with AVX512-BF16 or AMX (this one has neither)",
+            "set fp32 (train.precision for training, rfa.precision for unlearning)",
         )
     return DevicePolicy(
         torch.channels_last, torch.bfloat16, infer_batch=device_policy(device).infer_batch

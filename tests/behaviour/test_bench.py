@@ -341,4 +341,8 @@ def test_a_bench_runs_every_method_under_rfas_precision(tmp_path, monkeypatch, c
     assert code == 2 and not (tmp_path / "refused" / "results.json").exists()
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: precision 'bf16' needs a CPU with AVX512-BF16 or AMX"), line
+    assert line.endswith(
+        "set fp32 with --precision (the methods) and --oracle-precision "
+        "(Retrain), or rfa.precision / train.precision in the params file"
+    ), line
     assert not (tmp_path / ".cache" / "bench" / "oracles").exists()  # nothing trained

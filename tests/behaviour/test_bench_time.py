@@ -34,7 +34,7 @@ def _time(table, params, sample_seconds=0.0, retrain_precision=None, seed=2) -> 
 
 
 @pytest.mark.usefixtures("bf16_anywhere")
-def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, monkeypatch):
+def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # bench-time caches under ./.cache/bench, as `unlearn bench`
     settings = _params(tmp_path / "params.yaml")
     run = BenchRun(
@@ -108,6 +108,29 @@ def test_a_table_is_timed_again_in_one_process_with_a_fresh_retrain(tmp_path, mo
         _time(tmp_path / "table", tmp_path / "other.yaml")
     with pytest.raises(BenchError, match="not found"):
         _time(tmp_path / "none", tmp_path / "params.yaml")
+    _refused_without_bf16_units(tmp_path, monkeypatch, capsys)
+
+
+def _refused_without_bf16_units(tmp_path, monkeypatch, capsys) -> None:
+    """A CPU without bf16 units cannot time this bf16 table: one line, nothing timed or written.
+    Its fix is not fp32, which would time another table than the one measured."""
+    from components import runtime
+    from pipelines.cli import main
+
+    monkeypatch.setattr(runtime, "bf16_cpu_supported", lambda: False)
+    before = json.loads((tmp_path / "table" / "results.json").read_text())
+    md_before = (tmp_path / "table" / "results.md").read_text()
+    capsys.readouterr()
+    args = ["bench-time", str(tmp_path / "table"), "--params", str(tmp_path / "params.yaml")]
+    assert main(args) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == (
+        "error: precision 'bf16' needs a CPU with AVX512-BF16 or AMX (this one has neither); "
+        "this table is timed in the precision it ran in (bf16; --retrain-precision for "
+        "Retrain): time it on a CPU with those units or a GPU"
+    )
+    assert json.loads((tmp_path / "table" / "results.json").read_text()) == before
+    assert (tmp_path / "table" / "results.md").read_text() == md_before
 
 
 def _another_seed_goes_beside(tmp_path, like: dict, records: list[dict]) -> None:
