@@ -12,7 +12,6 @@ from rich.console import Console
 from benchmarks.provenance import stamp, stamped
 from benchmarks.report import render_markdown, save_results
 from components.files import write_atomic
-from components.runtime import PrecisionError
 from components.settings import Settings
 from pipelines.cli_common import out
 
@@ -106,6 +105,8 @@ def bench(
 
 def _start(run: BenchRun, settings: Settings, out_dir: Path) -> None:
     """The oracles alone, or the table; a precision this CPU cannot run is one line."""
+    from components.runtime import PrecisionError
+
     try:
         if run.oracles_only:
             return _train_oracles(run, settings)
@@ -234,7 +235,7 @@ def bench_time(
 
     from benchmarks.report_timing import timing_lines, with_section
     from benchmarks.timing import TimingError, bench_run_of, time_table
-    from components.runtime import TRAIN_PRECISIONS
+    from components.runtime import TRAIN_PRECISIONS, PrecisionError
     from components.settings import load_settings
     from pipelines.env import quiet_environment
 

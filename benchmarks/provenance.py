@@ -16,10 +16,7 @@ import platform
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
-
 from benchmarks.points import ROOT, SOURCES, code_digest
-from components.runtime import bf16_cpu_supported
 from pipelines.provenance import git_output
 
 
@@ -40,6 +37,10 @@ def stamp(command: str, root: Path = ROOT) -> dict:
 
 def machine() -> dict:
     """The hardware and torch a command ran on (what its seconds depend on)."""
+    import torch  # here, not above: the CLI imports this module, and most commands need no torch
+
+    from components.runtime import bf16_cpu_supported
+
     return {
         "cpu": _cpu_model(),
         "cpus": os.cpu_count(),
