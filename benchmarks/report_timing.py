@@ -48,7 +48,7 @@ def _across(timed: list[dict]) -> list[str]:
     missed = [seed for seed, share in shares if quiet[seed] and share > limit]
     if missed:
         verdict = f"MISSED on seed {', '.join(map(str, missed))}"
-    elif not all(t["quiet"] for t in timed):
+    elif not all(quiet.values()):
         verdict = "not judged (a process was not quiet)"
     else:
         verdict = "met on every seed"

@@ -93,8 +93,14 @@ def test_a_stamp_names_the_machine_and_results_md_lists_each_machine_once(tmp_pa
     assert machine_line({"provenance": [{"command": "bench"}]}) is None
 
 
-def test_the_cpu_model_is_read_from_cpuinfo_and_else_from_platform(tmp_path):
+def test_the_cpu_model_is_read_from_cpuinfo_and_else_from_platform(tmp_path, monkeypatch):
+    import platform
+
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7763\n")
     assert _cpu_model(info) == "AMD EPYC 7763"
-    assert _cpu_model(tmp_path / "absent")  # platform's name, never empty
+    monkeypatch.setattr(platform, "processor", lambda: "")  # as on Linux, where it is often empty
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    assert _cpu_model(tmp_path / "absent") == "x86_64"
+    monkeypatch.setattr(platform, "machine", lambda: "")
+    assert _cpu_model(tmp_path / "absent") == "unknown"
