@@ -100,7 +100,7 @@ def _timing(results: list[tuple[str, dict]], config: dict) -> dict:
             m not in config["methods"] or config["lr_chosen"].get(m) != run["lr"]
         ):
             raise MergeError(f"{label} timed {m} at lr {run['lr']}, not the merged table's choice")
-    return {"timings": timings} if len(timings) > 1 else {"timing": timings[0]}
+    return {"timings": timings}
 
 
 def _take_methods(label: str, cfg: dict, own: dict[str, dict], claimed: set) -> None:

@@ -7,8 +7,8 @@ TIME_LIMITS = {"retrain": 0.05, "ft": 0.5}
 
 
 def sections(result: dict) -> list[dict]:
-    """The table's `bench-time` sections, one per seed timed: `timings` where several seeds were
-    timed (each in its own process), `timing` where one was (and in tables timed before)."""
+    """The table's `bench-time` sections, one per seed timed (each in its own process): `timings`,
+    or the one `timing` that tables written before 2026-12-07 hold where one seed was timed."""
     return result.get("timings") or ([result["timing"]] if result.get("timing") else [])
 
 
@@ -17,7 +17,7 @@ def with_section(result: dict, section: dict) -> dict:
     kept = [t for t in sections(result) if t["seed"] != section["seed"]]
     timed = sorted([*kept, section], key=lambda t: t["seed"])
     out = {k: v for k, v in result.items() if k not in ("timing", "timings")}
-    return {**out, **({"timings": timed} if len(timed) > 1 else {"timing": timed[0]})}
+    return {**out, "timings": timed}
 
 
 def timing_lines(result: dict) -> list[str]:
