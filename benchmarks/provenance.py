@@ -80,26 +80,32 @@ def provenance_line(result: dict) -> str | None:
         return None
 
     def one(s: dict) -> str:
-        commit = (s["commit"] or "no git")[:7]
         dirty = " with uncommitted changes to the measured code" if s["uncommitted"] else ""
-        return f"`{s['command']}` at {commit}{dirty} ({s['at'][:10]}, code {s['code_digest']})"
+        return f"{_run(s)}{dirty} ({s['at'][:10]}, code {s['code_digest']})"
 
     return "**Code**: " + "; ".join(one(s) for s in stamps) + "."
 
 
 def machine_line(result: dict) -> str | None:
-    """One line for results.md: each machine the stamps name, with the commands run on it; None
-    if no stamp names one (tables stamped before 2026-12-06)."""
+    """One line for results.md: each machine the stamps name, with the commands (and commits)
+    run on it, and how many stamps name none; None if no stamp names one (tables stamped before
+    bfc1a7d, 2026-12-06, render as they did)."""
+    stamps = result.get("provenance") or []
     on: dict[str, list[str]] = {}
-    for s in result.get("provenance") or []:
-        if s.get("machine"):
-            commands = on.setdefault(_machine_text(s["machine"]), [])
-            if s["command"] not in commands:
-                commands.append(s["command"])
+    for s in (s for s in stamps if s.get("machine")):
+        runs = on.setdefault(_machine_text(s["machine"]), [])
+        if _run(s) not in runs:
+            runs.append(_run(s))
     if not on:
         return None
-    parts = [f"{text} ({', '.join(f'`{c}`' for c in cmds)})" for text, cmds in on.items()]
-    return "**Machine**: " + "; ".join(parts) + "."
+    parts = [f"{text} ({', '.join(runs)})" for text, runs in on.items()]
+    unnamed = sum(1 for s in stamps if not s.get("machine"))
+    rest = f"; not recorded by the other {unnamed} stamps (older)" if unnamed else ""
+    return "**Machine**: " + "; ".join(parts) + rest + "."
+
+
+def _run(s: dict) -> str:
+    return f"`{s['command']}` at {(s['commit'] or 'no git')[:7]}"
 
 
 def _machine_text(m: dict) -> str:

@@ -82,14 +82,22 @@ def test_a_stamp_names_the_machine_and_results_md_lists_each_machine_once(tmp_pa
     xeon = {"cpu": "Xeon", "cpus": 2, "bf16_units": True, "gpu": None, "torch": "2.14.1"}
     epyc = {**xeon, "cpu": "EPYC", "bf16_units": False}
     h200 = {**xeon, "cpus": 16, "gpu": "NVIDIA H200"}
-    runs = [("bench", xeon), ("bench-time", epyc), ("bench", h200), ("bench-merge", xeon)]
-    line = machine_line({"provenance": [{"command": c, "machine": m} for c, m in runs]})
+    runs = [("bench", xeon, "a" * 40), ("bench-time", epyc, "b" * 40), ("bench", h200, "c" * 40),
+            ("bench-merge", xeon, "a" * 40), ("bench-merge", xeon, "a" * 40)]  # fmt: skip
+    stamps = [{"command": c, "machine": m, "commit": at} for c, m, at in runs]
+    line = machine_line({"provenance": stamps})
     assert line == (
-        "**Machine**: Xeon, 2 CPUs, bf16 units, torch 2.14.1 (`bench`, `bench-merge`); "
-        "EPYC, 2 CPUs, no bf16 units (AVX512-BF16 / AMX), torch 2.14.1 (`bench-time`); "
-        "Xeon, 16 CPUs, bf16 units, NVIDIA H200, torch 2.14.1 (`bench`)."
+        "**Machine**: Xeon, 2 CPUs, bf16 units, torch 2.14.1 (`bench` at aaaaaaa, `bench-merge` at "
+        "aaaaaaa); EPYC, 2 CPUs, no bf16 units (AVX512-BF16 / AMX), torch 2.14.1 (`bench-time` at "
+        "bbbbbbb); Xeon, 16 CPUs, bf16 units, NVIDIA H200, torch 2.14.1 (`bench` at ccccccc)."
     )
-    # Stamps written before machines were recorded: no line, so those tables render as before.
+    # Stamps made before machines were recorded are counted, not passed over in silence.
+    older = {"command": "bench", "commit": "d" * 40}
+    line = machine_line({"provenance": [older, older, stamps[0]]})
+    assert line == (
+        "**Machine**: Xeon, 2 CPUs, bf16 units, torch 2.14.1 (`bench` at aaaaaaa); "
+        "not recorded by the other 2 stamps (older)."
+    )
     assert machine_line({"provenance": [{"command": "bench"}]}) is None
 
 
