@@ -49,7 +49,7 @@ def test_a_large_batch_moves_whole_or_not_at_all_on_postgresql(postgres):  # noq
 
 
 _TAKE = """
-import sys, time
+import sys
 from datetime import timedelta
 from pipelines.lease import LeaseHeld
 from pipelines.store import RequestStore
@@ -60,7 +60,7 @@ with RequestStore(sys.argv[1]) as s:
         print("held:", err)
         sys.exit(3)
     print("took", flush=True)
-    time.sleep(4)  # alive and holding while the other process tries
+    sys.stdin.read()  # alive and holding until the test has seen the other process try
 """
 
 
@@ -68,9 +68,16 @@ def test_one_lease_per_model_across_processes_on_postgresql(postgres):  # noqa: 
     url = _database(postgres, "leases")
     RequestStore(url).close()
     take = [[sys.executable, "-c", _TAKE, url, f"b{i}"] for i in (1, 2)]
-    procs = [subprocess.Popen(a, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-             for a in take]  # fmt: skip
-    outs = [p.communicate(timeout=120) for p in procs]
+    pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    procs = [subprocess.Popen(a, text=True, **pipes) for a in take]
+    # The holder holds until its stdin closes, so the other tries while it is alive however
+    # slowly either starts (a fixed sleep let a loaded machine start the second after the first
+    # had gone, and then it rightly replaced a dead holder's lease). If both took it, neither
+    # ends, and after 60 s both are let go: exit codes [0, 0], a failure.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and all(p.poll() is None for p in procs):
+        time.sleep(0.1)
+    outs = [p.communicate(input="", timeout=120) for p in procs]
     codes = sorted(p.returncode for p in procs)
     assert codes == [0, 3], outs  # exactly one took it; the other was told who holds it
     assert any("one batch per model" in o for o, _ in outs)
