@@ -93,9 +93,9 @@ def machine_line(result: dict) -> str | None:
     stamps = result.get("provenance") or []
     on: dict[str, list[str]] = {}
     for s in (s for s in stamps if s.get("machine")):
-        runs = on.setdefault(_machine_text(s["machine"]), [])
-        if _run(s) not in runs:
-            runs.append(_run(s))
+        runs, run = on.setdefault(_machine_text(s["machine"]), []), _run(s)
+        if run not in runs:
+            runs.append(run)
     if not on:
         return None
     parts = [f"{text} ({', '.join(runs)})" for text, runs in on.items()]

@@ -8,7 +8,7 @@ TIME_LIMITS = {"retrain": 0.05, "ft": 0.5}
 
 def sections(result: dict) -> list[dict]:
     """The table's `bench-time` sections, one per seed timed (each in its own process): `timings`,
-    or the one `timing` that tables written before 2026-12-07 hold where one seed was timed."""
+    or the one `timing` that tables written before 8e9fa4d hold where one seed was timed."""
     return result.get("timings") or ([result["timing"]] if result.get("timing") else [])
 
 

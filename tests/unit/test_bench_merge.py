@@ -96,7 +96,7 @@ def test_a_timed_tables_timing_carries_into_a_merge_with_new_methods():
     keeps that section; two timed runs, or a timing at another lr, are refused."""
     from benchmarks.report import render_markdown
 
-    # A one-seed timing as tables written before 2026-12-07 hold it (`timing`) is read as well.
+    # A one-seed timing as tables written before 8e9fa4d hold it (`timing`) is read as well.
     section = copy.deepcopy(FULL["timings"][0])
     section["runs"] = [r for r in section["runs"] if r["method"] not in ("rl", "salun")]
     timed = {**_part(["rfa", "ft", "neggrad", "scrub"]), "timing": section}
