@@ -1,4 +1,5 @@
-"""`unlearn bench`, `bench-time`, `bench-report`, `bench-merge`: the harness's commands."""
+"""`unlearn bench`, `bench-time`, `bench-report`, `bench-merge`, `bench-summary`: the harness's
+commands."""
 
 from __future__ import annotations
 
@@ -308,3 +309,31 @@ def bench_merge(
         raise BenchError(str(e)) from None
     save_results(out_dir, stamped(merged, "bench-merge"), notes.read_text() if notes else "")
     typer.echo((out_dir / "results.md").read_text())
+
+
+def bench_summary(
+    readme: Path = typer.Option(Path("benchmarks/README.md"), help="The page with the markers."),
+    results: Path = typer.Option(Path("benchmarks/results"), help="Folder of the tables."),
+    check: bool = typer.Option(
+        False, help="Write nothing; exit 1 if the page's section differs from the tables."
+    ),
+) -> None:
+    """Render benchmarks/README.md's headline (RFA's targets by table, each table's key rows) from
+    the current tables' results.json, between its summary markers."""
+    from benchmarks.summary import SummaryError, load, render, with_summary
+
+    if not readme.exists():
+        raise BenchError(f"{readme} not found")
+    try:
+        text = readme.read_text()
+        new = with_summary(text, render(load(results)))
+    except SummaryError as e:
+        raise BenchError(str(e)) from None
+    if check:
+        if new != text:
+            typer.echo(f"{readme}'s summary differs from the tables; run `unlearn bench-summary`")
+            raise typer.Exit(1)
+        typer.echo(f"{readme}'s summary matches the tables")
+        return
+    write_atomic(readme, new)
+    typer.echo(f"wrote the summary into {readme}")

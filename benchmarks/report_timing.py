@@ -37,24 +37,32 @@ def _share(t: dict) -> float | None:
 
 
 def _across(timed: list[dict]) -> list[str]:
-    """One line judging RFA's time target over every seed timed: missed where a quiet process
-    missed it (load only slows a run, so it cannot excuse one), met only if every
-    process stayed quiet and met it, else not judged."""
-    shares = [(t["seed"], _share(t)) for t in timed]
-    if any(share is None for _, share in shares):
+    """One line judging RFA's time target over every seed timed."""
+    verdict = rfa_time_verdict(timed)
+    if verdict is None:
         return []
+    ok, each = verdict
+    said = {True: "met on every seed", None: "not judged (a process was not quiet)"}
+    missed = [t["seed"] for t in timed if t["quiet"] and _share(t) > TIME_LIMITS["retrain"]]
+    text = said[ok] if ok is not False else f"MISSED on seed {', '.join(map(str, missed))}"
     limit = TIME_LIMITS["retrain"]
-    quiet = {t["seed"]: t["quiet"] for t in timed}
-    missed = [seed for seed, share in shares if quiet[seed] and share > limit]
-    if missed:
-        verdict = f"MISSED on seed {', '.join(map(str, missed))}"
-    elif not all(quiet.values()):
-        verdict = "not judged (a process was not quiet)"
-    else:
-        verdict = "met on every seed"
-    each = ", ".join(f"{100 * share:.1f} % (seed {seed})" for seed, share in shares)
     return ["", f"RFA's time ≤ {100 * limit:.0f} % of Retrain's, each seed timed in its own "
-            f"process: {each} — {verdict}."]  # fmt: skip
+            f"process: {each} — {text}."]  # fmt: skip
+
+
+def rfa_time_verdict(timed: list[dict]) -> tuple[bool | None, str] | None:
+    """RFA's time target over every seed timed, with each seed's share ("2.3 % (seed 1), ..."):
+    missed where a quiet process missed it (load only slows a run, so it cannot excuse one), met
+    only if every process stayed quiet and met it, else None (not judged). None in place of the
+    pair where a timing lacks RFA or Retrain."""
+    shares = [(t["seed"], _share(t)) for t in timed]
+    if not shares or any(share is None for _, share in shares):
+        return None
+    limit = TIME_LIMITS["retrain"]
+    each = ", ".join(f"{100 * share:.1f} % (seed {seed})" for seed, share in shares)
+    if any(t["quiet"] and share > limit for t, (_, share) in zip(timed, shares, strict=True)):
+        return False, each
+    return (True if all(t["quiet"] for t in timed) else None), each
 
 
 def _section(t: dict, result: dict) -> list[str]:

@@ -266,11 +266,12 @@ def demo(
 
 
 # The benchmark harness's commands (benchmarks/cli.py): unlearn bench | bench-time | bench-report
-# | bench-merge.
+# | bench-merge | bench-summary.
 app.command()(bench_cli.bench)
 app.command("bench-time")(bench_cli.bench_time)
 app.command("bench-report")(bench_cli.bench_report)
 app.command("bench-merge")(bench_cli.bench_merge)
+app.command("bench-summary")(bench_cli.bench_summary)
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:

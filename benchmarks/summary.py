@@ -1,0 +1,228 @@
+"""benchmarks/README.md's headline: the current tables' key numbers and RFA's targets, rendered from
+their results.json by `unlearn bench-summary`, so the page cannot drift from the tables."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+from benchmarks.report import HARDER_PROBES, _ci95, _mean, summarise
+from benchmarks.report_timing import TIME_LIMITS, rfa_time_verdict, sections
+
+# The tables the README reports, in its order (folders under benchmarks/results/).
+TABLES = (
+    "cifar10-resnet20-sample10-merged",
+    "cifar10-resnet20-class0-merged",
+    "fashion_mnist-sample10-merged",
+    "fashion_mnist-class0-merged",
+    "digits-sample10",
+    "digits-class0",
+)
+ORDER = ("original", "retrain", "rfa", "ft", "neggrad", "rl", "salun", "scrub")
+BEGIN = "<!-- summary: `unlearn bench-summary` writes from here to the end marker; do not edit -->"
+END = "<!-- end of summary -->"
+# Issue 20's bars: a 10 % table's gap, the class probes' distance to Retrain's, and how far a
+# baseline's Acc(Dr) may fall below the original's ("within a few points": read as 3).
+GAP_LIMIT = 1.5
+PROBE_LIMIT = 5.0
+DR_DROP_LIMIT = 3.0
+PROBES = (("probe_acc_dft", "linear"), *((k, label.split()[0]) for k, label in HARDER_PROBES))
+COLUMNS = {
+    "sample": (("acc_dr", "Acc(Dr)"), ("acc_df", "Acc(Df)"), ("acc_dt", "Acc(Dt)"),
+               ("mia_efficacy", "MIA-eff."), ("lira_auc", "LiRA AUC")),
+    "class": (("acc_dr", "Acc(Dr)"), ("acc_drt", "Acc(Drt)"), ("acc_dft", "Acc(Dft)"),
+              ("mia_efficacy", "MIA-eff."), ("loss_mia_auc", "loss-MIA AUC")),
+}  # fmt: skip
+
+
+Check = tuple[str, bool | None, str]  # (target, met? (None: not judged), measured)
+
+
+class SummaryError(ValueError):
+    """The README has no summary markers, or a table is missing (one `error:` line)."""
+
+
+def load(results: Path) -> dict[str, dict]:
+    """Each reported table's results.json, by folder name."""
+    out = {}
+    for name in TABLES:
+        src = results / name / "results.json"
+        if not src.exists():
+            raise SummaryError(f"{src} not found; the summary reports every table in TABLES")
+        out[name] = json.loads(src.read_text())
+    return out
+
+
+def render(tables: dict[str, dict]) -> str:
+    """The headline section: RFA's targets across the tables, then each table's rows."""
+    lines = [
+        BEGIN,
+        "",
+        _wrap(f"Mean over the reported seeds {_seeds(tables)}, scored on the report split. "
+              "Each table's results.md has every column, the standard deviations and the chosen "
+              "learning rates."),
+        "",
+        *_matrix(tables),
+        "",
+        _wrap("In the tables below the gap carries its 95 % t-interval; time is each seed timed "
+              "in its own quiet process (`bench-time`), as a share of that process's Retrain "
+              "(Retrain's row: its seconds)."),
+    ]  # fmt: skip
+    for name, result in tables.items():
+        lines += ["", *_table(name, result)]
+    return "\n".join([*lines, "", END])
+
+
+def _seeds(tables: dict[str, dict]) -> str:
+    """The seeds every table reports and the one they were tuned on, if they share them."""
+    said = {(tuple(r["config"]["seeds"]), r["config"].get("tune_seed")) for r in tables.values()}
+    if len(said) > 1:
+        return "(each table's own: its results.md names them)"
+    seeds, tune = said.pop()
+    return f"({', '.join(map(str, seeds))}; tuned on {tune})"
+
+
+def _wrap(text: str) -> str:
+    return textwrap.fill(text, 100, break_on_hyphens=False)
+
+
+def _matrix(tables: dict[str, dict]) -> list[str]:
+    """Targets (rows) by table (columns): met or **MISSED**, with what was measured."""
+    said = {True: "met", False: "**MISSED**", None: "not judged"}
+    cells = {name: {t: f"{said[ok]}: {m}" for t, ok, m in checks(r)} for name, r in tables.items()}
+    # Each scenario's own targets first, then those every table has.
+    own = [t for r in tables.values() for t, _, _ in _scenario_checks(summarise(r), r)]
+    targets = list(dict.fromkeys([*own, *(t for c in cells.values() for t in c)]))
+    head = ["target", *(_short(r["config"]) for r in tables.values())]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for t in targets:
+        out.append("| " + " | ".join([t, *(c.get(t, "n/a") for c in cells.values())]) + " |")
+    return out
+
+
+def _what(cfg: dict) -> str:
+    if cfg["scenario"] == "class":
+        return f"class {cfg['forget_class']}"
+    return f"{100 * cfg['fraction']:.0f} % random"
+
+
+def _short(cfg: dict) -> str:
+    return f"{cfg['dataset']} / {cfg['model']}, {_what(cfg)}"
+
+
+def _title(name: str, cfg: dict) -> str:
+    return f"### {_short(cfg)} (`results/{name}`)"
+
+
+def _table(name: str, result: dict) -> list[str]:
+    cfg, rows = result["config"], summarise(result)
+    cols = [c for c in COLUMNS[cfg["scenario"]] if any(_mean(r[c[0]]) for r in rows.values())]
+    probes = cfg["scenario"] == "class" and any(_mean(r["probe_acc_dft"]) for r in rows.values())
+    head = ["method", "gap [95 % interval]", *(label for _, label in cols)]
+    head += ["probes − Retrain's (" + " / ".join(p for _, p in PROBES) + ")"] if probes else []
+    head += ["time / Retrain (seeds timed)"]
+    out = [_title(name, cfg), "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    shares = _time_shares(result)
+    for m in (m for m in ORDER if m in rows):
+        r = rows[m]
+        gap = _ci95(r["gap"]) if m not in ("retrain",) else "0"
+        cells = [m, gap, *(_num(_mean(r[k])) for k, _ in cols)]
+        cells += [_probe_deltas(r, rows["retrain"]) if m != "retrain" else "0"] if probes else []
+        out.append("| " + " | ".join([*cells, shares.get(m, "–")]) + " |")
+    return out
+
+
+def _num(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}" if abs(x) < 1 else f"{x:.2f}"
+
+
+def _probe_deltas(r: dict, oracle: dict) -> str:
+    deltas = [_delta(r, oracle, key) for key, _ in PROBES]
+    return " / ".join("–" if d is None else f"{d:+.1f}" for d in deltas)
+
+
+def _delta(r: dict, oracle: dict, key: str) -> float | None:
+    a, b = _mean(r.get(key, [])), _mean(oracle.get(key, []))
+    return None if a is None or b is None else a - b
+
+
+def _time_shares(result: dict) -> dict[str, str]:
+    """Per method, its seconds over Retrain's in each timed process ("a / b / c %")."""
+    timed = [{r["method"]: r["seconds"] for r in t["runs"]} for t in sections(result)]
+    if not timed or not all("retrain" in t for t in timed):
+        return {}
+    out = {"retrain": " / ".join(f"{t['retrain']:,.0f} s" for t in timed)}
+    for m in ORDER:
+        if m != "retrain" and all(m in t for t in timed):
+            out[m] = " / ".join(f"{100 * t[m] / t['retrain']:.1f}" for t in timed) + " %"
+    return out
+
+
+def checks(result: dict) -> list[Check]:
+    """RFA's targets of issue 20 on one table, and whether the baselines kept Dr."""
+    rows = summarise(result)
+    common = _gap_checks(rows) + _time_check(result) + [_dr_check(rows)]
+    return _scenario_checks(rows, result) + common
+
+
+def _scenario_checks(rows: dict[str, dict], result: dict) -> list[Check]:
+    scenario = _class_checks if result["config"]["scenario"] == "class" else _sample_checks
+    return scenario(rows)
+
+
+def _sample_checks(rows: dict[str, dict]) -> list[Check]:
+    g = _mean(rows["rfa"]["gap"])
+    return [(f"gap ≤ {GAP_LIMIT}", g <= GAP_LIMIT, f"{g:.2f}")]
+
+
+def _class_checks(rows: dict[str, dict]) -> list[Check]:
+    r, o = rows["rfa"], rows["original"]
+    dft, drt, drt0 = _mean(r["acc_dft"]), _mean(r["acc_drt"]), _mean(o["acc_drt"])
+    out = [
+        ("Acc(Dft) ≤ 1", dft <= 1, f"{dft:.2f}"),
+        ("Acc(Drt) ≥ the original's − 1", drt >= drt0 - 1, f"{drt:.2f} against {drt0:.2f}"),
+    ]
+    deltas = {p: _delta(r, rows["retrain"], k) for k, p in PROBES}
+    seen = {p: d for p, d in deltas.items() if d is not None}
+    if seen:
+        far = [p for p, d in seen.items() if abs(d) > PROBE_LIMIT]
+        said = ", ".join(f"{p} {d:+.1f}" for p, d in seen.items())
+        out.append((f"every probe within {PROBE_LIMIT:g} pt of Retrain's", not far, said))
+    return out
+
+
+def _gap_checks(rows: dict[str, dict]) -> list[Check]:
+    g = _mean(rows["rfa"]["gap"])
+    others = {m: _mean(rows[m]["gap"]) for m in ORDER[3:] if m in rows}
+    best = min(others, key=others.get)
+    g0 = _mean(rows["original"]["gap"])
+    return [
+        ("the smallest gap of the seven", g <= others[best], f"{g:.2f}; {best} {others[best]:.2f}"),
+        ("below the untouched original's gap", g < g0, f"{g:.2f} against {g0:.2f}"),
+    ]
+
+
+def _time_check(result: dict) -> list[Check]:
+    verdict = rfa_time_verdict(sections(result))
+    if verdict is None:
+        return []
+    ok, said = verdict
+    limit = 100 * TIME_LIMITS["retrain"]
+    return [(f"time ≤ {limit:.0f} % of Retrain's on each seed timed", ok, said)]
+
+
+def _dr_check(rows: dict[str, dict]) -> Check:
+    dr0 = _mean(rows["original"]["acc_dr"])
+    drops = {m: dr0 - _mean(rows[m]["acc_dr"]) for m in ORDER[3:] if m in rows}
+    far = [f"{m} {-d:+.1f}" for m, d in drops.items() if d > DR_DROP_LIMIT]
+    return (f"baselines' Acc(Dr) within {DR_DROP_LIMIT:g} points of the original's", not far,
+            ", ".join(far) if far else f"all five (original {dr0:.2f})")  # fmt: skip
+
+
+def with_summary(readme: str, section: str) -> str:
+    """`readme` with its summary section (markers included) replaced by `section`."""
+    start, end = readme.find(BEGIN), readme.find(END)
+    if start < 0 or end < start:
+        raise SummaryError(f"no summary markers in the README; put {BEGIN!r} and {END!r} in it")
+    return readme[:start] + section + readme[end + len(END) :]

@@ -1,0 +1,115 @@
+"""benchmarks/README.md's headline (`unlearn bench-summary`): the committed page equals the
+committed tables rendered, a target reads met or MISSED by what the table holds, and a page
+without markers or a missing table is one line."""
+
+import copy
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from benchmarks.summary import TABLES, SummaryError, checks, load, render, with_summary
+from pipelines.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "benchmarks" / "README.md"
+
+
+def _verdicts(result: dict) -> dict[str, bool | None]:
+    return {target: ok for target, ok, _ in checks(result)}
+
+
+def _cifar_sample() -> dict:
+    return json.loads((RESULTS / "cifar10-resnet20-sample10-merged" / "results.json").read_text())
+
+
+def _cli(page: Path, *extra: str) -> int:
+    return main(["bench-summary", "--readme", str(page), "--results", str(RESULTS), *extra])
+
+
+def test_the_committed_headline_is_the_committed_tables_rendered():
+    readme = README.read_text()
+    assert with_summary(readme, render(load(RESULTS))) == readme
+    assert _cli(README, "--check") == 0
+
+
+def test_a_hand_edited_number_is_caught_and_rewritten_from_the_tables(tmp_path, capsys):
+    page = tmp_path / "README.md"
+    page.write_text(README.read_text().replace("**MISSED**: 1.69", "met: 1.49", 1))
+    assert _cli(page, "--check") == 1
+    assert "differs from the tables" in capsys.readouterr().out
+    assert "met: 1.49" in page.read_text()  # --check writes nothing
+    assert _cli(page) == 0
+    assert page.read_text() == README.read_text()
+
+
+def test_rfa_matching_retrain_meets_the_gap_targets_and_untouched_it_does_not():
+    result = _cifar_sample()
+    assert _verdicts(result)["gap ≤ 1.5"] is False  # the committed 1.69
+    oracle = {r["seed"]: r for r in result["records"] if r["method"] == "retrain"}
+    original = {r["seed"]: r for r in result["records"] if r["method"] == "original"}
+    for metric_source, expect in ((oracle, True), (original, False)):
+        moved = copy.deepcopy(result)
+        for r in moved["records"]:
+            if r["method"] == "rfa":
+                src = metric_source[r["seed"]]
+                r.update({k: src[k] for k in ("acc_df", "acc_dr", "acc_dt", "mia_efficacy")})
+        got = _verdicts(moved)
+        assert got["gap ≤ 1.5"] is expect
+        assert got["the smallest gap of the seven"] is expect
+        assert got["below the untouched original's gap"] is expect
+
+
+def test_a_baseline_that_loses_dr_is_named_and_one_that_keeps_it_is_not():
+    result = _cifar_sample()
+    dr0 = next(r["acc_dr"] for r in result["records"] if r["method"] == "original")
+    for r in result["records"]:
+        if r["method"] in ("ft", "neggrad", "rl", "salun", "scrub"):
+            r["acc_dr"] = dr0 - (4.0 if r["method"] == "rl" else 1.0)
+    target, ok, measured = next(c for c in checks(result) if c[0].startswith("baselines'"))
+    assert ok is False and measured.startswith("rl -4.")
+    assert "salun" not in measured and "ft" not in measured
+
+
+def test_a_class_probe_far_from_retrains_misses_and_near_it_meets():
+    result = json.loads((RESULTS / "cifar10-resnet20-class0-merged" / "results.json").read_text())
+    probe = "every probe within 5 pt of Retrain's"
+    assert _verdicts(result)[probe] is False  # the committed +9.7 / +7.4 / +10.8
+    oracle = {r["seed"]: r for r in result["records"] if r["method"] == "retrain"}
+    for r in result["records"]:
+        if r["method"] == "rfa":
+            for key in ("probe_acc_dft", "knn_acc_dft", "mlp_acc_dft", "early_probe_acc_dft"):
+                r[key] = oracle[r["seed"]][key] + 4.9
+    assert _verdicts(result)[probe] is True
+
+
+def test_a_time_missed_on_one_quiet_seed_is_missed_and_a_loaded_one_not_judged():
+    result = _cifar_sample()
+    target = "time ≤ 5 % of Retrain's on each seed timed"
+    assert _verdicts(result)[target] is True
+    slow = copy.deepcopy(result)
+    run = next(r for r in slow["timings"][2]["runs"] if r["method"] == "rfa")
+    run["seconds"] = (
+        0.06 * next(r for r in slow["timings"][2]["runs"] if r["method"] == "retrain")["seconds"]
+    )
+    assert _verdicts(slow)[target] is False
+    loaded = copy.deepcopy(result)
+    loaded["timings"][1]["quiet"] = False
+    assert _verdicts(loaded)[target] is None
+
+
+def test_a_page_without_markers_or_a_missing_table_is_one_line(tmp_path, capsys):
+    with pytest.raises(SummaryError, match="no summary markers") as err:
+        with_summary("# Benchmarks\n", "x")
+    assert "\n" not in str(err.value)
+    results = tmp_path / "results"
+    for name in TABLES[1:]:
+        shutil.copytree(RESULTS / name, results / name)
+    page = tmp_path / "README.md"
+    page.write_text(README.read_text())
+    assert main(["bench-summary", "--readme", str(page), "--results", str(results)]) == 2
+    said = capsys.readouterr().err
+    assert said.count("\n") == 1 and said.startswith("error: ") and TABLES[0] in said
+    assert page.read_text() == README.read_text()  # nothing written
