@@ -200,9 +200,20 @@ def _gap_checks(rows: dict[str, dict]) -> list[Check]:
     best = min(others, key=others.get)
     g0 = _mean(rows["original"]["gap"])
     return [
-        ("the smallest gap of the seven", g <= others[best], f"{g:.2f}; {best} {others[best]:.2f}"),
+        ("the smallest gap of the seven", g <= others[best],
+         f"{g:.2f}; {best} {others[best]:.2f}" + _paired(rows["rfa"], rows[best], best)),
         ("below the untouched original's gap", g < g0, f"{g:.2f} against {g0:.2f}"),
-    ]
+    ]  # fmt: skip
+
+
+def _paired(r: dict, other: dict, name: str) -> str:
+    """RFA's gap minus `other`'s, seed by seed (same forget set, same Retrain), with its 95 %
+    t-interval: whether three seeds order the two at all."""
+    if r is other or len(r["gap"]) != len(r["seed"]) or len(other["gap"]) != len(other["seed"]):
+        return ""  # the same row, or a seed without its Retrain: no pairs to take
+    theirs = dict(zip(other["seed"], other["gap"], strict=True))
+    diffs = [g - theirs[s] for s, g in zip(r["seed"], r["gap"], strict=True) if s in theirs]
+    return f"; RFA − {name} by seed {_ci95(diffs)}" if len(diffs) > 1 else ""
 
 
 def _time_check(result: dict) -> list[Check]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.report import avg_gap
 from benchmarks.summary import TABLES, SummaryError, checks, load, render, with_summary
 from pipelines.cli import main
 
@@ -124,3 +125,15 @@ def test_an_oracle_fit_more_than_a_point_below_the_original_on_dr_is_missed():
         if r["method"] == "retrain":
             r["acc_dr"] = dr0[r["seed"]] - 0.9
     assert _verdicts(result)[target] is True
+
+
+def test_the_smallest_gap_row_gives_the_seed_by_seed_difference_to_the_best_baseline():
+    result = _cifar_sample()
+    by = {(r["method"], r["seed"]): r for r in result["records"]}
+    diffs = [
+        avg_gap(by["rfa", s], by["retrain", s]) - avg_gap(by["ft", s], by["retrain", s])
+        for s in (1, 2, 3)
+    ]
+    measured = next(m for t, _, m in checks(result) if t == "the smallest gap of the seven")
+    assert measured.startswith("1.69; ft 1.33; RFA − ft by seed ")
+    assert f"by seed {sum(diffs) / 3:.2f} [" in measured
