@@ -113,7 +113,7 @@ INTERVAL_KEYS = (
 )
 
 
-def _ci95(values: list) -> str:
+def ci95(values: list) -> str:
     """mean [95 % t-interval] over seeds ("–" with fewer than two)."""
     from scipy.stats import t
 
@@ -133,7 +133,7 @@ def intervals(rows: dict[str, dict], order: list[str]) -> list[str]:
     lines = ["", "Mean and 95 % t-interval over seeds:", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in order:
-        cells = [m] + [_ci95(rows[m].get(k, [])) for k, _ in INTERVAL_KEYS]
+        cells = [m] + [ci95(rows[m].get(k, [])) for k, _ in INTERVAL_KEYS]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -141,7 +141,7 @@ def intervals(rows: dict[str, dict], order: list[str]) -> list[str]:
 Target = tuple[str, bool | None, str]  # (target, met? (None: cannot be judged here), measured)
 
 
-def _mean(xs: list) -> float | None:
+def mean_of(xs: list) -> float | None:
     vals = [x for x in (xs or []) if x is not None]
     return float(np.mean(vals)) if vals else None
 
@@ -151,7 +151,7 @@ def targets(result: dict, rows: dict[str, dict]) -> list[Target]:
     if "rfa" not in rows:
         return []
     r = rows["rfa"]
-    share = _mean(r["trainable_fraction"])
+    share = mean_of(r["trainable_fraction"])
     out: list[Target] = [
         ("RFA trains ≤ 5 % of the parameters", share is not None and share <= 0.05,
          f"{100 * share:.2f} %"),
@@ -163,18 +163,18 @@ def targets(result: dict, rows: dict[str, dict]) -> list[Target]:
 
 def _class_targets(rows: dict[str, dict]) -> list[Target]:
     r, o = rows["rfa"], rows.get("original", {})
-    dft, drt, mia = _mean(r["acc_dft"]), _mean(r["acc_drt"]), _mean(r["mia_efficacy"])
+    dft, drt, mia = mean_of(r["acc_dft"]), mean_of(r["acc_drt"]), mean_of(r["mia_efficacy"])
     out: list[Target] = [
         ("Acc(Dft) ≤ 1 %", dft is not None and dft <= 1, f"{dft:.2f}"),
-        ("Acc(Drt) ≥ original − 1", drt is not None and drt >= _mean(o["acc_drt"]) - 1,
-         f"{drt:.2f} vs {_mean(o['acc_drt']):.2f}" + _seeds(r["acc_drt"], "{:.2f}")),
+        ("Acc(Drt) ≥ original − 1", drt is not None and drt >= mean_of(o["acc_drt"]) - 1,
+         f"{drt:.2f} vs {mean_of(o['acc_drt']):.2f}" + _seeds(r["acc_drt"], "{:.2f}")),
         ("MIA-efficacy ≥ 95", mia is not None and mia >= 95, f"{mia:.2f}"),
     ]  # fmt: skip
     if "retrain" in rows:
         for key, label in (("probe_acc_dft", "linear probe"), *HARDER_PROBES):
             if (
-                _mean(r.get(key, [])) is not None
-                and _mean(rows["retrain"].get(key, [])) is not None
+                mean_of(r.get(key, [])) is not None
+                and mean_of(rows["retrain"].get(key, [])) is not None
             ):
                 out.append(_probe_target(r, rows["retrain"], key, label))
     return out
@@ -182,7 +182,7 @@ def _class_targets(rows: dict[str, dict]) -> list[Target]:
 
 def _probe_target(r: dict, oracle: dict, key: str, label: str) -> Target:
     """RFA's probe accuracy on Dft within 5 points of the oracle's (per-seed differences shown)."""
-    p, po = _mean(r[key]), _mean(oracle[key])
+    p, po = mean_of(r[key]), mean_of(oracle[key])
     by_seed = dict(zip(oracle["seed"], oracle[key], strict=True))
     diffs = [
         a - by_seed[s]
@@ -198,11 +198,11 @@ def _sample_targets(rows: dict[str, dict]) -> list[Target]:
     r = rows["rfa"]
     if not r["gap"]:
         return []
-    g = _mean(r["gap"])
+    g = mean_of(r["gap"])
     out: list[Target] = [("average gap to Retrain ≤ 2.0", g <= 2.0, f"{g:.2f}")]
     for other in ("ft", "neggrad"):
         if rows.get(other, {}).get("gap"):
-            go = _mean(rows[other]["gap"])
+            go = mean_of(rows[other]["gap"])
             out.append((f"gap smaller than {other}'s", g < go, f"{g:.2f} vs {go:.2f}"))
     return out
 
@@ -211,18 +211,18 @@ def _gap_targets(rows: dict[str, dict]) -> list[Target]:
     r, o = rows["rfa"], rows.get("original", {})
     out: list[Target] = []
     others = {
-        m: _mean(row["gap"])
+        m: mean_of(row["gap"])
         for m, row in rows.items()
         if m not in ("original", "retrain", "rfa") and row["gap"]
     }
     if r["gap"] and others:
-        g, best = _mean(r["gap"]), min(others, key=others.get)
+        g, best = mean_of(r["gap"]), min(others, key=others.get)
         out.append(("gap to Retrain ≤ every baseline's", g <= others[best],
                     f"{g:.2f} vs {best} {others[best]:.2f}"))  # fmt: skip
     # A sanity row: on a base that barely memorises, leaving the model untouched can already meet
     # "gap ≤ 2.0" and beat baselines that damage Dr; this says whether RFA did better than nothing.
     if r["gap"] and o.get("gap"):
-        g, go = _mean(r["gap"]), _mean(o["gap"])
+        g, go = mean_of(r["gap"]), mean_of(o["gap"])
         out.append(("gap smaller than the untouched original's (did it forget?)", g < go,
                     f"{g:.3f} vs {go:.3f}"))  # fmt: skip
     return out
@@ -255,7 +255,7 @@ def _time_targets(r: dict, judged: bool = True) -> list[Target]:
             limit = TIME_LIMITS[ref]
             ratios = r[f"{key}_{ref}"]
             if ratios:
-                t = _mean(ratios)
+                t = mean_of(ratios)
                 out.append((f"time ≤ {100 * limit:.0f} % of {name}'s{unit}",
                             t <= limit if judged else None,
                             f"{100 * t:.2f} %" + _seeds(ratios, "{:.1f} %", 100)))  # fmt: skip

@@ -7,7 +7,7 @@ import json
 import textwrap
 from pathlib import Path
 
-from benchmarks.report import HARDER_PROBES, _ci95, _mean, summarise
+from benchmarks.report import HARDER_PROBES, ci95, mean_of, summarise
 from benchmarks.report_timing import TIME_LIMITS, rfa_time_verdict, sections
 
 # The tables the README reports, in its order (folders under benchmarks/results/).
@@ -52,7 +52,12 @@ def load(results: Path) -> dict[str, dict]:
         src = results / name / "results.json"
         if not src.exists():
             raise SummaryError(f"{src} not found; the summary reports every table in TABLES")
-        out[name] = json.loads(src.read_text())
+        result = json.loads(src.read_text())
+        lacking = sorted({"original", "retrain", "rfa"} - {r["method"] for r in result["records"]})
+        if lacking:
+            raise SummaryError(f"{src} has no {', '.join(lacking)} records; the summary compares "
+                               "RFA with the original and Retrain")  # fmt: skip
+        out[name] = result
     return out
 
 
@@ -119,8 +124,8 @@ def _title(name: str, cfg: dict) -> str:
 
 def _table(name: str, result: dict) -> list[str]:
     cfg, rows = result["config"], summarise(result)
-    cols = [c for c in COLUMNS[cfg["scenario"]] if any(_mean(r[c[0]]) for r in rows.values())]
-    probes = cfg["scenario"] == "class" and any(_mean(r["probe_acc_dft"]) for r in rows.values())
+    cols = [c for c in COLUMNS[cfg["scenario"]] if _measured(rows, c[0])]
+    probes = cfg["scenario"] == "class" and _measured(rows, "probe_acc_dft")
     head = ["method", "gap [95 % interval]", *(label for _, label in cols)]
     head += ["probes − Retrain's (" + " / ".join(p for _, p in PROBES) + ")"] if probes else []
     head += ["time / Retrain (seeds timed)"]
@@ -128,11 +133,15 @@ def _table(name: str, result: dict) -> list[str]:
     shares = _time_shares(result)
     for m in (m for m in ORDER if m in rows):
         r = rows[m]
-        gap = _ci95(r["gap"]) if m not in ("retrain",) else "0"
-        cells = [m, gap, *(_num(_mean(r[k])) for k, _ in cols)]
+        gap = ci95(r["gap"]) if m not in ("retrain",) else "0"
+        cells = [m, gap, *(_num(mean_of(r[k])) for k, _ in cols)]
         cells += [_probe_deltas(r, rows["retrain"]) if m != "retrain" else "0"] if probes else []
         out.append("| " + " | ".join([*cells, shares.get(m, "–")]) + " |")
     return out
+
+
+def _measured(rows: dict[str, dict], key: str) -> bool:
+    return any(mean_of(r[key]) is not None for r in rows.values())
 
 
 def _num(x: float | None) -> str:
@@ -145,7 +154,7 @@ def _probe_deltas(r: dict, oracle: dict) -> str:
 
 
 def _delta(r: dict, oracle: dict, key: str) -> float | None:
-    a, b = _mean(r.get(key, [])), _mean(oracle.get(key, []))
+    a, b = mean_of(r.get(key, [])), mean_of(oracle.get(key, []))
     return None if a is None or b is None else a - b
 
 
@@ -174,13 +183,13 @@ def _scenario_checks(rows: dict[str, dict], result: dict) -> list[Check]:
 
 
 def _sample_checks(rows: dict[str, dict]) -> list[Check]:
-    g = _mean(rows["rfa"]["gap"])
+    g = mean_of(rows["rfa"]["gap"])
     return [(f"gap ≤ {GAP_LIMIT}", g <= GAP_LIMIT, f"{g:.2f}")]
 
 
 def _class_checks(rows: dict[str, dict]) -> list[Check]:
     r, o = rows["rfa"], rows["original"]
-    dft, drt, drt0 = _mean(r["acc_dft"]), _mean(r["acc_drt"]), _mean(o["acc_drt"])
+    dft, drt, drt0 = mean_of(r["acc_dft"]), mean_of(r["acc_drt"]), mean_of(o["acc_drt"])
     out = [
         ("Acc(Dft) ≤ 1", dft <= 1, f"{dft:.2f}"),
         ("Acc(Drt) ≥ the original's − 1", drt >= drt0 - 1, f"{drt:.2f} against {drt0:.2f}"),
@@ -195,10 +204,10 @@ def _class_checks(rows: dict[str, dict]) -> list[Check]:
 
 
 def _gap_checks(rows: dict[str, dict]) -> list[Check]:
-    g = _mean(rows["rfa"]["gap"])
-    others = {m: _mean(rows[m]["gap"]) for m in ORDER[3:] if m in rows}
+    g = mean_of(rows["rfa"]["gap"])
+    others = {m: mean_of(rows[m]["gap"]) for m in ORDER[3:] if m in rows}
     best = min(others, key=others.get)
-    g0 = _mean(rows["original"]["gap"])
+    g0 = mean_of(rows["original"]["gap"])
     return [
         ("the smallest gap of the seven", g <= others[best],
          f"{g:.2f}; {best} {others[best]:.2f}" + _paired(rows["rfa"], rows[best], best)),
@@ -213,7 +222,7 @@ def _paired(r: dict, other: dict, name: str) -> str:
         return ""  # the same row, or a seed without its Retrain: no pairs to take
     theirs = dict(zip(other["seed"], other["gap"], strict=True))
     diffs = [g - theirs[s] for s, g in zip(r["seed"], r["gap"], strict=True) if s in theirs]
-    return f"; RFA − {name} by seed {_ci95(diffs)}" if len(diffs) > 1 else ""
+    return f"; RFA − {name} by seed {ci95(diffs)}" if len(diffs) > 1 else ""
 
 
 def _time_check(result: dict) -> list[Check]:
@@ -226,16 +235,16 @@ def _time_check(result: dict) -> list[Check]:
 
 
 def _dr_check(rows: dict[str, dict]) -> Check:
-    dr0 = _mean(rows["original"]["acc_dr"])
-    drops = {m: dr0 - _mean(rows[m]["acc_dr"]) for m in ORDER[3:] if m in rows}
+    dr0 = mean_of(rows["original"]["acc_dr"])
+    drops = {m: dr0 - mean_of(rows[m]["acc_dr"]) for m in ORDER[3:] if m in rows}
     far = [f"{m} {-d:+.1f}" for m, d in drops.items() if d > DR_DROP_LIMIT]
     return (f"baselines' Acc(Dr) within {DR_DROP_LIMIT:g} points of the original's", not far,
-            ", ".join(far) if far else f"all five (original {dr0:.2f})")  # fmt: skip
+            ", ".join(far) if far else f"all {len(drops)} (original {dr0:.2f})")  # fmt: skip
 
 
 def _oracle_check(rows: dict[str, dict]) -> Check:
     """Issue 20's full oracle: Retrain fits Dr to within a point of the original (or better)."""
-    dr, dr0 = _mean(rows["retrain"]["acc_dr"]), _mean(rows["original"]["acc_dr"])
+    dr, dr0 = mean_of(rows["retrain"]["acc_dr"]), mean_of(rows["original"]["acc_dr"])
     return (f"Retrain's Acc(Dr) ≥ the original's − {ORACLE_FIT_LIMIT:g} (a full oracle)",
             dr >= dr0 - ORACLE_FIT_LIMIT, f"{dr:.2f} against {dr0:.2f}")  # fmt: skip
 

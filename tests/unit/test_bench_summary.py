@@ -137,3 +137,16 @@ def test_the_smallest_gap_row_gives_the_seed_by_seed_difference_to_the_best_base
     measured = next(m for t, _, m in checks(result) if t == "the smallest gap of the seven")
     assert measured.startswith("1.69; ft 1.33; RFA − ft by seed ")
     assert f"by seed {sum(diffs) / 3:.2f} [" in measured
+
+
+def test_a_table_without_rfa_or_retrain_is_one_line(tmp_path):
+    results = tmp_path / "results"
+    for name in TABLES:
+        shutil.copytree(RESULTS / name, results / name)
+    src = results / TABLES[2] / "results.json"
+    table = json.loads(src.read_text())
+    table["records"] = [r for r in table["records"] if r["method"] != "rfa"]
+    src.write_text(json.dumps(table))
+    with pytest.raises(SummaryError, match="has no rfa records") as err:
+        load(results)
+    assert "\n" not in str(err.value)
