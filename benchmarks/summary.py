@@ -9,6 +9,7 @@ from pathlib import Path
 
 from benchmarks.report import HARDER_PROBES, ci95, mean_of, summarise
 from benchmarks.report_timing import TIME_LIMITS, rfa_time_verdict, sections
+from benchmarks.report_tuning import edge_choices
 
 # The tables the README reports, in its order (folders under benchmarks/results/).
 TABLES = (
@@ -174,7 +175,7 @@ def checks(result: dict) -> list[Check]:
     """RFA's targets of issue 20 on one table, and whether the baselines kept Dr."""
     rows = summarise(result)
     common = _gap_checks(rows) + _time_check(result) + [_dr_check(rows), _oracle_check(rows)]
-    return _scenario_checks(rows, result) + common
+    return _scenario_checks(rows, result) + common + [_grid_check(result)]
 
 
 def _scenario_checks(rows: dict[str, dict], result: dict) -> list[Check]:
@@ -247,6 +248,15 @@ def _oracle_check(rows: dict[str, dict]) -> Check:
     dr, dr0 = mean_of(rows["retrain"]["acc_dr"]), mean_of(rows["original"]["acc_dr"])
     return (f"Retrain's Acc(Dr) ≥ the original's − {ORACLE_FIT_LIMIT:g} (a full oracle)",
             dr >= dr0 - ORACLE_FIT_LIMIT, f"{dr:.2f} against {dr0:.2f}")  # fmt: skip
+
+
+def _grid_check(result: dict) -> Check:
+    """Every method's lr inside its grid, or at an end it ties with other points (then the gap
+    does not move with the lr there, so no better value lies past it)."""
+    edges = edge_choices(result)
+    open_ends = [e for e in edges if "tied with" not in e]
+    return ("every method's lr inside its grid, or tied at its end", not open_ends,
+            "; ".join(edges) if edges else "all inside")  # fmt: skip
 
 
 def with_summary(readme: str, section: str) -> str:

@@ -150,3 +150,14 @@ def test_a_table_without_rfa_or_retrain_is_one_line(tmp_path):
     with pytest.raises(SummaryError, match="has no rfa records") as err:
         load(results)
     assert "\n" not in str(err.value)
+
+
+def test_an_lr_at_an_untied_grid_end_is_missed_and_a_tied_one_is_not():
+    result = _cifar_sample()
+    target = "every method's lr inside its grid, or tied at its end"
+    assert _verdicts(result)[target] is True  # every choice inside
+    ft = result["config"]["tuning"]["methods"]["ft"]
+    ft.update(lr=ft["grid"][-1], edge="highest", gaps=[5.0, 4.0, 3.0, 2.0, 1.0])
+    assert _verdicts(result)[target] is False
+    ft["gaps"] = [5.0, 4.0, 3.0, 1.0, 1.0]
+    assert _verdicts(result)[target] is True
