@@ -4,7 +4,10 @@
 # methods to all; pass e.g. SEEDS=1 METHODS=retrain,rfa,ft,neggrad for a
 # quicker run (benchmarks/README.md says what each committed table ran). Oracles and finished
 # points are cached in .cache/bench; JOBS=2 runs each table in two processes; TABLES= names the
-# tables to run (comma-separated results folder names, e.g. fashion_mnist-sample10; default all).
+# tables to run (comma-separated table names, e.g. fashion_mnist-sample10; default all). Each table
+# is written to the folder benchmarks/README.md's headline reads (Fashion-MNIST and CIFAR-10: the
+# `-merged` ones, whose committed rows joined one run per method; the folders without the suffix
+# are the earlier protocol's, kept as measured), and the headline is rendered again at the end.
 set -euo pipefail
 SELF="$(cd "$(dirname "$0")" && pwd)/$(basename "$0")"
 cd "$(dirname "$0")/.."
@@ -14,8 +17,9 @@ SHARED="${SHARED:-../shared}"
 JOBS="${JOBS:-1}"  # processes per table
 TABLES="${TABLES:-}"
 for t in ${TABLES//,/ }; do  # a misspelt name would run nothing: refused before any work
-  grep -q "^table benchmarks/results/$t " "$SELF" || { echo "TABLES: no table named $t" >&2; exit 2; }
+  grep -q -E "^table benchmarks/results/$t(-merged)? " "$SELF" || { echo "TABLES: no table named $t" >&2; exit 2; }
 done
+TABLES="${TABLES//-merged/}"  # a folder's name names its table too
 if (( JOBS > 1 )); then  # a share of the cores each, not every core each (torch's default)
   export OMP_NUM_THREADS="${OMP_NUM_THREADS:-$(( $(nproc) / JOBS > 0 ? $(nproc) / JOBS : 1 ))}"
 fi
@@ -27,7 +31,8 @@ U="${UNLEARN:-.venv/bin/unlearn}"  # the CLI (a test puts a recording stub here)
 # the points they finished (benchmarks/points.py). A stopped table resumes when run again.
 table() {
   local out=$1; shift
-  if [ -n "$TABLES" ] && [[ ",$TABLES," != *",${out##*/},"* ]]; then return 0; fi
+  local name="${out##*/}"; name="${name%-merged}"  # the table's name: TABLES, notes, partial runs
+  if [ -n "$TABLES" ] && [[ ",$TABLES," != *",$name,"* ]]; then return 0; fi
   if (( JOBS > 1 )); then
     local -a groups=() pids=()
     local i=0 k m retrain=""
@@ -38,16 +43,16 @@ table() {
     mkdir -p .cache/bench/partial
     for k in "${!groups[@]}"; do
       $U bench "$@" --seeds "$SEEDS" --methods "$retrain${groups[k]}" \
-        --out ".cache/bench/partial/${out##*/}-$k" > ".cache/bench/partial/${out##*/}-$k.log" 2>&1 &
+        --out ".cache/bench/partial/$name-$k" > ".cache/bench/partial/$name-$k.log" 2>&1 &
       pids[k]=$!
     done
     for k in "${!pids[@]}"; do
-      wait "${pids[k]}" || { echo "methods ${groups[k]} failed: .cache/bench/partial/${out##*/}-$k.log" >&2; exit 1; }
+      wait "${pids[k]}" || { echo "methods ${groups[k]} failed: .cache/bench/partial/$name-$k.log" >&2; exit 1; }
     done
   fi
   $U bench "$@" --seeds "$SEEDS" --methods "$METHODS" --out "$out"
   # results.md keeps its Notes through a re-run; this puts the current benchmarks/notes/<table>.md there.
-  local notes="benchmarks/notes/${out##*/}.md"
+  local notes="benchmarks/notes/$name.md"
   if [ -f "$notes" ]; then $U bench-report "$out" --notes "$notes" > /dev/null; fi
 }
 # Models behind the committed tables come out slightly different on another machine, so they
@@ -70,7 +75,7 @@ CF=(--dataset cifar10 --data-dir "$SHARED/datasets/cifar10" --model resnet20
 # Grids where their choices fell inside on seed 0's validation split (notes): NegGrad+ forgets the
 # class only from 0.0000390625 and loses Dr above it; SCRUB (3 epochs) matches Retrain's
 # MIA-efficacy only from 0.000125 and collapses above it; RL and SalUn take the params file's grid.
-table benchmarks/results/fashion_mnist-class0 "${FM[@]}" --scenario class --forget-class 0 \
+table benchmarks/results/fashion_mnist-class0-merged "${FM[@]}" --scenario class --forget-class 0 \
   --precision bf16 \
   --grid neggrad=0.0000048828125,0.000009765625,0.00001953125,0.0000390625,0.000078125 \
   --grid scrub=0.0000625,0.000125,0.00025,0.0005,0.001
@@ -81,7 +86,7 @@ table benchmarks/results/fashion_mnist-class0 "${FM[@]}" --scenario class --forg
 # NegGrad+ chose the file's lowest lr, then each new lowest, down to 0.0003125; SCRUB, started at the
 # class table's grid, lost 9 points of Dr at its second point, 0.000015625, and chose 0.000001953125.
 # RL and SalUn lost 4-5 points of Dr at the file's lowest, 0.00325: 4x-spaced points around their choice.
-table benchmarks/results/fashion_mnist-sample10 "${FM[@]}" --scenario sample --fraction 0.1 \
+table benchmarks/results/fashion_mnist-sample10-merged "${FM[@]}" --scenario sample --fraction 0.1 \
   --oracle-epochs 20 --oracle-precision bf16 --lira-shadows 8 --precision bf16 \
   --grid rfa=0.01,0.02,0.04,0.08,0.16 \
   --grid neggrad=0.00015625,0.0003125,0.000625,0.00125,0.0025 \
@@ -93,14 +98,14 @@ table benchmarks/results/fashion_mnist-sample10 "${FM[@]}" --scenario sample --f
 # NegGrad+ collapsed on class 0 at the file's lowest lr, 0.0025, and kept the class at 9.77e-6
 # (notes): its five points span those two, 4x apart. RFA chose the file's lowest, 0.0025, once its
 # target passes ran in bf16 (acc81eb): its grid moved down two points, and 0.0025 stays inside.
-table benchmarks/results/cifar10-resnet20-class0 "${CF[@]}" --scenario class --forget-class 0 \
+table benchmarks/results/cifar10-resnet20-class0-merged "${CF[@]}" --scenario class --forget-class 0 \
   --oracle-epochs 60 --oracle-precision bf16 \
   --grid neggrad=0.000009765625,0.0000390625,0.00015625,0.000625,0.0025 \
   --grid rfa=0.000625,0.00125,0.0025,0.005,0.01
 # SCRUB on crop + flip batches left the model as it was across the file's grid, choosing its top
 # (notes): its five points now end at 5e-4, where it collapses.
 # NegGrad+ chose the top of the file's 0.0025 .. 0.04 on crop + flip batches; 0.08 loses Dr (notes).
-table benchmarks/results/cifar10-resnet20-sample10 "${CF[@]}" --scenario sample --fraction 0.1 \
+table benchmarks/results/cifar10-resnet20-sample10-merged "${CF[@]}" --scenario sample --fraction 0.1 \
   --oracle-epochs 60 --oracle-precision bf16 \
   --grid scrub=0.00003125,0.0000625,0.000125,0.00025,0.0005 \
   --grid neggrad=0.005,0.01,0.02,0.04,0.08
@@ -111,3 +116,5 @@ table benchmarks/results/digits-class0 --dataset digits --scenario class --forge
 table benchmarks/results/digits-sample10 --dataset digits --scenario sample --fraction 0.1 \
   --grid rl=0.000203125,0.00040625,0.0008125,0.001625,0.00325 \
   --grid salun=0.000203125,0.00040625,0.0008125,0.001625,0.00325
+# The README's headline (RFA's targets by table, each table's key rows) from the tables as they now are.
+$U bench-summary

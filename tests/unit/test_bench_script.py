@@ -1,7 +1,8 @@
 """benchmarks/run.sh with a recording stub for the CLI: JOBS=2 splits each table's methods between
 two processes (each with Retrain), then one run over every method assembles the table, and a
-table's notes file goes back under it (a plain re-run once dropped every table's notes); TABLES
-picks tables by name and refuses a name run.sh does not have."""
+table's notes file goes back under it (a plain re-run once dropped every table's notes), and the
+README's headline is rendered last; TABLES picks tables by name (or by folder) and refuses a
+name run.sh does not have."""
 
 import os
 import shutil
@@ -46,12 +47,16 @@ def test_each_table_runs_in_two_processes_then_assembles_and_gets_its_notes_back
     assert (cache / "shadows" / "fm-shadows.bin").read_bytes() == b"shadows"
     assert sorted(p.name for p in (cache / "oracles").iterdir()) == ["cifar10-oracle.pt"]
     benches = [c for c in calls if c.startswith("bench ")]
-    assert len(benches) == 3 * TABLES
+    assert len(benches) == 3 * TABLES and calls[-1] == "bench-summary"
     partial = [c for c in benches if "--out .cache/bench/partial/" in c]
     assert sum("--methods retrain,rfa,rl " in c for c in partial) == TABLES
     assert sum("--methods retrain,ft " in c for c in partial) == TABLES
     whole = [c for c in benches if "--out benchmarks/results/" in c]
     assert len(whole) == TABLES and all("--methods retrain,rfa,ft,rl " in c for c in whole)
+    # The folders the headline reads: the earlier protocol's tables of the same name stay as kept.
+    from benchmarks.summary import TABLES as HEADLINE
+
+    assert sorted(c.rpartition("--out benchmarks/results/")[2] for c in whole) == sorted(HEADLINE)
     # Only the table with a notes file is re-rendered, after its assembling run.
     (report,) = [c for c in calls if c.startswith("bench-report ")]
     assert report == (
@@ -63,12 +68,16 @@ def test_each_table_runs_in_two_processes_then_assembles_and_gets_its_notes_back
 
 
 def test_tables_names_the_tables_to_run_and_a_misspelt_name_runs_nothing(tmp_path):
-    calls = _run(tmp_path / "one", TABLES="fashion_mnist-sample10,digits-class0")
-    outs = [c.rpartition("--out ")[2] for c in calls if c.startswith("bench ")]
-    assert [o for o in outs if o.startswith("benchmarks/")] == [
-        "benchmarks/results/fashion_mnist-sample10", "benchmarks/results/digits-class0"
-    ]  # fmt: skip
-    assert len(outs) == 6  # each: two processes and the assembling run
+    for tables in (
+        "fashion_mnist-sample10,digits-class0",
+        "fashion_mnist-sample10-merged,digits-class0",
+    ):
+        calls = _run(tmp_path / tables, TABLES=tables)
+        outs = [c.rpartition("--out ")[2] for c in calls if c.startswith("bench ")]
+        assert [o for o in outs if o.startswith("benchmarks/")] == [
+            "benchmarks/results/fashion_mnist-sample10-merged", "benchmarks/results/digits-class0"
+        ]  # fmt: skip
+        assert len(outs) == 6  # each: two processes and the assembling run
     with pytest.raises(subprocess.CalledProcessError) as refused:
         _run(tmp_path / "typo", TABLES="fashion_mnist-sample10,fashion-mnist-class0")
     assert refused.value.returncode == 2

@@ -161,3 +161,16 @@ def test_an_lr_at_an_untied_grid_end_is_missed_and_a_tied_one_is_not():
     assert _verdicts(result)[target] is False
     ft["gaps"] = [5.0, 4.0, 3.0, 1.0, 1.0]
     assert _verdicts(result)[target] is True
+
+
+def test_a_table_run_without_baselines_leaves_their_rows_not_judged():
+    result = _cifar_sample()
+    kept = ("original", "retrain", "rfa")
+    result["records"] = [r for r in result["records"] if r["method"] in kept]
+    for t in result["timings"]:
+        t["runs"] = [r for r in t["runs"] if r["method"] in kept]
+    got = {target: (ok, said) for target, ok, said in checks(result)}
+    assert got["the smallest gap of the seven"] == (None, "no baseline in this table")
+    assert got["baselines' Acc(Dr) within 3 points of the original's"][0] is None
+    assert got["gap ≤ 1.5"][0] is False and got["below the untouched original's gap"][0] is True
+    assert "| rfa | 1.69 [0.46, 2.91] |" in render({"t": result})
