@@ -83,3 +83,19 @@ def test_tables_names_the_tables_to_run_and_a_misspelt_name_runs_nothing(tmp_pat
     assert refused.value.returncode == 2
     assert refused.value.stderr == b"TABLES: no table named fashion-mnist-class0\n"
     assert not (tmp_path / "typo" / "calls").exists()  # nothing ran, not even the good name
+
+
+@pytest.mark.parametrize(("given", "expect"), [(None, "1"), ("2", "2")])
+def test_each_process_runs_one_torch_thread_unless_told_otherwise(tmp_path, given, expect):
+    """The committed tables ran one thread per process; the thread count is part of a point's
+    digest and changes float sums, so `make bench` reproduces them only with the same count."""
+    shutil.copy(SCRIPT, (tmp_path / "benchmarks").mkdir() or tmp_path / "benchmarks")
+    seen, stub = tmp_path / "threads", tmp_path / "unlearn"
+    stub.write_text(f'#!/bin/sh\necho "$OMP_NUM_THREADS" >> {seen}\n')
+    stub.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    env |= {"UNLEARN": str(stub), "TABLES": "digits-class0"}
+    env |= {"OMP_NUM_THREADS": given} if given else {}
+    subprocess.run(["bash", str(tmp_path / "benchmarks" / "run.sh")], env=env, check=True,
+                   capture_output=True)  # fmt: skip
+    assert set(seen.read_text().split()) == {expect}
