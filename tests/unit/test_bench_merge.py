@@ -70,7 +70,7 @@ def test_rfa_settings_follow_the_run_that_ran_rfa():
         (lambda b: b["records"].append({**_row(b, "scrub"), "method": "rfa"}), "repeats method"),
         (lambda b: b["config"]["grids"].update(rfa=[9.0] * 5), "rfa with another grids entry"),
         (lambda b: b["config"].update(scenario="sample"), "differs in scenario"),
-        (lambda b: b["config"]["rfa"].update(retain_guard_pt=1.0), "other rfa or lora settings"),
+        (lambda b: b["config"]["rfa"].update(retain_guard_pt=7.5), "other rfa or lora settings"),
         (lambda b: b["config"].update(precision="bf16"), "differs in precision"),
     ],
 )
