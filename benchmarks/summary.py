@@ -164,11 +164,15 @@ def _time_shares(result: dict) -> dict[str, str]:
     timed = [{r["method"]: r["seconds"] for r in t["runs"]} for t in sections(result)]
     if not timed or not all("retrain" in t for t in timed):
         return {}
-    out = {"retrain": " / ".join(f"{t['retrain']:,.0f} s" for t in timed)}
+    out = {"retrain": " / ".join(_seconds(t["retrain"]) for t in timed)}
     for m in ORDER:
         if m != "retrain" and all(m in t for t in timed):
             out[m] = " / ".join(f"{100 * t[m] / t['retrain']:.1f}" for t in timed) + " %"
     return out
+
+
+def _seconds(x: float) -> str:
+    return f"{x:,.0f} s" if x >= 100 else f"{x:.1f} s"  # a digits Retrain is a few seconds
 
 
 def checks(result: dict) -> list[Check]:
