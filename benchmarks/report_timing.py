@@ -41,28 +41,29 @@ def _across(timed: list[dict]) -> list[str]:
     verdict = rfa_time_verdict(timed)
     if verdict is None:
         return []
-    ok, each = verdict
+    ok, each, missed = verdict
     said = {True: "met on every seed", None: "not judged (a process was not quiet)"}
-    missed = [t["seed"] for t in timed if t["quiet"] and _share(t) > TIME_LIMITS["retrain"]]
     text = said[ok] if ok is not False else f"MISSED on seed {', '.join(map(str, missed))}"
     limit = TIME_LIMITS["retrain"]
     return ["", f"RFA's time ≤ {100 * limit:.0f} % of Retrain's, each seed timed in its own "
             f"process: {each} — {text}."]  # fmt: skip
 
 
-def rfa_time_verdict(timed: list[dict]) -> tuple[bool | None, str] | None:
-    """RFA's time target over every seed timed, with each seed's share ("2.3 % (seed 1), ..."):
-    missed where a quiet process missed it (load only slows a run, so it cannot excuse one), met
-    only if every process stayed quiet and met it, else None (not judged). None in place of the
-    pair where a timing lacks RFA or Retrain."""
+def rfa_time_verdict(timed: list[dict]) -> tuple[bool | None, str, list[int]] | None:
+    """RFA's time target over every seed timed: (met?, each seed's share as "2.3 % (seed 1),
+    ...", the seeds that missed it). Missed where a quiet process missed it (load only slows a
+    run, so it cannot excuse one), met only if every process stayed quiet and met it, else None
+    (not judged). None in place of the triple where a timing lacks RFA or Retrain."""
     shares = [(t["seed"], _share(t)) for t in timed]
     if not shares or any(share is None for _, share in shares):
         return None
     limit = TIME_LIMITS["retrain"]
     each = ", ".join(f"{100 * share:.1f} % (seed {seed})" for seed, share in shares)
-    if any(t["quiet"] and share > limit for t, (_, share) in zip(timed, shares, strict=True)):
-        return False, each
-    return (True if all(t["quiet"] for t in timed) else None), each
+    quiet = [t["quiet"] for t in timed]
+    missed = [seed for (seed, share), q in zip(shares, quiet, strict=True) if q and share > limit]
+    if missed:
+        return False, each, missed
+    return (True if all(quiet) else None), each, missed
 
 
 def _section(t: dict, result: dict) -> list[str]:

@@ -114,7 +114,7 @@ table benchmarks/results/cifar10-resnet20-sample10-merged "${CF[@]}" --scenario 
 table benchmarks/results/digits-class0 --dataset digits --scenario class --forget-class 0 \
   --grid rl=0.013,0.026,0.052,0.104,0.208 --grid salun=0.052,0.104,0.208,0.416,0.832 \
   --grid scrub=0.0005,0.001,0.002,0.004,0.008
-# SalUn chose the bottom of RL's grid in the re-run at 782be79 (one thread): one point lower.
+# SalUn chose its grid's bottom (then RL's) in the re-run at 782be79: one point lower.
 table benchmarks/results/digits-sample10 --dataset digits --scenario sample --fraction 0.1 \
   --grid rl=0.000203125,0.00040625,0.0008125,0.001625,0.00325 \
   --grid salun=0.0001015625,0.000203125,0.00040625,0.0008125,0.001625

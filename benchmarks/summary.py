@@ -235,7 +235,7 @@ def _time_check(result: dict) -> list[Check]:
     verdict = rfa_time_verdict(sections(result))
     if verdict is None:
         return []
-    ok, said = verdict
+    ok, said, _ = verdict
     limit = 100 * TIME_LIMITS["retrain"]
     return [(f"time ≤ {limit:.0f} % of Retrain's on each seed timed", ok, said)]
 

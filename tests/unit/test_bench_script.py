@@ -89,7 +89,8 @@ def test_tables_names_the_tables_to_run_and_a_misspelt_name_runs_nothing(tmp_pat
 def test_each_process_runs_one_torch_thread_unless_told_otherwise(tmp_path, given, expect):
     """The committed tables ran one thread per process; the thread count is part of a point's
     digest and changes float sums, so `make bench` reproduces them only with the same count."""
-    shutil.copy(SCRIPT, (tmp_path / "benchmarks").mkdir() or tmp_path / "benchmarks")
+    (tmp_path / "benchmarks").mkdir()
+    shutil.copy(SCRIPT, tmp_path / "benchmarks")
     seen, stub = tmp_path / "threads", tmp_path / "unlearn"
     stub.write_text(f'#!/bin/sh\necho "$OMP_NUM_THREADS" >> {seen}\n')
     stub.chmod(0o755)
