@@ -323,14 +323,30 @@ class RequestStore:
                 old = self.lease(model, lock=True)  # PostgreSQL: a second taker waits here
                 if old is not None and not old.stale(now):
                     raise _held(old)
-                self._db.execute(delete(LEASES).where(LEASES.c.model == model))
+                if old is not None:  # only the row read and locked above: see below
+                    self._db.execute(delete(LEASES).where(
+                        LEASES.c.model == model, LEASES.c.batch_id == old.batch_id,
+                        LEASES.c.owner == old.owner,
+                    ))  # fmt: skip
                 self._db.execute(insert(LEASES).values(
                     model=model, batch_id=batch_id, owner=process_identity(), stage="start",
                     acquired_at=now.isoformat(), expires_at=(now + ttl).isoformat(),
                 ))  # fmt: skip
-        except IntegrityError:  # PostgreSQL: another worker inserted the free lease first
-            raise _held(self.lease(model)) from None
+        except IntegrityError:  # PostgreSQL: another worker inserted its lease first
+            return self._lost_race(model, batch_id, ttl)
         return old
+
+    # Why the DELETE names the row it read: PostgreSQL's READ COMMITTED takes a new snapshot per
+    # statement. Two takers queued on a stale row: the first replaced it and committed, the
+    # second's locking read then found no row (the one it waited on was deleted), and a DELETE by
+    # model alone removed the first taker's fresh lease, so both held it. Now the second inserts,
+    # meets the primary key, and is told who holds the lease.
+
+    def _lost_race(self, model: str, batch_id: str, ttl: timedelta) -> Lease | None:
+        held = self.lease(model)
+        if held is None:  # the winner has already let go: try again
+            return self.take_lease(model, batch_id, ttl)
+        raise _held(held) from None
 
     def touch_lease(self, model: str, batch_id: str, stage: str, ttl: timedelta) -> None:
         """Record the stage a batch reached and extend its lease from now."""

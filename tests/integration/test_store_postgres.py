@@ -9,12 +9,15 @@ import time
 from datetime import timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from benchmarks.services import create_database
 from components.requests import parse_request
 from pipelines.lease import LeaseHeld
 from pipelines.store import RequestStore
+from pipelines.store_engine import store_location
 from pipelines.store_faults import StoreError
+from pipelines.store_schema import LEASES
 from tests.integration.test_shared_stores import postgres  # noqa: F401 - a fixture
 from tests.unit.test_store import check_large_batch
 
@@ -64,27 +67,64 @@ with RequestStore(sys.argv[1]) as s:
 """
 
 
-def test_one_lease_per_model_across_processes_on_postgresql(postgres):  # noqa: F811
-    url = _database(postgres, "leases")
-    RequestStore(url).close()
+def _takers(url: str) -> list[subprocess.Popen]:
     take = [[sys.executable, "-c", _TAKE, url, f"b{i}"] for i in (1, 2)]
     pipes = {"stdin": subprocess.PIPE, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
-    procs = [subprocess.Popen(a, text=True, **pipes) for a in take]
-    # The holder holds until its stdin closes, so the other tries while it is alive however
-    # slowly either starts (a fixed sleep let a loaded machine start the second after the first
-    # had gone, and then it rightly replaced a dead holder's lease). If both took it, neither
-    # ends, and after 60 s both are let go: exit codes [0, 0], a failure.
+    return [subprocess.Popen(a, text=True, **pipes) for a in take]
+
+
+def _outcome(procs: list[subprocess.Popen]) -> tuple[list[int], list[tuple[str, str]]]:
+    """Sorted exit codes and outputs. A holder holds until its stdin closes, so the other tries
+    while it is alive however slowly either starts (a fixed sleep let a loaded machine start the
+    second after the first had gone, and then it rightly replaced a dead holder's lease). If both
+    took it, neither ends, and after 60 s both are let go: exit codes [0, 0]."""
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and all(p.poll() is None for p in procs):
         time.sleep(0.1)
     outs = [p.communicate(input="", timeout=120) for p in procs]
-    codes = sorted(p.returncode for p in procs)
+    return sorted(p.returncode for p in procs), outs
+
+
+def test_one_lease_per_model_across_processes_on_postgresql(postgres):  # noqa: F811
+    url = _database(postgres, "leases")
+    RequestStore(url).close()
+    codes, outs = _outcome(_takers(url))
     assert codes == [0, 3], outs  # exactly one took it; the other was told who holds it
     assert any("one batch per model" in o for o, _ in outs)
     with RequestStore(url) as s:  # both processes are gone: the lease is stale and replaced
         assert s.take_lease("m", "b3", HOUR).batch_id in ("b1", "b2")
         with pytest.raises(LeaseHeld):
             s.take_lease("m", "b4", HOUR)
+
+
+def _lock_waiters(db: sa.Connection) -> int:
+    q = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+    return db.exec_driver_sql(q).scalar()
+
+
+def test_two_takers_queued_on_a_stale_lease_leave_one_holder(postgres):  # noqa: F811
+    """Both find the dead holder's row and wait on its lock; the first replaces it. The second's
+    next statement sees the first's new lease (PostgreSQL's READ COMMITTED): it must not delete
+    it. Holding the row's lock here until both wait makes the interleaving certain."""
+    url = _database(postgres, "stale")
+    with RequestStore(url) as s:
+        s.take_lease("m", "b0", HOUR)
+    engine = sa.create_engine(store_location(url).url)
+    with engine.connect() as holder, engine.connect() as watch:
+        dead = {"owner": "gone-host:1:1", "expires_at": "2000-01-01T00:00+00:00"}
+        holder.execute(sa.update(LEASES).values(**dead))
+        holder.commit()  # a holder on another host, expired
+        holder.execute(sa.select(LEASES).with_for_update())  # and its row locked by this test
+        procs = _takers(url)
+        watch = watch.execution_options(isolation_level="AUTOCOMMIT")  # a fresh view per query
+        deadline = time.monotonic() + 60
+        while _lock_waiters(watch) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _lock_waiters(watch) == 2
+        holder.rollback()
+    engine.dispose()
+    codes, outs = _outcome(procs)
+    assert codes == [0, 3], outs
 
 
 _OPEN_AT = """
