@@ -174,3 +174,16 @@ def test_a_table_run_without_baselines_leaves_their_rows_not_judged():
     assert got["baselines' Acc(Dr) within 3 points of the original's"][0] is None
     assert got["gap ≤ 1.5"][0] is False and got["below the untouched original's gap"][0] is True
     assert "| rfa | 1.69 [0.46, 2.91] |" in render({"t": result})
+
+
+@pytest.mark.parametrize("within, expect", [(11.0, True), (0.1, False)])
+def test_results_md_and_the_headline_judge_probes_by_the_one_bar(monkeypatch, within, expect):
+    """Both pages read benchmarks/bars.py: moving its probe bar moves both verdicts."""
+    from benchmarks import bars
+    from benchmarks.report import summarise, targets
+
+    monkeypatch.setattr(bars, "PROBE_WITHIN", within)
+    result = json.loads((RESULTS / "cifar10-resnet20-class0-merged" / "results.json").read_text())
+    headline = [ok for t, ok, _ in checks(result) if t.startswith("every probe within")]
+    per_table = [ok for t, ok, _ in targets(result, summarise(result)) if "probe on Dft" in t]
+    assert headline == [expect] and len(per_table) == 4 and set(per_table) == {expect}
