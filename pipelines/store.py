@@ -129,6 +129,23 @@ class RequestStore:
         one transaction: all of them or none. A request the store holds already (same target, or
         the same client id for the same target) is returned with created=False; a client id that
         names a different request is a ValueError. Returns (id, created) per item."""
+        for _ in range(2):
+            try:
+                return self._add_many(items, deadline_days, submitted_by)
+            except IntegrityError:  # PostgreSQL: another submitter stored one of them first
+                continue  # read again: now its row is committed, and it is a known request
+        return self._add_many(items, deadline_days, submitted_by)
+
+    # On sqlite BEGIN IMMEDIATE serialises submitters. PostgreSQL's reads do not wait for another
+    # transaction's uncommitted insert: two intakes given the same request at once (a client that
+    # retries) both found it new, and the second's INSERT met the unique key as a traceback.
+
+    def _add_many(
+        self,
+        items: list[tuple[ForgetRequest, int, str | None]],
+        deadline_days: int,
+        submitted_by: str,
+    ) -> list[tuple[str, bool]]:
         now = _now().isoformat()
         deadline = (_now() + timedelta(days=deadline_days)).isoformat()
         keys = [req.dedup_key() for req, _, _ in items]

@@ -17,7 +17,7 @@ from pipelines.lease import LeaseHeld
 from pipelines.store import RequestStore
 from pipelines.store_engine import store_location
 from pipelines.store_faults import StoreError
-from pipelines.store_schema import LEASES
+from pipelines.store_schema import LEASES, REQUESTS
 from tests.integration.test_shared_stores import postgres  # noqa: F401 - a fixture
 from tests.unit.test_store import check_large_batch
 
@@ -97,9 +97,14 @@ def test_one_lease_per_model_across_processes_on_postgresql(postgres):  # noqa: 
             s.take_lease("m", "b4", HOUR)
 
 
-def _lock_waiters(db: sa.Connection) -> int:
+def _until_waiting(watch: sa.Connection, n: int) -> None:
+    """Until `n` sessions wait on a lock this test holds (60 s at most)."""
+    watch = watch.execution_options(isolation_level="AUTOCOMMIT")  # a fresh view per query
     q = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-    return db.exec_driver_sql(q).scalar()
+    deadline = time.monotonic() + 60
+    while watch.exec_driver_sql(q).scalar() < n and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert watch.exec_driver_sql(q).scalar() == n
 
 
 def test_two_takers_queued_on_a_stale_lease_leave_one_holder(postgres):  # noqa: F811
@@ -116,15 +121,46 @@ def test_two_takers_queued_on_a_stale_lease_leave_one_holder(postgres):  # noqa:
         holder.commit()  # a holder on another host, expired
         holder.execute(sa.select(LEASES).with_for_update())  # and its row locked by this test
         procs = _takers(url)
-        watch = watch.execution_options(isolation_level="AUTOCOMMIT")  # a fresh view per query
-        deadline = time.monotonic() + 60
-        while _lock_waiters(watch) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert _lock_waiters(watch) == 2
+        _until_waiting(watch, 2)
         holder.rollback()
     engine.dispose()
     codes, outs = _outcome(procs)
     assert codes == [0, 3], outs
+
+
+_ADD = """
+import sys
+from components.requests import parse_request
+from pipelines.store import RequestStore
+with RequestStore(sys.argv[1]) as s:
+    r, created = s.add(parse_request({"kind": "samples", "sample_ids": ["a", "b"]}), 2, 30)
+    print(r.id, created)
+"""
+
+
+def test_the_same_request_submitted_at_once_is_stored_once(postgres):  # noqa: F811
+    """A client that retries can reach two intakes at once. The second's read cannot see the
+    first's uncommitted row; its insert waits on the unique key and then meets it. Holding the
+    first insert open until the second waits makes that interleaving certain: the second must
+    answer 'already received' (created False), not a traceback."""
+    url = _database(postgres, "twice")
+    RequestStore(url).close()
+    req = parse_request({"kind": "samples", "sample_ids": ["b", "a"]})
+    row = dict(id="req-first", dedup_key=req.dedup_key(), kind=req.kind, n_samples=2,
+               payload=req.model_dump_json(), received_at="2026-12-07T00:00:00+00:00",
+               deadline="2027-01-06T00:00:00+00:00", status="pending", updated_at="")  # fmt: skip
+    engine = sa.create_engine(store_location(url).url)
+    with engine.connect() as first, engine.connect() as watch:
+        first.execute(sa.insert(REQUESTS).values(**row))  # not committed yet
+        second = subprocess.Popen([sys.executable, "-c", _ADD, url], text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+        _until_waiting(watch, 1)
+        first.commit()
+    engine.dispose()
+    out, err = second.communicate(timeout=120)
+    assert (second.returncode, out.split()) == (0, ["req-first", "False"]), err[-600:]
+    with RequestStore(url) as s:
+        assert [r.id for r in s.list()] == ["req-first"]
 
 
 _OPEN_AT = """
