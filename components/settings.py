@@ -287,8 +287,8 @@ class GateSettings(_Frozen):
 class RequestSettings(_Frozen):
     deadline_days: int = Field(30, ge=1, le=90)
     max_forget_fraction: float = Field(0.5, gt=0, lt=1)
-    # A running batch holds its model's lease for this long past its latest stage; a batch whose
-    # process is gone (same host) or whose lease ran out is recovered by the next run.
+    # A batch's lease, renewed every quarter of it while its process lives; a batch whose process
+    # is gone (same host) or whose lease ran out is recovered by the next run.
     batch_lease_minutes: int = Field(120, ge=1)
     # A request whose batch failed its gates waits this long before a batch takes it again,
     # doubling with each failure, so it cannot block the requests behind it.

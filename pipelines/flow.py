@@ -27,6 +27,7 @@ from pipelines import batch as steps
 from pipelines import batch_tasks as tasks
 from pipelines.batch_report import report_failure
 from pipelines.lease import LeaseHeld
+from pipelines.lease_keeper import kept
 from pipelines.progress import report
 from pipelines.recover import recover_now, recover_stale
 from pipelines.registry import Registry
@@ -94,14 +95,15 @@ def deletion_batch(workspace: str, scheduled: bool = False, model: str = "") -> 
         except LeaseHeld as err:
             raise steps.BatchError(str(err)) from None
         try:
-            for rec in recover_stale(ws, store, reg, name, replaced):
-                print(rec.text())
-            wait = steps.reason_to_wait_for(store, s.schedule) if scheduled else None
-            if wait:
-                print(f"waiting: {wait}")
-                return BatchOutcome("waiting", reason=wait)
-            stage = Stages(store, name, batch_id, ttl, _progress_artifact(batch_id))
-            return _run(ws, reg, store, batch_id, stage)
+            with kept(ws.requests_db, name, batch_id, ttl):
+                for rec in recover_stale(ws, store, reg, name, replaced):
+                    print(rec.text())
+                wait = steps.reason_to_wait_for(store, s.schedule) if scheduled else None
+                if wait:
+                    print(f"waiting: {wait}")
+                    return BatchOutcome("waiting", reason=wait)
+                stage = Stages(store, name, batch_id, ttl, _progress_artifact(batch_id))
+                return _run(ws, reg, store, batch_id, stage)
         finally:
             tasks.forget_memo()
             shutil.rmtree(ws.batch_dir(batch_id), ignore_errors=True)

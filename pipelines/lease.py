@@ -18,6 +18,11 @@ class LeaseHeld(RuntimeError):
     """Another batch of the same model is running (its process is alive and its lease current)."""
 
 
+class LeaseLost(RuntimeError):
+    """This batch's lease was taken over (it ran out, or its holder looked dead): the batch must
+    stop, since the taker recovers its requests and may be running beside it."""
+
+
 def process_identity(pid: int | None = None) -> str:
     """host:pid:start-time of a process; the start time tells a reused pid from the original."""
     pid = os.getpid() if pid is None else pid

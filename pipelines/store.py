@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from components.requests import ForgetRequest
-from pipelines.lease import Lease, LeaseHeld, process_identity
+from pipelines.lease import Lease, LeaseHeld, LeaseLost, process_identity
 from pipelines.store_engine import connect, store_location, transaction
 from pipelines.store_faults import guarded
 from pipelines.store_schema import EVENTS, LEASES, META, REQUESTS, STATUSES, migrate_sqlite
@@ -365,12 +365,22 @@ class RequestStore:
             return self.take_lease(model, batch_id, ttl)
         raise _held(held) from None
 
-    def touch_lease(self, model: str, batch_id: str, stage: str, ttl: timedelta) -> None:
-        """Record the stage a batch reached and extend its lease from now."""
+    def touch_lease(self, model: str, batch_id: str, stage: str | None, ttl: timedelta) -> None:
+        """Extend a batch's lease from now, recording the stage it reached (None: the same stage).
+        LeaseLost if the batch no longer holds it: another run took it over."""
         mine = and_(LEASES.c.model == model, LEASES.c.batch_id == batch_id)
+        values = {"expires_at": (_now() + ttl).isoformat()}
+        if stage is not None:
+            values["stage"] = stage
         with self._tx():
-            until = (_now() + ttl).isoformat()
-            self._db.execute(update(LEASES).where(mine).values(stage=stage, expires_at=until))
+            if self._db.execute(update(LEASES).where(mine).values(**values)).rowcount == 1:
+                return
+        now = self.lease(model)
+        held = f"{now.describe()} holds it now" if now is not None else "nobody holds it now"
+        raise LeaseLost(
+            f"batch {batch_id} lost the lease of {model} ({held}); it stops here, and the run "
+            "that took the lease recovers its requests"
+        )
 
     def drop_lease(self, model: str, batch_id: str) -> None:
         with self._tx():

@@ -167,3 +167,33 @@ def test_batch_recover_returns_a_killed_batchs_requests_without_starting_one(
         assert "did not finish" in store.get(stored.id).reason
     assert main(["-w", str(ws.root), "batch", "recover"]) == 0
     assert "nothing to recover" in capsys.readouterr().out
+
+
+def test_a_batch_whose_lease_is_taken_over_mid_run_stops_at_its_next_stage(
+    tmp_path, prefect_server
+):
+    """Another run took the model over while this batch unlearned (its lease had run out, say the
+    store was unreachable past it): the batch stops before evaluating, in one line, registers
+    nothing, and its requests are pending again for whoever holds the lease."""
+    ws = make_workspace(tmp_path)
+    reg, name = ws.registry(), ws.settings.registry.model_name
+    stored, _, _ = submit(ws, {"kind": "class", "class_label": 4})
+    first = subprocess.Popen(
+        [sys.executable, "-c", CLI, "-w", str(ws.root), "batch", "run"],
+        start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not _unlearning(ws, reg):
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    with RequestStore(ws.requests_db) as store:  # the takeover: one statement, as take_lease's
+        store._db.exec_driver_sql(f"UPDATE leases SET batch_id = 'usurper' WHERE model = '{name}'")
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 2, err[-2000:]
+    assert len(err.strip().splitlines()) == 1 and "lost the lease of" in err, err[-2000:]
+    assert [str(v.version) for v in reg.versions(name)] == ["1"]  # nothing registered
+    with RequestStore(ws.requests_db) as store:
+        assert store.lease(name).batch_id == "usurper"  # the taker's lease is left alone
+        assert store.get(stored.id).status == "pending"
+        store.drop_lease(name, "usurper")
+    assert deletion_batch(str(ws.root)).status == "awaiting_approval"

@@ -66,6 +66,58 @@ def test_one_batch_lease_per_model_and_a_dead_or_expired_holder_is_replaced(tmp_
             store.take_lease("m", "b7", hour)
 
 
+def test_a_batch_whose_lease_was_taken_over_is_told_when_it_next_renews_it(tmp_path):
+    from datetime import timedelta
+
+    from pipelines.lease import LeaseLost
+    from pipelines.store import RequestStore
+
+    hour = timedelta(hours=1)
+    with RequestStore(tmp_path / "r.db") as store:
+        store.take_lease("m", "b1", hour)
+        store.touch_lease("m", "b1", "unlearn", hour)
+        store.touch_lease("m", "b1", None, 2 * hour)  # a renewal keeps the stage
+        assert store.lease("m").stage == "unlearn"
+        # Another run found the lease run out and took the model over.
+        store._db.exec_driver_sql("UPDATE leases SET batch_id = 'b2' WHERE model = 'm'")
+        with pytest.raises(LeaseLost, match="batch b1 lost the lease of m .batch b2 of m .*holds"):
+            store.touch_lease("m", "b1", "evaluate", hour)
+        store.drop_lease("m", "b1")  # letting go of a lost lease leaves the taker's alone
+        assert store.lease("m").batch_id == "b2" and store.lease("m").stage == "unlearn"
+        store.drop_lease("m", "b2")
+        with pytest.raises(LeaseLost, match="nobody holds it now"):
+            store.touch_lease("m", "b2", None, hour)
+
+
+def test_the_keeper_renews_a_lease_that_would_run_out_and_reports_a_takeover(tmp_path):
+    """A stage longer than the lease: without renewal the next run may take the model over."""
+    import time
+    from datetime import timedelta
+
+    from pipelines.lease import LeaseHeld
+    from pipelines.lease_keeper import kept
+    from pipelines.store import RequestStore
+
+    ttl, every = timedelta(seconds=3), timedelta(seconds=0.5)
+    db = tmp_path / "r.db"
+    with RequestStore(db) as store:
+        store.take_lease("m", "b1", ttl)
+        with kept(db, "m", "b1", ttl, every) as keeper:
+            time.sleep(4.5)  # past the lease as taken
+            with pytest.raises(LeaseHeld):
+                store.take_lease("m", "b2", ttl)
+            assert keeper.renewals >= 3 and not keeper.lost
+            store._db.exec_driver_sql("UPDATE leases SET batch_id = 'b3' WHERE model = 'm'")
+            deadline = time.monotonic() + 30
+            while not keeper.lost and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert "batch b1 lost the lease of m" in keeper.lost
+        store.drop_lease("m", "b3")
+        store.take_lease("m", "b4", ttl)
+        time.sleep(4.5)  # nobody renews it: it runs out, and the next run replaces it
+        assert "expired" in store.take_lease("m", "b5", ttl).stale()
+
+
 def test_a_store_made_before_set_aside_existed_is_migrated_with_its_rows(tmp_path):
     import sqlite3
 
