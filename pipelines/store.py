@@ -377,10 +377,7 @@ class RequestStore:
                 return
         now = self.lease(model)
         held = f"{now.describe()} holds it now" if now is not None else "nobody holds it now"
-        raise LeaseLost(
-            f"batch {batch_id} lost the lease of {model} ({held}); it stops here, and the run "
-            "that took the lease recovers its requests"
-        )
+        raise LeaseLost(f"batch {batch_id} lost the lease of {model} ({held}); it stops here")
 
     def drop_lease(self, model: str, batch_id: str) -> None:
         with self._tx():

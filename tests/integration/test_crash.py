@@ -190,7 +190,9 @@ def test_a_batch_whose_lease_is_taken_over_mid_run_stops_at_its_next_stage(
         store._db.exec_driver_sql(f"UPDATE leases SET batch_id = 'usurper' WHERE model = '{name}'")
     _, err = first.communicate(timeout=300)
     assert first.returncode == 2, err[-2000:]
-    assert len(err.strip().splitlines()) == 1 and "lost the lease of" in err, err[-2000:]
+    assert len(err.strip().splitlines()) == 1, err[-2000:]
+    assert "lost the lease of" in err and "holds it now); it stops here" in err, err
+    assert err.strip().endswith("(its requests are pending again)"), err
     assert [str(v.version) for v in reg.versions(name)] == ["1"]  # nothing registered
     with RequestStore(ws.requests_db) as store:
         assert store.lease(name).batch_id == "usurper"  # the taker's lease is left alone
