@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
-from pipelines.lease import LeaseLost
+from pipelines.lease import Lease, LeaseLost
 from pipelines.store import RequestStore
 from pipelines.store_faults import StoreError
 
@@ -70,3 +70,16 @@ def kept(
         yield keeper
     finally:
         keeper.stop()
+
+
+@contextmanager
+def holding(where: str | Path, model: str, holder: str, ttl: timedelta) -> Iterator[Lease | None]:
+    """`model`'s lease taken as `holder` (LeaseHeld if a live batch holds it), renewed while the
+    block runs, then let go. Yields the stale lease it replaced, if any."""
+    with RequestStore(where) as store:
+        replaced = store.take_lease(model, holder, ttl)
+        try:
+            with kept(where, model, holder, ttl):
+                yield replaced
+        finally:
+            store.drop_lease(model, holder)

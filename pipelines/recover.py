@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from pipelines.lease import Lease
+from pipelines.lease_keeper import holding
 from pipelines.registry import ALIAS_CANDIDATE, ALIAS_CHAMPION, Registry, VersionRef, data_rev
 from pipelines.snapshot import restore_snapshot
 from pipelines.store import RequestStore
@@ -108,9 +109,6 @@ def recover_now(ws: Workspace, holder: str) -> list[Recovered]:
     """Recover what a dead batch of the workspace's model left, under the model's lease (taken
     as `holder`, dropped after). LeaseHeld when a batch that is alive holds it."""
     name, reg = ws.settings.registry.model_name, ws.registry()
-    with RequestStore(ws.requests_db) as store:
-        replaced = store.take_lease(name, holder, timedelta(minutes=10))
-        try:
-            return recover_stale(ws, store, reg, name, replaced)
-        finally:
-            store.drop_lease(name, holder)
+    lease = holding(ws.requests_db, name, holder, timedelta(minutes=10))
+    with lease as replaced, RequestStore(ws.requests_db) as store:
+        return recover_stale(ws, store, reg, name, replaced)

@@ -4,6 +4,10 @@ the facts, carries the decision out in a crash-safe order and records it."""
 from __future__ import annotations
 
 import json
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from components.canonical import canonical_json
@@ -18,6 +22,8 @@ from pipelines.audit import ALIAS_LOG, append_alias_history, verify
 from pipelines.gitlock import git_locks
 from pipelines.identity import authenticated, whoami
 from pipelines.keys import require_signer, sign_as
+from pipelines.lease import LeaseHeld
+from pipelines.lease_keeper import holding
 from pipelines.purge import purge
 from pipelines.registry import (
     ALIAS_CANDIDATE,
@@ -129,6 +135,26 @@ def _require_git_unlocked(ws: Workspace) -> None:
         )
 
 
+DECISION_LEASE = timedelta(minutes=10)  # renewed while the decision runs (lease_keeper)
+
+
+@contextmanager
+def _one_decision(ws: Workspace, name: str, action: str, version: str) -> Iterator[None]:
+    """Hold the model's lease for the decision, as a batch does for its run: two reviewers
+    deciding on one model at once (an approval and a rejection of the same version) would each
+    pass the checks and leave a champion tagged rejected. A running batch, or another decision,
+    is named in one line and nothing is decided. A dead batch's lease is replaced; the next batch
+    run recovers that batch (its requests hold no lease)."""
+    holder = f"review-{action}-{version}-{uuid.uuid4().hex[:6]}"
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(holding(ws.requests_db, name, holder, DECISION_LEASE))
+        except LeaseHeld as err:
+            why = f"{err} (nothing was decided)"
+            raise ReviewError(f"cannot {action} {name}/{version} now: {why}") from None
+        yield
+
+
 def _history(ws: Workspace, name: str, match: dict) -> str:
     """Whether the alias history holds an entry for `name` with these fields: "committed",
     "written" (in the file, but its git commit failed) or "missing"."""
@@ -202,13 +228,20 @@ def approve(
     the next `approve` of the same version instead of being refused as "already approved"."""
     reviewer = _validate_reviewer(reviewer)
     _require_git_unlocked(ws)
+    with _one_decision(ws, name, "approve", version):
+        return _approve(ws, reg, name, version, reviewer, certificate_sha256)
+
+
+def _approve(
+    ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, sha: str | None
+) -> Decision:
     facts = gather_facts(ws, reg, name, version)
     mv = reg.resolve(name, version) if facts.exists else None
     if mv is not None and _unfinished(ws, name, version, facts, mv.tags.get("batch_id", "")):
         who, at = mv.tags.get("approved_by", reviewer), mv.tags.get("approved_at", "")
         _carry_out_approval(ws, reg, name, version, who, facts.base_version or None)
         return Decision(True, [f"completed the approval by {who} at {at}, which stopped part-way"])
-    decision = decide_approval(facts, certificate_sha256)
+    decision = decide_approval(facts, sha)
     if not decision.promote:
         _refuse(ws, "approve", name, version, reviewer, decision.text)
     _check_duties(ws, name, version, reviewer, mv.tags, approving=True)
@@ -285,6 +318,14 @@ def reject(
     if not reason.strip():
         raise ReviewError("--reason must say why the version is rejected")
     _require_git_unlocked(ws)
+    with _one_decision(ws, name, "reject", version):
+        return _reject(ws, reg, name, version, reviewer, reason, certificate_sha256)
+
+
+def _reject(
+    ws: Workspace, reg: Registry, name: str, version: str, reviewer: str, reason: str,
+    certificate_sha256: str | None,
+) -> Decision:  # fmt: skip
     facts = gather_facts(ws, reg, name, version, check_certificate=False)
     tags = reg.resolve(name, version).tags if facts.exists else {}
     if facts.status == "rejected" and _rejection_unfinished(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import stat
+from datetime import timedelta
 
 import pytest
 
@@ -43,6 +44,22 @@ def _cli(capsys, ws, *args) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+def _refused_while_a_batch_runs(capsys, ws, name: str, v2: str) -> None:
+    """A batch (or another decision) of the model runs: the decision waits its turn, in one
+    line, having changed nothing. Each decision holds the model's lease, so an approval and a
+    rejection of one version cannot both pass their checks at once."""
+    with RequestStore(ws.requests_db) as store:
+        store.take_lease(name, "batch-running", timedelta(hours=1))  # this process: alive
+    for args in (["approve", name, v2], ["reject", name, v2, "--reason", "x"]):
+        code, err = _cli(capsys, ws, "review", *args, "--reviewer", "alice")
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"cannot {args[0]} {name}/{v2} now: batch batch-running of {name}" in err, err
+        assert err.strip().endswith("one batch per model at a time (nothing was decided)"), err
+    with RequestStore(ws.requests_db) as store:
+        store.drop_lease(name, "batch-running")
+    assert ws.registry().resolve(name, v2).tags["status"] == "awaiting_approval"
+
+
 def test_a_decision_is_all_or_nothing_under_git_failures(tmp_path, prefect_server, capsys):
     ws = make_workspace(tmp_path)
     reg, name = ws.registry(), ws.settings.registry.model_name
@@ -72,6 +89,8 @@ def test_a_decision_is_all_or_nothing_under_git_failures(tmp_path, prefect_serve
     assert mv.tags["status"] == "awaiting_approval" and "candidate" in mv.aliases
     assert str(reg.champion(name).version) == "1" and ws.git("rev-parse", "HEAD") == head
 
+    _refused_while_a_batch_runs(capsys, ws, name, v2)  # 1b
+
     # 2. The history commit fails after the signed record, tag and alias are written (the
     # review key published beforehand, as by any earlier decision: else that commit fails first).
     sign_as(ws, "review", b"an earlier decision")
@@ -94,6 +113,8 @@ def test_a_decision_is_all_or_nothing_under_git_failures(tmp_path, prefect_serve
     assert verify(ws, reg, name, v2).ok
     with pytest.raises(ReviewError, match="already approved"):
         approve(ws, reg, name, v2, "alice")
+    with RequestStore(ws.requests_db) as store:
+        assert store.lease(name) is None  # each decision let go of the model's lease
 
     # 4. The same for a rejection: the data snapshot goes back to the champion's on the retry.
     submit(ws, {"kind": "class", "class_label": 2})
