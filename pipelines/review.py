@@ -18,7 +18,8 @@ from components.promotion import (
     decide_rejection,
     separation_of_duties,
 )
-from pipelines.audit import ALIAS_LOG, append_alias_history, verify
+from pipelines.alias_history import entry, history_state, record_history
+from pipelines.audit import verify
 from pipelines.gitlock import git_locks
 from pipelines.identity import authenticated, whoami
 from pipelines.keys import require_signer, sign_as
@@ -90,14 +91,14 @@ REFUSALS = "audit/refusals.jsonl"
 
 def _refuse(ws: Workspace, action: str, name: str, version: str, reviewer: str, why: str) -> None:
     """A refused decision is one line to the reviewer and a committed record for the auditor."""
-    entry = {"at": utcnow(), "action": action, "model": name, "version": version,
+    record = {"at": utcnow(), "action": action, "model": name, "version": version,
              "reviewer": reviewer, "refused": why}  # fmt: skip
     if why == "model version does not exist":  # nothing to attach a record to
         raise ReviewError(f"cannot {action} {name}/{version}: {why}")
     path, note = ws.root / REFUSALS, ""
     try:
         with path.open("a") as f:
-            f.write(json.dumps(entry, sort_keys=True) + "\n")
+            f.write(json.dumps(record, sort_keys=True) + "\n")
         commit_files(ws, [REFUSALS], f"refused to {action} {name}/{version} for {reviewer}")
     except (OSError, WorkspaceError) as err:  # the refusal stands; only its record is missing
         note = f" (the refusal could not be recorded in {REFUSALS}: {err})"
@@ -138,6 +139,18 @@ def _require_git_unlocked(ws: Workspace) -> None:
 DECISION_LEASE = timedelta(minutes=10)  # renewed while the decision runs (lease_keeper)
 
 
+def _registry_readable(reg: Registry, name: str, version: str) -> None:
+    """Reach the registry before the decision's lease is taken (a write to the request store): a
+    tracking store that cannot be read is one line with no file of the workspace changed. The
+    facts themselves are read again under the lease."""
+    try:
+        reg.resolve(name, version)
+    except StoreUnavailable:
+        raise
+    except RegistryError:
+        pass  # no such version: refused under the lease, as any decision's facts are
+
+
 @contextmanager
 def _one_decision(ws: Workspace, name: str, action: str, version: str) -> Iterator[None]:
     """Hold the model's lease for the decision, as a batch does for its run: two reviewers
@@ -155,45 +168,12 @@ def _one_decision(ws: Workspace, name: str, action: str, version: str) -> Iterat
         yield
 
 
-def _history(ws: Workspace, name: str, match: dict) -> str:
-    """Whether the alias history holds an entry for `name` with these fields: "committed",
-    "written" (in the file, but its git commit failed) or "missing"."""
-    path = ws.root / ALIAS_LOG
-    lines = path.read_text().splitlines() if path.is_file() else []
-    entries = [json.loads(line) for line in lines if line.strip()]
-    if not any(
-        e.get("model") == name and all(e.get(k) == v for k, v in match.items()) for e in entries
-    ):
-        return "missing"
-    return "written" if ws.git("status", "--porcelain", "--", ALIAS_LOG) else "committed"
-
-
-def _entry(
-    name: str, alias: str, version: str | None, previous: str | None, actor: str, reason: str
-) -> dict:
-    """An alias-history entry: `alias` of model `name` moved from `previous` to `version`."""
-    return {"model": name, "alias": alias, "version": version, "previous": previous,
-            "actor": actor, "reason": reason}  # fmt: skip
-
-
 def _drop_candidate(reg: Registry, name: str, version: str) -> ModelVersion:
     """Drop `candidate` if this version holds it (a later batch's candidate is left alone)."""
     mv = reg.resolve(name, version)
     if ALIAS_CANDIDATE in (mv.aliases or []):
         reg.drop_alias(name, ALIAS_CANDIDATE)
     return mv
-
-
-def _record_history(ws: Workspace, entry: dict) -> None:
-    """Append the entry unless the history has it; commit it if a failed commit left it out."""
-    match = {k: entry[k] for k in ("alias", "version", "previous")}
-    if entry["alias"] == ALIAS_CHAMPION:
-        match.pop("previous")  # one approval per version, whatever it replaced
-    state = _history(ws, entry["model"], match)
-    if state == "missing":
-        append_alias_history(ws, entry)
-    elif state == "written":
-        commit_files(ws, [ALIAS_LOG], f"alias history: {entry['reason']}")
 
 
 def _awaiting(ws: Workspace, batch_id: str) -> bool:
@@ -210,7 +190,7 @@ def _unfinished(ws: Workspace, name: str, version: str, facts: VersionFacts, bat
     return (
         facts.champion_version != version
         or facts.is_candidate
-        or _history(ws, name, history) != "committed"
+        or history_state(ws, name, history) != "committed"
         or _awaiting(ws, batch_id)
     )
 
@@ -228,6 +208,7 @@ def approve(
     the next `approve` of the same version instead of being refused as "already approved"."""
     reviewer = _validate_reviewer(reviewer)
     _require_git_unlocked(ws)
+    _registry_readable(reg, name, version)
     with _one_decision(ws, name, "approve", version):
         return _approve(ws, reg, name, version, reviewer, certificate_sha256)
 
@@ -284,7 +265,7 @@ def _carry_out_approval(
     mv = _drop_candidate(reg, name, version)
     reg.set_alias(VersionRef(name, version), ALIAS_CHAMPION)
     why = f"approved certificate {mv.tags.get('certificate_sha256', '')}"
-    _record_history(ws, _entry(name, ALIAS_CHAMPION, version, previous, reviewer, why))
+    record_history(ws, entry(name, ALIAS_CHAMPION, version, previous, reviewer, why))
     with RequestStore(ws.requests_db) as store:
         store.transition(
             mv.tags.get("batch_id", ""),
@@ -318,6 +299,7 @@ def reject(
     if not reason.strip():
         raise ReviewError("--reason must say why the version is rejected")
     _require_git_unlocked(ws)
+    _registry_readable(reg, name, version)
     with _one_decision(ws, name, "reject", version):
         return _reject(ws, reg, name, version, reviewer, reason, certificate_sha256)
 
@@ -372,7 +354,11 @@ def _rejection_unfinished(
     ws: Workspace, name: str, version: str, facts: VersionFacts, batch_id: str
 ) -> bool:
     match = {"alias": ALIAS_CANDIDATE, "version": None, "previous": version}
-    return facts.is_candidate or _history(ws, name, match) != "committed" or _awaiting(ws, batch_id)
+    return (
+        facts.is_candidate
+        or history_state(ws, name, match) != "committed"
+        or _awaiting(ws, batch_id)
+    )
 
 
 def _carry_out_rejection(
@@ -380,9 +366,7 @@ def _carry_out_rejection(
 ) -> None:
     """The steps after the status tag, each a no-op when already done."""
     mv = _drop_candidate(reg, name, version)
-    _record_history(
-        ws, _entry(name, ALIAS_CANDIDATE, None, version, reviewer, f"rejected: {reason}")
-    )
+    record_history(ws, entry(name, ALIAS_CANDIDATE, None, version, reviewer, f"rejected: {reason}"))
     # The rejected batch's snapshot must not stay at HEAD as if it were certified: the data go
     # back to the champion's snapshot, in a commit that says why (history is never rewritten).
     batch_id = mv.tags.get("batch_id", "")
