@@ -98,7 +98,7 @@ def test_one_lease_per_model_across_processes_on_postgresql(postgres):  # noqa: 
 
 
 def _until_waiting(watch: sa.Connection, n: int) -> None:
-    """Until `n` sessions wait on a lock this test holds (60 s at most)."""
+    """Until `n` connections wait on a lock this test holds (60 s at most)."""
     watch = watch.execution_options(isolation_level="AUTOCOMMIT")  # a fresh view per query
     q = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
     deadline = time.monotonic() + 60
