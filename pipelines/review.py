@@ -47,14 +47,21 @@ class ReviewError(RuntimeError):
     """The decision refused the approval / rejection; the message lists why."""
 
 
-def gather_facts(
-    ws: Workspace, reg: Registry, name: str, version: str, check_certificate: bool = True
-) -> VersionFacts:
+def _resolved(reg: Registry, name: str, version: str) -> ModelVersion | None:
+    """The version, or None if there is none; a store that cannot be read raises."""
     try:
-        mv = reg.resolve(name, version)
+        return reg.resolve(name, version)
     except StoreUnavailable:
         raise
     except RegistryError:
+        return None
+
+
+def gather_facts(
+    ws: Workspace, reg: Registry, name: str, version: str, check_certificate: bool = True
+) -> VersionFacts:
+    mv = _resolved(reg, name, version)
+    if mv is None:
         return VersionFacts(exists=False, has_certificate=False)
     tags = mv.tags
     has_cert = bool(tags.get("certificate_sha256"))
@@ -139,18 +146,6 @@ def _require_git_unlocked(ws: Workspace) -> None:
 DECISION_LEASE = timedelta(minutes=10)  # renewed while the decision runs (lease_keeper)
 
 
-def _registry_readable(reg: Registry, name: str, version: str) -> None:
-    """Reach the registry before the decision's lease is taken (a write to the request store): a
-    tracking store that cannot be read is one line with no file of the workspace changed. The
-    facts themselves are read again under the lease."""
-    try:
-        reg.resolve(name, version)
-    except StoreUnavailable:
-        raise
-    except RegistryError:
-        pass  # no such version: refused under the lease, as any decision's facts are
-
-
 @contextmanager
 def _one_decision(ws: Workspace, name: str, action: str, version: str) -> Iterator[None]:
     """Hold the model's lease for the decision, as a batch does for its run: two reviewers
@@ -208,7 +203,9 @@ def approve(
     the next `approve` of the same version instead of being refused as "already approved"."""
     reviewer = _validate_reviewer(reviewer)
     _require_git_unlocked(ws)
-    _registry_readable(reg, name, version)
+    # The registry is read before the lease is taken (a write to the request store), so a store
+    # that cannot be read is one line with no file changed; the facts are read again under it.
+    _resolved(reg, name, version)
     with _one_decision(ws, name, "approve", version):
         return _approve(ws, reg, name, version, reviewer, certificate_sha256)
 
@@ -299,7 +296,7 @@ def reject(
     if not reason.strip():
         raise ReviewError("--reason must say why the version is rejected")
     _require_git_unlocked(ws)
-    _registry_readable(reg, name, version)
+    _resolved(reg, name, version)  # before the lease, as in approve
     with _one_decision(ws, name, "reject", version):
         return _reject(ws, reg, name, version, reviewer, reason, certificate_sha256)
 
