@@ -57,6 +57,19 @@ def _pid_exists(pid: int) -> bool:
     return True
 
 
+# What holds a lease, by its holder id's prefix: review decisions and recoveries hold it like a
+# batch, and a refusal should not call them batches.
+HOLDER_KINDS = {
+    "review-": "review decision",
+    "recover-": "recovery",
+    "hook-": "recovery of a crashed flow run",
+}
+
+
+def holder_kind(holder: str) -> str:
+    return next((kind for p, kind in HOLDER_KINDS.items() if holder.startswith(p)), "batch")
+
+
 @dataclass(frozen=True)
 class Lease:
     """The one running batch of a model: who runs it, which stage it reached, until when."""
@@ -77,7 +90,8 @@ class Lease:
         return ""
 
     def describe(self) -> str:
+        process = self.owner.rsplit(":", 1)[0]
         return (
-            f"batch {self.batch_id} of {self.model} (process {self.owner.rsplit(':', 1)[0]}, "
-            f"stage {self.stage}, since {self.acquired_at})"
+            f"{holder_kind(self.batch_id)} {self.batch_id} of {self.model} "
+            f"(process {process}, stage {self.stage}, since {self.acquired_at})"
         )

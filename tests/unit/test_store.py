@@ -45,6 +45,10 @@ def test_one_batch_lease_per_model_and_a_dead_or_expired_holder_is_replaced(tmp_
         with pytest.raises(LeaseHeld, match="batch b1 of m .* is running; one batch per model"):
             store.take_lease("m", "b2", hour)  # this very process holds it, alive
         assert store.take_lease("other-model", "b3", hour) is None  # per model
+        # A review decision holds the lease like a batch; the refusal names it for what it is.
+        assert store.take_lease("decided", "review-approve-2-ab12cd", hour) is None
+        with pytest.raises(LeaseHeld, match="^review decision review-approve-2-ab12cd of decided "):
+            store.take_lease("decided", "b5", hour)
         store.touch_lease("m", "b1", "unlearn", hour)
         assert store.lease("m").stage == "unlearn"
         # The holder's process is gone (kill -9 leaves exactly this): the lease is replaced and
