@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
 
@@ -202,5 +203,11 @@ def publish_task(
     base = pinned(workspace, pin)
     ext = extraction(workspace, pin, forget)
     result = load_result(base, trained)
-    ref, sha = publish(ws, ws.registry(), plan, base, ext, result, ev, seconds)
+    ttl = timedelta(minutes=ws.settings.requests.batch_lease_minutes)
+
+    def still_ours() -> None:  # LeaseLost if another run took the model over meanwhile
+        with RequestStore(ws.requests_db) as store:
+            store.touch_lease(ws.settings.registry.model_name, plan.batch_id, None, ttl)
+
+    ref, sha = publish(ws, ws.registry(), plan, base, ext, result, ev, seconds, still_ours)
     return ref, sha, seconds

@@ -5,7 +5,8 @@ large model unlearning on CPU, a slow evaluation) let the next run see the lease
 the model over and recover this batch's requests while this batch still worked on them. The
 keeper renews every quarter of the lease; a process that dies renews nothing, and its lease runs
 out as before. A lease taken over all the same (the store was unreachable for longer than the
-lease) is reported by the next stage, which then stops the batch (store.touch_lease).
+lease) is reported by the next stage, which then stops the batch (store.touch_lease), and by
+publish's last check before the candidate alias.
 """
 
 from __future__ import annotations

@@ -3,10 +3,13 @@ with its certificate and alias it `candidate`; nothing half-written survives a f
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from components.canonical import canonical_json, sha256_hex
 from components.certificate import SUBJECT_PREFIX, Certificate, build_certificate, subject_key
 from components.models import model_digest
 from components.runtime import timed
+from components.settings import Settings
 from components.unlearning.types import UnlearnResult
 from pipelines.batch import METHOD, BatchPlan, Evaluation, Extraction, Pinned
 from pipelines.batch_report import (
@@ -167,6 +170,22 @@ def batch_report(
     return build(plan, ev, f"{ref.name} version {ref.version}", "awaiting approval", facts)
 
 
+def _run_record(s: Settings, ev: Evaluation, result: UnlearnResult) -> tuple[dict, dict]:
+    """The MLflow run's params (the method's settings) and metrics (both models' evaluation)."""
+    params = {
+        "method": METHOD,
+        **{f"rfa.{k}": v for k, v in s.rfa.model_dump().items()},
+        **{f"lora.{k}": v for k, v in s.lora.model_dump().items()},
+    }
+    metrics = {
+        **{f"unlearned.{k}": v for k, v in ev.unlearned.items()},
+        **{f"original.{k}": v for k, v in ev.original.items()},
+        "unlearn_seconds": result.seconds,
+        "trainable_fraction": result.trainable_fraction,
+    }
+    return params, metrics
+
+
 def publish(
     ws: Workspace,
     reg: Registry,
@@ -176,9 +195,14 @@ def publish(
     result: UnlearnResult,
     ev: Evaluation,
     timings: dict[str, float] | None = None,
+    still_ours: Callable[[], None] = lambda: None,
 ) -> tuple[VersionRef, str]:
     """Commit the data snapshot without Df, register the unlearned version with its certificate,
-    alias it `candidate`. A version that cannot be completed is deleted again."""
+    alias it `candidate`. A version that cannot be completed is deleted again.
+
+    `still_ours` raises if the batch lost its model's lease; it runs just before the alias, the
+    step that makes the version a result: a batch taken over while it published leaves no
+    candidate beside the taker's."""
     s = ws.settings
     st = pinned.state
     require_signer(ws, "batch")  # before any write: no key, no certificate, no version
@@ -195,17 +219,7 @@ def publish(
         after = commit_snapshot(ws, st, ext.split.forget, erased, classes, msg, subjects)
     digest = model_digest(result.model)
     name = s.registry.model_name
-    params = {
-        "method": METHOD,
-        **{f"rfa.{k}": v for k, v in s.rfa.model_dump().items()},
-        **{f"lora.{k}": v for k, v in s.lora.model_dump().items()},
-    }
-    metrics = {
-        **{f"unlearned.{k}": v for k, v in ev.unlearned.items()},
-        **{f"original.{k}": v for k, v in ev.original.items()},
-        "unlearn_seconds": result.seconds,
-        "trainable_fraction": result.trainable_fraction,
-    }
+    params, metrics = _run_record(s, ev, result)
     files = _version_files(ext, result, ev)
     with timed(timings, "register"):
         ref = reg.register(
@@ -241,6 +255,7 @@ def publish(
             attach_to_run(reg, run_id, ev, report)
             describe_version(reg, ref, report.context, run_id)
             publish_to_prefect(report.context)
+        still_ours()
         reg.set_alias(ref, ALIAS_CANDIDATE)
     except Exception:
         reg.delete_version(ref)

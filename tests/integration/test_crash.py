@@ -172,12 +172,20 @@ def test_batch_recover_returns_a_killed_batchs_requests_without_starting_one(
     assert "nothing to recover" in capsys.readouterr().out
 
 
-def test_a_batch_whose_lease_is_taken_over_mid_run_stops_at_its_next_stage(
-    tmp_path, prefect_server
+def _publishing(ws, reg) -> bool:
+    with RequestStore(ws.requests_db) as store:
+        lease = store.lease(ws.settings.registry.model_name)
+    return lease is not None and lease.stage == "publish"
+
+
+@pytest.mark.parametrize("stage", ["during unlearning", "during publishing"])
+def test_a_batch_whose_lease_is_taken_over_mid_run_stops_and_leaves_no_candidate(
+    tmp_path, prefect_server, stage
 ):
-    """Another run took the model over while this batch unlearned (its lease had run out, say the
-    store was unreachable past it): the batch stops before evaluating, in one line, registers
-    nothing, and its requests are pending again for whoever holds the lease."""
+    """Another run took the model over while this batch worked (its lease had run out, say the
+    store was unreachable past it): the batch stops in one line, at its next stage or, while
+    publishing, before its version becomes the candidate; it leaves no version, and its requests
+    are pending again for whoever holds the lease."""
     ws = make_workspace(tmp_path)
     reg, name = ws.registry(), ws.settings.registry.model_name
     stored, _, _ = submit(ws, {"kind": "class", "class_label": 4})
@@ -186,7 +194,8 @@ def test_a_batch_whose_lease_is_taken_over_mid_run_stops_at_its_next_stage(
         start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     deadline = time.monotonic() + 240
-    while not _unlearning(ws, reg):
+    reached = {"during unlearning": _unlearning, "during publishing": _publishing}[stage]
+    while not reached(ws, reg):
         assert first.poll() is None and time.monotonic() < deadline
         time.sleep(0.05)
     with RequestStore(ws.requests_db) as store:  # the takeover: one statement, as take_lease's
@@ -196,7 +205,8 @@ def test_a_batch_whose_lease_is_taken_over_mid_run_stops_at_its_next_stage(
     assert len(err.strip().splitlines()) == 1, err[-2000:]
     assert "lost the lease of" in err and "holds it now); it stops here" in err, err
     assert err.strip().endswith("(its requests are pending again)"), err
-    assert [str(v.version) for v in reg.versions(name)] == ["1"]  # nothing registered
+    assert [str(v.version) for v in reg.versions(name)] == ["1"]  # no version left
+    assert not reg.has_alias(name, "candidate")
     with RequestStore(ws.requests_db) as store:
         assert store.lease(name).batch_id == "usurper"  # the taker's lease is left alone
         assert store.get(stored.id).status == "pending"
