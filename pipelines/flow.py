@@ -26,10 +26,10 @@ from components.runtime import timed
 from pipelines import batch as steps
 from pipelines import batch_tasks as tasks
 from pipelines.batch_report import report_failure
-from pipelines.lease import LeaseHeld
+from pipelines.lease import LeaseHeld, LeaseLost
 from pipelines.lease_keeper import kept
 from pipelines.progress import report
-from pipelines.recover import recover_now, recover_stale
+from pipelines.recover import recover_now, recover_stale, undo_batch
 from pipelines.registry import Registry
 from pipelines.store import RequestStore
 from pipelines.workspace import Workspace
@@ -196,5 +196,21 @@ def _run(
         return outcome
     except Exception as err:
         reason = f"batch {plan.batch_id} failed: {err}"
+        if not isinstance(err, LeaseLost):  # a batch that lost the lease leaves it to the taker
+            _undo(ws, reg, plan.batch_id, str(err))
         steps.release(store, plan, reason)
         raise steps.BatchError(f"{reason} (its requests are pending again)") from err
+
+
+def _undo(ws: Workspace, reg: Registry, batch_id: str, error: str) -> None:
+    """Take back what the failed batch wrote (a snapshot commit, a version), as recovery after a
+    kill does, so HEAD never holds an erasure no version certifies. If that fails too, it is a
+    warning: the requests go back to pending all the same."""
+    why = f"it failed: {error.splitlines()[0][:200] if error else 'no message'}"
+    try:
+        rec = undo_batch(ws, reg, ws.settings.registry.model_name, batch_id, why)
+    except Exception as again:
+        get_run_logger().warning("%s: could not undo its writes: %s", batch_id, again)
+        return
+    if rec.restored_to:
+        get_run_logger().info("%s: data snapshot restored to %s", batch_id, rec.restored_to[:10])

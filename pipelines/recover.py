@@ -62,6 +62,21 @@ def recover_batch(
     ws: Workspace, store: RequestStore, reg: Registry, name: str, batch_id: str, why: str
 ) -> Recovered:
     """Finish or undo one batch that stopped without cleaning up after itself."""
+    rec = undo_batch(ws, reg, name, batch_id, why)
+    if rec.candidate:
+        store.transition(batch_id, "awaiting_approval", model_version=rec.candidate)
+        return rec
+    rec.requests = store.transition(
+        batch_id, "pending", reason=f"batch {batch_id} did not finish ({why}); pending again"
+    )
+    return rec
+
+
+def undo_batch(ws: Workspace, reg: Registry, name: str, batch_id: str, why: str) -> Recovered:
+    """What a batch wrote before it stopped part-way, removed: its scratch, versions that never
+    became the candidate, runs left RUNNING, its data snapshot at HEAD (put back to the
+    champion's with a commit saying `why`). A complete candidate is kept and named instead.
+    Its requests are the caller's to move. The caller holds the model's lease."""
     rec = Recovered(batch_id, why)
     shutil.rmtree(ws.batch_dir(batch_id), ignore_errors=True)  # its scratch: never reused
     mine = [v for v in reg.versions(name) if v.tags.get("batch_id") == batch_id]
@@ -71,7 +86,6 @@ def recover_batch(
         candidate = reg.resolve(name, alias=ALIAS_CANDIDATE)
         if candidate.tags.get("batch_id") == batch_id:
             rec.candidate = str(candidate.version)
-            store.transition(batch_id, "awaiting_approval", model_version=rec.candidate)
             return rec
     for v in mine:
         reg.delete_version(VersionRef(name, str(v.version)))
@@ -88,9 +102,6 @@ def recover_batch(
     if champion_rev:
         msg = f"{batch_id}: did not finish ({why}); data snapshot restored"
         rec.restored_to = restore_snapshot(ws, champion_rev, batch_id, msg, copies)
-    rec.requests = store.transition(
-        batch_id, "pending", reason=f"batch {batch_id} did not finish ({why}); pending again"
-    )
     return rec
 
 

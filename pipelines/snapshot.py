@@ -318,8 +318,11 @@ def commit_snapshot(
         (ws.root / "data" / "subjects.json").write_text(json.dumps(mapping, indent=1))
     ws.git("add", f"{RAW}.dvc", "data/tombstones.json", "data/subjects.json")
     ws.git("commit", "-q", "-m", message)
-    with Repo(str(ws.root)) as repo, quiet_dvc():
-        repo.push(targets=[str(ws.data_dir)])
+    try:
+        with Repo(str(ws.root)) as repo, quiet_dvc():
+            repo.push(targets=[str(ws.data_dir)])
+    except Exception as err:  # DVC's own errors and plain OSErrors from a local remote alike
+        raise WorkspaceError(f"pushing the data snapshot to the DVC remote failed: {err}") from None
     ws.push_history()  # after the DVC push: the remote's commit never names missing objects
     train = before.train.take(~np.isin(before.train.ids, forget.ids))
     return snapshot_info(ws, "HEAD", train)
