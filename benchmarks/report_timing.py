@@ -28,7 +28,7 @@ def timing_lines(result: dict) -> list[str]:
     return lines + (_across(timed) if len(timed) > 1 else [])
 
 
-def _share(t: dict) -> float | None:
+def rfa_share(t: dict) -> float | None:
     """RFA's seconds over Retrain's in one timing, if both were timed."""
     by = {r["method"]: r for r in t["runs"]}
     if "rfa" not in by or "retrain" not in by:
@@ -54,7 +54,7 @@ def rfa_time_verdict(timed: list[dict]) -> tuple[bool | None, str, list[int]] | 
     ...", the seeds that missed it). Missed where a quiet process missed it (load only slows a
     run, so it cannot excuse one), met only if every process stayed quiet and met it, else None
     (not judged). None in place of the triple where a timing lacks RFA or Retrain."""
-    shares = [(t["seed"], _share(t)) for t in timed]
+    shares = [(t["seed"], rfa_share(t)) for t in timed]
     if not shares or any(share is None for _, share in shares):
         return None
     limit = TIME_LIMITS["retrain"]
@@ -92,7 +92,7 @@ def _section(t: dict, result: dict) -> list[str]:
         load = ", ".join(f"{x:.1f}" for x in r["load_1m"])
         lines.append(f"| {r['method']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
                      f"{ratio[0]} | {ratio[1]} | {load} |")  # fmt: skip
-    share = _share(t)
+    share = rfa_share(t)
     if share is not None:
         limit = TIME_LIMITS["retrain"]
         verdict = ("met" if share <= limit else "MISSED") if t["quiet"] else "not judged"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.report import HARDER_PROBES, mean_of, summarise
-from benchmarks.report_timing import _share, sections
+from benchmarks.report_timing import rfa_share, sections
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -44,7 +44,7 @@ def _span(values: list[float], fmt: str) -> str:
 
 
 def _time_shares(table: str) -> list[float]:
-    return [100 * _share(t) for t in sections(_table(table))]
+    return [100 * rfa_share(t) for t in sections(_table(table))]
 
 
 def _claims() -> list[tuple[str, str]]:
