@@ -120,11 +120,14 @@ def published(ws: Workspace) -> dict[str, dict]:
 def _publish(ws: Workspace, role: str, kid: str, public: bytes) -> None:
     rel = f"{PUBLISHED}/{kid}.json"
     path = ws.root / rel
-    if path.is_file():
+    # Published means committed. A file there that git does not hold as it is was left by a
+    # batch killed between writing and committing it: written again and committed now, or it
+    # would stay out of the history (and `audit verify` flags the records) for good.
+    if path.is_file() and not ws.git("status", "--porcelain", "--", rel):
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"key_id": kid, "role": role, "public_key": public.decode(), "published_at": utcnow()}
-    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
     commit_files(ws, [rel], f"publish the {role} signing key {kid}")
 
 

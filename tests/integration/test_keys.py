@@ -97,3 +97,23 @@ def test_the_hmac_scheme_still_signs_and_verifies(tmp_path, prefect_server):
     assert (
         report.ok and "HMAC-SHA256" in {n: d for n, _, d in report.checks}["certificate.signature"]
     )
+
+
+def test_a_key_written_but_never_committed_is_committed_at_the_next_signature(
+    tmp_path, prefect_server, monkeypatch
+):
+    """What a batch killed between writing its key's public file and committing it leaves (CI
+    met it in test_crash's "during registration"): the next signature commits it."""
+    monkeypatch.setenv("UNLEARN_KEY_DIR", str(tmp_path / "keys"))
+    assert main(["keys", "init"]) == 0
+    ws = make_workspace(tmp_path)
+    reg, name = ws.registry(), ws.settings.registry.model_name
+    kid, _ = current_key("batch")
+    left = ws.root / "audit" / "keys" / f"{kid}.json"
+    left.parent.mkdir(parents=True, exist_ok=True)
+    left.write_text('{"key_id": "' + kid)  # cut off mid-write, never committed
+    submit(ws, {"kind": "class", "class_label": 1})
+    version = deletion_batch(str(ws.root)).model_version
+    assert ws.git("status", "--porcelain", "--", "audit") == ""
+    assert published(ws)[kid]["role"] == "batch"
+    assert verify(ws, reg, name, version).ok
