@@ -254,6 +254,9 @@ def restore_snapshot(
     ws.git("checkout", rev, "--", "data/tombstones.json")
     for path in also_remove:
         ws.git("rm", "-q", "--ignore-unmatch", "--", path)
+        # A copy written but never committed (a kill between the two): git rm leaves it, and an
+        # untracked file in audit/ fails every later `audit verify` (workspace records).
+        (ws.root / path).unlink(missing_ok=True)
     if not ws.git("status", "--porcelain", "--", "data", *also_remove):
         return ""
     ws.git("add", f"{RAW}.dvc", "data/tombstones.json")

@@ -6,7 +6,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.snapshot import commit_snapshot, dir_listing, read_split, read_state
+from pipelines.snapshot import (
+    commit_files,
+    commit_snapshot,
+    dir_listing,
+    read_split,
+    read_state,
+    restore_snapshot,
+)
 from tests.conftest import make_workspace
 
 
@@ -35,6 +42,26 @@ def test_deletion_adds_only_a_listing_and_leaves_exactly_d_minus_df(tmp_path):
         and new.info.dataset_sha256 == after.dataset_sha256
     )
     assert len(dir_listing(ws, "HEAD")) == len(dir_listing(ws, "HEAD~1")) - 30
+
+
+def test_restoring_removes_the_audit_copies_named_committed_or_not(tmp_path):
+    """What a batch killed between writing its certificate's audit copy and committing it
+    leaves: recovery removes the copy whether or not git holds it."""
+    ws = make_workspace(tmp_path, train=False)
+    rev = ws.git("rev-parse", "HEAD")
+    before = read_state(ws, "HEAD")
+    forget = before.train.take(np.arange(10))
+    commit_snapshot(ws, before, forget, dict.fromkeys(forget.ids.tolist(), "b1"), {}, "b1: erase")
+    folder = ws.root / "audit" / "certificates" / "m"
+    folder.mkdir(parents=True)
+    (folder / "v2.json").write_text("{}")
+    commit_files(ws, [str(folder / "v2.json")], "b1: certificate of m/2")
+    (folder / "v2.sig").write_text("never committed")
+    copies = ("audit/certificates/m/v2.json", "audit/certificates/m/v2.sig")
+    restore_snapshot(ws, rev, "b1", "b1: did not finish (a test); data snapshot restored", copies)
+    assert not (folder / "v2.json").exists() and not (folder / "v2.sig").exists()
+    assert ws.git("status", "--porcelain") == ""
+    assert ws.git("diff", rev, "HEAD", "--", "data") == ""
 
 
 def test_a_stray_edit_in_the_working_tree_is_not_committed(tmp_path):
