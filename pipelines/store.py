@@ -128,17 +128,16 @@ class RequestStore:
         """Store validated requests (request, samples it erases, the client's own id or None) in
         one transaction: all of them or none. A request the store holds already (same target, or
         the same client id for the same target) is returned with created=False; a client id that
-        names a different request is a ValueError. Returns (id, created) per item."""
-        for _ in range(2):
-            try:
-                return self._add_many(items, deadline_days, submitted_by)
-            except IntegrityError:  # PostgreSQL: another submitter stored one of them first
-                continue  # read again: now its row is committed, and it is a known request
-        return self._add_many(items, deadline_days, submitted_by)
+        names a different request is a ValueError. Returns (id, created) per item.
 
-    # On sqlite BEGIN IMMEDIATE serialises submitters. PostgreSQL's reads do not wait for another
-    # transaction's uncommitted insert: two intakes given the same request at once (a client that
-    # retries) both found it new, and the second's INSERT met the unique key as a traceback.
+        On sqlite BEGIN IMMEDIATE serialises submitters. PostgreSQL's reads do not wait for
+        another transaction's uncommitted insert: two intakes given the same request at once (a
+        client that retries) both find it new, and the second's INSERT meets the unique key once
+        the first commits. One more read then finds the first's row: a known request."""
+        try:
+            return self._add_many(items, deadline_days, submitted_by)
+        except IntegrityError:
+            return self._add_many(items, deadline_days, submitted_by)
 
     def _add_many(
         self,
