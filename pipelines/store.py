@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from components.requests import ForgetRequest
-from pipelines.lease import Lease, LeaseHeld, LeaseLost, process_identity
+from pipelines.lease import Lease, LeaseHeld, LeaseLost, holder_kind, process_identity
 from pipelines.store_engine import connect, store_location, transaction
 from pipelines.store_faults import guarded
 from pipelines.store_schema import EVENTS, LEASES, META, REQUESTS, STATUSES, migrate_sqlite
@@ -376,7 +376,8 @@ class RequestStore:
                 return
         now = self.lease(model)
         held = f"{now.describe()} holds it now" if now is not None else "nobody holds it now"
-        raise LeaseLost(f"batch {batch_id} lost the lease of {model} ({held}); it stops here")
+        who = f"{holder_kind(batch_id)} {batch_id}"
+        raise LeaseLost(f"{who} lost the lease of {model} ({held}); it stops here")
 
     def drop_lease(self, model: str, batch_id: str) -> None:
         with self._tx():

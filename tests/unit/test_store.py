@@ -91,6 +91,8 @@ def test_a_batch_whose_lease_was_taken_over_is_told_when_it_next_renews_it(tmp_p
         store.drop_lease("m", "b2")
         with pytest.raises(LeaseLost, match="nobody holds it now"):
             store.touch_lease("m", "b2", None, hour)
+        with pytest.raises(LeaseLost, match="^review decision review-reject-2-ab12cd lost the"):
+            store.touch_lease("m", "review-reject-2-ab12cd", None, hour)
 
 
 def test_the_keeper_renews_a_lease_that_would_run_out_and_reports_a_takeover(tmp_path):
