@@ -34,10 +34,14 @@ def _claimed(ws, reg) -> bool:
         return any(r.status == "processing" for r in store.list())
 
 
-def _unlearning(ws, reg) -> bool:
+def _lease_stage(ws) -> str:
     with RequestStore(ws.requests_db) as store:
         lease = store.lease(ws.settings.registry.model_name)
-    return lease is not None and lease.stage == "unlearn"
+    return lease.stage if lease is not None else ""
+
+
+def _unlearning(ws, reg) -> bool:
+    return _lease_stage(ws) == "unlearn"
 
 
 def _snapshot_committed(ws, reg) -> bool:
@@ -173,9 +177,7 @@ def test_batch_recover_returns_a_killed_batchs_requests_without_starting_one(
 
 
 def _publishing(ws, reg) -> bool:
-    with RequestStore(ws.requests_db) as store:
-        lease = store.lease(ws.settings.registry.model_name)
-    return lease is not None and lease.stage == "publish"
+    return _lease_stage(ws) == "publish"
 
 
 @pytest.mark.parametrize("stage", ["during unlearning", "during publishing"])

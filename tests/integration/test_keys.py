@@ -102,8 +102,8 @@ def test_the_hmac_scheme_still_signs_and_verifies(tmp_path, prefect_server):
 def test_a_key_written_but_never_committed_is_committed_at_the_next_signature(
     tmp_path, prefect_server, monkeypatch
 ):
-    """What a batch killed between writing its key's public file and committing it leaves (CI
-    met it in test_crash's "during registration"): the next signature commits it."""
+    """What a batch killed between writing its key's public file and committing it leaves (a
+    fresh-clone run of test_crash's "during registration" met it): the next signature commits it."""
     monkeypatch.setenv("UNLEARN_KEY_DIR", str(tmp_path / "keys"))
     assert main(["keys", "init"]) == 0
     ws = make_workspace(tmp_path)
