@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -27,7 +27,7 @@ from pipelines import batch as steps
 from pipelines import batch_tasks as tasks
 from pipelines.batch_report import report_failure
 from pipelines.lease import LeaseHeld, LeaseLost
-from pipelines.lease_keeper import kept
+from pipelines.lease_keeper import holding
 from pipelines.progress import report
 from pipelines.recover import recover_now, recover_stale, undo_batch
 from pipelines.registry import Registry
@@ -89,25 +89,23 @@ def deletion_batch(workspace: str, scheduled: bool = False, model: str = "") -> 
         raise steps.BatchError(f"the workspace at {workspace} serves {name}, not {model}")
     ttl = timedelta(minutes=s.requests.batch_lease_minutes)
     batch_id = steps.new_batch_id()
-    with RequestStore(ws.requests_db) as store:
-        try:
-            replaced = store.take_lease(name, batch_id, ttl)
+    with RequestStore(ws.requests_db) as store, ExitStack() as lease:
+        try:  # taken, renewed while the batch runs, let go after it
+            replaced = lease.enter_context(holding(ws.requests_db, name, batch_id, ttl))
         except LeaseHeld as err:
             raise steps.BatchError(str(err)) from None
         try:
-            with kept(ws.requests_db, name, batch_id, ttl):
-                for rec in recover_stale(ws, store, reg, name, replaced):
-                    print(rec.text())
-                wait = steps.reason_to_wait_for(store, s.schedule) if scheduled else None
-                if wait:
-                    print(f"waiting: {wait}")
-                    return BatchOutcome("waiting", reason=wait)
-                stage = Stages(store, name, batch_id, ttl, _progress_artifact(batch_id))
-                return _run(ws, reg, store, batch_id, stage)
+            for rec in recover_stale(ws, store, reg, name, replaced):
+                print(rec.text())
+            wait = steps.reason_to_wait_for(store, s.schedule) if scheduled else None
+            if wait:
+                print(f"waiting: {wait}")
+                return BatchOutcome("waiting", reason=wait)
+            stage = Stages(store, name, batch_id, ttl, _progress_artifact(batch_id))
+            return _run(ws, reg, store, batch_id, stage)
         finally:
             tasks.forget_memo()
             shutil.rmtree(ws.batch_dir(batch_id), ignore_errors=True)
-            store.drop_lease(name, batch_id)
 
 
 STAGES = ("pin", "extract", "unlearn", "evaluate", "publish")
