@@ -12,7 +12,7 @@ import click
 import typer
 
 from benchmarks import cli as bench_cli
-from pipelines.cli_common import CliError, current_workspace, err, options, out
+from pipelines.cli_common import CliError, current_workspace, err, error_line, options, out
 from pipelines.cli_data import data_app, model_app
 from pipelines.cli_requests import request_app
 from pipelines.cli_review import audit_app, keys_app, review_app
@@ -319,13 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     except (click.ClickException, typer.TyperException) as e:
         ctx = getattr(e, "ctx", None)  # usage errors know their command: point at its --help
         hint = f" (see '{ctx.command_path} --help')" if ctx is not None else ""
-        err.print(f"error: {e.format_message()}{hint}", markup=False, soft_wrap=True)
+        error_line(f"{e.format_message()}{hint}")
         return getattr(e, "exit_code", 2)
     except (click.exceptions.Abort, typer.Abort):
         err.print("aborted")
         return 1
     except _user_errors() as e:
-        err.print(f"error: {e}", markup=False, soft_wrap=True)
+        error_line(str(e))
         return 2
     except Exception as e:
         from pipelines.faults import explain
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
         line = explain(e)  # a full disk or read-only file deep inside git, DVC or MLflow
         if line is None:
             raise
-        err.print(f"error: {line}", markup=False, soft_wrap=True)
+        error_line(line)
         return 2
 
 

@@ -23,8 +23,11 @@ def _width(stream: TextIO) -> int | None:
     return 250
 
 
-out = Console(highlight=False, width=_width(sys.stdout))
-err = Console(stderr=True, highlight=False, width=_width(sys.stderr))
+# markup=False: what these print is mostly text that people and stores wrote (reasons, paths,
+# model names). Rich markup would eat "[bold]" in it and raise on a closing tag that opens
+# nothing ("see [/legal]"); styled pieces are rich Text objects instead.
+out = Console(highlight=False, markup=False, width=_width(sys.stdout))
+err = Console(stderr=True, highlight=False, markup=False, width=_width(sys.stderr))
 options: dict[str, Path | None] = {"workspace": None}
 
 
@@ -38,6 +41,12 @@ def current_workspace(read_only: bool = False) -> Workspace:
         ws.check_writable()
     quiet_environment(ws.prefect_home)
     return ws
+
+
+def error_line(message: str) -> None:
+    """`error: message` on stderr as one line however long: rich would wrap it at the console's
+    width, and a script (or a person's grep) reads an error line by line."""
+    err.print(f"error: {message}", soft_wrap=True)
 
 
 class CliError(Exception):

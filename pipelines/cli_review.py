@@ -7,12 +7,18 @@ import json
 from pathlib import Path
 
 import typer
+from rich.text import Text
 
-from pipelines.cli_common import CliError, current_workspace, err, out
+from pipelines.cli_common import CliError, current_workspace, error_line, out
 
 review_app = typer.Typer(no_args_is_help=True, help="Approve or reject a candidate model version.")
 audit_app = typer.Typer(no_args_is_help=True, help="Trace lineage and verify certificates.")
 keys_app = typer.Typer(no_args_is_help=True, help="Signing keys: batch certificates, decisions.")
+
+
+def _mark(ok: bool) -> tuple[str, str]:
+    """A check's verdict as (text, style) for Text.assemble."""
+    return ("ok  ", "green") if ok else ("FAIL", "red")
 
 
 @keys_app.command("init")
@@ -184,9 +190,9 @@ def audit_verify(
             raise typer.Exit(1)
         return
     for name, ok, detail in report.checks:
-        out.print(f"[{'green' if ok else 'red'}]{'ok  ' if ok else 'FAIL'}[/] {name}: {detail}")
+        out.print(Text.assemble(_mark(ok), f" {name}: {detail}"))
     if not report.ok:
-        err.print(f"error: {model}/{version} does not verify: {'; '.join(report.problems)}")
+        error_line(f"{model}/{version} does not verify: {'; '.join(report.problems)}")
         raise typer.Exit(1)
     out.print(f"{model}/{version} verifies ({len(report.checks)} checks)")
 
@@ -208,7 +214,7 @@ def audit_verify_offline(
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise CliError(f"cannot read the certificate, signature or public key: {e}") from None
     if not verify_ed25519(raw, sig, pub):
-        err.print(f"error: {certificate} is not signed by key {kid} ({public_key})")
+        error_line(f"{certificate} is not signed by key {kid} ({public_key})")
         raise typer.Exit(1)
     out.print(f"{certificate}: Ed25519 signature valid, key {kid}")
 
@@ -229,8 +235,8 @@ def audit_aliases(
     if as_json:
         typer.echo(json.dumps([dataclasses.asdict(f) for f in findings], indent=1))
     for f in findings if not as_json else []:
-        mark = "[green]ok  [/]" if f.ok else "[red]FAIL[/]"
-        out.print(f"{mark} {f.alias} -> {model}/{f.live}: {f.detail}", soft_wrap=True)
+        line = Text.assemble(_mark(f.ok), f" {f.alias} -> {model}/{f.live}: {f.detail}")
+        out.print(line, soft_wrap=True)
     if not all(f.ok for f in findings):
         raise typer.Exit(1)
 
@@ -273,7 +279,7 @@ def audit_subject(
             r.kind,
             r.status,
             held,
-            r.erased_by or ("-" if not r.held else "[red]not yet[/]"),
+            r.erased_by or ("-" if not r.held else Text("not yet", style="red")),
             ",".join(r.aliases),
         )
     out.print(t)

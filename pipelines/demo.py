@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
+from rich.text import Text
 
 from pipelines.env import quiet_environment
 
@@ -170,7 +171,7 @@ def run_demo(
         console.print(gate_table(outcome))
         batches.append(_batch_summary(name, outcome))
         if outcome.status != "awaiting_approval":
-            console.print(f"[red]{outcome.batch_id}: {outcome.reason}[/]")
+            console.print(Text(f"{outcome.batch_id}: {outcome.reason}", style="red"))
             break
         approve(ws, reg, name, outcome.model_version, REVIEWER)
         batches[-1]["status"] = "approved"

@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from components.report_page import METRIC_ROWS, fmt
 
@@ -37,7 +38,7 @@ def gates_table(title: str, gates: dict) -> Table:
             _f(g["value"]),
             f"{g['comparator']} {_f(g['threshold'])}",
             _f(g["allowance"]) if g["allowance"] else "",
-            "[green]pass[/]" if g["passed"] else "[red]FAIL[/]",
+            Text("pass", style="green") if g["passed"] else Text("FAIL", style="red"),
             g["reference"],
         )
     return t
@@ -73,16 +74,14 @@ def gate_table(outcome: BatchOutcome) -> Table:
 def print_trace(console: Console, name: str, chain: list[dict]) -> None:
     for e in chain:
         if "deleted" in e:
-            console.print(f"[bold]{name}/{e['version']}[/] {e['deleted']}")
+            console.print(Text.assemble((f"{name}/{e['version']}", "bold"), f" {e['deleted']}"))
             continue
         aliases = ",".join(e.get("aliases", [])) or "-"
         if e.get("retired"):
             aliases += f" (retired: {e['retired']}, {e.get('retired_reason', '')})"
         status = e.get("status", "")
-        head = (
-            f"[bold]{name}/{e['version']}[/] {e.get('kind', '')} status={status} aliases={aliases}"
-        )
-        console.print(head)
+        rest = f" {e.get('kind', '')} status={status} aliases={aliases}"
+        console.print(Text.assemble((f"{name}/{e['version']}", "bold"), rest))
         console.print(
             f"  model digest {e.get('model_digest', '')[:16]}  code "
             f"{e.get('code_version', '')[:16]}"

@@ -117,3 +117,20 @@ def test_a_key_written_but_never_committed_is_committed_at_the_next_signature(
     assert ws.git("status", "--porcelain", "--", "audit") == ""
     assert published(ws)[kid]["role"] == "batch"
     assert verify(ws, reg, name, version).ok
+
+
+def test_a_refused_signature_is_one_error_line_however_long_its_paths(tmp_path, capsys):
+    """Paths longer than the console's width (250 columns when piped) stay on the error line:
+    rich wrapped it there, splitting "is not signed by key" (seen under a deep pytest tmp dir)."""
+    from components.signing import public_pem
+
+    deep = tmp_path / ("a-long-folder-name-" * 8) / ("another-long-folder-name-" * 6)
+    deep.mkdir(parents=True)
+    cert, sig, pub = deep / "certificate.json", deep / "certificate.sig", deep / "other.pub"
+    cert.write_text('{"model": "m"}')
+    sig.write_text(sign_ed25519(cert.read_bytes(), new_private_key()))
+    pub.write_bytes(public_pem(new_private_key()))  # another key than the one that signed
+    code, text = _offline(capsys, cert, pub, sig)
+    lines = text.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and len(lines[0]) > 500, text
+    assert lines[0].startswith(f"error: {cert} is not signed by key ") and str(pub) in lines[0]

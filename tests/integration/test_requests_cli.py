@@ -101,6 +101,12 @@ def test_cancel_and_defer_a_request_with_a_reason(tmp_path, capsys):
         assert store.get(a).status == "cancelled" and "sent twice" in store.get(a).reason
         assert store.ready() == [] and "legal review" in store.get(b).reason
         assert [n for _, st, n in store.history(a)][-1] == "cancelled: sent twice"
+    # A person's words are shown as typed: square brackets are text, not console styling (rich
+    # markup ate "[bold]" and raised on a closing tag that opens nothing, "[/legal]").
+    why = "[bold]held[/bold], see [/legal] 12"
+    code, _, _ = run(capsys, "-w", ws.root, "request", "defer", b, "--for", "3d", "--reason", why)
+    code, out, err = run(capsys, "-w", ws.root, "request", "list")
+    assert code == 0 and why in out, err
 
 
 def test_listing_requests_loads_no_model_library(tmp_path):
