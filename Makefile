@@ -22,8 +22,11 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/unlearn demo $(DEMO_ARGS)
 
+# Two pytest processes (pytest-xdist): most of a test's time is one process's Python, git, DVC,
+# MLflow or Prefect, so a second one roughly halves the suite on 2 cores. TEST_WORKERS=0: serial.
+TEST_WORKERS ?= 2
 test: install
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 # ruff (rule set in pyproject.toml) and the layering / size rules the unit tests enforce.
 SOURCES := components pipelines benchmarks examples tests

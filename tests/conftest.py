@@ -35,6 +35,14 @@ os.environ.update(
     }
 )
 os.environ.pop("MLFLOW_TRACKING_URI", None)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One torch thread per test process (and the CLIs it starts): with `make test`'s two workers
+    # on two cores, two OpenMP threads each spin against each other and a run took over 20
+    # minutes for its first 32 tests, against 13 minutes for all of them at one thread.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    # The workers start with COLUMNS=80, which a serial run under a pipe does not have: the CLI
+    # would fold its tables at 80 columns in one kind of run and not the other.
+    os.environ.pop("COLUMNS", None)
 os.environ.pop("PREFECT_API_URL", None)
 
 from pipelines.env import quiet_environment  # noqa: E402
