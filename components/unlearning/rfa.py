@@ -274,28 +274,39 @@ def loop(run: RfaRun, progress: ProgressFn = no_progress) -> tuple[int, str]:
                 )
                 reason = run.stop.observe(acc)
             last = step == run.steps
-            if run.guard is not None and (reason or last or run.guard.due(step)):
+            if run.guard is not None and (reason or last):
                 reason = _guard_check(run, step, reason, last)
+            elif run.guard is not None and run.guard.due(step):
+                run.guard.hold(step, run.student)
             if reason or last:
                 return step, reason or "steps"
     raise AssertionError("unreachable: steps >= 1 and the last step returns")
 
 
 def _guard_check(run: RfaRun, step: int, reason: str | None, last: bool) -> str | None:
-    """Score the guard's Dr subset. Below the floor an early stop waits (RFA's dips on Dr
-    recover, and the stop rule fires again at a later check); at the last step the latest
-    passing adapter is put back."""
-    g, d = run.guard, run.data
+    """Score the guard's Dr subset where the run would end. Below the floor an early stop waits
+    (RFA's dips on Dr recover, and the stop rule fires again at a later check); at the last step
+    the latest passing adapter is put back, the held checks scored newest first to find it."""
+    g = run.guard
     assert g is not None
-    acc = _accuracy(d.run_s, d.xr[g.idx], d.yr[g.idx], run.policy, run.device)
+    acc = _guard_accuracy(run)
     passed = g.observe(step, acc, run.student)
     rec = {"step": float(step), "guard_acc": acc, "guard_floor": g.floor}
     if not passed and last:
-        rec["guard_restored_to"] = float(g.restore(run.student))
+        for held, held_acc in g.restore(run.student, lambda: _guard_accuracy(run)):
+            run.history.append({"step": float(held), "guard_acc": held_acc, "guard_floor": g.floor})
+        rec["guard_restored_to"] = float(g.last_good_step)
     run.history.append(rec)
     if passed:
         return reason
     return "retain_guard" if last else None
+
+
+def _guard_accuracy(run: RfaRun) -> float:
+    """The student's accuracy (percent) on the guard's fixed Dr subset."""
+    g, d = run.guard, run.data
+    assert g is not None
+    return _accuracy(d.run_s, d.xr[g.idx], d.yr[g.idx], run.policy, run.device)
 
 
 def _step(
