@@ -63,7 +63,7 @@ def _claims() -> list[tuple[str, str]]:
         ("FT, RL, SalUn on CIFAR-10 10 %", "FT, RL and SalUn lose " + _span(
             [_dr_drop(CIFAR_S, m) for m in ("ft", "rl", "salun")], "{:.1f}")),
         ("CIFAR-10 oracles", f"fits Dr {_span(oracle, '{:.1f}')} points below the original"),
-        ("Fashion-MNIST class time", f"({max(_time_shares(FM_C)):.1f} %:"),
+        ("Fashion-MNIST class time", f"at {_span(_time_shares(FM_C), '{:.1f}')} %"),
         ("digits time", f"{max(_time_shares(DIGITS_C)):.0f} % (class 0) and "
                         f"{max(_time_shares(DIGITS_S)):.0f} % (10 %)"),
     ]  # fmt: skip
