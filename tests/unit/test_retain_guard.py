@@ -2,7 +2,6 @@
 
 import random
 
-import pytest
 import torch
 from torch import nn
 
@@ -93,26 +92,26 @@ def test_a_passing_scored_check_drops_the_adapters_held_before_it():
     assert [s for s, _ in g.held] == [40]
 
 
-@pytest.mark.parametrize("trial", range(200))
-def test_holding_chooses_what_scoring_every_check_would(trial):
-    """Random runs: checks every step, some scored as they come (where an early stop would
+def test_holding_chooses_what_scoring_every_check_would():
+    """200 random runs: checks every step, some scored as they come (where an early stop would
     end the run), the rest held; the end fails. The adapter put back is the one of the latest
     check whose accuracy passes, as when every check was scored at once (0: none)."""
-    rng = random.Random(trial)
-    n = rng.randint(1, 12)
-    acc = {float(s): rng.choice([50.0, 88.9, 89.0, 95.0]) for s in range(1, n + 1)}
-    net = _net()
-    _set(net, 0.0)
-    g = RetainGuard(torch.arange(2), 90.0, 1.0, 1, trainable_state(net))
-    for step in range(1, n + 1):
-        _set(net, float(step))
-        if rng.random() < 0.3:
-            g.observe(step, acc[float(step)], net)
-        else:
-            g.hold(step, net)
-    _set(net, n + 1.0)
-    assert g.observe(n + 1, 10.0, net) is False
-    g.restore(net, _score_by_weight(net, acc))
-    passing = [s for s in range(1, n + 1) if acc[float(s)] >= 89.0]
-    want = passing[-1] if passing else 0
-    assert g.last_good_step == want and net.weight[0, 0].item() == float(want)
+    for trial in range(200):
+        rng = random.Random(trial)
+        n = rng.randint(1, 12)
+        acc = {float(s): rng.choice([50.0, 88.9, 89.0, 95.0]) for s in range(1, n + 1)}
+        net = _net()
+        _set(net, 0.0)
+        g = RetainGuard(torch.arange(2), 90.0, 1.0, 1, trainable_state(net))
+        for step in range(1, n + 1):
+            _set(net, float(step))
+            if rng.random() < 0.3:
+                g.observe(step, acc[float(step)], net)
+            else:
+                g.hold(step, net)
+        _set(net, n + 1.0)
+        assert g.observe(n + 1, 10.0, net) is False
+        g.restore(net, _score_by_weight(net, acc))
+        passing = [s for s in range(1, n + 1) if acc[float(s)] >= 89.0]
+        want = passing[-1] if passing else 0
+        assert (g.last_good_step, net.weight[0, 0].item()) == (want, float(want)), trial
