@@ -93,6 +93,7 @@ class RetainGuard:
 
 
 def _load(student: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy `state` into `student`'s weights of the same names (the frozen ones are not in it)."""
     with torch.no_grad():
         for n, p in student.named_parameters():
             if n in state:
