@@ -104,7 +104,8 @@ def test_cancel_and_defer_a_request_with_a_reason(tmp_path, capsys):
     # A person's words are shown as typed: square brackets are text, not console styling (rich
     # markup ate "[bold]" and raised on a closing tag that opens nothing, "[/legal]").
     why = "[bold]held[/bold], see [/legal] 12"
-    code, _, _ = run(capsys, "-w", ws.root, "request", "defer", b, "--for", "3d", "--reason", why)
+    code, _, err = run(capsys, "-w", ws.root, "request", "defer", b, "--for", "3d", "--reason", why)
+    assert code == 0, err
     code, out, err = run(capsys, "-w", ws.root, "request", "list")
     assert code == 0 and why in out, err
 

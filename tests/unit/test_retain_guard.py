@@ -1,6 +1,7 @@
 """RFA's retain guard (components/unlearning/guard.py) on a toy module."""
 
 import random
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ def _set(net: nn.Linear, value: float) -> None:
         net.weight.fill_(value)
 
 
-def _score_by_weight(net: nn.Linear, acc: dict[float, float]) -> object:
+def _score_by_weight(net: nn.Linear, acc: dict[float, float]) -> Callable[[], float]:
     """The toy's 'accuracy on the subset': looked up by the weight the adapter has now."""
     return lambda: acc[net.weight[0, 0].item()]
 
