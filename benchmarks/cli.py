@@ -229,6 +229,12 @@ def bench_time(
         help="fp32 | bf16 for the Retrain timed (default: the table's oracles'): bf16 times "
         "it as the methods ran where the table's oracles trained in fp32.",
     ),
+    repeats: int = typer.Option(
+        1,
+        min=1,
+        help="Run RFA, Retrain and FT (the methods a time target compares) this many times, "
+        "alternating, and keep each one's median run.",
+    ),
 ) -> None:
     """Time a finished table's methods again in one process: Retrain trained for it, then every
     method at its chosen lr, one after another; adds the section to results.json / results.md."""
@@ -258,7 +264,10 @@ def bench_time(
     settings = with_precision(load_settings(params), precision)
     try:  # another seed's timing stays beside this one; this seed's earlier one is replaced
         result = with_section(
-            result, time_table(result, run, settings, CACHE, out, sample_seconds, retrain_precision)
+            result,
+            time_table(
+                result, run, settings, CACHE, out, sample_seconds, retrain_precision, repeats
+            ),
         )
     except TimingError as e:
         raise BenchError(str(e)) from None

@@ -77,6 +77,7 @@ def _section(t: dict, result: dict) -> list[str]:
         + _retrain_precision(t, result)
         + "), then every method at its chosen lr, one after another in one process. "
         + _sampling(t)
+        + _repeated(t)
         + (
             f"The 1-minute load stayed at most {t['load_limit']:.1f} throughout: quiet."
             if t["quiet"]
@@ -90,7 +91,7 @@ def _section(t: dict, result: dict) -> list[str]:
     for r in t["runs"]:
         ratio = [_ratio(r, by.get(ref)) for ref in ("retrain", "ft")]
         load = ", ".join(f"{x:.1f}" for x in r["load_1m"])
-        lines.append(f"| {r['method']} | {r['seconds']:.1f} | {r['cpu_seconds']:.1f} | "
+        lines.append(f"| {r['method']} | {_seconds(r)} | {r['cpu_seconds']:.1f} | "
                      f"{ratio[0]} | {ratio[1]} | {load} |")  # fmt: skip
     share = rfa_share(t)
     if share is not None:
@@ -126,6 +127,25 @@ def _sampling(t: dict) -> str:
         f"(benchmarks/sampling.py; steps timed: {share or 'none, every run ended sooner'}; "
         "the others ran whole). "
     )
+
+
+def _repeated(t: dict) -> str:
+    """How often the compared methods ran, where more than once (`bench-time --repeats`)."""
+    if t.get("repeats", 1) == 1:
+        return ""
+    names = ", ".join(r["method"] for r in t["runs"] if r.get("repeats"))
+    return (
+        f"{names} ran {t['repeats']} times each, in rounds after the first over every method; "
+        "each row is its run with the median seconds (the range of all its runs in brackets), "
+        "and the ratios are between those runs. "
+    )
+
+
+def _seconds(r: dict) -> str:
+    """A run's seconds, with the range over its repeats where it ran more than once."""
+    runs = r.get("repeats")
+    spread = f" ({min(runs):.1f}–{max(runs):.1f})" if runs else ""
+    return f"{r['seconds']:.1f}{spread}"
 
 
 def _ratio(r: dict, ref: dict | None) -> str:

@@ -9,11 +9,16 @@ targets only if every run stayed quiet (load at most the table's threads + 0.5, 
 `report.loaded_runs`); otherwise it shows the ratios and says why they are not judged. With
 `--sample-seconds` each run is stopped that far in and its whole time projected from its seconds
 per step (benchmarks/sampling.py; checked against whole runs in notes/sampled-timing.md).
+With `--repeats N` the methods a time target compares (RFA, Retrain, FT) run N times, in rounds
+after the first one over every method, so drift over the process touches each alike; each keeps
+the run with the median seconds. A sub-minute Retrain's seconds moved by 22 % between two
+processes on one machine (notes/sampled-timing.md): one run cannot judge a 5 % line.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -24,6 +29,7 @@ from rich.console import Console
 from benchmarks.bench_run import BenchRun
 from benchmarks.harness import Bench, SeedBench, run_timed, seed_bench, setup_bench
 from benchmarks.report import load_limit
+from benchmarks.report_timing import TIME_LIMITS
 from benchmarks.sampling import LAYOUTS, LayoutError, Sampled, Sampler
 from benchmarks.selection import with_point
 from components.settings import Settings
@@ -61,12 +67,14 @@ def time_table(
     console: Console,
     sample: float = 0.0,
     retrain_precision: str | None = None,
+    repeats: int = 1,
 ) -> dict:
     """Retrain, then every other method at its chosen lr, on `run`'s seed in this process; with
     `sample` > 0 each run stops about `sample` seconds in and its whole time is projected.
     `retrain_precision` trains the timed Retrain in another precision than the table's oracles
     (theirs by default): a table whose oracles are fp32 and methods bf16 can time Retrain as the
-    methods ran, like with like. The original model and the methods stay the table's."""
+    methods ran, like with like. The original model and the methods stay the table's. With
+    `repeats` > 1 the methods a time target compares run that many times (module docstring)."""
     cfg = result["config"]
     torch.set_num_threads(cfg["torch_threads"])  # the table's threads: its ratios' conditions
     b = setup_bench(run, settings, cache, console)
@@ -78,22 +86,37 @@ def time_table(
         )
     sb = seed_bench(b, run.seeds[0], b.ds.test, probe=False)
     oracle = retrain_precision or b.settings.train.precision
-    runs = []
-    for name in run.ordered_methods():
-        lr = cfg["lr_chosen"].get(name)
-        console.print(f"timing {name}" + (f" at lr {lr}" if lr is not None else ""))
-        before = os.getloadavg()[0]
-        point = with_point(name, sb.cfg, b.settings, cfg["scenario"], lr)
-        if name == "retrain":
-            point = replace(point, train=point.train.model_copy(update={"precision": oracle}))
-        timed = _sampled(name, b, sb.task, point, sample) if sample else _whole(name, b, sb, point)
-        runs.append({"method": name, "lr": lr, **timed,
-                     "load_1m": [before, os.getloadavg()[0]]})  # fmt: skip
+    methods = run.ordered_methods()
+    compared = [m for m in methods if m == "rfa" or m in TIME_LIMITS]
+    rounds = [methods] + [compared] * (repeats - 1)
+    seen: dict[str, list[dict]] = {m: [] for m in methods}
+    for n, names in enumerate(rounds, 1):
+        for name in names:
+            lr = cfg["lr_chosen"].get(name)
+            console.print(f"timing {name}" + (f" at lr {lr}" if lr is not None else "")
+                          + (f" (round {n} of {repeats})" if repeats > 1 else ""))  # fmt: skip
+            before = os.getloadavg()[0]
+            point = with_point(name, sb.cfg, b.settings, cfg["scenario"], lr)
+            if name == "retrain":
+                point = replace(point, train=point.train.model_copy(update={"precision": oracle}))
+            timed = (
+                _sampled(name, b, sb.task, point, sample) if sample else _whole(name, b, sb, point)
+            )
+            seen[name].append({**timed, "load_1m": [before, os.getloadavg()[0]]})
     limit = load_limit(cfg)
-    quiet = all(max(r["load_1m"]) <= limit for r in runs)
+    quiet = all(max(t["load_1m"]) <= limit for each in seen.values() for t in each)
+    runs = [{"method": m, "lr": cfg["lr_chosen"].get(m), **_median(seen[m])} for m in methods]
     return {"seed": run.seeds[0], "quiet": quiet, "load_limit": limit, "runs": runs,
-            "retrain_precision": oracle,
+            "retrain_precision": oracle, **({"repeats": repeats} if repeats > 1 else {}),
             **({"sample_seconds": sample} if sample else {})}  # fmt: skip
+
+
+def _median(timed: list[dict]) -> dict:
+    """The run with the median seconds (the lower of the middle two for an even count: a run
+    that happened, with its own steps and CPU seconds), and every run's seconds where several."""
+    middle = statistics.median_low(t["seconds"] for t in timed)
+    kept = next(t for t in timed if t["seconds"] == middle)
+    return kept if len(timed) == 1 else {**kept, "repeats": [t["seconds"] for t in timed]}
 
 
 def _differing(key: str, given: object, table: object) -> list[str]:

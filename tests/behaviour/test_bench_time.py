@@ -27,10 +27,11 @@ def _params(path, **rfa) -> Settings:
     return load_settings(path)
 
 
-def _time(table, params, sample_seconds=0.0, retrain_precision=None, seed=2) -> None:
+def _time(table, params, sample_seconds=0.0, retrain_precision=None, seed=2, repeats=1) -> None:
     """`unlearn bench-time table --seed 2 --params params ...` (no data dir: digits)."""
     bench_time(table, seed=seed, data_dir=None, checkpoint=None, params=params,
-               sample_seconds=sample_seconds, retrain_precision=retrain_precision)  # fmt: skip
+               sample_seconds=sample_seconds, retrain_precision=retrain_precision,
+               repeats=repeats)  # fmt: skip
 
 
 @pytest.mark.usefixtures("bf16_anywhere")
@@ -149,6 +150,20 @@ def _another_seed_goes_beside(tmp_path, like: dict, records: list[dict]) -> None
     text = md.read_text()
     assert "## Time in one process (seed 2" in text and "## Time in one process (seed 3" in text
     assert "each seed timed in its own process: " in text and "(seed 2), " in text
+    _repeats_keep_the_median_run(tmp_path, again[0])
+
+
+def _repeats_keep_the_median_run(tmp_path, seed2: dict) -> None:
+    """`--repeats 3`: RFA, Retrain and FT (here every method) run three times in this process,
+    and each row is its run with the median seconds; seed 2's timing stays as it was."""
+    _time(tmp_path / "table", tmp_path / "params.yaml", sample_seconds=1e-9, seed=3, repeats=3)
+    two, three = json.loads((tmp_path / "table" / "results.json").read_text())["timings"]
+    assert two == seed2 and three["repeats"] == 3
+    for r in three["runs"]:
+        assert len(r["repeats"]) == 3 and r["seconds"] == sorted(r["repeats"])[1], r
+        assert r["sampled"]["sampled_steps"] > 0  # the median run's own record, not a blend
+    text = (tmp_path / "table" / "results.md").read_text()
+    assert "retrain, rfa, ft ran 3 times each" in text
 
 
 def _section(quiet: bool, rfa_seconds: float, seed: int = 1) -> dict:
@@ -169,6 +184,17 @@ def test_the_time_target_is_judged_only_on_a_quiet_timing():
     assert "**Not quiet**" in loaded and "not judged" in loaded and "— met" not in loaded
     assert "| rfa | 3.0 | 3.0 | 3.0 % | 15.0 % |" in "\n".join(timing_lines(_timing(True, 3.0)))
     assert timing_lines({"records": []}) == []
+
+
+def test_repeated_runs_show_their_range_and_the_ratio_of_their_medians():
+    t = _section(True, 4.0)
+    t["repeats"] = 3
+    t["runs"][0]["repeats"] = [90.0, 100.0, 120.0]
+    t["runs"][1]["repeats"] = [4.0, 3.5, 6.0]
+    text = "\n".join(timing_lines({"timings": [t]}))
+    assert "retrain, rfa ran 3 times each" in text
+    assert "| retrain | 100.0 (90.0–120.0) |" in text and "| rfa | 4.0 (3.5–6.0) |" in text
+    assert "| ft | 20.0 |" in text and "4.0 % — met" in text
 
 
 def test_the_time_target_over_several_seeds_is_met_only_if_met_on_each():
