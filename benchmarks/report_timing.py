@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+
 # method.md's time targets: RFA's wall seconds at most this share of each reference method's.
 TIME_LIMITS = {"retrain": 0.05, "ft": 0.5}
 
@@ -30,10 +32,25 @@ def timing_lines(result: dict) -> list[str]:
 
 def rfa_share(t: dict) -> float | None:
     """RFA's seconds over Retrain's in one timing, if both were timed."""
+    return share(t, "rfa", "retrain")
+
+
+def share(t: dict, method: str, ref: str) -> float | None:
+    """`method`'s seconds over `ref`'s in one timing (None if either is missing): with
+    `--repeats`, the median over the rounds both ran of the ratio within each round. Runs of one
+    round are minutes apart, and the machine's speed moved by up to 2x between rounds of one
+    process (notes/fashion_mnist-class0.md), so a ratio of two medians can pair a fast round's
+    run with a slow round's; a method run once is compared with the first round, where it ran."""
     by = {r["method"]: r for r in t["runs"]}
-    if "rfa" not in by or "retrain" not in by:
+    if method not in by or ref not in by:
         return None
-    return by["rfa"]["seconds"] / by["retrain"]["seconds"]
+    pairs = zip(_rounds(by[method]), _rounds(by[ref]), strict=False)
+    return statistics.median(a / b for a, b in pairs)
+
+
+def _rounds(r: dict) -> list[float]:
+    """A run's seconds in each round it ran, in round order (one if it ran once)."""
+    return r.get("repeats") or [r["seconds"]]
 
 
 def _across(timed: list[dict]) -> list[str]:
@@ -68,7 +85,6 @@ def rfa_time_verdict(timed: list[dict]) -> tuple[bool | None, str, list[int]] | 
 
 def _section(t: dict, result: dict) -> list[str]:
     """One seed's timing: how it was had, its table, and RFA's time target on it."""
-    by = {r["method"]: r for r in t["runs"]}
     lines = [
         "",
         f"## Time in one process (seed {t['seed']}, `unlearn bench-time`)",
@@ -89,7 +105,7 @@ def _section(t: dict, result: dict) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for r in t["runs"]:
-        ratio = [_ratio(r, by.get(ref)) for ref in ("retrain", "ft")]
+        ratio = [_ratio(t, r["method"], ref) for ref in ("retrain", "ft")]
         load = ", ".join(f"{x:.1f}" for x in r["load_1m"])
         lines.append(f"| {r['method']} | {_seconds(r)} | {r['cpu_seconds']:.1f} | "
                      f"{ratio[0]} | {ratio[1]} | {load} |")  # fmt: skip
@@ -137,7 +153,8 @@ def _repeated(t: dict) -> str:
     return (
         f"{names} ran {t['repeats']} times each, in rounds after the first over every method; "
         "each row is its run with the median seconds (the range of all its runs in brackets), "
-        "and the ratios are between those runs. "
+        "and each ratio is the median over the rounds both methods ran of their ratio within "
+        "the round (a method run once: its round's). "
     )
 
 
@@ -148,5 +165,6 @@ def _seconds(r: dict) -> str:
     return f"{r['seconds']:.1f}{spread}"
 
 
-def _ratio(r: dict, ref: dict | None) -> str:
-    return f"{100 * r['seconds'] / ref['seconds']:.1f} %" if ref else "–"
+def _ratio(t: dict, method: str, ref: str) -> str:
+    x = share(t, method, ref)
+    return "–" if x is None else f"{100 * x:.1f} %"

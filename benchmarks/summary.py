@@ -9,7 +9,7 @@ from pathlib import Path
 
 from benchmarks import bars
 from benchmarks.report import HARDER_PROBES, ci95, mean_of, summarise
-from benchmarks.report_timing import TIME_LIMITS, rfa_time_verdict, sections
+from benchmarks.report_timing import TIME_LIMITS, rfa_time_verdict, sections, share
 from benchmarks.report_tuning import edge_choices
 
 # The tables the README reports, in its order (folders under benchmarks/results/).
@@ -158,14 +158,16 @@ def _delta(r: dict, oracle: dict, key: str) -> float | None:
 
 
 def _time_shares(result: dict) -> dict[str, str]:
-    """Per method, its seconds over Retrain's in each timed process ("a / b / c %")."""
-    timed = [{r["method"]: r["seconds"] for r in t["runs"]} for t in sections(result)]
-    if not timed or not all("retrain" in t for t in timed):
+    """Per method, its seconds over Retrain's in each timed process ("a / b / c %"; with
+    `--repeats`, as report_timing.share pairs them)."""
+    timed = sections(result)
+    seconds = [{r["method"]: r["seconds"] for r in t["runs"]} for t in timed]
+    if not timed or not all("retrain" in t for t in seconds):
         return {}
-    out = {"retrain": " / ".join(_seconds(t["retrain"]) for t in timed)}
+    out = {"retrain": " / ".join(_seconds(t["retrain"]) for t in seconds)}
     for m in ORDER:
-        if m != "retrain" and all(m in t for t in timed):
-            out[m] = " / ".join(f"{100 * t[m] / t['retrain']:.1f}" for t in timed) + " %"
+        if m != "retrain" and all(m in t for t in seconds):
+            out[m] = " / ".join(f"{100 * share(t, m, 'retrain'):.1f}" for t in timed) + " %"
     return out
 
 
