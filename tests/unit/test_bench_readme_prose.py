@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.report import HARDER_PROBES, mean_of, summarise
-from benchmarks.report_timing import rfa_share, sections
+from benchmarks.report_timing import rfa_share, rfa_time_verdict, sections
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -47,6 +47,14 @@ def _time_shares(table: str) -> list[float]:
     return [100 * rfa_share(t) for t in sections(_table(table))]
 
 
+def _missed(table: str) -> str:
+    """The seeds whose quiet process missed RFA's time target, as the prose says them."""
+    missed = rfa_time_verdict(sections(_table(table)))[2]
+    if len(missed) == len(sections(_table(table))):
+        return "every seed"
+    return ("seed " if len(missed) == 1 else "seeds ") + " and ".join(map(str, missed))
+
+
 def _claims() -> list[tuple[str, str]]:
     probes = [("probe_acc_dft", ""), *HARDER_PROBES[:2]]  # linear, kNN, MLP on the features
     probe_deltas = [_mean(CIFAR_C, "rfa", k) - _mean(CIFAR_C, "retrain", k) for k, _ in probes]
@@ -64,6 +72,7 @@ def _claims() -> list[tuple[str, str]]:
             [_dr_drop(CIFAR_S, m) for m in ("ft", "rl", "salun")], "{:.1f}")),
         ("CIFAR-10 oracles", f"fits Dr {_span(oracle, '{:.1f}')} points below the original"),
         ("Fashion-MNIST class time", f"at {_span(_time_shares(FM_C), '{:.1f}')} %"),
+        ("Fashion-MNIST class seeds missed", f"target is missed on {_missed(FM_C)}, at"),
         ("digits time", f"{max(_time_shares(DIGITS_C)):.0f} % (class 0) and "
                         f"{max(_time_shares(DIGITS_S)):.0f} % (10 %)"),
     ]  # fmt: skip
