@@ -233,7 +233,7 @@ def bench_time(
         1,
         min=1,
         help="Run RFA, Retrain and FT (the methods a time target compares) this many times, "
-        "alternating, and keep each one's median run.",
+        "in rounds, and keep each one's median run; ratios are taken within rounds.",
     ),
 ) -> None:
     """Time a finished table's methods again in one process: Retrain trained for it, then every

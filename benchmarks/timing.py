@@ -11,8 +11,9 @@ targets only if every run stayed quiet (load at most the table's threads + 0.5, 
 per step (benchmarks/sampling.py; checked against whole runs in notes/sampled-timing.md).
 With `--repeats N` the methods a time target compares (RFA, Retrain, FT) run N times, in rounds
 after the first one over every method, so drift over the process touches each alike; each keeps
-the run with the median seconds. A sub-minute Retrain's seconds moved by 22 % between two
-processes on one machine (notes/sampled-timing.md): one run cannot judge a 5 % line.
+the run with the median seconds, and ratios pair runs of one round (`report_timing.share`). A
+sub-minute Retrain's seconds moved by 22 % between two processes on one machine, and by up to 2x
+between rounds of one (notes/fashion_mnist-class0.md): one run cannot judge a 5 % line.
 """
 
 from __future__ import annotations
