@@ -274,13 +274,22 @@ def loop(run: RfaRun, progress: ProgressFn = no_progress) -> tuple[int, str]:
                 )
                 reason = run.stop.observe(acc)
             last = step == run.steps
-            if run.guard is not None and (reason or last):
-                reason = _guard_check(run, step, reason, last)
-            elif run.guard is not None and run.guard.due(step):
-                run.guard.hold(step, run.student)
+            if run.guard is not None:
+                reason = _guard_step(run, step, reason, last)
             if reason or last:
                 return step, reason or "steps"
     raise AssertionError("unreachable: steps >= 1 and the last step returns")
+
+
+def _guard_step(run: RfaRun, step: int, reason: str | None, last: bool) -> str | None:
+    """The guard at `step`: scored where the run would end, its adapter held at a periodic check
+    (scored only if the run ends below the floor); the stop reason as it stands after."""
+    assert run.guard is not None
+    if reason or last:
+        return _guard_check(run, step, reason, last)
+    if run.guard.due(step):
+        run.guard.hold(step, run.student)
+    return reason
 
 
 def _guard_check(run: RfaRun, step: int, reason: str | None, last: bool) -> str | None:
@@ -291,15 +300,20 @@ def _guard_check(run: RfaRun, step: int, reason: str | None, last: bool) -> str 
     assert g is not None
     acc = _guard_accuracy(run)
     passed = g.observe(step, acc, run.student)
-    rec = {"step": float(step), "guard_acc": acc, "guard_floor": g.floor}
+    rec = _guard_record(step, acc, g.floor)
     if not passed and last:
         for held, held_acc in g.restore(run.student, lambda: _guard_accuracy(run)):
-            run.history.append({"step": float(held), "guard_acc": held_acc, "guard_floor": g.floor})
+            run.history.append(_guard_record(held, held_acc, g.floor))
         rec["guard_restored_to"] = float(g.last_good_step)
     run.history.append(rec)
     if passed:
         return reason
     return "retain_guard" if last else None
+
+
+def _guard_record(step: int, acc: float, floor: float) -> dict[str, float]:
+    """A scored check's line in the run's history."""
+    return {"step": float(step), "guard_acc": acc, "guard_floor": floor}
 
 
 def _guard_accuracy(run: RfaRun) -> float:
