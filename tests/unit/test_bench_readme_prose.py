@@ -49,8 +49,9 @@ def _time_shares(table: str) -> list[float]:
 
 def _missed(table: str) -> str:
     """The seeds whose quiet process missed RFA's time target, as the prose says them."""
-    missed = rfa_time_verdict(sections(_table(table)))[2]
-    if len(missed) == len(sections(_table(table))):
+    timed = sections(_table(table))
+    missed = rfa_time_verdict(timed)[2]
+    if len(missed) == len(timed):
         return "every seed"
     return ("seed " if len(missed) == 1 else "seeds ") + " and ".join(map(str, missed))
 
